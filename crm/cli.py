@@ -1,0 +1,135 @@
+"""The `crm` command line (a Flask CLI group): users, demo, worker, serve."""
+
+import os
+import signal
+import subprocess
+import sys
+
+import click
+from flask import current_app
+from flask.cli import FlaskGroup, with_appcontext
+
+from crm.extensions import db
+
+
+def _create_app():
+    from crm import create_app
+
+    return create_app()
+
+
+@click.group(cls=FlaskGroup, create_app=_create_app, add_default_commands=True)
+def main():
+    """Klynge membership CRM."""
+
+
+@click.group("users")
+def users_cli():
+    """Manage staff users."""
+
+
+@users_cli.command("create")
+@click.argument("email")
+@click.option("--role", type=click.Choice(["admin", "staff", "treasurer"]), required=True)
+@click.option("--password", default=None, help="Leave out to generate a one-time password.")
+@with_appcontext
+def users_create(email: str, role: str, password: str | None):
+    """Create a user with the given role."""
+    from crm.audit import acting_as
+    from crm.auth.services import UserError, create_user
+
+    try:
+        with acting_as("cli"):
+            user, password_used = create_user(email, role, password)
+            db.session.commit()
+    except UserError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"Created {role} {user.email}")
+    if password is None:
+        click.echo(f"One-time password: {password_used}")
+
+
+@click.command("worker")
+@click.option("--burst", is_flag=True, help="Stop when the queues are empty.")
+def worker_command(burst: bool):
+    """Run an RQ worker (with the scheduler) on all queues."""
+    from crm.worker import run_worker
+
+    run_worker(current_app._get_current_object(), burst=burst)
+
+
+@click.command("ensure-admin")
+@with_appcontext
+def ensure_admin_command():
+    """Create the first admin if there are no users (CRM_ADMIN_EMAIL / CRM_ADMIN_PASSWORD)."""
+    from crm.audit import acting_as
+    from crm.auth.services import UserError, ensure_first_admin
+
+    try:
+        with acting_as("setup"):
+            created = ensure_first_admin(
+                os.environ.get("CRM_ADMIN_EMAIL"), os.environ.get("CRM_ADMIN_PASSWORD")
+            )
+            db.session.commit()
+    except UserError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if created:
+        user, password = created
+        click.secho(f"First admin: {user.email}", fg="green")
+        if not os.environ.get("CRM_ADMIN_PASSWORD"):
+            click.secho(f"One-time password: {password}", fg="green", bold=True)
+
+
+@click.command("serve")
+@click.option("--host", default="127.0.0.1")
+@click.option("--port", default=5000, type=int)
+def serve_command(host: str, port: int):
+    """Serve the web app with one RQ worker beside it, until Ctrl-C stops both."""
+    from werkzeug.serving import run_simple
+
+    from crm.queue import redis_url
+
+    app = current_app._get_current_object()
+    env = dict(os.environ, REDIS_URL=redis_url(app))  # the worker shares our Redis
+    worker = subprocess.Popen([sys.executable, "-m", "crm.cli", "worker"], env=env)
+    click.echo(f"Klynge on http://{host}:{port}/ (worker pid {worker.pid}); Ctrl-C stops.")
+
+    def stop(*_):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        run_simple(host, port, app, threaded=True, use_reloader=False)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        _stop_worker(worker)
+        click.echo("Stopped.")
+
+
+def _stop_worker(worker: subprocess.Popen) -> None:
+    """Ctrl-C in a terminal reaches the worker too; otherwise ask it to stop warmly."""
+    try:
+        worker.wait(timeout=5)
+        return
+    except subprocess.TimeoutExpired:
+        worker.send_signal(signal.SIGINT)  # warm shutdown: finish the current job
+    try:
+        worker.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        worker.wait()
+
+
+def init_app(app) -> None:
+    app.cli.add_command(users_cli)
+    app.cli.add_command(worker_command)
+    app.cli.add_command(ensure_admin_command)
+    app.cli.add_command(serve_command)
+    from crm.members import cli as members_cli
+
+    members_cli.init_app(app)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""Language choice and the display formats of dates, times and money."""
+
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+
+from babel.numbers import format_decimal
+from flask import Blueprint, redirect, request, session, url_for
+from flask_babel import get_locale
+
+from crm.timeutil import OSLO
+
+LANGUAGES = {"nb": "Norsk bokmål", "en": "English"}
+
+bp = Blueprint("i18n", __name__)
+
+
+def translation_domains(directory: Path) -> list[str]:
+    """One catalog per area (core.po, members.po, …) so areas never edit the same file."""
+    found = sorted(p.stem for p in (directory / "nb" / "LC_MESSAGES").glob("*.po"))
+    return found or ["messages"]
+
+
+def select_locale() -> str:
+    chosen = request.args.get("lang") or session.get("lang")
+    return chosen if chosen in LANGUAGES else "nb"
+
+
+@bp.route("/language/<code>", methods=["POST"])
+def set_language(code: str):
+    if code in LANGUAGES:
+        session["lang"] = code
+    target = request.form.get("next", "")
+    # Only same-site paths: never an open redirect.
+    if not target.startswith("/") or target.startswith("//") or "\\" in target:
+        target = url_for("main.index")
+    return redirect(target)
+
+
+def format_date(value: date | datetime | None) -> str:
+    """dd.mm.yyyy; datetimes are shown in Europe/Oslo."""
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        value = value.astimezone(OSLO).date()
+    return value.strftime("%d.%m.%Y")
+
+
+def format_datetime(value: datetime | None) -> str:
+    if value is None:
+        return ""
+    return value.astimezone(OSLO).strftime("%d.%m.%Y %H:%M")
+
+
+def format_money(value: int | Decimal | None, *, ore: bool = False) -> str:
+    """`kr 12 500,00` (nb) / `NOK 12,500.00` (en). Integers are øre when `ore` is set."""
+    if value is None:
+        return ""
+    amount = Decimal(value) / 100 if ore else Decimal(value)
+    locale = str(get_locale() or "nb")
+    number = format_decimal(amount, format="#,##0.00", locale=locale)
+    return f"kr\u00a0{number}" if locale == "nb" else f"NOK\u00a0{number}"
+
+
+def format_number(value: int | None) -> str:
+    if value is None:
+        return ""
+    return format_decimal(value, format="#,##0", locale=str(get_locale() or "nb"))
+
+
+def init_app(app) -> None:
+    app.register_blueprint(bp)
+    app.jinja_env.filters.update(
+        date=format_date,
+        datetime=format_datetime,
+        money=format_money,
+        number=format_number,
+    )
+    app.jinja_env.globals.update(LANGUAGES=LANGUAGES, get_locale=get_locale)

@@ -1,0 +1,1 @@
+"""Companies, contacts, networks and activities: the staff CRM."""

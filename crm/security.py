@@ -1,0 +1,36 @@
+"""Security headers and the session cookie's Secure flag."""
+
+from flask import request
+from flask.sessions import SecureCookieSessionInterface
+
+CSP = (
+    "default-src 'self'; img-src 'self' data:; object-src 'none'; "
+    "base-uri 'self'; form-action 'self'"
+)
+
+
+class SessionInterface(SecureCookieSessionInterface):
+    """Marks the cookie Secure whenever the request itself came over HTTPS."""
+
+    def get_cookie_secure(self, app) -> bool:
+        return super().get_cookie_secure(app) or request.is_secure
+
+
+def set_security_headers(response):
+    # Pages meant to be embedded (the public signup form) set their own frame policy.
+    frame_ancestors = getattr(response, "frame_ancestors", "'none'")
+    response.headers.setdefault(
+        "Content-Security-Policy", f"{CSP}; frame-ancestors {frame_ancestors}"
+    )
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    if frame_ancestors == "'none'":
+        response.headers.setdefault("X-Frame-Options", "DENY")
+    if request.is_secure:
+        response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
+    return response
+
+
+def init_app(app) -> None:
+    app.session_interface = SessionInterface()
+    app.after_request(set_security_headers)
