@@ -88,9 +88,11 @@ def serve_command(host: str, port: int):
     from werkzeug.serving import run_simple
 
     from crm.queue import redis_url
+    from crm.redis_server import stop_embedded_redis
 
     app = current_app._get_current_object()
-    env = dict(os.environ, REDIS_URL=redis_url(app))  # the worker shares our Redis
+    url = redis_url(app)
+    env = dict(os.environ, REDIS_URL=url)  # the worker shares our Redis
     worker = subprocess.Popen([sys.executable, "-m", "crm.cli", "worker"], env=env)
     click.echo(f"Klynge on http://{host}:{port}/ (worker pid {worker.pid}); Ctrl-C stops.")
 
@@ -103,7 +105,11 @@ def serve_command(host: str, port: int):
     except KeyboardInterrupt:
         pass
     finally:
+        # A second Ctrl-C must not cut the orderly stop short: worker first, then Redis.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         _stop_worker(worker)
+        stop_embedded_redis(url)
         click.echo("Stopped.")
 
 
