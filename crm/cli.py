@@ -100,6 +100,7 @@ def serve_command(host: str, port: int):
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with it ignored
     try:
         run_simple(host, port, app, threaded=True, use_reloader=False)
     except KeyboardInterrupt:
