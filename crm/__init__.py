@@ -24,6 +24,9 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.config.update(test_config)
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
 
+    from crm import urls
+
+    urls.init_app(app)  # before any blueprint adds rules
     register_extensions(app)
     register_blueprints(app)
     register_errorhandlers(app)

@@ -17,6 +17,7 @@ def make_user(role: str = "staff", email: str | None = None, password: str = PAS
     user.set_password(password)
     db.session.add(user)
     db.session.commit()
+    db.session.refresh(user)  # loaded, so tests can read it after the app context ends
     return user
 
 
@@ -35,6 +36,7 @@ def make_company(name: str = "Testbedrift AS", **fields) -> Company:
     company = Company(name=name, **fields)
     db.session.add(company)
     db.session.commit()
+    db.session.refresh(company)
     return company
 
 
@@ -47,6 +49,7 @@ def make_contact(first_name: str = "Kari", last_name: str = "Nordmann", **fields
     ]
     db.session.add(contact)
     db.session.commit()
+    db.session.refresh(contact)
     return contact
 
 
