@@ -41,6 +41,8 @@ def _limiter_storage(redis_url: str) -> str:
 
 
 def register_extensions(app: Flask) -> None:
+    from flask_babel import lazy_gettext as _l
+
     from crm import i18n, security, ui
     from crm.extensions import babel, csrf, db, limiter, login_manager, migrate
     from crm.queue import redis_url
@@ -62,6 +64,7 @@ def register_extensions(app: Flask) -> None:
     login_manager.init_app(app)
     login_manager.login_view = "auth.login"
     login_manager.login_message_category = "info"
+    login_manager.login_message = _l("Please log in to see this page.")
     i18n.init_app(app)
     security.init_app(app)
     ui.init_app(app)

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["tests.browser"]
+
 ROOT = Path(__file__).resolve().parent.parent
 _tmp = Path(tempfile.mkdtemp(prefix="klynge-test-"))
 
