@@ -77,12 +77,22 @@ def register_extensions(app: Flask) -> None:
 def register_blueprints(app: Flask) -> None:
     from crm import main
     from crm.auth import routes as auth_routes
+    from crm.fees import routes as fees_routes
+    from crm.mail import routes as mail_routes
+    from crm.members import import_routes
     from crm.members import routes as members_routes
+    from crm.newsletters import routes as newsletters_routes
+    from crm.subscriptions import routes as subscriptions_routes
 
     app.register_blueprint(main.bp)
     app.register_blueprint(auth_routes.bp)
     app.register_blueprint(auth_routes.admin_bp)
     members_routes.init_app(app)
+    fees_routes.init_app(app)
+    import_routes.init_app(app)
+    subscriptions_routes.init_app(app)
+    mail_routes.init_app(app)
+    newsletters_routes.init_app(app)
 
 
 def register_errorhandlers(app: Flask) -> None:

@@ -136,6 +136,12 @@ def init_app(app) -> None:
     from crm.members import cli as members_cli
 
     members_cli.init_app(app)
+    from crm.fees import cli as fees_cli
+
+    fees_cli.init_app(app)
+    from crm.newsletters import cli as newsletters_cli
+
+    newsletters_cli.init_app(app)
 
 
 if __name__ == "__main__":

@@ -54,4 +54,6 @@ def load_settings(instance_path: Path) -> dict:
         "RATELIMIT_HEADERS_ENABLED": True,
         "MAX_CONTENT_LENGTH": 32 * 1024 * 1024,
         "PAGE_SIZE": 50,
+        # Newsletter emails per minute over all workers, enforced where requests are made.
+        "NEWSLETTER_RATE_PER_MINUTE": int(os.environ.get("NEWSLETTER_RATE_PER_MINUTE") or 30000),
     }

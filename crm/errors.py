@@ -1,6 +1,6 @@
 """Error pages: every failure gets a page in the site's layout, never a stack trace."""
 
-from flask import jsonify, render_template, request
+from flask import current_app, jsonify, render_template, request
 from flask_babel import gettext as _
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
@@ -47,6 +47,8 @@ def handle_csrf_error(error: CSRFError):
 
 def handle_unexpected(error: Exception):
     db.session.rollback()
+    if not isinstance(error, HTTPException):
+        current_app.logger.exception("unexpected error on %s %s", request.method, request.path)
     if isinstance(error, HTTPException):
         return handle_http_error(error)
     return _render(500, _("Error"), _("Something went wrong on our side. Nothing was saved."))
@@ -55,5 +57,6 @@ def handle_unexpected(error: Exception):
 def init_app(app) -> None:
     app.register_error_handler(CSRFError, handle_csrf_error)
     app.register_error_handler(HTTPException, handle_http_error)
-    if not app.config.get("PROPAGATE_EXCEPTIONS"):
+    # Tests want the traceback, not a polite page.
+    if not (app.config.get("PROPAGATE_EXCEPTIONS") or app.testing):
         app.register_error_handler(Exception, handle_unexpected)

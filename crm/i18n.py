@@ -5,7 +5,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from babel.numbers import format_decimal
-from flask import Blueprint, redirect, request, session, url_for
+from flask import Blueprint, has_request_context, redirect, request, session, url_for
 from flask_babel import get_locale
 
 from crm.timeutil import OSLO
@@ -22,6 +22,8 @@ def translation_domains(directory: Path) -> list[str]:
 
 
 def select_locale() -> str:
+    if not has_request_context():  # CLI commands and RQ jobs: Norwegian unless forced
+        return "nb"
     chosen = request.args.get("lang") or session.get("lang")
     return chosen if chosen in LANGUAGES else "nb"
 

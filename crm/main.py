@@ -1,6 +1,6 @@
-"""Front page, health check, placeholder for the public signup."""
+"""Front page and health check."""
 
-from flask import Blueprint, jsonify, redirect, render_template, url_for
+from flask import Blueprint, jsonify, redirect, url_for
 from flask_login import current_user
 from sqlalchemy import text
 
@@ -33,8 +33,3 @@ def healthz():
         checks["redis"] = f"error: {type(exc).__name__}"
     healthy = all(v == "ok" for v in checks.values())
     return jsonify(status="ok" if healthy else "error", **checks), 200 if healthy else 503
-
-
-@bp.route("/subscribe")
-def subscribe():
-    return render_template("main/subscribe_placeholder.html")

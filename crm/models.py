@@ -1,6 +1,10 @@
-"""All models, imported in one place so metadata knows every table."""
+"""Every model module, imported in one place so metadata (and Alembic) knows every table."""
 
-from crm.audit import AuditEntry  # noqa: F401
-from crm.auth.models import User  # noqa: F401
-from crm.members import search  # noqa: F401  (registers the search-term listener)
-from crm.members.models import Activity, Company, Contact, Network, SearchTerm  # noqa: F401
+import crm.audit  # noqa: F401
+import crm.auth.models  # noqa: F401
+import crm.fees.models  # noqa: F401
+import crm.mail.models  # noqa: F401
+import crm.members.models  # noqa: F401
+import crm.members.search  # noqa: F401  (registers the search-term listener)
+import crm.newsletters.models  # noqa: F401
+import crm.subscriptions.models  # noqa: F401

@@ -26,7 +26,12 @@ def fill_url(app: Flask, rule, value: int | str = 1) -> str:
     for name in rule.arguments:
         converter = rule._converters[name]
         kind = type(converter).__name__
-        args[name] = value if kind in ("IntegerConverter", "NumberConverter") else str(value)
+        if kind == "AnyConverter":
+            args[name] = sorted(converter.items)[0]
+        elif isinstance(value, int) and kind in ("IntegerConverter", "IdConverter"):
+            args[name] = value
+        else:
+            args[name] = str(value)
     with app.test_request_context():
         from flask import url_for
 

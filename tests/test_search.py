@@ -21,6 +21,8 @@ def test_company_found_by_word_prefix_and_orgnr(app):
         make_company("Grue Bygg AS")
         assert _found(Company, "meka") == {"Kongsvinger Mekaniske Verksted AS"}
         assert _found(Company, "kongs verk") == {"Kongsvinger Mekaniske Verksted AS"}
+        assert _found(Company, "kongs mek verk") == {"Kongsvinger Mekaniske Verksted AS"}
+        assert _found(Company, "kongs mek grue") == set()
         assert _found(Company, company.orgnr[:5]) == {"Kongsvinger Mekaniske Verksted AS"}
         assert _found(Company, "xyz") == set()
 

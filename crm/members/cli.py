@@ -1,6 +1,17 @@
 """`crm companies …` and `crm demo`."""
 
+import random
+import sys
+from contextlib import nullcontext
+from pathlib import Path
+
 import click
+from flask.cli import with_appcontext
+
+from crm.extensions import db
+
+# Files with more rows than this show a progress bar (on stderr) while they are checked.
+PROGRESS_THRESHOLD = 1000
 
 
 @click.group("companies")
@@ -8,5 +19,135 @@ def companies_cli():
     """Company records."""
 
 
+def _progress(length: int, label: str):
+    if length < PROGRESS_THRESHOLD:
+        return nullcontext(None)
+    return click.progressbar(length=length, label=label, file=sys.stderr)
+
+
+@companies_cli.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--dry-run", is_flag=True, help="Show what would change; write nothing.")
+@with_appcontext
+def import_command(file: Path, dry_run: bool):
+    """Import companies from a CSV file or Brønnøysund (Enhetsregisteret) JSON.
+
+    Companies are matched by organisation number: known ones are updated, new ones come
+    in as prospects. Nothing is written when any row has an error.
+    """
+    from crm.members.importing import ImportRejected, apply_plan, plan_import, read_file
+
+    parsed = read_file(file.read_bytes())
+    with _progress(len(parsed.records), "Checking") as bar:
+        plan = plan_import(parsed, file.name, progress=bar.update if bar else None)
+    _print_plan(plan)
+    if not plan.ok:
+        for issue in plan.errors:
+            click.echo(str(issue), err=True)
+        click.echo("Nothing was imported. Fix the errors above and run again.", err=True)
+        sys.exit(1)
+    if dry_run:
+        db.session.rollback()
+        click.echo("Dry run: nothing was written.")
+        return
+    try:
+        with _progress(plan.changes_count, "Writing") as bar:
+            apply_plan(plan, progress=bar.update if bar else None)
+        db.session.commit()
+    except ImportRejected:  # pragma: no cover - plan.ok was checked above
+        db.session.rollback()
+        raise
+    except Exception as exc:
+        db.session.rollback()
+        raise click.ClickException(f"Nothing was imported: {exc}") from exc
+    click.echo("Import done.")
+
+
+def _print_plan(plan) -> None:
+    from crm.members.importing import display_value
+
+    kind = {"csv": f"CSV ({_delimiter_name(plan.delimiter)})", "brreg": "Brønnøysund JSON"}
+    click.echo(f"{plan.filename}: {kind.get(plan.source, 'unreadable')}, {len(plan.rows)} rows")
+    if plan.creates:
+        click.echo("\nNew companies (as prospects unless the file says otherwise):")
+        for row in plan.creates:
+            flags = f"  [{', '.join(row.flags)}]" if row.flags else ""
+            status = row.values.get("membership_status", "prospect")
+            click.echo(f"  {row.orgnr}  {row.name}  ({status}){flags}")
+    if plan.updates:
+        click.echo("\nChanges:")
+        for row in plan.updates:
+            click.echo(f"  {row.orgnr}  {row.name}")
+            for change in row.changes:
+                click.echo(
+                    f"      {change.field}: {display_value(change.old)} → "
+                    f"{display_value(change.new)}"
+                )
+    if plan.warnings:
+        click.echo("\nWarnings:")
+        for issue in plan.warnings:
+            company = f"{issue.orgnr} {issue.name}: " if issue.orgnr else ""
+            click.echo(f"  {issue.where}: {company}{issue.message}")
+    counts = plan.counts()
+    click.echo(
+        f"\nCreated: {counts['created']}  Updated: {counts['updated']}  "
+        f"Unchanged: {counts['unchanged']}  Errors: {counts['errors']}"
+    )
+
+
+def _delimiter_name(delimiter: str) -> str:
+    return {";": "semicolon", ",": "comma", "\t": "tab"}.get(delimiter, repr(delimiter))
+
+
+@click.command("demo")
+@click.option("--companies", default=150, show_default=True, type=click.IntRange(1, 100_000))
+@click.option(
+    "--subscribers",
+    default=500,
+    show_default=True,
+    type=click.IntRange(0, 1_000_000),
+    help="Newsletter subscribers (created by the subscriptions area, once it exists).",
+)
+@click.option("--seed", default=2026, show_default=True, type=int, help="Same seed, same data.")
+@click.option("--append", is_flag=True, help="Add to existing companies instead of refusing.")
+@with_appcontext
+def demo_command(companies: int, subscribers: int, seed: int, append: bool):
+    """Fill the database with realistic demo data: companies, contacts, networks."""
+    from crm.audit import acting_as
+    from crm.members import demo
+    from crm.timeutil import today_oslo
+
+    existing = demo.company_count(db.session)
+    if existing and not append:
+        raise click.ClickException(
+            f"The database already has {existing} companies; "
+            "demo data goes into an empty one (or pass --append)."
+        )
+    rng = random.Random(seed)
+    options = {"subscribers": subscribers, "seed": seed, "append": append, "today": today_oslo()}
+    lines = []
+    with acting_as("demo"):
+        result = demo.generate(db.session, companies=companies, rng=rng, today=options["today"])
+        for hook in demo.DEMO_HOOKS:
+            line = hook(rng, result.companies, result.contacts, options)
+            if line:
+                lines.append(line)
+        db.session.flush()
+    db.session.commit()
+    statuses = [c.membership_status for c in result.companies]
+    municipalities = {c.municipality_number for c in result.companies}
+    click.echo(
+        f"Created {len(result.companies)} companies in {len(municipalities)} municipalities "
+        f"({statuses.count('member')} members, {statuses.count('prospect')} prospects, "
+        f"{statuses.count('resigned')} resigned), {len(result.contacts)} contacts, "
+        f"{result.network_links} network memberships, {result.activities} activities."
+    )
+    for line in lines:
+        click.echo(line)
+    if subscribers and not demo.DEMO_HOOKS:
+        click.echo("No newsletter subscribers: that part of Klynge is not installed yet.")
+
+
 def init_app(app) -> None:
     app.cli.add_command(companies_cli)
+    app.cli.add_command(demo_command)

@@ -1,6 +1,6 @@
 from datetime import date, datetime
 
-from sqlalchemy import Column, ForeignKey, Index, String, Table, Text
+from sqlalchemy import Column, ForeignKey, Index, String, Table, Text, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from crm.audit import Audited
@@ -101,6 +101,17 @@ class Network(Audited, db.Model):
 class Contact(Audited, Timestamps, db.Model):
     __tablename__ = "contact"
     __audit_exclude__ = ("updated_at", "created_at")
+    __table_args__ = (
+        # Serves the contact list's order, offset and count (migration 0001b_members).
+        Index(
+            "ix_contact_current_name",
+            "last_name",
+            "first_name",
+            "id",
+            sqlite_where=text("archived_at IS NULL"),
+            postgresql_where=text("archived_at IS NULL"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     first_name: Mapped[str] = mapped_column(String(100), default="")

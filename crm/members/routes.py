@@ -1,19 +1,635 @@
-"""Staff pages for companies, contacts and networks."""
+"""Staff pages for companies, contacts, networks and activities.
 
-from flask import Blueprint, render_template
+Views stay thin: they read forms and query strings, call crm/members/services.py and
+commit. Lists answer `?partial=1` with only their results region (search as you type).
+"""
 
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask_babel import gettext as _
+from flask_login import current_user
+from markupsafe import Markup, escape
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import selectinload
+from werkzeug.datastructures import ImmutableMultiDict
+
+from crm.audit import history_for
 from crm.auth.permissions import permission_required
 from crm.extensions import db
-from crm.members.models import Company
+from crm.members import listing, services
+from crm.members.forms import (
+    ORG_FORMS,
+    ActivityForm,
+    CompanyForm,
+    ConfirmForm,
+    ContactForm,
+    MergeForm,
+    NetworkForm,
+)
+from crm.members.models import (
+    CONTACT_ROLES,
+    MEMBERSHIP_STATUSES,
+    ROLE_COLUMNS,
+    Company,
+    Contact,
+    Network,
+    contact_network,
+)
+from crm.members.normalize import format_orgnr, format_phone
+from crm.members.panels import COMPANY_PANELS, CONTACT_PANELS
+from crm.spreadsheet import export_response
+from crm.timeutil import today_oslo
 
 bp = Blueprint("members", __name__)
+
+# Below this many companies the contact form lists them all in a datalist (works
+# without JavaScript); above it, static/js/members.js fetches suggestions as you type.
+FULL_DATALIST_LIMIT = 500
+
+
+@bp.before_request
+def _tidy_query_string():
+    # url_for(**request.args) in the sort and page links must never see `partial`
+    # (links would load a bare fragment) nor url_for's own keywords (`_external`,
+    # `_scheme`, `endpoint`), which a crafted query string would turn into a 500.
+    g.partial = request.args.get("partial") == "1"
+    request.args = ImmutableMultiDict(
+        [
+            (key, value)
+            for key, value in request.args.items(multi=True)
+            if key != "partial" and key != "endpoint" and not key.startswith("_")
+        ]
+    )
+
+
+@bp.url_defaults
+def _keep_view_args(endpoint: str, values: dict) -> None:
+    # The shared pagination and sort macros build links from the query string only;
+    # on a page like /networks/<id> they also need the id the page itself was given.
+    if request and endpoint == request.endpoint and request.view_args:
+        for key, value in request.view_args.items():
+            values.setdefault(key, value)
+
+
+@bp.app_template_filter("orgnr")
+def _orgnr_filter(value):
+    return format_orgnr(value)
+
+
+@bp.app_template_filter("website_url")
+def _website_url(value: str | None) -> str:
+    """A safe link target: register data often lacks the scheme ("www.firma.no")."""
+    value = (value or "").strip()
+    if not value:
+        return ""
+    if "://" not in value:
+        value = "https://" + value
+    return value if value.lower().startswith(("http://", "https://")) else ""
+
+
+@bp.app_template_filter("phone")
+def _phone_filter(value):
+    return format_phone(value)
+
+
+# The company import page belongs to crm/members/import_routes.py; linked when present.
+IMPORT_ENDPOINT = "imports.upload"
+
+
+@bp.context_processor
+def _labels():
+    return {
+        "import_endpoint": IMPORT_ENDPOINT
+        if IMPORT_ENDPOINT in current_app.view_functions
+        else None,
+        "membership_labels": services.MEMBERSHIP_LABELS,
+        "role_labels": services.ROLE_LABELS,
+        "activity_labels": services.ACTIVITY_LABELS,
+        "warning_labels": services.WARNING_LABELS,
+    }
+
+
+def _get_or_404(model, record_id: int):
+    if record_id > listing.MAX_ID:
+        abort(404)
+    return db.get_or_404(model, record_id)
+
+
+def _paginate(query: listing.ListQuery):
+    page = listing.parse_page(request.args.get("page"))
+    return listing.paginate(query, page, current_app.config["PAGE_SIZE"])
+
+
+def _today_stamp() -> str:
+    return today_oslo().isoformat()
+
+
+# -- companies ---------------------------------------------------------------------
 
 
 @bp.route("/companies")
 @permission_required("members.view")
 def company_list():
-    companies = db.session.scalars(db.select(Company).order_by(Company.name).limit(50)).all()
-    return render_template("members/company_list.html", companies=companies)
+    filters = listing.CompanyFilters.from_args(request.args)
+    page = _paginate(listing.company_query(filters))
+    context = {"filters": filters, "page": page}
+    if g.partial:
+        return render_template("members/_company_results.html", **context)
+    return render_template(
+        "members/company_list.html",
+        municipalities=listing.municipality_choices(),
+        networks=services.network_choices(),
+        statuses=MEMBERSHIP_STATUSES,
+        roles=CONTACT_ROLES,
+        **context,
+    )
+
+
+@bp.route("/companies/export.<any(csv, xlsx):fmt>")
+@permission_required("members.view")
+def company_export(fmt: str):
+    filters = listing.CompanyFilters.from_args(request.args)
+    headers, rows = services.company_table(services.companies_for_export(filters))
+    return export_response(fmt, f"companies-{_today_stamp()}", headers, rows, _("Companies"))
+
+
+@bp.route("/companies/lookup")
+@permission_required("members.view")
+def company_lookup():
+    """Suggestions for the company field of the contact form (JSON)."""
+    companies = services.company_suggestions(request.args.get("q", ""))
+    return jsonify([{"id": c.id, "label": services.company_choice_label(c)} for c in companies])
+
+
+def _duplicate_company_message(existing: Company) -> Markup:
+    link = Markup('<a href="{}">{}</a>').format(
+        url_for("members.company_detail", company_id=existing.id), existing.name
+    )
+    return Markup(escape(_("This organisation number is already registered:"))) + " " + link
+
+
+def _save_company(form: CompanyForm, company: Company) -> bool:
+    """Copy a validated form onto `company`; False (with field errors) when a rule says no."""
+    duplicate = services.company_by_orgnr(form.orgnr.data, exclude_id=company.id)
+    if duplicate is not None:
+        form.orgnr.errors.append(_duplicate_company_message(duplicate))
+        return False
+    try:
+        services.apply_membership(
+            company, form.membership_status.data, form.member_since.data, form.resigned_on.data
+        )
+    except services.MembersError as exc:
+        form.resigned_on.errors.append(str(exc))
+        return False
+    company.orgnr = form.orgnr.data
+    company.name = form.name.data
+    if form.org_form_code.data != company.org_form_code or not company.org_form_name:
+        company.org_form_name = ORG_FORMS.get(form.org_form_code.data, "")
+    company.org_form_code = form.org_form_code.data or ""
+    company.nace_code = form.nace_code.data or ""
+    company.nace_text = form.nace_text.data or ""
+    company.employees = form.employees.data
+    services.set_municipality(
+        company, form.municipality_number.data or "", form.municipality_name.data or ""
+    )
+    company.street_address = form.street_address.data or ""
+    company.postal_code = form.postal_code.data or ""
+    company.postal_place = form.postal_place.data or ""
+    company.website = form.website.data or ""
+    company.notes = form.notes.data or ""
+    return True
+
+
+def _commit_company(form: CompanyForm) -> bool:
+    try:
+        db.session.commit()
+    except IntegrityError:
+        # Two people saving the same orgnr at once: the unique index has the last word.
+        db.session.rollback()
+        form.orgnr.errors.append(_("This organisation number is already registered."))
+        return False
+    return True
+
+
+@bp.route("/companies/new", methods=["GET", "POST"])
+@permission_required("members.edit")
+def company_create():
+    form = CompanyForm()
+    if form.validate_on_submit():
+        company = Company()
+        if _save_company(form, company):
+            db.session.add(company)
+            if _commit_company(form):
+                flash(_("Company %(name)s created.", name=company.name), "success")
+                return redirect(url_for("members.company_detail", company_id=company.id))
+    return render_template(
+        "members/company_form.html",
+        form=form,
+        company=None,
+        municipalities=listing.municipality_choices(),
+    )
+
+
+@bp.route("/companies/<int:company_id>")
+@permission_required("members.view")
+def company_detail(company_id: int, activity_form: ActivityForm | None = None):
+    company = _get_or_404(Company, company_id)
+    contacts = [c for c in company.contacts if c.archived_at is None]
+    return render_template(
+        "members/company_detail.html",
+        company=company,
+        contacts=contacts,
+        activity_form=activity_form or ActivityForm(formdata=None),
+        history=history_for(company),
+        panels=COMPANY_PANELS,
+    )
+
+
+@bp.route("/companies/<int:company_id>/edit", methods=["GET", "POST"])
+@permission_required("members.edit")
+def company_edit(company_id: int):
+    company = _get_or_404(Company, company_id)
+    form = CompanyForm(obj=company)
+    if form.validate_on_submit() and _save_company(form, company):
+        if _commit_company(form):
+            flash(_("Company %(name)s saved.", name=company.name), "success")
+            return redirect(url_for("members.company_detail", company_id=company.id))
+    db.session.rollback()  # nothing half-applied survives a refused form
+    return render_template(
+        "members/company_form.html",
+        form=form,
+        company=company,
+        municipalities=listing.municipality_choices(),
+    )
+
+
+@bp.route("/companies/<int:company_id>/archive", methods=["POST"])
+@permission_required("members.edit")
+def company_archive(company_id: int):
+    company = _get_or_404(Company, company_id)
+    if ConfirmForm().validate_on_submit():
+        services.archive(company)
+        db.session.commit()
+        flash(_("Company %(name)s archived.", name=company.name), "success")
+    return redirect(url_for("members.company_detail", company_id=company.id))
+
+
+@bp.route("/companies/<int:company_id>/unarchive", methods=["POST"])
+@permission_required("members.edit")
+def company_unarchive(company_id: int):
+    company = _get_or_404(Company, company_id)
+    if ConfirmForm().validate_on_submit():
+        services.unarchive(company)
+        db.session.commit()
+        flash(_("Company %(name)s restored.", name=company.name), "success")
+    return redirect(url_for("members.company_detail", company_id=company.id))
+
+
+@bp.route("/companies/<int:company_id>/activities", methods=["POST"])
+@permission_required("members.edit")
+def company_add_activity(company_id: int):
+    company = _get_or_404(Company, company_id)
+    form = ActivityForm()
+    if not form.validate_on_submit():
+        return company_detail(company_id, activity_form=form)
+    services.add_activity(
+        kind=form.kind.data,
+        occurred_on=form.occurred_on.data,
+        summary=form.summary.data,
+        details=form.details.data,
+        company=company,
+        user=current_user,
+    )
+    db.session.commit()
+    flash(_("Activity added."), "success")
+    return redirect(url_for("members.company_detail", company_id=company.id) + "#activities")
+
+
+# -- contacts ----------------------------------------------------------------------
+
+
+@bp.route("/contacts")
+@permission_required("members.view")
+def contact_list():
+    filters = listing.ContactFilters.from_args(request.args)
+    page = _paginate(listing.contact_query(filters))
+    context = {"filters": filters, "page": page}
+    if g.partial:
+        return render_template("members/_contact_results.html", **context)
+    return render_template(
+        "members/contact_list.html",
+        municipalities=listing.municipality_choices(),
+        networks=services.network_choices(),
+        roles=CONTACT_ROLES,
+        **context,
+    )
+
+
+@bp.route("/contacts/export.<any(csv, xlsx):fmt>")
+@permission_required("members.view")
+def contact_export(fmt: str):
+    filters = listing.ContactFilters.from_args(request.args)
+    headers, rows = services.contact_table(services.contacts_for_export(filters))
+    return export_response(fmt, f"contacts-{_today_stamp()}", headers, rows, _("Contacts"))
+
+
+def _contact_initial(contact: Contact) -> dict:
+    return {
+        "first_name": contact.first_name,
+        "last_name": contact.last_name,
+        "email": contact.email,
+        "phone": format_phone(contact.phone),
+        "job_title": contact.job_title,
+        "company": services.company_choice_label(contact.company) if contact.company else "",
+        "networks": [n.id for n in contact.networks],
+        "left_company": not contact.active,
+        "notes": contact.notes,
+        **{column: getattr(contact, column) for column in ROLE_COLUMNS.values()},
+    }
+
+
+def _company_datalist(form: ContactForm) -> list[str]:
+    """Company names for the datalist: all of them in a small register, else a few matches."""
+    total = db.session.scalar(select(func.count(Company.id)).where(Company.archived_at.is_(None)))
+    if total <= FULL_DATALIST_LIMIT:
+        companies = db.session.scalars(
+            select(Company).where(Company.archived_at.is_(None)).order_by(func.lower(Company.name))
+        )
+    else:
+        companies = services.company_suggestions(form.company.data or "")
+    return [services.company_choice_label(c) for c in companies]
+
+
+def _contact_form(contact: Contact | None):
+    """Create (contact None) or edit a contact; shared by both views."""
+    initial = _contact_initial(contact) if contact else {}
+    if contact is None:
+        preset = listing.parse_id(request.args.get("company"))
+        company = db.session.get(Company, preset) if preset else None
+        if company is not None:
+            initial["company"] = services.company_choice_label(company)
+    form = ContactForm(data=initial)
+    form.networks.choices = [
+        (n.id, n.name) for n in services.network_choices(contact.networks if contact else [])
+    ]
+    duplicates, suggestions = [], []
+    if form.validate_on_submit():
+        company, company_known = None, True
+        try:
+            company = services.resolve_company(form.company.data)
+        except services.MembersError as exc:
+            company_known = False
+            form.company.errors.append(str(exc))
+            suggestions = services.company_suggestions(form.company.data, limit=5)
+        if contact is None or form.email.data != contact.email:
+            duplicates = services.contacts_with_email(
+                form.email.data, exclude_id=contact.id if contact else None
+            )
+        if company_known and (not duplicates or form.confirm_duplicate.data):
+            created = contact is None
+            contact = contact or Contact()
+            _apply_contact_form(form, contact, company)
+            db.session.add(contact)
+            db.session.commit()
+            name = contact.audit_label()
+            if created:
+                flash(_("Contact %(name)s created.", name=name), "success")
+            else:
+                flash(_("Contact %(name)s saved.", name=name), "success")
+            return redirect(url_for("members.contact_detail", contact_id=contact.id))
+    return render_template(
+        "members/contact_form.html",
+        form=form,
+        contact=contact,
+        duplicates=duplicates,
+        suggestions=[services.company_choice_label(c) for c in suggestions],
+        company_options=_company_datalist(form),
+    )
+
+
+def _apply_contact_form(form: ContactForm, contact: Contact, company: Company | None) -> None:
+    chosen = set(form.networks.data or [])
+    networks = [n for n in services.network_choices(contact.networks) if n.id in chosen]
+    # One flush for the whole edit, so the audit log shows it as one change.
+    with db.session.no_autoflush:
+        _copy_contact_fields(form, contact, company, networks)
+
+
+def _copy_contact_fields(form, contact: Contact, company: Company | None, networks) -> None:
+    contact.first_name = form.first_name.data or ""
+    contact.last_name = form.last_name.data or ""
+    contact.email = form.email.data
+    contact.phone = form.phone.data
+    contact.job_title = form.job_title.data or ""
+    contact.company = company
+    services.set_roles(
+        contact, {role for role, column in ROLE_COLUMNS.items() if getattr(form, column).data}
+    )
+    contact.networks = networks
+    contact.active = not form.left_company.data
+    contact.notes = form.notes.data or ""
+
+
+@bp.route("/contacts/new", methods=["GET", "POST"])
+@permission_required("members.edit")
+def contact_create():
+    return _contact_form(None)
+
+
+@bp.route("/contacts/<int:contact_id>/edit", methods=["GET", "POST"])
+@permission_required("members.edit")
+def contact_edit(contact_id: int):
+    return _contact_form(_get_or_404(Contact, contact_id))
+
+
+@bp.route("/contacts/<int:contact_id>")
+@permission_required("members.view")
+def contact_detail(contact_id: int, activity_form: ActivityForm | None = None):
+    contact = _get_or_404(Contact, contact_id)
+    merged_into = (
+        db.session.get(Contact, contact.merged_into_id) if contact.merged_into_id else None
+    )
+    return render_template(
+        "members/contact_detail.html",
+        contact=contact,
+        merged_into=merged_into,
+        duplicates=services.contacts_with_email(contact.email, exclude_id=contact.id)
+        if contact.archived_at is None
+        else [],
+        activity_form=activity_form or ActivityForm(formdata=None),
+        history=history_for(contact),
+        panels=CONTACT_PANELS,
+    )
+
+
+@bp.route("/contacts/<int:contact_id>/archive", methods=["POST"])
+@permission_required("members.edit")
+def contact_archive(contact_id: int):
+    contact = _get_or_404(Contact, contact_id)
+    if ConfirmForm().validate_on_submit():
+        services.archive(contact)
+        db.session.commit()
+        flash(_("Contact %(name)s archived.", name=contact.audit_label()), "success")
+    return redirect(url_for("members.contact_detail", contact_id=contact.id))
+
+
+@bp.route("/contacts/<int:contact_id>/unarchive", methods=["POST"])
+@permission_required("members.edit")
+def contact_unarchive(contact_id: int):
+    contact = _get_or_404(Contact, contact_id)
+    if ConfirmForm().validate_on_submit():
+        services.unarchive(contact)
+        db.session.commit()
+        flash(_("Contact %(name)s restored.", name=contact.audit_label()), "success")
+    return redirect(url_for("members.contact_detail", contact_id=contact.id))
+
+
+@bp.route("/contacts/<int:contact_id>/activities", methods=["POST"])
+@permission_required("members.edit")
+def contact_add_activity(contact_id: int):
+    contact = _get_or_404(Contact, contact_id)
+    form = ActivityForm()
+    if not form.validate_on_submit():
+        return contact_detail(contact_id, activity_form=form)
+    services.add_activity(
+        kind=form.kind.data,
+        occurred_on=form.occurred_on.data,
+        summary=form.summary.data,
+        details=form.details.data,
+        contact=contact,
+        user=current_user,
+    )
+    db.session.commit()
+    flash(_("Activity added."), "success")
+    return redirect(url_for("members.contact_detail", contact_id=contact.id) + "#activities")
+
+
+@bp.route("/contacts/<int:contact_id>/merge", methods=["GET", "POST"])
+@permission_required("members.edit")
+def contact_merge(contact_id: int):
+    """Pick a duplicate of this contact, compare them, and fold it into this one."""
+    target = _get_or_404(Contact, contact_id)
+    if target.archived_at is not None:
+        flash(_("Archived contacts cannot be merged. Restore them first."), "error")
+        return redirect(url_for("members.contact_detail", contact_id=target.id))
+    form = MergeForm()
+    if request.method == "POST":
+        if form.validate_on_submit():
+            other = db.session.get(Contact, form.other_id.data)
+            if other is None:
+                abort(404)
+            try:
+                services.merge_contacts(target, other)
+            except services.MembersError as exc:
+                db.session.rollback()
+                flash(str(exc), "error")
+            else:
+                db.session.commit()
+                flash(
+                    _(
+                        "%(other)s was merged into %(target)s.",
+                        other=other.audit_label(),
+                        target=target.audit_label(),
+                    ),
+                    "success",
+                )
+                return redirect(url_for("members.contact_detail", contact_id=target.id))
+        else:
+            flash(_("Choose the contact to merge."), "error")
+    query = listing.clean_query(request.args.get("q"))
+    other_id = listing.parse_id(request.args.get("other"))
+    other = db.session.get(Contact, other_id) if other_id else None
+    if other is not None and (other.id == target.id or other.archived_at is not None):
+        other = None
+    return render_template(
+        "members/contact_merge.html",
+        target=target,
+        other=other,
+        query=query,
+        candidates=[] if other else services.merge_candidates(target, query),
+        preview=services.merge_preview(target, other) if other else [],
+        form=form,
+    )
+
+
+# -- networks ----------------------------------------------------------------------
+
+
+@bp.route("/networks")
+@permission_required("members.view")
+def network_list():
+    return render_template("members/network_list.html", networks=services.network_overview())
+
+
+@bp.route("/networks/<int:network_id>")
+@permission_required("members.view")
+def network_detail(network_id: int):
+    network = _get_or_404(Network, network_id)
+    members = select(Contact.id).where(
+        Contact.archived_at.is_(None),
+        Contact.id.in_(
+            select(contact_network.c.contact_id).where(contact_network.c.network_id == network.id)
+        ),
+    )
+    order = (Contact.last_name, Contact.first_name, Contact.id)
+    query = listing.ListQuery(
+        rows=select(Contact)
+        .options(selectinload(Contact.company))
+        .where(Contact.id.in_(members))
+        .order_by(*order),
+        ids=members.order_by(*order),
+        count=members,
+        cap=listing.COUNT_CAP,
+    )
+    page = _paginate(query)
+    return render_template("members/network_detail.html", network=network, page=page)
+
+
+def _network_form(network: Network | None):
+    form = NetworkForm(obj=network)
+    if form.validate_on_submit():
+        record = network or Network()
+        try:
+            services.save_network(
+                record, form.name.data, form.description.data or "", form.active.data
+            )
+        except services.MembersError as exc:
+            db.session.rollback()
+            form.name.errors.append(str(exc))
+        else:
+            db.session.add(record)
+            try:
+                db.session.commit()
+            except IntegrityError:  # saved by someone else at the same moment
+                db.session.rollback()
+                form.name.errors.append(_("A network with that name already exists."))
+            else:
+                flash(_("Network %(name)s saved.", name=record.name), "success")
+                return redirect(url_for("members.network_detail", network_id=record.id))
+    return render_template("members/network_form.html", form=form, network=network)
+
+
+@bp.route("/networks/new", methods=["GET", "POST"])
+@permission_required("members.edit")
+def network_create():
+    return _network_form(None)
+
+
+@bp.route("/networks/<int:network_id>/edit", methods=["GET", "POST"])
+@permission_required("members.edit")
+def network_edit(network_id: int):
+    return _network_form(_get_or_404(Network, network_id))
 
 
 def init_app(app) -> None:

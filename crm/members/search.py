@@ -8,7 +8,7 @@ current by one session listener, so no view has to remember to update them.
 
 import re
 
-from sqlalchemy import delete, event, insert, inspect, select
+from sqlalchemy import delete, event, insert, inspect, intersect, select
 from sqlalchemy.orm import Session
 
 from crm.members.models import Company, Contact, SearchTerm
@@ -70,15 +70,15 @@ def matching_ids(record_type: str, query: str):
     words = query_words(query)
     if not words:
         return None
-    subquery = None
-    for word in words:
-        ids = select(SearchTerm.record_id).where(
+    selects = [
+        select(SearchTerm.record_id).where(
             SearchTerm.record_type == record_type,
             SearchTerm.term >= word,
             SearchTerm.term < word + "\U0010ffff",
         )
-        subquery = ids if subquery is None else subquery.intersect(ids)
-    return subquery
+        for word in words
+    ]
+    return selects[0] if len(selects) == 1 else intersect(*selects)
 
 
 def _needs_reindex(session: Session, obj) -> bool:

@@ -1,0 +1,1 @@
+"""Membership fees: schedule, KID, invoices, OCR giro import, reminders, dashboard."""

@@ -1,0 +1,28 @@
+"""The one error type of the fees area: every refusal a treasurer may see."""
+
+
+class FeeError(Exception):
+    """A rule of the fees area refused the request; the message says why, for people."""
+
+
+class OcrFileError(FeeError):
+    """An OCR giro file that cannot be imported: malformed, inconsistent or a repeat.
+
+    `line` (1-based) and `record` (the 80-character record) point at what failed,
+    when one line is to blame.
+    """
+
+    def __init__(self, message: str, line: int | None = None, record: str | None = None):
+        super().__init__(message)
+        self.reason = message
+        self.line = line
+        self.record = record
+
+    def __str__(self) -> str:
+        if self.line is None:
+            return self.reason
+        return f"line {self.line}: {self.reason}"
+
+
+class DuplicateTransmissionError(OcrFileError):
+    """The same transmission (by number or by content) was imported before."""

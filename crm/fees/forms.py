@@ -1,0 +1,202 @@
+"""Forms of the fee pages. Amounts are typed in kroner (`12 500,50`) and kept as øre."""
+
+from flask_babel import lazy_gettext as _l
+from flask_wtf import FlaskForm
+from flask_wtf.file import FileField, FileRequired
+from stdnum.exceptions import ValidationError as StdnumError
+from stdnum.no import kontonr, orgnr
+from wtforms import (
+    BooleanField,
+    DateField,
+    FieldList,
+    Form,
+    FormField,
+    HiddenField,
+    SelectChoice,
+    SelectField,
+    StringField,
+)
+from wtforms.validators import (
+    DataRequired,
+    Email,
+    InputRequired,
+    Length,
+    NumberRange,
+    Optional,
+    ValidationError,
+)
+
+from crm.fees.kid import MAX_LENGTH, MOD10, MOD11
+from crm.fees.money import plain, to_ore
+from crm.forms import WholeNumberField
+
+
+class KronerField(StringField):
+    """An amount in kroner; `.data` is whole øre (int) or None when left empty."""
+
+    def __init__(self, label=None, validators=None, allow_negative: bool = False, **kwargs):
+        super().__init__(label, validators, **kwargs)
+        self.allow_negative = allow_negative
+
+    def _value(self) -> str:
+        if self.raw_data:
+            return self.raw_data[0]
+        if self.data is None:
+            return ""
+        return plain(self.data).replace(".", ",")
+
+    def process_formdata(self, valuelist):
+        self.data = None
+        if not valuelist or not valuelist[0].strip():
+            return
+        try:
+            ore = to_ore(valuelist[0])
+        except ValueError as exc:
+            self.data = None
+            raise ValueError(_l("Write an amount in kroner, like 12 500,00.")) from exc
+        if ore < 0 and not self.allow_negative:
+            raise ValueError(_l("The amount cannot be negative."))
+        if abs(ore) >= 10**13:
+            raise ValueError(_l("The amount is too large."))
+        self.data = ore
+
+
+def _valid_orgnr(form, field):
+    value = (field.data or "").replace(" ", "")
+    if value and not orgnr.is_valid(value):
+        raise ValidationError(_l("Not a valid organisation number."))
+    field.data = value
+
+
+def _valid_account(form, field):
+    value = (field.data or "").replace(" ", "").replace(".", "")
+    if not value:
+        return
+    try:
+        field.data = kontonr.validate(value)
+    except StdnumError as exc:
+        raise ValidationError(_l("Not a valid Norwegian account number.")) from exc
+
+
+class SettingsForm(FlaskForm):
+    cluster_name = StringField(_l("Cluster name"), [DataRequired(), Length(max=200)])
+    orgnr = StringField(_l("Organisation number"), [DataRequired(), _valid_orgnr])
+    bank_account = StringField(_l("Bank account"), [DataRequired(), _valid_account])
+    street_address = StringField(_l("Address"), [Optional(), Length(max=300)])
+    postal_code = StringField(_l("Postal code"), [Optional(), Length(max=10)])
+    postal_place = StringField(_l("Postal place"), [Optional(), Length(max=100)])
+    email = StringField(
+        _l("Email"), [Optional(), Email(check_deliverability=False), Length(max=254)]
+    )
+    next_invoice_number = WholeNumberField(
+        _l("Next invoice number"), [InputRequired(), NumberRange(min=1, max=10**9)]
+    )
+    kid_length = WholeNumberField(
+        _l("KID length"), [InputRequired(), NumberRange(min=4, max=MAX_LENGTH)]
+    )
+    kid_scheme = SelectField(
+        _l("KID check digit"),
+        choices=[SelectChoice(MOD10, _l("MOD10 (Luhn)")), SelectChoice(MOD11, _l("MOD11"))],
+    )
+    due_days = WholeNumberField(_l("Days to pay"), [InputRequired(), NumberRange(min=1, max=365)])
+    reminder_fee = KronerField(_l("Reminder fee"), [Optional()])
+
+
+class TierForm(Form):
+    min_employees = WholeNumberField(
+        _l("From employees"), [Optional(), NumberRange(min=0, max=10**6)]
+    )
+    max_employees = WholeNumberField(
+        _l("To employees"), [Optional(), NumberRange(min=0, max=10**6)]
+    )
+    amount = KronerField(_l("Amount"), [Optional()])
+
+
+class ScheduleForm(FlaskForm):
+    year = WholeNumberField(_l("Year"), [InputRequired(), NumberRange(min=2000, max=2100)])
+    tiers = FieldList(FormField(TierForm), min_entries=6, max_entries=12)
+
+    def tier_values(self) -> list[tuple[int, int | None, int]]:
+        """Filled rows as (min, max or None, amount øre); a row needs a minimum and amount."""
+        rows = []
+        for entry in self.tiers.entries:
+            tier = entry.form
+            if tier.min_employees.data is None and tier.amount.data is None:
+                continue
+            if tier.min_employees.data is None or tier.amount.data is None:
+                raise ValueError(_l("Each tier needs a lower bound and an amount."))
+            rows.append((tier.min_employees.data, tier.max_employees.data, tier.amount.data))
+        return rows
+
+
+class OverrideForm(FlaskForm):
+    company_id = SelectField(_l("Company"), coerce=int)
+    year = WholeNumberField(_l("Year (empty: every year)"), [Optional(), NumberRange(2000, 2100)])
+    kind = SelectField(
+        _l("Kind"),
+        choices=[
+            SelectChoice("amount", _l("Fixed amount")),
+            SelectChoice("discount", _l("Discount in per cent")),
+        ],
+    )
+    amount = KronerField(_l("Amount"), [Optional()])
+    discount_percent = WholeNumberField(_l("Discount (%)"), [Optional(), NumberRange(0, 100)])
+    reason = StringField(_l("Reason"), [DataRequired(), Length(max=300)])
+
+    def validate(self, extra_validators=None) -> bool:
+        if not super().validate(extra_validators):
+            return False
+        if self.kind.data == "amount" and self.amount.data is None:
+            self.amount.errors.append(_l("Give the amount."))
+            return False
+        if self.kind.data == "discount" and self.discount_percent.data is None:
+            self.discount_percent.errors.append(_l("Give the discount."))
+            return False
+        return True
+
+
+class YearForm(FlaskForm):
+    year = WholeNumberField(_l("Year"), [InputRequired(), NumberRange(min=2000, max=2100)])
+
+
+class UploadForm(FlaskForm):
+    file = FileField(_l("OCR file from the bank"), [FileRequired(_l("Choose a file."))])
+
+
+class PaymentForm(FlaskForm):
+    kind = SelectField(
+        _l("Kind"),
+        choices=[
+            SelectChoice("payment", _l("Payment received")),
+            SelectChoice("refund", _l("Refund paid back")),
+            SelectChoice("write_off", _l("Write-off")),
+        ],
+    )
+    amount = KronerField(_l("Amount"), [InputRequired(_l("Give the amount."))])
+    paid_on = DateField(_l("Date"), [InputRequired()])
+    payer_account = StringField(_l("Payer's account"), [Optional(), _valid_account])
+    note = StringField(_l("Note"), [Optional(), Length(max=300)])
+
+
+class CreditForm(FlaskForm):
+    amount = KronerField(_l("Amount (empty: all that is left)"), [Optional()])
+    reason = StringField(_l("Reason"), [DataRequired(), Length(max=300)])
+
+
+class AssignForm(FlaskForm):
+    invoice = StringField(_l("Invoice number or KID"), [DataRequired(), Length(max=25)])
+    note = StringField(_l("Note"), [Optional(), Length(max=300)])
+
+
+class HandledForm(FlaskForm):
+    note = StringField(_l("What was done"), [DataRequired(), Length(max=300)])
+
+
+class ReminderForm(FlaskForm):
+    with_fee = BooleanField(_l("Add the reminder fee"), default=True)
+
+
+class ActionForm(FlaskForm):
+    """A button that only needs the CSRF token."""
+
+    next = HiddenField()

@@ -1,0 +1,375 @@
+"""Reading Nets OCR giro files: netsgiro's record parser plus the checks it leaves out.
+
+`parse_ocr` is the one entry point. It reads every line with netsgiro's record classes
+(remembering the line number, so a refusal can say where), then checks what netsgiro
+does not: the structure of transmission and assignments, that each transaction's
+records agree with each other, and the counts, totals and dates in the assignment and
+transmission end records. Any problem raises `OcrFileError` and nothing else, so a
+caller can refuse the file with one clear message before it touches the database.
+"""
+
+import hashlib
+from dataclasses import dataclass, field, replace
+from datetime import date
+
+from netsgiro import records as nr
+from netsgiro.enums import AssignmentType, ServiceCode
+
+from crm.fees.errors import OcrFileError
+
+RECORD_LENGTH = 80
+# Transaction types that carry a third amount record (free text).
+TEXT_TRANSACTION_TYPES = frozenset({20, 21})
+REVERSAL_SIGN = "-"
+
+_RECORD_CLASSES: dict[str, type] = {
+    "10": nr.TransmissionStart,
+    "20": nr.AssignmentStart,
+    "30": nr.TransactionAmountItem1,
+    "31": nr.TransactionAmountItem2,
+    "32": nr.TransactionAmountItem3,
+    "49": nr.TransactionSpecification,
+    "70": nr.AvtaleGiroAgreement,
+    "88": nr.AssignmentEnd,
+    "89": nr.TransmissionEnd,
+}
+RECORD_NAMES = {
+    "10": "transmission start",
+    "20": "assignment start",
+    "30": "amount item 1",
+    "31": "amount item 2",
+    "32": "amount item 3",
+    "49": "payment specification",
+    "70": "AvtaleGiro agreement",
+    "88": "assignment end",
+    "89": "transmission end",
+}
+# Exceptions netsgiro's record classes raise for bad input (attrs validators and
+# converters, regexes, enums, strptime). Anything else would be our own bug.
+_NETSGIRO_ERRORS = (ValueError, AssertionError, IndexError, KeyError, TypeError, ArithmeticError)
+
+
+@dataclass(frozen=True, slots=True)
+class OcrTransaction:
+    """One payment as the bank reported it; `amount_ore` is negative for reversals."""
+
+    assignment_number: str
+    number: int
+    type: int
+    nets_date: date
+    amount_ore: int
+    kid: str | None
+    archive_reference: str
+    form_number: str
+    bank_date: date | None
+    payer_account: str
+    text: str
+    line: int
+
+
+@dataclass(slots=True)
+class OcrAssignment:
+    number: str
+    account: str
+    agreement_id: str
+    nets_date: date | None
+    transaction_count: int = 0
+    total_ore: int = 0
+
+
+@dataclass(slots=True)
+class OcrTransmission:
+    number: str
+    data_transmitter: str
+    data_recipient: str
+    nets_date: date
+    content_hash: str
+    assignments: list[OcrAssignment] = field(default_factory=list)
+    transactions: list[OcrTransaction] = field(default_factory=list)
+
+    @property
+    def total_ore(self) -> int:
+        """Signed sum of the transactions (reversals subtract)."""
+        return sum(t.amount_ore for t in self.transactions)
+
+
+def decode(data: bytes | str) -> str:
+    """OCR files are ASCII in practice; free text may come as UTF-8 or ISO-8859-1."""
+    if isinstance(data, str):
+        return data
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("iso-8859-1")
+
+
+def _lines(text: str) -> list[tuple[int, str]]:
+    text = text.removeprefix("\ufeff")
+    # Split on \n only: \r\n line ends lose their \r below; any other control
+    # character stays inside its line and makes it malformed.
+    lines = [line.removesuffix("\r") for line in text.split("\n")]
+    while lines and not lines[-1].strip():
+        lines.pop()  # trailing blank lines are not records
+    return list(enumerate(lines, start=1))
+
+
+def _parse_record(number: int, line: str):
+    if len(line) != RECORD_LENGTH:
+        raise OcrFileError(
+            f"record is {len(line)} characters long, not {RECORD_LENGTH} (truncated or damaged)",
+            number,
+            line,
+        )
+    code = line[6:8]
+    cls = _RECORD_CLASSES.get(code) if line.startswith("NY") else None
+    if cls is None:
+        raise OcrFileError("not a Nets OCR record (unknown format or record type)", number, line)
+    # Only free text (amount item 3) may hold letters outside ASCII.
+    if code != "32" and not line.isascii():
+        raise OcrFileError(
+            f"{RECORD_NAMES[code]} record contains characters that are not allowed",
+            number,
+            line,
+        )
+    if not line.isprintable():
+        raise OcrFileError(f"{RECORD_NAMES[code]} record contains control characters", number, line)
+    try:
+        return code, cls.from_string(line)
+    except _NETSGIRO_ERRORS as exc:
+        raise OcrFileError(f"malformed {RECORD_NAMES[code]} record ({exc})", number, line) from exc
+
+
+def _check_kid_field(number: int, line: str) -> None:
+    kid_field = line[49:74].strip(" ")
+    if " " in kid_field:
+        raise OcrFileError("KID field has spaces between its digits", number, line)
+
+
+def _check_filler(number: int, line: str) -> None:
+    # netsgiro accepts anything in this documented filler; Nets writes digits there.
+    if not line[34:41].isdigit():
+        raise OcrFileError("malformed amount item 2 record (filler is not digits)", number, line)
+
+
+def parse_ocr(data: bytes | str) -> OcrTransmission:
+    """The transmission in an OCR giro file, checked in full; raises only OcrFileError."""
+    if not isinstance(data, bytes | str):
+        raise OcrFileError("an OCR file must be bytes or text")
+    text = decode(data)
+    lines = _lines(text)
+    if not lines:
+        raise OcrFileError("the file is empty")
+    parsed = [(number, line, *_parse_record(number, line)) for number, line in lines]
+    return _walk(parsed)
+
+
+def _walk(parsed: list) -> OcrTransmission:  # noqa: C901 - one pass over the records, in order
+    first_number, first_line, code, start = parsed[0]
+    if code != "10":
+        raise OcrFileError(
+            "the file must begin with a transmission start record", first_number, first_line
+        )
+    last_number, last_line, code, end = parsed[-1]
+    if code != "89":
+        raise OcrFileError(
+            "the transmission end record is missing (truncated file?)", last_number, last_line
+        )
+    if end.nets_date is None:
+        raise OcrFileError("transmission end record has no date", last_number, last_line)
+    digest = hashlib.sha256("\n".join(line for _, line, _, _ in parsed).encode()).hexdigest()
+    transmission = OcrTransmission(
+        number=start.transmission_number,
+        data_transmitter=start.data_transmitter,
+        data_recipient=start.data_recipient,
+        nets_date=end.nets_date,
+        content_hash=digest,
+    )
+    transactions = transmission.transactions
+    assignment: OcrAssignment | None = None
+    assignment_start_index = 0
+    assignment_records = 0
+    assignment_sum = 0  # the unsigned sum, as end records count it
+    assignment_signed = 0
+    assignment_dates: list[date] = []
+    seen_assignments: set[str] = set()
+    seen_transactions: set[int] = set()
+    pending = None  # amount item 1 waiting for its item 2
+    transmission_sum = 0
+
+    for index in range(1, len(parsed) - 1):
+        number, line, code, record = parsed[index]
+        if code in ("10", "89"):
+            raise OcrFileError(
+                f"unexpected {RECORD_NAMES[code]} record inside the transmission", number, line
+            )
+        if code in ("49", "70") or record.service_code != ServiceCode.OCR_GIRO:
+            raise OcrFileError(
+                "not an OCR giro record (AvtaleGiro files cannot be imported here)", number, line
+            )
+        if code == "20":
+            if assignment is not None:
+                raise OcrFileError(
+                    "assignment start before the previous assignment ended", number, line
+                )
+            if record.assignment_type != AssignmentType.TRANSACTIONS:
+                raise OcrFileError("assignment is not of the transactions type", number, line)
+            if record.assignment_number in seen_assignments:
+                raise OcrFileError("assignment number appears twice", number, line)
+            seen_assignments.add(record.assignment_number)
+            assignment = OcrAssignment(
+                number=record.assignment_number,
+                account=record.assignment_account,
+                agreement_id=record.agreement_id or "",
+                nets_date=None,
+            )
+            assignment_start_index = index
+            assignment_records = 1
+            assignment_sum = 0
+            assignment_signed = 0
+            assignment_dates = []
+            seen_transactions = set()
+            continue
+        if assignment is None:
+            raise OcrFileError(f"{RECORD_NAMES[code]} record outside an assignment", number, line)
+        assignment_records += 1
+        if code == "30":
+            if pending is not None:
+                raise OcrFileError(
+                    "amount item 1 record without its amount item 2", pending[0], pending[1]
+                )
+            if record.transaction_number in seen_transactions:
+                raise OcrFileError("transaction number appears twice", number, line)
+            seen_transactions.add(record.transaction_number)
+            _check_kid_field(number, line)
+            pending = (number, line, record)
+        elif code == "31":
+            if pending is None:
+                raise OcrFileError("amount item 2 record without amount item 1", number, line)
+            item1 = pending[2]
+            if (
+                record.transaction_number != item1.transaction_number
+                or record.transaction_type != item1.transaction_type
+            ):
+                raise OcrFileError(
+                    "amount item 2 record does not belong to the transaction before it",
+                    number,
+                    line,
+                )
+            _check_filler(number, line)
+            amount = item1.amount
+            signed = -amount if item1.sign == REVERSAL_SIGN else amount
+            assignment_sum += amount
+            assignment_signed += signed
+            assignment_dates.append(item1.nets_date)
+            transactions.append(
+                OcrTransaction(
+                    assignment_number=assignment.number,
+                    number=item1.transaction_number,
+                    type=int(item1.transaction_type),
+                    nets_date=item1.nets_date,
+                    amount_ore=signed,
+                    kid=item1.kid,
+                    archive_reference=record.reference or "",
+                    form_number=record.form_number or "",
+                    bank_date=record.bank_date,
+                    payer_account=record.debit_account or "",
+                    text="",
+                    line=pending[0],
+                )
+            )
+            pending = None
+        elif code == "32":
+            previous = transactions[-1] if transactions else None
+            if (
+                previous is None
+                or parsed[index - 1][2] != "31"
+                or previous.assignment_number != assignment.number
+                or record.transaction_number != previous.number
+                or int(record.transaction_type) != previous.type
+                or previous.type not in TEXT_TRANSACTION_TYPES
+            ):
+                raise OcrFileError(
+                    "amount item 3 record does not belong to the transaction before it",
+                    number,
+                    line,
+                )
+            transactions[-1] = replace(previous, text=record.text or "")
+        elif code == "88":
+            if pending is not None:
+                raise OcrFileError(
+                    "amount item 1 record without its amount item 2", pending[0], pending[1]
+                )
+            _check_assignment_end(
+                number,
+                line,
+                record,
+                count=len(seen_transactions),
+                records=assignment_records,
+                total=assignment_sum,
+                dates=assignment_dates,
+            )
+            assignment.nets_date = record.nets_date
+            assignment.transaction_count = len(seen_transactions)
+            assignment.total_ore = assignment_signed
+            transmission.assignments.append(assignment)
+            transmission_sum += assignment_sum
+            assignment = None
+        else:  # pragma: no cover - every code in _RECORD_CLASSES is handled above
+            raise OcrFileError("unexpected record", number, line)
+
+    if assignment is not None:
+        number, line = parsed[assignment_start_index][:2]
+        raise OcrFileError("assignment has no end record (truncated file?)", number, line)
+    if end.num_transactions != len(transactions):
+        raise OcrFileError(
+            f"transmission end record counts {end.num_transactions} transactions, "
+            f"the file has {len(transactions)}",
+            last_number,
+            last_line,
+        )
+    if end.num_records != len(parsed):
+        raise OcrFileError(
+            f"transmission end record counts {end.num_records} records, the file has {len(parsed)}",
+            last_number,
+            last_line,
+        )
+    if end.total_amount != transmission_sum:
+        raise OcrFileError(
+            f"transmission end record total {end.total_amount} øre does not match "
+            f"the sum of the transactions, {transmission_sum} øre",
+            last_number,
+            last_line,
+        )
+    return transmission
+
+
+def _check_assignment_end(number, line, record, *, count, records, total, dates) -> None:
+    if record.assignment_type != AssignmentType.TRANSACTIONS:
+        raise OcrFileError("assignment end record is of another type", number, line)
+    if record.num_transactions != count:
+        raise OcrFileError(
+            f"assignment end record counts {record.num_transactions} transactions, "
+            f"the assignment has {count}",
+            number,
+            line,
+        )
+    if record.num_records != records:
+        raise OcrFileError(
+            f"assignment end record counts {record.num_records} records, "
+            f"the assignment has {records}",
+            number,
+            line,
+        )
+    if (record.total_amount or 0) != total:
+        raise OcrFileError(
+            f"assignment end record total {record.total_amount or 0} øre does not match "
+            f"the sum of its transactions, {total} øre",
+            number,
+            line,
+        )
+    if record.nets_date is None:
+        raise OcrFileError("assignment end record has no settlement date", number, line)
+    if dates and (record.nets_date_earliest, record.nets_date_latest) != (min(dates), max(dates)):
+        raise OcrFileError(
+            "assignment end record dates do not match its transactions' dates", number, line
+        )

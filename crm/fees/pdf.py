@@ -1,0 +1,248 @@
+"""Invoice and reminder PDFs in the Norwegian layout, drawn with fpdf2 (pure Python).
+
+Sender top left, the recipient where a window envelope shows it, invoice facts top
+right, the fee line, and a payment block with account number, KID, amount and due
+date. Always in Norwegian: the invoice is a document for the member, not a page in
+the treasurer's chosen language. fpdf2's core Helvetica covers Latin-1, so æ, ø and
+å need no embedded font.
+"""
+
+from datetime import date
+
+from babel.numbers import format_decimal
+from flask_babel import force_locale
+from flask_babel import gettext as _
+from fpdf import FPDF
+
+from crm.fees.models import FeeSettings, Invoice, Reminder
+from crm.fees.money import kroner
+
+INK = (29, 39, 51)
+MUTED = (95, 107, 122)
+LINE = (200, 208, 218)
+ACCENT = (23, 74, 109)
+
+
+def nok(ore: int) -> str:
+    """`kr 12 500,00` with plain spaces (the PDF's core font is Latin-1 only)."""
+    number = format_decimal(kroner(ore), format="#,##0.00", locale="nb")
+    return "kr " + number.replace("\u00a0", " ").replace("\u202f", " ")
+
+
+def _date(value: date) -> str:
+    return value.strftime("%d.%m.%Y")
+
+
+def _orgnr(orgnr: str) -> str:
+    return f"{orgnr[:3]} {orgnr[3:6]} {orgnr[6:]}" if len(orgnr) == 9 else orgnr
+
+
+def _account(account: str) -> str:
+    if len(account) == 11 and account.isdigit():
+        return f"{account[:4]}.{account[4:6]}.{account[6:]}"
+    return account
+
+
+def _latin1(text: str) -> str:
+    return (text or "").encode("latin-1", "replace").decode("latin-1")
+
+
+def pdf_filename(invoice: Invoice, reminder: Reminder | None = None) -> str:
+    if reminder is not None:
+        return f"purring-{reminder.level}-faktura-{invoice.number}.pdf"
+    return f"faktura-{invoice.number}.pdf"
+
+
+class _Document(FPDF):
+    def __init__(self, footer_text: str):
+        super().__init__(orientation="P", unit="mm", format="A4")
+        self.footer_text = footer_text
+        self.set_auto_page_break(auto=True, margin=20)
+        self.set_margins(20, 18, 20)
+
+    def footer(self):
+        self.set_y(-14)
+        self.set_font("Helvetica", size=8)
+        self.set_text_color(*MUTED)
+        self.cell(0, 5, _latin1(self.footer_text), align="C")
+
+    def text_line(self, text: str, size: float = 10, style: str = "", color=INK, h: float = 5):
+        self.set_font("Helvetica", style=style, size=size)
+        self.set_text_color(*color)
+        self.cell(0, h, _latin1(text), new_x="LMARGIN", new_y="NEXT")
+
+
+def invoice_pdf(invoice: Invoice, settings: FeeSettings, reminder: Reminder | None = None) -> bytes:
+    """The invoice (or, with `reminder`, the reminder of it) as PDF bytes."""
+    with force_locale("nb"):
+        return _draw(invoice, settings, reminder)
+
+
+def _draw(invoice: Invoice, settings: FeeSettings, reminder: Reminder | None) -> bytes:
+    footer = " · ".join(
+        part
+        for part in (
+            settings.cluster_name,
+            _("Org. no. %(orgnr)s", orgnr=_orgnr(settings.orgnr)) if settings.orgnr else "",
+            settings.email,
+        )
+        if part
+    )
+    pdf = _Document(footer)
+    pdf.set_title(_latin1(f"{settings.cluster_name} {invoice.number}"))
+    pdf.set_author(_latin1(settings.cluster_name))
+    pdf.add_page()
+
+    # Sender, top left.
+    pdf.text_line(settings.cluster_name, size=14, style="B", color=ACCENT, h=7)
+    for line in (
+        settings.street_address,
+        f"{settings.postal_code} {settings.postal_place}".strip(),
+        _("Org. no. %(orgnr)s", orgnr=_orgnr(settings.orgnr)) if settings.orgnr else "",
+        settings.email,
+    ):
+        if line:
+            pdf.text_line(line, size=9, color=MUTED, h=4.5)
+
+    # Title and facts, top right.
+    if reminder is None:
+        title = _("INVOICE")
+    else:
+        title = _("REMINDER %(level)s", level=reminder.level)
+    due = reminder.new_due_date if reminder else invoice.due_date
+    facts = [
+        (_("Invoice number"), str(invoice.number)),
+        (_("Invoice date"), _date(invoice.issue_date)),
+    ]
+    if reminder is not None:
+        facts.append((_("Reminder date"), _date(reminder.sent_on)))
+        facts.append((_("Original due date"), _date(invoice.due_date)))
+    facts += [
+        (_("Due date"), _date(due)),
+        (_("Customer org. no."), _orgnr(invoice.customer_orgnr)),
+        (_("KID"), invoice.kid),
+        (_("Account number"), _account(settings.bank_account)),
+    ]
+    pdf.set_xy(120, 18)
+    pdf.set_font("Helvetica", style="B", size=20)
+    pdf.set_text_color(*INK)
+    pdf.cell(70, 10, _latin1(title), align="R", new_x="LEFT", new_y="NEXT")
+    pdf.ln(2)
+    for label, value in facts:
+        pdf.set_x(120)
+        pdf.set_font("Helvetica", size=9)
+        pdf.set_text_color(*MUTED)
+        pdf.cell(32, 5.5, _latin1(label))
+        pdf.set_font("Helvetica", style="B", size=9.5)
+        pdf.set_text_color(*INK)
+        pdf.cell(38, 5.5, _latin1(value), align="R", new_x="LEFT", new_y="NEXT")
+
+    # Recipient, where a C5 window envelope shows it.
+    pdf.set_xy(20, 50)
+    pdf.text_line(invoice.customer_name, size=11, style="B", h=6)
+    for line in (
+        invoice.customer_address,
+        f"{invoice.customer_postal_code} {invoice.customer_postal_place}".strip(),
+    ):
+        if line:
+            pdf.text_line(line, size=10.5, h=5.5)
+
+    # The fee lines.
+    pdf.set_y(max(pdf.get_y(), 88) + 6)
+    if reminder is not None:
+        pdf.set_font("Helvetica", size=10)
+        pdf.set_text_color(*INK)
+        pdf.multi_cell(
+            0,
+            5,
+            _latin1(
+                _(
+                    "We cannot see that invoice %(number)s, due %(due)s, has been paid. "
+                    "Please pay the amount below by %(new_due)s. If you have paid in the "
+                    "last few days, please disregard this reminder.",
+                    number=invoice.number,
+                    due=_date(invoice.due_date),
+                    new_due=_date(reminder.new_due_date),
+                )
+            ),
+            new_x="LMARGIN",
+            new_y="NEXT",
+        )
+        pdf.ln(4)
+    _table_row(pdf, _("Description"), _("Amount"), header=True)
+    _table_row(pdf, invoice.description, nok(invoice.amount_ore))
+    for note in invoice.credit_notes:
+        _table_row(
+            pdf,
+            _("Credit note %(number)s: %(reason)s", number=note.number, reason=note.reason),
+            nok(-note.amount_ore),
+        )
+    for earlier in invoice.reminders:
+        if earlier.fee_ore and (reminder is None or earlier.level <= reminder.level):
+            _table_row(pdf, _("Reminder fee (no VAT)"), nok(earlier.fee_ore))
+    paid = invoice.paid_ore + invoice.written_off_ore
+    if paid:
+        _table_row(pdf, _("Paid"), nok(-paid))
+    to_pay = invoice.outstanding_ore if (reminder or paid) else invoice.due_ore
+    pdf.ln(1)
+    pdf.set_draw_color(*INK)
+    pdf.line(20, pdf.get_y(), 190, pdf.get_y())
+    pdf.ln(1.5)
+    pdf.set_font("Helvetica", style="B", size=11)
+    pdf.set_text_color(*INK)
+    pdf.cell(130, 7, _latin1(_("Amount to pay")))
+    pdf.cell(40, 7, _latin1(nok(to_pay)), align="R", new_x="LMARGIN", new_y="NEXT")
+    pdf.ln(2)
+    pdf.set_font("Helvetica", size=8.5)
+    pdf.set_text_color(*MUTED)
+    pdf.multi_cell(
+        0,
+        4.5,
+        _latin1(_("Membership fees are not subject to VAT. Please use the KID when you pay.")),
+        new_x="LMARGIN",
+        new_y="NEXT",
+    )
+
+    # Payment block, like the bottom of a giro.
+    top = 222
+    pdf.set_draw_color(*LINE)
+    pdf.set_fill_color(245, 247, 250)
+    pdf.rect(20, top, 170, 40, style="DF")
+    pdf.set_xy(25, top + 4)
+    pdf.set_font("Helvetica", style="B", size=10)
+    pdf.set_text_color(*ACCENT)
+    pdf.cell(0, 6, _latin1(_("Payment information")), new_x="LMARGIN", new_y="NEXT")
+    blocks = [
+        (_("To account"), _account(settings.bank_account)),
+        (_("KID"), invoice.kid),
+        (_("Amount"), nok(to_pay)),
+        (_("Due date"), _date(due)),
+    ]
+    for index, (label, value) in enumerate(blocks):
+        x = 25 + index * 41
+        pdf.set_xy(x, top + 14)
+        pdf.set_font("Helvetica", size=8.5)
+        pdf.set_text_color(*MUTED)
+        pdf.cell(40, 5, _latin1(label))
+        pdf.set_xy(x, top + 20)
+        pdf.set_font("Helvetica", style="B", size=11.5)
+        pdf.set_text_color(*INK)
+        pdf.cell(40, 7, _latin1(value))
+    pdf.set_xy(25, top + 31)
+    pdf.set_font("Helvetica", size=8.5)
+    pdf.set_text_color(*MUTED)
+    pdf.cell(0, 5, _latin1(_("Payer: %(name)s", name=invoice.customer_name)))
+    return bytes(pdf.output())
+
+
+def _table_row(pdf: FPDF, text: str, amount: str, header: bool = False) -> None:
+    if header:
+        pdf.set_font("Helvetica", style="B", size=8.5)
+        pdf.set_text_color(*MUTED)
+    else:
+        pdf.set_font("Helvetica", size=10)
+        pdf.set_text_color(*INK)
+    pdf.cell(130, 7, _latin1(text)[:90])
+    pdf.cell(40, 7, _latin1(amount), align="R", new_x="LMARGIN", new_y="NEXT")
+    pdf.set_draw_color(*LINE)
+    pdf.line(20, pdf.get_y(), 190, pdf.get_y())

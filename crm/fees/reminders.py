@@ -1,0 +1,145 @@
+"""Reminders (purring) by the Norwegian rules.
+
+A reminder is written (an email with the reminder PDF), sent no earlier than 14 days
+after the due date it follows, and gives 14 more days to pay. There are at most two
+per invoice, one per level; the second follows the first's deadline by the same 14
+days. A reminder fee is optional (set in the fee settings) and carries no VAT.
+"""
+
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+
+from flask_babel import gettext as _
+from sqlalchemy import select
+
+from crm.extensions import db
+from crm.fees.errors import FeeError
+from crm.fees.models import UNPAID_STATUSES, Invoice, Reminder
+from crm.fees.services import email_context, get_settings, invoice_contact, refresh_invoices
+from crm.timeutil import today_oslo
+
+WAIT = timedelta(days=14)  # after the due date before a reminder may go out
+DEADLINE = timedelta(days=14)  # the new time to pay that a reminder gives
+MAX_LEVEL = 2
+
+
+def reference_due_date(invoice: Invoice, level: int) -> date | None:
+    """The deadline that reminder `level` follows; None if the level before is missing."""
+    if level == 1:
+        return invoice.due_date
+    previous = next((r for r in invoice.reminders if r.level == level - 1), None)
+    return previous.new_due_date if previous else None
+
+
+def next_level(invoice: Invoice) -> int | None:
+    sent = {r.level for r in invoice.reminders}
+    level = max(sent, default=0) + 1
+    return level if level <= MAX_LEVEL else None
+
+
+def earliest_date(invoice: Invoice, level: int) -> date | None:
+    reference = reference_due_date(invoice, level)
+    return reference + WAIT if reference else None
+
+
+def reminders_due(today: date | None = None) -> list[tuple[Invoice, int]]:
+    """Unpaid invoices that may get their next reminder today, with its level."""
+    today = today or today_oslo()
+    candidates = db.session.scalars(
+        select(Invoice)
+        .where(Invoice.status.in_(UNPAID_STATUSES), Invoice.due_date <= today - WAIT)
+        .order_by(Invoice.due_date, Invoice.number)
+    ).all()
+    due = []
+    for invoice in candidates:
+        level = next_level(invoice)
+        if level is None:
+            continue
+        earliest = earliest_date(invoice, level)
+        if earliest is not None and earliest <= today:
+            due.append((invoice, level))
+    return due
+
+
+def send_reminder(
+    invoice: Invoice, level: int, today: date | None = None, with_fee: bool = True
+) -> Reminder:
+    """Create reminder `level` for `invoice` and queue it by email, or refuse (FeeError)."""
+    from crm.fees.pdf import invoice_pdf, pdf_filename
+    from crm.mail.services import queue_email
+
+    today = today or today_oslo()
+    if level not in (1, 2):
+        raise FeeError(_("There are at most two reminders."))
+    if invoice.status not in UNPAID_STATUSES:
+        raise FeeError(_("Invoice %(number)s is not unpaid.", number=invoice.number))
+    if any(r.level == level for r in invoice.reminders):
+        raise FeeError(
+            _(
+                "Reminder %(level)s for invoice %(number)s was already sent.",
+                level=level,
+                number=invoice.number,
+            )
+        )
+    earliest = earliest_date(invoice, level)
+    if earliest is None:
+        raise FeeError(_("Reminder 1 must be sent before reminder 2."))
+    if today < earliest:
+        raise FeeError(
+            _(
+                "Reminder %(level)s for invoice %(number)s may be sent from %(date)s.",
+                level=level,
+                number=invoice.number,
+                date=earliest.strftime("%d.%m.%Y"),
+            )
+        )
+    contact = invoice_contact(invoice.company)
+    settings = get_settings()
+    reminder = Reminder(
+        invoice=invoice,
+        level=level,
+        sent_on=today,
+        new_due_date=today + DEADLINE,
+        fee_ore=settings.reminder_fee_ore if with_fee else 0,
+        email_key=f"reminder:{invoice.id}:{level}",
+    )
+    db.session.add(reminder)
+    refresh_invoices([invoice])
+    queue_email(
+        to=contact.email,
+        to_name=contact.name,
+        template="fees/reminder",
+        context=email_context(invoice, settings, reminder),
+        key=reminder.email_key,
+        category="fee",
+        contact_id=contact.id,
+        attachments=[
+            (
+                pdf_filename(invoice, reminder),
+                "application/pdf",
+                invoice_pdf(invoice, settings, reminder),
+            )
+        ],
+        locale="nb",
+    )
+    return reminder
+
+
+@dataclass
+class ReminderRun:
+    sent: list[Reminder] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def send_due_reminders(today: date | None = None, with_fee: bool = True) -> ReminderRun:
+    """Send every reminder that is due today; problems (no contact) are listed, not fatal."""
+    today = today or today_oslo()
+    run = ReminderRun()
+    for invoice, level in reminders_due(today):
+        # send_reminder refuses before it changes anything, so one refusal
+        # leaves the others to go on.
+        try:
+            run.sent.append(send_reminder(invoice, level, today, with_fee))
+        except FeeError as exc:
+            run.problems.append(str(exc))
+    return run

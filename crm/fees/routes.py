@@ -1,0 +1,672 @@
+"""Fee pages for treasurers and admins: thin views over crm.fees.services."""
+
+from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
+from sqlalchemy import select
+from wtforms import SelectChoice
+
+from crm.audit import history_for
+from crm.auth.permissions import permission_required
+from crm.extensions import db
+from crm.fees import charts, services
+from crm.fees.errors import FeeError, OcrFileError
+from crm.fees.forms import (
+    ActionForm,
+    AssignForm,
+    CreditForm,
+    HandledForm,
+    OverrideForm,
+    PaymentForm,
+    ReminderForm,
+    ScheduleForm,
+    SettingsForm,
+    UploadForm,
+    YearForm,
+)
+from crm.fees.models import (
+    INVOICE_STATUSES,
+    FeeOverride,
+    FeeSchedule,
+    Invoice,
+    OcrImport,
+    UnmatchedPayment,
+)
+from crm.fees.money import kroner
+from crm.members.models import Company
+from crm.timeutil import today_oslo
+
+bp = Blueprint("fees", __name__, url_prefix="/fees")
+
+VIEW = "fees.view"
+EDIT = "fees.edit"
+
+
+def _year() -> int:
+    year = request.args.get("year", type=int)
+    if year is None or not 2000 <= year <= 2100:
+        return today_oslo().year
+    return year
+
+
+def _invoice_or_404(invoice_id: int) -> Invoice:
+    invoice = db.session.get(Invoice, invoice_id)
+    if invoice is None:
+        abort(404)
+    return invoice
+
+
+def _commit_or_flash(error: Exception) -> None:
+    db.session.rollback()
+    flash(str(error), "error")
+
+
+@bp.route("/")
+@permission_required(VIEW)
+def dashboard():
+    year = _year()
+    figures = services.dashboard(year)
+    return render_template(
+        "fees/dashboard.html",
+        year=year,
+        years=services.invoice_years(),
+        figures=figures,
+        payments_chart=charts.payments_chart(services.payments_by_day(year), figures.invoiced.ore),
+        share_chart=charts.share_chart(figures.share_paid),
+        schedule=services.schedule_for_year(year),
+        settings_problems=services.settings_problems(services.get_settings()),
+        recent_imports=db.session.scalars(
+            select(OcrImport).order_by(OcrImport.imported_at.desc()).limit(5)
+        ).all(),
+        run_form=YearForm(year=year),
+    )
+
+
+@bp.route("/invoices")
+@permission_required(VIEW)
+def invoice_list():
+    year = _year()
+    status = request.args.get("status", "")
+    if status not in INVOICE_STATUSES:
+        status = ""
+    return render_template(
+        "fees/invoice_list.html",
+        year=year,
+        years=services.invoice_years(),
+        status=status,
+        statuses=INVOICE_STATUSES,
+        invoices=services.invoices_for_year(year, status or None),
+    )
+
+
+@bp.route("/invoices/run", methods=["POST"])
+@permission_required(EDIT)
+def run_invoicing():
+    form = YearForm()
+    if not form.validate():
+        flash(_("Choose a year between 2000 and 2100."), "error")
+        return redirect(url_for(".dashboard"))
+    year = form.year.data
+    try:
+        run = services.run_annual_invoicing(year)
+        db.session.commit()
+    except FeeError as exc:
+        _commit_or_flash(exc)
+        return redirect(url_for(".dashboard", year=year))
+    flash(
+        _(
+            "%(created)s invoices created for %(year)s; %(existing)s existed already.",
+            created=len(run.created),
+            existing=run.existing,
+            year=year,
+        ),
+        "success",
+    )
+    for problem in run.problems:
+        flash(problem, "warning")
+    return redirect(url_for(".invoice_list", year=year))
+
+
+@bp.route("/invoices/send", methods=["POST"])
+@permission_required(EDIT)
+def send_unsent():
+    """Queue every unsent invoice of the year as a background job."""
+    form = YearForm()
+    if not form.validate():
+        abort(400)
+    from crm.fees.tasks import enqueue_send_invoices
+
+    ids = db.session.scalars(
+        select(Invoice.id).where(
+            Invoice.year == form.year.data,
+            Invoice.send_count == 0,
+            Invoice.status != "credited",
+        )
+    ).all()
+    if ids:
+        enqueue_send_invoices(list(ids))
+    flash(_("%(count)s invoices are being sent.", count=len(ids)), "success")
+    return redirect(url_for(".invoice_list", year=form.year.data))
+
+
+@bp.route("/invoices/<int:invoice_id>")
+@permission_required(VIEW)
+def invoice_detail(invoice_id: int):
+    invoice = _invoice_or_404(invoice_id)
+    from crm.fees.reminders import earliest_date, next_level
+
+    level = next_level(invoice)
+    return render_template(
+        "fees/invoice_detail.html",
+        invoice=invoice,
+        history=history_for(invoice),
+        payment_form=PaymentForm(paid_on=today_oslo()),
+        credit_form=CreditForm(),
+        action_form=ActionForm(),
+        reminder_form=ReminderForm(),
+        next_reminder_level=level if invoice.status in ("open", "partially_paid") else None,
+        next_reminder_from=earliest_date(invoice, level) if level else None,
+        today=today_oslo(),
+    )
+
+
+@bp.route("/invoices/<int:invoice_id>.pdf")
+@permission_required(VIEW)
+def invoice_pdf(invoice_id: int):
+    from crm.fees.pdf import invoice_pdf as draw
+    from crm.fees.pdf import pdf_filename
+
+    invoice = _invoice_or_404(invoice_id)
+    response = Response(draw(invoice, services.get_settings()), mimetype="application/pdf")
+    disposition = "attachment" if request.args.get("download") else "inline"
+    response.headers["Content-Disposition"] = f'{disposition}; filename="{pdf_filename(invoice)}"'
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.route("/invoices/<int:invoice_id>/send", methods=["POST"])
+@permission_required(EDIT)
+def send_invoice(invoice_id: int):
+    invoice = _invoice_or_404(invoice_id)
+    if not ActionForm().validate():
+        abort(400)
+    try:
+        services.queue_invoice_email(invoice)
+        db.session.commit()
+    except FeeError as exc:
+        _commit_or_flash(exc)
+    else:
+        flash(_("Invoice %(number)s is queued for sending.", number=invoice.number), "success")
+    return redirect(url_for(".invoice_detail", invoice_id=invoice_id))
+
+
+@bp.route("/invoices/<int:invoice_id>/payments", methods=["POST"])
+@permission_required(EDIT)
+def add_payment(invoice_id: int):
+    invoice = _invoice_or_404(invoice_id)
+    form = PaymentForm()
+    if form.validate():
+        try:
+            services.register_payment(
+                invoice,
+                form.amount.data,
+                form.paid_on.data,
+                kind=form.kind.data,
+                note=form.note.data,
+                payer_account=form.payer_account.data or "",
+            )
+            db.session.commit()
+        except FeeError as exc:
+            _commit_or_flash(exc)
+        else:
+            flash(_("Registered."), "success")
+            return redirect(url_for(".invoice_detail", invoice_id=invoice_id))
+    else:
+        _flash_form_errors(form)
+    return redirect(url_for(".invoice_detail", invoice_id=invoice_id))
+
+
+@bp.route("/invoices/<int:invoice_id>/credit", methods=["POST"])
+@permission_required(EDIT)
+def credit(invoice_id: int):
+    invoice = _invoice_or_404(invoice_id)
+    form = CreditForm()
+    if form.validate():
+        try:
+            note = services.credit_invoice(invoice, form.reason.data, form.amount.data)
+            db.session.commit()
+        except FeeError as exc:
+            _commit_or_flash(exc)
+        else:
+            flash(_("Credit note %(number)s issued.", number=note.number), "success")
+    else:
+        _flash_form_errors(form)
+    return redirect(url_for(".invoice_detail", invoice_id=invoice_id))
+
+
+@bp.route("/invoices/<int:invoice_id>/remind", methods=["POST"])
+@permission_required(EDIT)
+def remind(invoice_id: int):
+    from crm.fees.reminders import next_level, send_reminder
+
+    invoice = _invoice_or_404(invoice_id)
+    form = ReminderForm()
+    if not form.validate():
+        abort(400)
+    level = next_level(invoice)
+    try:
+        if level is None:
+            raise FeeError(_("There are at most two reminders."))
+        send_reminder(invoice, level, with_fee=form.with_fee.data)
+        db.session.commit()
+    except FeeError as exc:
+        _commit_or_flash(exc)
+    else:
+        flash(_("Reminder %(level)s is queued for sending.", level=level), "success")
+    return redirect(url_for(".invoice_detail", invoice_id=invoice_id))
+
+
+def _flash_form_errors(form) -> None:
+    for field_name, errors in form.errors.items():
+        label = getattr(form, field_name).label.text if hasattr(form, field_name) else ""
+        for error in errors:
+            flash(f"{label}: {error}" if label else str(error), "error")
+
+
+@bp.route("/overdue")
+@permission_required(VIEW)
+def overdue():
+    from crm.fees.reminders import reminders_due
+
+    today = today_oslo()
+    due = {invoice.id: level for invoice, level in reminders_due(today)}
+    return render_template(
+        "fees/overdue.html",
+        invoices=services.overdue_invoices(today),
+        reminders_due=due,
+        today=today,
+        form=ReminderForm(),
+    )
+
+
+@bp.route("/reminders", methods=["POST"])
+@permission_required(EDIT)
+def send_reminders():
+    from crm.fees.reminders import send_due_reminders
+
+    form = ReminderForm()
+    if not form.validate():
+        abort(400)
+    run = send_due_reminders(with_fee=form.with_fee.data)
+    db.session.commit()
+    flash(_("%(count)s reminders queued.", count=len(run.sent)), "success")
+    for problem in run.problems:
+        flash(problem, "warning")
+    return redirect(url_for(".overdue"))
+
+
+@bp.route("/import", methods=["GET", "POST"])
+@permission_required(EDIT)
+def import_ocr():
+    form = UploadForm()
+    error = None
+    if form.validate_on_submit():
+        upload = form.file.data
+        try:
+            result = services.import_ocr_file(upload.read(), upload.filename or "")
+            db.session.commit()
+        except OcrFileError as exc:
+            db.session.rollback()
+            error = exc
+        else:
+            flash(
+                _(
+                    "Imported: %(matched)s matched, %(unmatched)s unmatched, %(total)s in all.",
+                    matched=result.matched,
+                    unmatched=result.unmatched,
+                    total=result.total,
+                ),
+                "success",
+            )
+            return redirect(url_for(".import_detail", import_id=result.ocr_import.id))
+    imports = db.session.scalars(
+        select(OcrImport).order_by(OcrImport.imported_at.desc()).limit(20)
+    ).all()
+    status = 422 if error else 200
+    return render_template("fees/import.html", form=form, error=error, imports=imports), status
+
+
+@bp.route("/imports/<int:import_id>")
+@permission_required(VIEW)
+def import_detail(import_id: int):
+    record = db.session.get(OcrImport, import_id)
+    if record is None:
+        abort(404)
+    unmatched = db.session.scalars(
+        select(UnmatchedPayment)
+        .where(UnmatchedPayment.ocr_import_id == import_id)
+        .order_by(UnmatchedPayment.id)
+    ).all()
+    return render_template("fees/import_detail.html", record=record, unmatched=unmatched)
+
+
+@bp.route("/unmatched")
+@permission_required(VIEW)
+def unmatched_list():
+    show_all = request.args.get("all") == "1"
+    query = select(UnmatchedPayment).order_by(UnmatchedPayment.paid_on, UnmatchedPayment.id)
+    if not show_all:
+        query = query.where(UnmatchedPayment.state == "open")
+    return render_template(
+        "fees/unmatched.html",
+        payments=db.session.scalars(query.limit(1000)).all(),
+        show_all=show_all,
+        assign_form=AssignForm(),
+        handled_form=HandledForm(),
+    )
+
+
+def _unmatched_or_404(payment_id: int) -> UnmatchedPayment:
+    payment = db.session.get(UnmatchedPayment, payment_id)
+    if payment is None:
+        abort(404)
+    return payment
+
+
+@bp.route("/unmatched/<int:payment_id>/assign", methods=["POST"])
+@permission_required(EDIT)
+def assign_unmatched(payment_id: int):
+    payment = _unmatched_or_404(payment_id)
+    form = AssignForm()
+    if form.validate():
+        invoice = services.find_invoice(form.invoice.data)
+        try:
+            if invoice is None:
+                raise FeeError(_("No invoice has that number or KID."))
+            services.assign_unmatched(payment, invoice, form.note.data)
+            db.session.commit()
+        except FeeError as exc:
+            _commit_or_flash(exc)
+        else:
+            flash(_("Booked on invoice %(number)s.", number=invoice.number), "success")
+    else:
+        _flash_form_errors(form)
+    return redirect(url_for(".unmatched_list"))
+
+
+@bp.route("/unmatched/<int:payment_id>/handled", methods=["POST"])
+@permission_required(EDIT)
+def handle_unmatched(payment_id: int):
+    payment = _unmatched_or_404(payment_id)
+    form = HandledForm()
+    if form.validate():
+        try:
+            services.mark_unmatched_handled(payment, form.note.data)
+            db.session.commit()
+        except FeeError as exc:
+            _commit_or_flash(exc)
+        else:
+            flash(_("Marked as handled."), "success")
+    else:
+        _flash_form_errors(form)
+    return redirect(url_for(".unmatched_list"))
+
+
+@bp.route("/settings", methods=["GET", "POST"])
+@permission_required(EDIT)
+def settings():
+    current = services.get_settings()
+    form = SettingsForm(obj=current)
+    if request.method == "GET":
+        form.reminder_fee.data = current.reminder_fee_ore
+    if form.validate_on_submit():
+        for name in (
+            "cluster_name",
+            "orgnr",
+            "bank_account",
+            "street_address",
+            "postal_code",
+            "postal_place",
+            "email",
+            "next_invoice_number",
+            "kid_length",
+            "kid_scheme",
+            "due_days",
+        ):
+            setattr(current, name, getattr(form, name).data or ("" if name != "due_days" else 30))
+        current.reminder_fee_ore = form.reminder_fee.data or 0
+        used = db.session.scalar(select(db.func.max(Invoice.number))) or 0
+        if current.next_invoice_number <= used:
+            db.session.rollback()
+            form.next_invoice_number.errors.append(
+                _("Invoice numbers up to %(used)s are used already.", used=used)
+            )
+        else:
+            db.session.commit()
+            flash(_("Fee settings saved."), "success")
+            return redirect(url_for(".settings"))
+    db.session.commit()  # get_settings may have created the row
+    return render_template("fees/settings.html", form=form, history=history_for(current))
+
+
+@bp.route("/schedules")
+@permission_required(VIEW)
+def schedule_list():
+    schedules = db.session.scalars(select(FeeSchedule).order_by(FeeSchedule.year.desc())).all()
+    overrides = db.session.scalars(
+        select(FeeOverride).join(Company).order_by(Company.name, FeeOverride.year)
+    ).all()
+    return render_template(
+        "fees/schedules.html",
+        schedules=schedules,
+        overrides=overrides,
+        action_form=ActionForm(),
+    )
+
+
+@bp.route("/schedules/edit", methods=["GET", "POST"])
+@permission_required(EDIT)
+def schedule_edit():
+    year = _year()
+    form = ScheduleForm()
+    if request.method == "GET":
+        form = _prefilled_schedule_form(year)
+    elif form.validate():
+        try:
+            tiers = form.tier_values()
+            services.save_schedule(form.year.data, tiers)
+            db.session.commit()
+        except (FeeError, ValueError) as exc:
+            db.session.rollback()
+            flash(str(exc), "error")
+        else:
+            flash(_("Fee schedule for %(year)s saved.", year=form.year.data), "success")
+            return redirect(url_for(".schedule_list"))
+    return render_template("fees/schedule_form.html", form=form, year=year)
+
+
+def _prefilled_schedule_form(year: int) -> ScheduleForm:
+    schedule = services.schedule_for_year(year)
+    form = ScheduleForm(year=year)
+    if schedule is not None:
+        for entry, tier in zip(form.tiers.entries, schedule.tiers, strict=False):
+            entry.form.min_employees.data = tier.min_employees
+            entry.form.max_employees.data = tier.max_employees
+            entry.form.amount.data = tier.amount_ore
+    return form
+
+
+@bp.route("/overrides/new", methods=["GET", "POST"])
+@permission_required(EDIT)
+def override_new():
+    form = OverrideForm()
+    companies = db.session.scalars(select(Company).order_by(Company.name)).all()
+    form.company_id.choices = [SelectChoice(c.id, f"{c.name} ({c.orgnr})") for c in companies]
+    if form.validate_on_submit():
+        is_amount = form.kind.data == "amount"
+        db.session.add(
+            FeeOverride(
+                company_id=form.company_id.data,
+                year=form.year.data,
+                amount_ore=form.amount.data if is_amount else None,
+                discount_percent=None if is_amount else form.discount_percent.data,
+                reason=form.reason.data.strip(),
+            )
+        )
+        db.session.commit()
+        flash(_("Price override saved."), "success")
+        return redirect(url_for(".schedule_list"))
+    return render_template("fees/override_form.html", form=form)
+
+
+@bp.route("/overrides/<int:override_id>/delete", methods=["POST"])
+@permission_required(EDIT)
+def override_delete(override_id: int):
+    override = db.session.get(FeeOverride, override_id)
+    if override is None:
+        abort(404)
+    if not ActionForm().validate():
+        abort(400)
+    db.session.delete(override)
+    db.session.commit()
+    flash(_("Price override removed; invoices already issued stay as they are."), "success")
+    return redirect(url_for(".schedule_list"))
+
+
+@bp.route("/export/<kind>.<fmt>")
+@permission_required(VIEW)
+def export(kind: str, fmt: str):
+    from crm.spreadsheet import export_response
+
+    if fmt not in ("csv", "xlsx") or kind not in ("invoices", "payments"):
+        abort(404)
+    year = _year()
+    if kind == "invoices":
+        headers = [
+            _("Invoice number"),
+            _("Org. no."),
+            _("Company"),
+            _("KID"),
+            _("Invoice date"),
+            _("Due date"),
+            _("Amount"),
+            _("Credited"),
+            _("Reminder fees"),
+            _("Paid"),
+            _("Written off"),
+            _("Outstanding"),
+            _("Status"),
+        ]
+        rows = [
+            (
+                i.number,
+                i.customer_orgnr,
+                i.customer_name,
+                i.kid,
+                i.issue_date,
+                i.due_date,
+                kroner(i.amount_ore),
+                kroner(i.credited_ore),
+                kroner(i.fees_ore),
+                kroner(i.paid_ore),
+                kroner(i.written_off_ore),
+                kroner(i.outstanding_ore),
+                i.status,
+            )
+            for i in services.invoices_for_year(year)
+        ]
+    else:
+        headers = [
+            _("Date"),
+            _("Booked"),
+            _("Invoice number"),
+            _("Org. no."),
+            _("Company"),
+            _("KID"),
+            _("Kind"),
+            _("Source"),
+            _("Amount"),
+            _("Archive reference"),
+            _("Payer's account"),
+            _("Note"),
+        ]
+        rows = [
+            (
+                p.paid_on,
+                p.booked_on,
+                p.invoice.number,
+                p.invoice.customer_orgnr,
+                p.invoice.customer_name,
+                p.kid or p.invoice.kid,
+                kind_label(p.kind),
+                p.source.upper() if p.source == "ocr" else _("Manual"),
+                kroner(p.amount_ore),
+                p.archive_reference,
+                p.payer_account,
+                p.note,
+            )
+            for p in services.payments_for_year(year)
+        ]
+    return export_response(fmt, f"{kind}-{year}", headers, rows, sheet_title=f"{kind} {year}")
+
+
+def init_app(app) -> None:
+    app.register_blueprint(bp)
+    from crm.members import panels
+
+    if "fees/_company_panel.html" not in panels.COMPANY_PANELS:
+        panels.COMPANY_PANELS.append("fees/_company_panel.html")
+
+    # Globals, not a context processor: imported macros see globals only.
+    app.jinja_env.globals.update(
+        fee_status_badge=STATUS_BADGES,
+        fee_status_label=status_label,
+        fee_kind_label=kind_label,
+        unmatched_reason=unmatched_reason,
+        unmatched_state=unmatched_state,
+        company_fee_history=company_fee_history,
+    )
+
+
+STATUS_BADGES = {
+    "open": "info",
+    "partially_paid": "warning",
+    "paid": "success",
+    "overpaid": "warning",
+    "credited": "neutral",
+}
+
+
+def status_label(status: str) -> str:
+    labels = {
+        "open": _("Open"),
+        "partially_paid": _("Partially paid"),
+        "paid": _("Paid"),
+        "overpaid": _("Overpaid"),
+        "credited": _("Credited"),
+    }
+    return labels.get(status, status)
+
+
+def kind_label(kind: str) -> str:
+    labels = {"payment": _("Payment"), "refund": _("Refund"), "write_off": _("Write-off")}
+    return labels.get(kind, kind)
+
+
+def unmatched_reason(reason: str) -> str:
+    labels = {
+        "no_kid": _("No KID"),
+        "invalid_kid": _("Invalid KID"),
+        "unknown_kid": _("Unknown KID"),
+    }
+    return labels.get(reason, reason)
+
+
+def unmatched_state(state: str) -> str:
+    labels = {"open": _("Open"), "assigned": _("Booked"), "handled": _("Handled")}
+    return labels.get(state, state)
+
+
+def company_fee_history(company) -> list[Invoice]:
+    return db.session.scalars(
+        select(Invoice).where(Invoice.company_id == company.id).order_by(Invoice.year.desc())
+    ).all()

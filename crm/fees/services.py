@@ -1,0 +1,829 @@
+"""The rules of membership fees: pricing, the annual run, credit notes, payments, OCR import.
+
+Functions here change the session and flush, but never commit: the CLI command, the
+request or the RQ job that calls them commits (or rolls back) the whole unit of work.
+Refusals are `FeeError`s with a message for people.
+"""
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+
+from flask_babel import force_locale
+from flask_babel import gettext as _
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from crm.audit import current_actor
+from crm.extensions import db
+from crm.fees import kid as kidlib
+from crm.fees.errors import DuplicateTransmissionError, FeeError
+from crm.fees.models import (
+    UNPAID_STATUSES,
+    CreditNote,
+    FeeOverride,
+    FeeSchedule,
+    FeeSettings,
+    FeeTier,
+    Invoice,
+    OcrImport,
+    Payment,
+    Reminder,
+    UnmatchedPayment,
+)
+from crm.fees.money import plain
+from crm.fees.ocr import OcrTransmission, parse_ocr
+from crm.members.models import Company, Contact
+from crm.timeutil import today_oslo, utcnow
+
+SETTINGS_ID = 1
+_IN_CHUNK = 500  # ids per IN (...) list: well inside every database's limits
+
+# --- settings -------------------------------------------------------------------------
+
+
+def get_settings() -> FeeSettings:
+    """The fee settings row, created with defaults the first time it is asked for."""
+    settings = db.session.get(FeeSettings, SETTINGS_ID)
+    if settings is None:
+        settings = FeeSettings(id=SETTINGS_ID)
+        db.session.add(settings)
+        db.session.flush()
+    return settings
+
+
+def settings_problems(settings: FeeSettings) -> list[str]:
+    """What must be filled in before invoices can be issued."""
+    problems = []
+    if not settings.cluster_name:
+        problems.append(_("The cluster's name is missing in the fee settings."))
+    if not settings.orgnr:
+        problems.append(_("The cluster's organisation number is missing in the fee settings."))
+    if not settings.bank_account:
+        problems.append(_("The bank account is missing in the fee settings."))
+    return problems
+
+
+# --- schedules and pricing ------------------------------------------------------------
+
+
+def schedule_for_year(year: int) -> FeeSchedule | None:
+    """Year's own schedule or, where it has none, the latest earlier one."""
+    return db.session.scalar(
+        select(FeeSchedule).where(FeeSchedule.year <= year).order_by(FeeSchedule.year.desc())
+    )
+
+
+def save_schedule(year: int, tiers: Sequence[tuple[int, int | None, int]]) -> FeeSchedule:
+    """Create or replace the tiers of `year`: (min employees, max or None, amount øre).
+
+    Tiers must be ordered, must not overlap or leave gaps, and only the last may be
+    open-ended; otherwise a FeeError says what is wrong.
+    """
+    check_tiers(tiers)
+    schedule = db.session.scalar(select(FeeSchedule).where(FeeSchedule.year == year))
+    if schedule is None:
+        schedule = FeeSchedule(year=year)
+        db.session.add(schedule)
+    schedule.tiers = [
+        FeeTier(min_employees=low, max_employees=high, amount_ore=amount)
+        for low, high, amount in tiers
+    ]
+    db.session.flush()
+    return schedule
+
+
+def check_tiers(tiers: Sequence[tuple[int, int | None, int]]) -> None:
+    if not tiers:
+        raise FeeError(_("A fee schedule needs at least one tier."))
+    expected_low = None
+    for position, (low, high, amount) in enumerate(tiers):
+        if low < 0 or amount < 0:
+            raise FeeError(_("Employee counts and amounts cannot be negative."))
+        if high is not None and high < low:
+            raise FeeError(_("A tier's upper bound is below its lower bound."))
+        if expected_low is not None and low != expected_low:
+            raise FeeError(_("Tiers must follow each other without gaps or overlaps."))
+        if high is None and position != len(tiers) - 1:
+            raise FeeError(_("Only the last tier can be open-ended."))
+        expected_low = None if high is None else high + 1
+
+
+def tier_for(schedule: FeeSchedule, employees: int | None) -> FeeTier | None:
+    """The tier covering `employees`; unknown or fewer than the first tier's count the
+    lowest tier (a member without registered employees still pays the smallest fee)."""
+    if not schedule.tiers:
+        return None
+    count = max(employees or 0, schedule.tiers[0].min_employees)
+    return next((tier for tier in schedule.tiers if tier.covers(count)), None)
+
+
+def override_for(company_id: int, year: int) -> FeeOverride | None:
+    """The company's override for `year`, else its standing one (year left empty)."""
+    overrides = db.session.scalars(
+        select(FeeOverride).where(
+            FeeOverride.company_id == company_id,
+            (FeeOverride.year == year) | FeeOverride.year.is_(None),
+        )
+    ).all()
+    return next((o for o in overrides if o.year == year), None) or next(iter(overrides), None)
+
+
+@dataclass
+class Price:
+    amount_ore: int
+    note: str
+
+
+def price_for(company: Company, year: int, schedule: FeeSchedule) -> Price | None:
+    """The fee of `company` for `year`: the tier's amount, then its override if any."""
+    tier = tier_for(schedule, company.employees)
+    if tier is None:
+        return None
+    note = _("Tier %(tier)s employees (schedule %(year)s)", tier=tier.label, year=schedule.year)
+    override = override_for(company.id, year)
+    if override is None:
+        return Price(tier.amount_ore, note)
+    return Price(override.apply(tier.amount_ore), f"{note}; {override.reason}")
+
+
+# --- invoices -------------------------------------------------------------------------
+
+
+def allocate_number(settings: FeeSettings) -> tuple[int, str]:
+    """The next invoice number and its KID; MOD11 numbers without a KID are skipped."""
+    try:
+        number, kid = kidlib.next_kid(
+            settings.next_invoice_number, settings.kid_length, settings.kid_scheme
+        )
+    except kidlib.KidError as exc:
+        raise FeeError(
+            _("Invoice numbers no longer fit in the KID length; make the KID longer.")
+        ) from exc
+    settings.next_invoice_number = number + 1
+    return number, kid
+
+
+def _locked_settings() -> FeeSettings:
+    # On PostgreSQL two annual runs at once would otherwise hand out the same numbers
+    # (the unique constraints would then refuse one of them at commit).
+    settings = get_settings()
+    if db.session.get_bind().dialect.name == "postgresql":
+        db.session.refresh(settings, with_for_update=True)
+    return settings
+
+
+@dataclass
+class InvoiceRun:
+    year: int
+    created: list[Invoice] = field(default_factory=list)
+    existing: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+def member_companies() -> list[Company]:
+    return db.session.scalars(
+        select(Company)
+        .where(Company.membership_status == "member", Company.archived_at.is_(None))
+        .order_by(Company.name, Company.id)
+    ).all()
+
+
+def run_annual_invoicing(year: int, today: date | None = None) -> InvoiceRun:
+    """One invoice per member company for `year`; companies that have one are left alone.
+
+    Running it again creates nothing new (and the (company, year) unique constraint
+    makes sure of it even when two runs race).
+    """
+    today = today or today_oslo()
+    settings = _locked_settings()
+    problems = settings_problems(settings)
+    if problems:
+        raise FeeError(" ".join(problems))
+    schedule = schedule_for_year(year)
+    if schedule is None:
+        raise FeeError(_("There is no fee schedule for %(year)s or any year before.", year=year))
+    invoiced = set(db.session.scalars(select(Invoice.company_id).where(Invoice.year == year)))
+    run = InvoiceRun(year=year)
+    with force_locale("nb"):
+        description = _("Membership fee %(year)s", year=year)
+    for company in member_companies():
+        if company.id in invoiced:
+            run.existing += 1
+            continue
+        price = price_for(company, year, schedule)
+        if price is None:
+            run.problems.append(
+                _(
+                    "%(company)s: no tier covers %(employees)s employees.",
+                    company=company.name,
+                    employees=company.employees,
+                )
+            )
+            continue
+        number, kid = allocate_number(settings)
+        invoice = Invoice(
+            number=number,
+            kid=kid,
+            company=company,
+            year=year,
+            amount_ore=price.amount_ore,
+            issue_date=today,
+            due_date=today + timedelta(days=settings.due_days),
+            description=description,
+            pricing_note=price.note[:400],
+            customer_name=company.name,
+            customer_orgnr=company.orgnr,
+            customer_address=company.street_address,
+            customer_postal_code=company.postal_code,
+            customer_postal_place=company.postal_place,
+        )
+        set_status(invoice)
+        db.session.add(invoice)
+        run.created.append(invoice)
+    try:
+        db.session.flush()
+    except IntegrityError as exc:
+        raise FeeError(
+            _("Another invoice run for %(year)s got there first; nothing was created.", year=year)
+        ) from exc
+    return run
+
+
+def invoice_status(
+    amount_ore: int, fees_ore: int, credited_ore: int, paid_ore: int, written_off_ore: int
+) -> str:
+    """open | partially_paid | paid | overpaid | credited, from the sums alone."""
+    if credited_ore >= amount_ore and credited_ore > 0:
+        return "credited"
+    due = amount_ore + fees_ore - credited_ore
+    settled = paid_ore + written_off_ore
+    if settled <= 0:
+        return "paid" if due <= 0 else "open"
+    if settled < due:
+        return "partially_paid"
+    if settled == due:
+        return "paid"
+    return "overpaid"
+
+
+def set_status(invoice: Invoice) -> None:
+    invoice.status = invoice_status(
+        invoice.amount_ore or 0,
+        invoice.fees_ore or 0,
+        invoice.credited_ore or 0,
+        invoice.paid_ore or 0,
+        invoice.written_off_ore or 0,
+    )
+
+
+def refresh_invoices(invoices: Iterable[Invoice]) -> None:
+    """Recompute paid, written-off, credited and fee sums and the status from the rows."""
+    by_id = {invoice.id: invoice for invoice in invoices}
+    if not by_id:
+        return
+    db.session.flush()
+    paid = dict.fromkeys(by_id, 0)
+    written_off = dict.fromkeys(by_id, 0)
+    credited = dict.fromkeys(by_id, 0)
+    fees = dict.fromkeys(by_id, 0)
+    ids = list(by_id)
+    for start in range(0, len(ids), _IN_CHUNK):
+        chunk = ids[start : start + _IN_CHUNK]
+        for invoice_id, kind, total in db.session.execute(
+            select(Payment.invoice_id, Payment.kind, func.sum(Payment.amount_ore))
+            .where(Payment.invoice_id.in_(chunk))
+            .group_by(Payment.invoice_id, Payment.kind)
+        ):
+            target = written_off if kind == "write_off" else paid
+            target[invoice_id] += int(total or 0)
+        for invoice_id, total in db.session.execute(
+            select(CreditNote.invoice_id, func.sum(CreditNote.amount_ore))
+            .where(CreditNote.invoice_id.in_(chunk))
+            .group_by(CreditNote.invoice_id)
+        ):
+            credited[invoice_id] = int(total or 0)
+        for invoice_id, total in db.session.execute(
+            select(Reminder.invoice_id, func.sum(Reminder.fee_ore))
+            .where(Reminder.invoice_id.in_(chunk))
+            .group_by(Reminder.invoice_id)
+        ):
+            fees[invoice_id] = int(total or 0)
+    for invoice_id, invoice in by_id.items():
+        invoice.paid_ore = paid[invoice_id]
+        invoice.written_off_ore = written_off[invoice_id]
+        invoice.credited_ore = credited[invoice_id]
+        invoice.fees_ore = fees[invoice_id]
+        set_status(invoice)
+
+
+def credit_invoice(
+    invoice: Invoice, reason: str, amount_ore: int | None = None, today: date | None = None
+) -> CreditNote:
+    """A credit note for all (default) or part of what is left to credit on `invoice`."""
+    reason = (reason or "").strip()
+    if not reason:
+        raise FeeError(_("A credit note needs a reason."))
+    creditable = invoice.amount_ore - invoice.credited_ore
+    if creditable <= 0:
+        raise FeeError(_("This invoice is already credited in full."))
+    amount_ore = creditable if amount_ore is None else amount_ore
+    if amount_ore <= 0 or amount_ore > creditable:
+        raise FeeError(
+            _("A credit note must be more than zero and at most what is left to credit.")
+        )
+    number, _kid = allocate_number(_locked_settings())
+    note = CreditNote(
+        number=number,
+        invoice=invoice,
+        amount_ore=amount_ore,
+        issue_date=today or today_oslo(),
+        reason=reason[:300],
+    )
+    db.session.add(note)
+    refresh_invoices([invoice])
+    return note
+
+
+def invoice_contact(company: Company) -> Contact:
+    """Who gets the invoice: the active invoice contact with a usable email, else the
+    primary contact; FeeError when there is neither."""
+    from crm.mail.services import InvalidAddress, normalize_address
+
+    candidates = []
+    for contact in company.contacts:
+        if not contact.active or not contact.email or contact.archived_at:
+            continue
+        try:
+            normalize_address(contact.email)
+        except InvalidAddress:
+            continue
+        candidates.append(contact)
+    contact = next((c for c in candidates if c.is_invoice_contact), None) or next(
+        (c for c in candidates if c.is_primary_contact), None
+    )
+    if contact is None:
+        raise FeeError(
+            _("%(company)s has no invoice contact with an email address.", company=company.name)
+        )
+    return contact
+
+
+def queue_invoice_email(invoice: Invoice):
+    """Queue the invoice with its PDF to the company's invoice contact; re-sendable.
+
+    Each sending gets its own key (`invoice:<id>:<n>`), so a resend is a new email
+    while a retried job of the same sending is not.
+    """
+    from crm.fees.pdf import invoice_pdf, pdf_filename
+    from crm.mail.services import queue_email
+
+    if invoice.status == "credited":
+        raise FeeError(_("A credited invoice is not sent."))
+    contact = invoice_contact(invoice.company)
+    settings = get_settings()
+    invoice.send_count = (invoice.send_count or 0) + 1
+    invoice.sent_at = utcnow()
+    message = queue_email(
+        to=contact.email,
+        to_name=contact.name,
+        template="fees/invoice",
+        context=email_context(invoice, settings),
+        key=f"invoice:{invoice.id}:{invoice.send_count}",
+        category="fee",
+        contact_id=contact.id,
+        attachments=[(pdf_filename(invoice), "application/pdf", invoice_pdf(invoice, settings))],
+        locale="nb",
+    )
+    db.session.flush()
+    return message
+
+
+def email_context(invoice: Invoice, settings: FeeSettings, reminder: Reminder | None = None):
+    from crm.fees.money import plain
+
+    return {
+        "cluster_name": settings.cluster_name,
+        "cluster_email": settings.email,
+        "company_name": invoice.customer_name,
+        "invoice_number": invoice.number,
+        "year": invoice.year,
+        "kid": invoice.kid,
+        "account": format_account(settings.bank_account),
+        "amount": plain(invoice.amount_ore),
+        "amount_ore": invoice.amount_ore,
+        "outstanding_ore": invoice.outstanding_ore,
+        "due_date": (reminder.new_due_date if reminder else invoice.due_date).isoformat(),
+        "due_date_display": (reminder.new_due_date if reminder else invoice.due_date).strftime(
+            "%d.%m.%Y"
+        ),
+        "reminder_level": reminder.level if reminder else None,
+        "reminder_fee_ore": reminder.fee_ore if reminder else 0,
+    }
+
+
+def format_account(account: str) -> str:
+    """`1234.56.78903`, as Norwegian account numbers are written."""
+    if len(account) == 11 and account.isdigit():
+        return f"{account[:4]}.{account[4:6]}.{account[6:]}"
+    return account
+
+
+# --- payments -------------------------------------------------------------------------
+
+
+def register_payment(
+    invoice: Invoice,
+    amount_ore: int,
+    paid_on: date,
+    *,
+    kind: str = "payment",
+    note: str = "",
+    payer_account: str = "",
+) -> Payment:
+    """Record a payment by hand (bank transfer without KID), a refund or a write-off.
+
+    Payments and write-offs are positive amounts; a refund is money paid back, stored
+    negative. A write-off of more than is outstanding, or a refund of more than was
+    paid, is refused.
+    """
+    if kind not in ("payment", "refund", "write_off"):
+        raise FeeError(_("Unknown kind of payment."))
+    if amount_ore <= 0:
+        raise FeeError(_("The amount must be more than zero."))
+    if kind == "refund" and amount_ore > invoice.paid_ore:
+        raise FeeError(_("A refund cannot be more than has been paid."))
+    if kind == "write_off" and amount_ore > invoice.outstanding_ore:
+        raise FeeError(_("A write-off cannot be more than is outstanding."))
+    if (kind == "payment" or kind == "write_off") and invoice.status == "credited":
+        raise FeeError(_("This invoice is credited; nothing is owed on it."))
+    payment = Payment(
+        invoice=invoice,
+        kind=kind,
+        source="manual",
+        amount_ore=-amount_ore if kind == "refund" else amount_ore,
+        paid_on=paid_on,
+        booked_on=paid_on,
+        payer_account=payer_account,
+        note=(note or "").strip()[:300],
+    )
+    db.session.add(payment)
+    refresh_invoices([invoice])
+    return payment
+
+
+def find_invoice(reference: str) -> Invoice | None:
+    """An invoice by its number or its KID, as a treasurer would type either."""
+    reference = (reference or "").strip()
+    if not reference.isdigit():
+        return None
+    invoice = db.session.scalar(select(Invoice).where(Invoice.kid == reference))
+    if invoice is None and len(reference) < 19:
+        invoice = db.session.scalar(select(Invoice).where(Invoice.number == int(reference)))
+    return invoice
+
+
+def assign_unmatched(unmatched: UnmatchedPayment, invoice: Invoice, note: str = "") -> Payment:
+    """Book an unmatched OCR payment on `invoice`; the OCR details go along."""
+    if unmatched.state != "open":
+        raise FeeError(_("This payment has already been dealt with."))
+    payment = Payment(
+        invoice=invoice,
+        kind="payment",
+        source="ocr",
+        amount_ore=unmatched.amount_ore,
+        paid_on=unmatched.paid_on,
+        booked_on=unmatched.booked_on,
+        kid=unmatched.kid,
+        transaction_number=unmatched.transaction_number,
+        archive_reference=unmatched.archive_reference,
+        payer_account=unmatched.payer_account,
+        ocr_import_id=unmatched.ocr_import_id,
+        note=(note or "").strip()[:300],
+    )
+    db.session.add(payment)
+    unmatched.payment = payment
+    unmatched.state = "assigned"
+    unmatched.handled_note = (note or "").strip()[:300]
+    unmatched.handled_at = utcnow()
+    refresh_invoices([invoice])
+    return payment
+
+
+def mark_unmatched_handled(unmatched: UnmatchedPayment, note: str) -> None:
+    """Close an unmatched payment that belongs to no invoice (returned, other income…)."""
+    if unmatched.state != "open":
+        raise FeeError(_("This payment has already been dealt with."))
+    note = (note or "").strip()
+    if not note:
+        raise FeeError(_("Say what was done with the payment."))
+    unmatched.state = "handled"
+    unmatched.handled_note = note[:300]
+    unmatched.handled_at = utcnow()
+    db.session.flush()
+
+
+# --- OCR import -----------------------------------------------------------------------
+
+
+@dataclass
+class ImportResult:
+    ocr_import: OcrImport
+    matched: int
+    unmatched: int
+    total: int
+
+
+def check_not_imported(transmission: OcrTransmission) -> None:
+    """Refuse a transmission seen before, by its number (per sender) or its content."""
+    previous = db.session.scalar(
+        select(OcrImport).where(
+            (OcrImport.content_hash == transmission.content_hash)
+            | (
+                (OcrImport.transmission_number == transmission.number)
+                & (OcrImport.data_transmitter == transmission.data_transmitter)
+            )
+        )
+    )
+    if previous is not None:
+        raise DuplicateTransmissionError(
+            _(
+                "Transmission %(number)s was already imported on %(date)s (%(file)s); "
+                "nothing was changed.",
+                number=transmission.number,
+                date=previous.imported_at.strftime("%d.%m.%Y"),
+                file=previous.file_name or "-",
+            )
+        )
+
+
+def import_ocr_file(data: bytes | str, file_name: str = "") -> ImportResult:
+    """Parse, check and book a Nets OCR giro file in the current transaction.
+
+    Each transaction is matched to an invoice by its KID and booked as a Payment;
+    transactions without a KID, with an invalid KID or with one no invoice has go to
+    the unmatched list. Raises OcrFileError (malformed file, with line and record) or
+    DuplicateTransmissionError (imported before) before anything is written.
+
+    Payments, unmatched payments and invoice updates are written in bulk, each with
+    its audit entry (crm.fees.bulk): a bank file can hold a hundred thousand.
+    """
+    from crm.fees.bulk import insert_audited
+
+    transmission = parse_ocr(data)
+    check_not_imported(transmission)
+    user_id, actor = current_actor()
+    record = OcrImport(
+        transmission_number=transmission.number,
+        data_transmitter=transmission.data_transmitter,
+        content_hash=transmission.content_hash,
+        file_name=(file_name or "")[:255],
+        nets_date=transmission.nets_date,
+        assignment_count=len(transmission.assignments),
+        transaction_count=len(transmission.transactions),
+        total_ore=transmission.total_ore,
+        imported_by_id=user_id,
+        imported_by_label=actor[:200],
+    )
+    db.session.add(record)
+    try:
+        db.session.flush()
+    except IntegrityError as exc:  # the same file imported at the same moment elsewhere
+        raise DuplicateTransmissionError(
+            _(
+                "Transmission %(number)s was already imported; nothing was changed.",
+                number=transmission.number,
+            )
+        ) from exc
+
+    invoice_ids = _invoice_ids_by_kid({t.kid for t in transmission.transactions if t.kid})
+    scheme = get_settings().kid_scheme
+    payments, unmatched = [], []
+    for t in transmission.transactions:
+        row = {
+            "amount_ore": t.amount_ore,
+            "paid_on": t.bank_date or t.nets_date,
+            "booked_on": t.nets_date,
+            "kid": t.kid or "",
+            "transaction_number": f"{t.assignment_number}-{t.number}",
+            "archive_reference": t.archive_reference,
+            "payer_account": t.payer_account,
+            "ocr_import_id": record.id,
+        }
+        invoice_id = invoice_ids.get(t.kid) if t.kid else None
+        if invoice_id is not None:
+            payments.append({**row, "invoice_id": invoice_id, "kind": "payment", "source": "ocr"})
+        else:
+            if not t.kid:
+                reason = "no_kid"
+            elif kidlib.is_valid(t.kid, scheme):
+                reason = "unknown_kid"
+            else:
+                reason = "invalid_kid"
+            unmatched.append({**row, "reason": reason, "text": t.text[:100], "state": "open"})
+    # transaction_number ("assignment-transaction") is unique within one transmission.
+    scope = ("ocr_import_id", record.id)
+    insert_audited(
+        Payment,
+        payments,
+        lambda r: f"payment {plain(r['amount_ore'])}",
+        scope,
+        "transaction_number",
+    )
+    insert_audited(
+        UnmatchedPayment,
+        unmatched,
+        lambda r: f"{r['kid'] or '-'} {plain(r['amount_ore'])}",
+        scope,
+        "transaction_number",
+    )
+    record.matched_count = len(payments)
+    record.unmatched_count = len(unmatched)
+    record.matched_ore = sum(p["amount_ore"] for p in payments)
+    record.unmatched_ore = sum(u["amount_ore"] for u in unmatched)
+    added: dict[int, int] = {}
+    for payment in payments:
+        added[payment["invoice_id"]] = added.get(payment["invoice_id"], 0) + payment["amount_ore"]
+    add_paid_sums(record.id, added)
+    db.session.flush()
+    return ImportResult(record, len(payments), len(unmatched), len(transmission.transactions))
+
+
+def add_paid_sums(ocr_import_id: int, added: dict[int, int]) -> None:
+    """Add an import's payments (øre per invoice id) to the invoices' paid sums and
+    statuses, in bulk. The stored sums are kept right by every other payment change
+    (refresh_invoices), and the rows are locked (PostgreSQL) while this adds to them."""
+    from crm.fees.bulk import update_audited
+
+    touched = select(Payment.invoice_id).where(Payment.ocr_import_id == ocr_import_id)
+    changes = []
+    rows = db.session.execute(
+        select(
+            Invoice.id,
+            Invoice.number,
+            Invoice.customer_name,
+            Invoice.amount_ore,
+            Invoice.fees_ore,
+            Invoice.credited_ore,
+            Invoice.paid_ore,
+            Invoice.written_off_ore,
+            Invoice.status,
+        )
+        .where(Invoice.id.in_(touched))
+        .with_for_update()
+    )
+    for row in rows:
+        paid = row.paid_ore + added.get(row.id, 0)
+        status = invoice_status(
+            row.amount_ore, row.fees_ore, row.credited_ore, paid, row.written_off_ore
+        )
+        changes.append(
+            (
+                row.id,
+                f"{row.number} {row.customer_name}".strip(),
+                {"paid_ore": row.paid_ore, "status": row.status},
+                {"paid_ore": paid, "status": status},
+            )
+        )
+    update_audited(Invoice, changes)
+    # Invoices loaded in this session before the bulk update would show old sums.
+    for obj in list(db.session.identity_map.values()):
+        if isinstance(obj, Invoice):
+            db.session.expire(obj)
+
+
+def _invoice_ids_by_kid(kids: set[str]) -> dict[str, int]:
+    if len(kids) > _IN_CHUNK * 4:
+        # A big file: one pass over all KIDs beats hundreds of IN (...) queries.
+        rows = db.session.execute(select(Invoice.kid, Invoice.id))
+        return {kid: invoice_id for kid, invoice_id in rows if kid in kids}
+    found: dict[str, int] = {}
+    ordered = sorted(kids)
+    for start in range(0, len(ordered), _IN_CHUNK):
+        chunk = ordered[start : start + _IN_CHUNK]
+        rows = db.session.execute(select(Invoice.kid, Invoice.id).where(Invoice.kid.in_(chunk)))
+        found.update((kid, invoice_id) for kid, invoice_id in rows)
+    return found
+
+
+# --- lists and figures ----------------------------------------------------------------
+
+
+def invoice_years() -> list[int]:
+    years = set(db.session.scalars(select(Invoice.year).distinct()))
+    years |= set(db.session.scalars(select(FeeSchedule.year)))
+    years.add(today_oslo().year)
+    return sorted(years, reverse=True)
+
+
+def invoices_for_year(year: int, status: str | None = None) -> list[Invoice]:
+    query = select(Invoice).where(Invoice.year == year).order_by(Invoice.number)
+    if status:
+        query = query.where(Invoice.status == status)
+    return db.session.scalars(query).all()
+
+
+def overdue_invoices(today: date | None = None, year: int | None = None) -> list[Invoice]:
+    """Unpaid invoices past their due date, oldest first."""
+    today = today or today_oslo()
+    query = (
+        select(Invoice)
+        .where(Invoice.status.in_(UNPAID_STATUSES), Invoice.due_date < today)
+        .order_by(Invoice.due_date, Invoice.number)
+    )
+    if year is not None:
+        query = query.where(Invoice.year == year)
+    return db.session.scalars(query).all()
+
+
+@dataclass
+class Figure:
+    count: int
+    ore: int
+
+
+@dataclass
+class Dashboard:
+    year: int
+    invoiced: Figure
+    paid: Figure
+    outstanding: Figure
+    overdue: Figure
+    credited: Figure
+    written_off_ore: int
+    unmatched_open: int
+
+    @property
+    def share_paid(self) -> int:
+        """Per mille of the invoiced amount that has been paid or written off."""
+        if self.invoiced.ore <= 0:
+            return 0
+        settled = min(self.paid.ore + self.written_off_ore, self.invoiced.ore)
+        return settled * 1000 // self.invoiced.ore
+
+
+def dashboard(year: int, today: date | None = None) -> Dashboard:
+    """Invoiced, paid, outstanding and overdue for `year`, in øre and counts."""
+    today = today or today_oslo()
+    invoiced = Figure(0, 0)
+    paid = Figure(0, 0)
+    outstanding = Figure(0, 0)
+    overdue = Figure(0, 0)
+    credited = Figure(0, 0)
+    written_off = 0
+    rows = db.session.execute(
+        select(
+            Invoice.status,
+            Invoice.due_date,
+            Invoice.amount_ore,
+            Invoice.fees_ore,
+            Invoice.credited_ore,
+            Invoice.paid_ore,
+            Invoice.written_off_ore,
+        ).where(Invoice.year == year)
+    )
+    for status, due_date, amount, fees, credit, paid_ore, off in rows:
+        paid.ore += paid_ore
+        written_off += off
+        if status == "credited":
+            credited.count += 1
+            credited.ore += credit
+            continue
+        invoiced.count += 1
+        invoiced.ore += amount + fees - credit
+        if status in ("paid", "overpaid"):
+            paid.count += 1
+        if status in UNPAID_STATUSES:
+            left = max(amount + fees - credit - paid_ore - off, 0)
+            outstanding.count += 1
+            outstanding.ore += left
+            if due_date < today:
+                overdue.count += 1
+                overdue.ore += left
+    unmatched_open = db.session.scalar(
+        select(func.count(UnmatchedPayment.id)).where(UnmatchedPayment.state == "open")
+    )
+    return Dashboard(
+        year, invoiced, paid, outstanding, overdue, credited, written_off, unmatched_open or 0
+    )
+
+
+def payments_by_day(year: int) -> list[tuple[date, int]]:
+    """Money received per day (payments less refunds) on `year`'s invoices."""
+    rows = db.session.execute(
+        select(Payment.paid_on, func.sum(Payment.amount_ore))
+        .join(Invoice, Payment.invoice_id == Invoice.id)
+        .where(Invoice.year == year, Payment.kind != "write_off")
+        .group_by(Payment.paid_on)
+        .order_by(Payment.paid_on)
+    )
+    return [(day, int(total or 0)) for day, total in rows]
+
+
+def payments_for_year(year: int) -> list[Payment]:
+    return db.session.scalars(
+        select(Payment)
+        .join(Invoice, Payment.invoice_id == Invoice.id)
+        .where(Invoice.year == year)
+        .order_by(Payment.paid_on, Payment.id)
+    ).all()

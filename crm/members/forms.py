@@ -1,0 +1,213 @@
+"""Forms for companies, contacts, networks, activities and merges (Flask-WTF, CSRF)."""
+
+from urllib.parse import urlsplit
+
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+from flask_wtf import FlaskForm
+from wtforms import (
+    BooleanField,
+    DateField,
+    SelectField,
+    SelectMultipleField,
+    StringField,
+    TextAreaField,
+)
+from wtforms.validators import DataRequired, Length, NumberRange, Optional, Regexp, ValidationError
+from wtforms.widgets import CheckboxInput, ListWidget
+
+from crm.forms import WholeNumberField
+from crm.members.models import ACTIVITY_KINDS, MEMBERSHIP_STATUSES
+from crm.members.normalize import normalize_email, normalize_orgnr, normalize_phone
+from crm.members.services import ACTIVITY_LABELS, MEMBERSHIP_LABELS
+from crm.timeutil import today_oslo
+
+# The organisation forms of Enhetsregisteret a cluster member is likely to have; the
+# names are the register's own (Norwegian) descriptions, stored as they come.
+ORG_FORMS = {
+    "AS": "Aksjeselskap",
+    "ASA": "Allmennaksjeselskap",
+    "ENK": "Enkeltpersonforetak",
+    "ANS": "Ansvarlig selskap",
+    "DA": "Selskap med delt ansvar",
+    "SA": "Samvirkeforetak",
+    "NUF": "Norskregistrert utenlandsk foretak",
+    "STI": "Stiftelse",
+    "FLI": "Forening/lag/innretning",
+    "KF": "Kommunalt foretak",
+    "IKS": "Interkommunalt selskap",
+    "KOMM": "Kommune",
+    "ORGL": "Organisasjonsledd",
+    "SF": "Statsforetak",
+}
+
+
+def clean_text(value):
+    """Trimmed text without control characters (PostgreSQL refuses NUL in text)."""
+    if not isinstance(value, str):
+        return value
+    value = value.replace("\r\n", "\n").replace("\r", "\n")
+    return "".join(ch for ch in value if ch.isprintable() or ch in "\n\t").strip()
+
+
+class MultiCheckboxField(SelectMultipleField):
+    widget = ListWidget(prefix_label=False)
+    option_widget = CheckboxInput()
+
+
+class CompanyForm(FlaskForm):
+    orgnr = StringField(
+        _l("Organisation number"),
+        validators=[DataRequired(), Length(max=20)],
+        filters=[clean_text],
+    )
+    name = StringField(
+        _l("Name"), validators=[DataRequired(), Length(max=200)], filters=[clean_text]
+    )
+    org_form_code = SelectField(_l("Organisation form"), validate_choice=True)
+    nace_code = StringField(
+        _l("Industry code"),
+        validators=[
+            Optional(),
+            Length(max=10),
+            Regexp(r"^\d{2}(\.\d{1,3})?$", message=_l("Write the code like 25.620.")),
+        ],
+        filters=[clean_text],
+    )
+    nace_text = StringField(_l("Industry"), validators=[Length(max=300)], filters=[clean_text])
+    employees = WholeNumberField(
+        _l("Employees"), validators=[Optional(), NumberRange(min=0, max=1_000_000)]
+    )
+    municipality_number = StringField(
+        _l("Municipality number"),
+        validators=[
+            Optional(),
+            Regexp(r"^\d{4}$", message=_l("A municipality number has four digits.")),
+        ],
+        filters=[clean_text],
+    )
+    municipality_name = StringField(
+        _l("Municipality"), validators=[Length(max=100)], filters=[clean_text]
+    )
+    street_address = StringField(_l("Address"), validators=[Length(max=300)], filters=[clean_text])
+    postal_code = StringField(
+        _l("Postal code"),
+        validators=[Optional(), Regexp(r"^\d{4}$", message=_l("A postal code has four digits."))],
+        filters=[clean_text],
+    )
+    postal_place = StringField(
+        _l("Postal place"), validators=[Length(max=100)], filters=[clean_text]
+    )
+    website = StringField(_l("Website"), validators=[Length(max=300)], filters=[clean_text])
+    membership_status = SelectField(
+        _l("Membership"), choices=[(s, MEMBERSHIP_LABELS[s]) for s in MEMBERSHIP_STATUSES]
+    )
+    member_since = DateField(_l("Member since"), validators=[Optional()])
+    resigned_on = DateField(_l("Resigned"), validators=[Optional()])
+    notes = TextAreaField(_l("Notes"), validators=[Length(max=10_000)], filters=[clean_text])
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        choices = [("", "—")] + [(code, f"{code} – {name}") for code, name in ORG_FORMS.items()]
+        current = self.org_form_code.data
+        if current and current not in ORG_FORMS:
+            choices.append((current, current))  # from the register: keep what is there
+        self.org_form_code.choices = choices
+
+    def validate_orgnr(self, field):
+        try:
+            field.data = normalize_orgnr(field.data or "")
+        except ValueError:
+            raise ValidationError(
+                _("Not a valid organisation number: 9 digits with a correct check digit.")
+            ) from None
+
+    def validate_website(self, field):
+        if not field.data:
+            return
+        url = field.data if "://" in field.data else "https://" + field.data
+        try:
+            parts = urlsplit(url)
+            host = parts.hostname or ""
+        except ValueError:
+            raise ValidationError(_("Not a web address.")) from None
+        if parts.scheme not in ("http", "https") or "." not in host or " " in url:
+            raise ValidationError(_("Not a web address."))
+        if len(url) > 300:
+            raise ValidationError(_("The address is too long."))
+        field.data = url
+
+
+class ContactForm(FlaskForm):
+    first_name = StringField(_l("First name"), validators=[Length(max=100)], filters=[clean_text])
+    last_name = StringField(_l("Last name"), validators=[Length(max=100)], filters=[clean_text])
+    email = StringField(_l("Email"), validators=[Length(max=254)], filters=[clean_text])
+    phone = StringField(_l("Phone"), validators=[Length(max=40)], filters=[clean_text])
+    job_title = StringField(_l("Job title"), validators=[Length(max=200)], filters=[clean_text])
+    company = StringField(_l("Company"), validators=[Length(max=300)], filters=[clean_text])
+    is_primary_contact = BooleanField(_l("Primary contact"))
+    is_invoice_contact = BooleanField(_l("Invoice contact"))
+    is_board_representative = BooleanField(_l("Board representative"))
+    networks = MultiCheckboxField(_l("Networks"), coerce=int)
+    left_company = BooleanField(_l("Has left the company"))
+    notes = TextAreaField(_l("Notes"), validators=[Length(max=10_000)], filters=[clean_text])
+    confirm_duplicate = BooleanField(_l("Save anyway: this is a different person"))
+
+    def validate_email(self, field):
+        if not field.data:
+            field.data = None
+            return
+        try:
+            field.data = normalize_email(field.data)
+        except ValueError:
+            raise ValidationError(_("Not a valid email address.")) from None
+        if len(field.data) > 254:
+            raise ValidationError(_("Not a valid email address."))
+
+    def validate_phone(self, field):
+        if not field.data:
+            field.data = None
+            return
+        try:
+            field.data = normalize_phone(field.data)
+        except ValueError:
+            raise ValidationError(
+                _("Not a valid phone number. Norwegian numbers have 8 digits.")
+            ) from None
+
+    def validate(self, extra_validators=None) -> bool:
+        valid = super().validate(extra_validators)
+        if not (self.first_name.data or self.last_name.data or self.email.data):
+            self.first_name.errors = [
+                *self.first_name.errors,
+                _("Give a name or an email address."),
+            ]
+            valid = False
+        return valid
+
+
+class ActivityForm(FlaskForm):
+    kind = SelectField(_l("Type"), choices=[(k, ACTIVITY_LABELS[k]) for k in ACTIVITY_KINDS])
+    occurred_on = DateField(_l("Date"), validators=[DataRequired()], default=today_oslo)
+    summary = StringField(
+        _l("Summary"), validators=[DataRequired(), Length(max=300)], filters=[clean_text]
+    )
+    details = TextAreaField(_l("Details"), validators=[Length(max=10_000)], filters=[clean_text])
+
+
+class NetworkForm(FlaskForm):
+    name = StringField(
+        _l("Name"), validators=[DataRequired(), Length(max=100)], filters=[clean_text]
+    )
+    description = TextAreaField(
+        _l("Description"), validators=[Length(max=5_000)], filters=[clean_text]
+    )
+    active = BooleanField(_l("Active"), default=True)
+
+
+class ConfirmForm(FlaskForm):
+    """A button that changes something: only the CSRF token."""
+
+
+class MergeForm(FlaskForm):
+    other_id = WholeNumberField(validators=[DataRequired(), NumberRange(min=1, max=2**31 - 1)])

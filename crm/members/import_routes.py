@@ -1,0 +1,177 @@
+"""The company import page: upload a file, see what it would change, then confirm.
+
+The uploaded bytes stay on the server (instance/imports/<random token>) between the
+preview and the confirmation, so what is written is exactly what was previewed; the
+browser only sends the token back, and only its uploader may use it. The plan is made
+again on confirmation: if the database changed meanwhile, the person sees the new
+preview instead of an import they did not review.
+"""
+
+from datetime import date
+from pathlib import Path
+
+from flask import Blueprint, current_app, flash, redirect, render_template, url_for
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+from flask_babel import ngettext
+from flask_login import current_user
+from flask_wtf import FlaskForm
+from flask_wtf.file import FileField, FileRequired, FileSize
+from sqlalchemy.exc import IntegrityError
+from wtforms import HiddenField
+from wtforms.validators import DataRequired, Length, Regexp
+
+from crm.auth.permissions import permission_required
+from crm.extensions import db
+from crm.i18n import format_date
+from crm.members import importing
+from crm.members.services import MEMBERSHIP_LABELS, WARNING_LABELS
+
+bp = Blueprint("imports", __name__)
+
+MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+# Rows listed per section of the preview; the counts always cover the whole file.
+PREVIEW_ROWS = 500
+
+
+class ImportUploadForm(FlaskForm):
+    file = FileField(
+        _l("File (CSV or Brønnøysund JSON)"),
+        validators=[
+            FileRequired(_l("Choose a file to import.")),
+            FileSize(MAX_UPLOAD_BYTES, message=_l("The file is larger than 10 MB.")),
+        ],
+    )
+
+
+class ImportConfirmForm(FlaskForm):
+    token = HiddenField(validators=[DataRequired(), Regexp(importing.UPLOAD_TOKEN.pattern)])
+    fingerprint = HiddenField(validators=[DataRequired(), Length(max=64)])
+
+
+def _upload_dir() -> Path:
+    return Path(current_app.instance_path) / "imports"
+
+
+def _load(token: str | None):
+    return importing.load_upload(_upload_dir(), token, current_user.id)
+
+
+def _gone():
+    flash(_("This upload was not found or has expired. Please upload the file again."), "error")
+    return redirect(url_for("imports.upload"))
+
+
+@bp.route("/companies/import", methods=["GET", "POST"])
+@permission_required("members.edit")
+def upload():
+    form = ImportUploadForm()
+    if form.validate_on_submit():
+        data = form.file.data.read(MAX_UPLOAD_BYTES + 1)
+        if len(data) > MAX_UPLOAD_BYTES:
+            form.file.errors.append(_("The file is larger than 10 MB."))
+        else:
+            token = importing.save_upload(
+                _upload_dir(), data, form.file.data.filename, current_user.id
+            )
+            return redirect(url_for("imports.preview", token=token))
+    return render_template("members/import_upload.html", form=form, columns=importing.CSV_COLUMNS)
+
+
+@bp.route("/companies/import/<token>")
+@permission_required("members.edit")
+def preview(token: str):
+    upload = _load(token)
+    if upload is None:
+        return _gone()
+    data, filename = upload
+    plan = importing.plan_bytes(data, filename)
+    db.session.rollback()  # planning reads only; leave nothing pending
+    return render_preview(plan, token)
+
+
+def render_preview(plan: importing.ImportPlan, token: str) -> str:
+    form = ImportConfirmForm(token=token, fingerprint=plan.fingerprint())
+    return render_template(
+        "members/import_preview.html",
+        plan=plan,
+        form=form,
+        limit=PREVIEW_ROWS,
+        membership_labels=MEMBERSHIP_LABELS,
+        flag_labels={
+            "bankrupt": WARNING_LABELS["bankrupt"],
+            "winding_up": WARNING_LABELS["winding_up"],
+            "deleted_in_registry_on": WARNING_LABELS["deleted"],
+        },
+        confirm_label=ngettext(
+            "Import %(num)s company", "Import %(num)s companies", plan.changes_count
+        ),
+    )
+
+
+@bp.route("/companies/import/confirm", methods=["POST"])
+@permission_required("members.edit")
+def confirm():
+    form = ImportConfirmForm()
+    if not form.validate_on_submit():
+        return _gone()
+    upload = _load(form.token.data)
+    if upload is None:
+        return _gone()
+    data, filename = upload
+    plan = importing.plan_bytes(data, filename)
+    if not plan.ok:
+        db.session.rollback()
+        flash(_("The file has errors. Nothing was imported."), "error")
+        return redirect(url_for("imports.preview", token=form.token.data))
+    if plan.fingerprint() != form.fingerprint.data:
+        db.session.rollback()
+        flash(
+            _("The companies changed since the preview was made. Please check it again."),
+            "warning",
+        )
+        return redirect(url_for("imports.preview", token=form.token.data))
+    try:
+        counts = importing.apply_plan(plan, user=current_user)
+        db.session.commit()
+    except IntegrityError:
+        # Someone added one of these companies while we wrote: write none of them.
+        db.session.rollback()
+        flash(_("The companies changed while importing. Nothing was imported."), "error")
+        return redirect(url_for("imports.preview", token=form.token.data))
+    importing.discard_upload(_upload_dir(), form.token.data)
+    flash(
+        _(
+            "Import done: %(created)s new, %(updated)s updated, %(unchanged)s unchanged.",
+            created=counts["created"],
+            updated=counts["updated"],
+            unchanged=counts["unchanged"],
+        ),
+        "success",
+    )
+    return redirect(url_for("members.company_list"))
+
+
+@bp.route("/companies/import/cancel", methods=["POST"])
+@permission_required("members.edit")
+def cancel():
+    form = ImportConfirmForm()
+    if form.validate_on_submit() and _load(form.token.data) is not None:
+        importing.discard_upload(_upload_dir(), form.token.data)
+    return redirect(url_for("imports.upload"))
+
+
+@bp.app_template_filter("import_value")
+def _import_value(value):
+    """A field value in the preview: dates dd.mm.yyyy, yes/no, an empty value as —."""
+    if value is None or value == "":
+        return "—"
+    if isinstance(value, bool):
+        return _("yes") if value else _("no")
+    if isinstance(value, date):
+        return format_date(value)
+    return value
+
+
+def init_app(app) -> None:
+    app.register_blueprint(bp)

@@ -1,0 +1,467 @@
+"""The company and contact lists: filters from the query string, search, order, pages.
+
+Built to stay fast at 20,000 companies and 100,000 contacts (bench/search.py):
+orders an index can serve, search conditions chosen by how broad the typed words
+are, deep pages that fetch their ids first, and counts that stop at a cap.
+"""
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+
+from flask_sqlalchemy.pagination import SelectPagination
+from sqlalchemy import Select, String, any_, exists, func, select
+from sqlalchemy.orm import selectinload
+
+from crm.extensions import db
+from crm.members.models import (
+    CONTACT_ROLES,
+    MEMBERSHIP_STATUSES,
+    ROLE_COLUMNS,
+    Company,
+    Contact,
+    SearchTerm,
+    contact_network,
+)
+from crm.members.municipalities import CLUSTER_MUNICIPALITIES
+from crm.members.search import matching_ids, query_words
+
+# Ids in URLs and filters beyond this cannot exist (and PostgreSQL's integer would
+# overflow on them): treat them as not found instead of failing.
+MAX_ID = 2**31 - 1
+MAX_PAGE = 100_000
+
+# Lists count their rows only up to a cap and then say "more than …": counting 100,000
+# rows is most of the time of a list page on PostgreSQL, and nobody pages that far.
+# A search stops sooner: past 1,000 hits people type another letter.
+COUNT_CAP = 10_000
+SEARCH_COUNT_CAP = 1_000
+# A typed word is "broad" when its prefix matches more search terms than a twentieth
+# of the records (and at least this many). See search_conditions.
+MIN_BROAD_SEARCH_TERMS = 2_000
+# Search terms one record can have for one prefix (first and last name, email, its
+# parts): a broad word with this many times SEARCH_COUNT_CAP terms surely has more hits.
+MAX_TERMS_PER_RECORD = 8
+# From this offset on, a page fetches its ids from the index first (deferred join).
+DEFERRED_JOIN_OFFSET = 1_000
+
+
+def parse_id(value) -> int | None:
+    """A positive database id from untrusted input, or None."""
+    text = str(value or "").strip()
+    if not text.isdigit() or len(text) > 10:
+        return None
+    number = int(text)
+    return number if 0 < number <= MAX_ID else None
+
+
+def parse_page(value) -> int:
+    text = str(value or "").strip()
+    if not text.isdigit() or len(text) > 6:
+        return 1
+    return min(max(int(text), 1), MAX_PAGE)
+
+
+def clean_query(value) -> str:
+    """Typed search text: printable characters only, at most 200."""
+    # Control characters (NUL above all) cannot reach PostgreSQL in a string literal.
+    text = "".join(ch for ch in str(value or "") if ch.isprintable())
+    return text.strip()[:200]
+
+
+def _choice(value, allowed) -> str:
+    text = str(value or "")
+    return text if text in allowed else ""
+
+
+def _municipality(value) -> str:
+    text = str(value or "")
+    return text if re.fullmatch(r"\d{4}", text) else ""
+
+
+def _sort_key(value, allowed: Mapping, default: str) -> str:
+    text = str(value or "")
+    return text if text.lstrip("-") in allowed else default
+
+
+def _ordered(stmt: Select, sort: str, columns: Mapping, tiebreak, few: bool = False) -> Select:
+    """ORDER BY the sort key's columns (descending for "-key"), then `tiebreak`.
+
+    Plain columns in the same direction throughout, so an index can serve the order
+    (a page deep in 100,000 rows is then a short index scan, not a sort of them all).
+    With `few` (a selective search), text is compared case-folded instead, which no
+    index serves: the database then sorts the few matches rather than walk the whole
+    index looking for them (PostgreSQL would, not knowing that the "Hansen"s all sit
+    together in the middle). Unknown values (NULL) go last either way.
+    """
+    descending = sort.startswith("-")
+    order = []
+    for column in columns[sort.lstrip("-")]:
+        if few and isinstance(column.type, String):
+            column = func.lower(column)
+        term = column.desc() if descending else column.asc()
+        order.append(term.nulls_last() if getattr(column, "nullable", True) else term)
+    return stmt.order_by(*order, tiebreak.desc() if descending else tiebreak.asc())
+
+
+# -- search ------------------------------------------------------------------------
+
+
+@dataclass
+class Search:
+    """The words of a typed search, and how broad they are."""
+
+    words: list[str]
+    broad: bool = False  # walk the list instead of collecting the matches
+    many: bool = False  # certainly more hits than SEARCH_COUNT_CAP
+
+
+_SEARCHED_MODELS = {"company": Company, "contact": Contact}
+
+
+def _term_count(record_type: str, word: str, cap: int) -> int:
+    """How many search terms start with `word`, counted up to `cap` + 1."""
+    capped = matching_ids(record_type, word).limit(cap + 1).subquery()
+    return db.session.scalar(select(func.count()).select_from(capped))
+
+
+def find(record_type: str, text: str) -> Search:
+    """The typed words that can match, and how broad they are."""
+    words = [
+        w for w in dict.fromkeys(query_words(text)) if matching_ids(record_type, w) is not None
+    ]
+    if not words:
+        return Search(words)
+    # The highest id is the size of the register near enough, from one index lookup.
+    size = db.session.scalar(select(func.max(_SEARCHED_MODELS[record_type].id))) or 0
+    threshold = max(MIN_BROAD_SEARCH_TERMS, size // 20)
+    certain = MAX_TERMS_PER_RECORD * SEARCH_COUNT_CAP
+    counts = [_term_count(record_type, w, max(threshold, certain)) for w in words]
+    return Search(
+        words,
+        broad=all(n > threshold for n in counts),
+        # Two broad words may still have few hits in common: only one word is certain.
+        many=len(words) == 1 and counts[0] > certain,
+    )
+
+
+def search_conditions(column, record_type: str, search: Search, counting: bool = False) -> list:
+    """Conditions on an id column: the record's search terms cover every word.
+
+    A selective search collects its matches and sorts them (`id IN (matching ids)`).
+    For a broad one, collecting and sorting tens of thousands of matches is the slow
+    part, and matches are then dense anywhere in the list: each word becomes a
+    correlated EXISTS and the database walks the list in its order until the page is
+    full. (Not for merely common words like "hansen": their matches cluster in name
+    order, and the walk would pass half the register first.) One condition per word
+    also sidesteps `matching_ids`' chained INTERSECT, which SQLite refuses from the
+    third word on.
+
+    Counting has no order to walk in: a broad search is counted with a plain IN, whose
+    cost grows with the number of matches but never explodes.
+    """
+    postgresql = db.session.get_bind().dialect.name == "postgresql"
+    conditions = []
+    for word in search.words:
+        ids = matching_ids(record_type, word)
+        if search.broad and not counting:
+            conditions.append(exists(ids.where(SearchTerm.record_id == column)))
+        elif search.broad:
+            conditions.append(column.in_(ids))
+        elif postgresql:
+            # PostgreSQL would rather hash the whole table against the matches; given
+            # `= ANY(ARRAY(matches))` it looks the few ids up by primary key instead.
+            conditions.append(column == any_(func.array(ids.scalar_subquery())))
+        else:
+            conditions.append(column.in_(ids))
+    return conditions
+
+
+# -- lists and pages ---------------------------------------------------------------
+
+
+@dataclass
+class ListQuery:
+    """What a list page runs.
+
+    `rows`: the records in order. `ids`: the same, ids only (for deep pages). `count`:
+    ids to count, up to `cap`. `too_many`: a broad search, certainly beyond the cap,
+    not counted at all.
+    """
+
+    rows: Select
+    ids: Select
+    count: Select
+    cap: int
+    too_many: bool = False
+
+
+class ListPagination(SelectPagination):
+    """Flask-SQLAlchemy's pagination, with a deferred join for deep pages and a capped
+    count. `more_than` is the cap when the total went past it (else 0)."""
+
+    def _query_items(self) -> list:
+        query: ListQuery = self._query_args["query"]
+        session = self._query_args["session"]
+        offset = self._query_offset
+        if offset < DEFERRED_JOIN_OFFSET:
+            stmt = query.rows.limit(self.per_page).offset(offset)
+        else:
+            # Skipping thousands of full rows is slow; skipping index entries is not.
+            page_ids = query.ids.limit(self.per_page).offset(offset)
+            model = query.rows.column_descriptions[0]["entity"]
+            stmt = query.rows.where(model.id.in_(page_ids))
+        return list(session.execute(stmt).unique().scalars())
+
+    def _query_count(self) -> int:
+        query: ListQuery = self._query_args["query"]
+        self.more_than = 0
+        if query.too_many:
+            total = query.cap + 1
+        else:
+            capped = query.count.limit(query.cap + 1).subquery()
+            total = self._query_args["session"].scalar(select(func.count()).select_from(capped))
+        if total > query.cap:
+            self.more_than = query.cap
+        return total
+
+
+def paginate(query: ListQuery, page: int, per_page: int) -> ListPagination:
+    """One page of a list; `.total` counted up to the query's cap."""
+    return ListPagination(
+        query=query,
+        session=db.session(),
+        page=page,
+        per_page=per_page,
+        max_per_page=per_page,
+        error_out=False,
+    )
+
+
+class _Filters:
+    def is_filtered(self) -> bool:
+        """True when anything but the order narrows or widens the list."""
+        return any(
+            getattr(self, f.name) not in ("", None, False) for f in fields(self) if f.name != "sort"
+        )
+
+    def as_args(self) -> dict:
+        """The filters as query arguments (for export links), without empty ones."""
+        args = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value not in ("", None, False):
+                args[f.name] = "1" if value is True else value
+        return args
+
+
+# -- companies ---------------------------------------------------------------------
+
+
+@dataclass
+class CompanyFilters(_Filters):
+    """What the company list is narrowed to, read from the query string."""
+
+    q: str = ""
+    municipality: str = ""
+    network: int | None = None
+    status: str = ""
+    role: str = ""
+    archived: bool = False
+    sort: str = "name"
+
+    @classmethod
+    def from_args(cls, args: Mapping) -> "CompanyFilters":
+        return cls(
+            q=clean_query(args.get("q")),
+            municipality=_municipality(args.get("municipality")),
+            network=parse_id(args.get("network")),
+            status=_choice(args.get("status"), MEMBERSHIP_STATUSES),
+            role=_choice(args.get("role"), CONTACT_ROLES),
+            archived=args.get("archived") == "1",
+            sort=_sort_key(args.get("sort"), COMPANY_SORTS, "name"),
+        )
+
+
+COMPANY_SORTS = {
+    "name": (Company.name,),
+    "orgnr": (Company.orgnr,),
+    "municipality": (Company.municipality_name, Company.municipality_number),
+    "employees": (Company.employees,),
+    "status": (Company.membership_status,),
+    "member_since": (Company.member_since,),
+}
+
+
+def _contacts_of_company(*conditions):
+    """EXISTS: the company has a current contact meeting `conditions`."""
+    return exists(
+        select(Contact.id).where(
+            Contact.company_id == Company.id, Contact.archived_at.is_(None), *conditions
+        )
+    )
+
+
+def _company_conditions(filters: CompanyFilters) -> list:
+    conditions = []
+    if not filters.archived:
+        conditions.append(Company.archived_at.is_(None))
+    if filters.municipality:
+        conditions.append(Company.municipality_number == filters.municipality)
+    if filters.status:
+        conditions.append(Company.membership_status == filters.status)
+    if filters.network:
+        in_network = select(contact_network.c.contact_id).where(
+            contact_network.c.network_id == filters.network
+        )
+        conditions.append(_contacts_of_company(Contact.id.in_(in_network)))
+    if filters.role:
+        role_column = getattr(Contact, ROLE_COLUMNS[filters.role])
+        conditions.append(_contacts_of_company(role_column.is_(True), Contact.active.is_(True)))
+    return conditions
+
+
+def company_query(filters: CompanyFilters) -> ListQuery:
+    """The companies matching `filters`, in the chosen order, and how to count them."""
+    search = find("company", filters.q)
+    conditions = _company_conditions(filters)
+    shown = conditions + search_conditions(Company.id, "company", search)
+    few = bool(search.words) and not search.broad
+
+    def ordered(*columns) -> Select:
+        stmt = select(*columns).where(*shown)
+        return _ordered(stmt, filters.sort, COMPANY_SORTS, Company.id, few=few)
+
+    rows, ids = ordered(Company), ordered(Company.id)
+    if not filters.q:
+        return ListQuery(rows, ids, select(Company.id).where(*conditions), cap=COUNT_CAP)
+    narrowed = filters.municipality or filters.status or filters.network or filters.role
+    return ListQuery(
+        rows,
+        ids,
+        select(Company.id).where(
+            *conditions, *search_conditions(Company.id, "company", search, counting=True)
+        ),
+        cap=SEARCH_COUNT_CAP,
+        too_many=search.many and not narrowed,
+    )
+
+
+def company_select(filters: CompanyFilters) -> Select:
+    """The companies matching `filters`, in the chosen order."""
+    return company_query(filters).rows
+
+
+def municipality_choices() -> list[tuple[str, str]]:
+    """The cluster's seven municipalities first, then the others present in the data."""
+    choices = list(CLUSTER_MUNICIPALITIES.items())
+    others = db.session.execute(
+        select(Company.municipality_number, func.max(Company.municipality_name))
+        .where(
+            Company.municipality_number != "",
+            Company.municipality_number.not_in(list(CLUSTER_MUNICIPALITIES)),
+        )
+        .group_by(Company.municipality_number)
+    ).all()
+    choices += sorted(((n, name or n) for n, name in others), key=lambda c: c[1])
+    return choices
+
+
+# -- contacts ----------------------------------------------------------------------
+
+
+@dataclass
+class ContactFilters(_Filters):
+    """What the contact list is narrowed to, read from the query string."""
+
+    q: str = ""
+    company: str = ""
+    network: int | None = None
+    role: str = ""
+    municipality: str = ""
+    state: str = ""
+    archived: bool = False
+    sort: str = "name"
+
+    @classmethod
+    def from_args(cls, args: Mapping) -> "ContactFilters":
+        return cls(
+            q=clean_query(args.get("q")),
+            company=clean_query(args.get("company"))[:100],
+            network=parse_id(args.get("network")),
+            role=_choice(args.get("role"), CONTACT_ROLES),
+            municipality=_municipality(args.get("municipality")),
+            state=_choice(args.get("state"), ("active", "left")),
+            archived=args.get("archived") == "1",
+            sort=_sort_key(args.get("sort"), CONTACT_SORTS, "name"),
+        )
+
+
+CONTACT_SORTS = {
+    "name": (Contact.last_name, Contact.first_name),
+    "company": (Company.name,),
+    "email": (Contact.email,),
+}
+
+
+def _contact_conditions(filters: ContactFilters) -> list:
+    conditions = []
+    if not filters.archived:
+        conditions.append(Contact.archived_at.is_(None))
+    if filters.company:
+        conditions += search_conditions(
+            Contact.company_id, "company", find("company", filters.company)
+        )
+    if filters.municipality:
+        conditions.append(
+            Contact.company_id.in_(
+                select(Company.id).where(Company.municipality_number == filters.municipality)
+            )
+        )
+    if filters.network:
+        conditions.append(
+            Contact.id.in_(
+                select(contact_network.c.contact_id).where(
+                    contact_network.c.network_id == filters.network
+                )
+            )
+        )
+    if filters.role:
+        conditions.append(getattr(Contact, ROLE_COLUMNS[filters.role]).is_(True))
+    if filters.state:
+        conditions.append(Contact.active.is_(filters.state == "active"))
+    return conditions
+
+
+def contact_query(filters: ContactFilters) -> ListQuery:
+    """The contacts matching `filters` (companies and networks loaded), and how to count."""
+    search = find("contact", filters.q)
+    conditions = _contact_conditions(filters)
+    shown = conditions + search_conditions(Contact.id, "contact", search)
+
+    def ordered(*columns) -> Select:
+        stmt = select(*columns)
+        if filters.sort.lstrip("-") == "company":
+            stmt = stmt.outerjoin(Company, Contact.company_id == Company.id)
+        few = bool(search.words) and not search.broad
+        return _ordered(stmt.where(*shown), filters.sort, CONTACT_SORTS, Contact.id, few=few)
+
+    rows = ordered(Contact).options(selectinload(Contact.company), selectinload(Contact.networks))
+    ids = ordered(Contact.id)
+    if not (filters.q or filters.company):
+        return ListQuery(rows, ids, select(Contact.id).where(*conditions), cap=COUNT_CAP)
+    narrowed = filters.company or filters.municipality or filters.network or filters.role
+    return ListQuery(
+        rows,
+        ids,
+        select(Contact.id).where(
+            *conditions, *search_conditions(Contact.id, "contact", search, counting=True)
+        ),
+        cap=SEARCH_COUNT_CAP,
+        too_many=search.many and not (narrowed or filters.state),
+    )
+
+
+def contact_select(filters: ContactFilters) -> Select:
+    """The contacts matching `filters`, in the chosen order (companies and networks loaded)."""
+    return contact_query(filters).rows

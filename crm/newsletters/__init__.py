@@ -1,0 +1,1 @@
+"""Newsletters: compose, audience, the recipient ledger, batched sending, statistics."""

@@ -1,0 +1,339 @@
+"""Turning a newsletter's Markdown into the email people get: HTML and text parts.
+
+The body is Markdown, converted and then sanitised (nh3) so that whatever staff paste
+cannot carry scripts, forms or styles into the email or the public archive. The
+branded layout (templates/email/newsletters/) is rendered once per newsletter with
+substitution tags (`%greeting%`, `%unsubscribe_url%`, …) where each recipient's own
+values go; the provider (or the outbox backend) replaces them per recipient. CSS is
+inlined with css-inline, because most email clients ignore style sheets.
+"""
+
+from __future__ import annotations
+
+import html as html_lib
+import re
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import css_inline
+import markdown
+import nh3
+from flask import current_app, render_template
+from flask_babel import force_locale
+from flask_babel import gettext as _
+
+from crm import PROJECT_ROOT
+
+# Substitution tags. HTML and text get separate tags for values that need escaping in
+# HTML (names come from a public form), so each part gets its value in its own form.
+TAG_GREETING = "%greeting%"
+TAG_GREETING_HTML = "%greeting_html%"
+TAG_FIRST_NAME = "%first_name%"
+TAG_FIRST_NAME_HTML = "%first_name_html%"
+TAG_UNSUBSCRIBE = "%unsubscribe_url%"
+TAG_PREFERENCES = "%preferences_url%"
+
+ALLOWED_TAGS = {
+    "a",
+    "abbr",
+    "b",
+    "blockquote",
+    "br",
+    "caption",
+    "code",
+    "dd",
+    "del",
+    "div",
+    "dl",
+    "dt",
+    "em",
+    "figcaption",
+    "figure",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "hr",
+    "i",
+    "img",
+    "li",
+    "ol",
+    "p",
+    "pre",
+    "s",
+    "small",
+    "span",
+    "strong",
+    "sub",
+    "sup",
+    "table",
+    "tbody",
+    "td",
+    "tfoot",
+    "th",
+    "thead",
+    "tr",
+    "u",
+    "ul",
+}
+ALLOWED_ATTRIBUTES = {
+    "a": {"href", "title"},
+    "img": {"src", "alt", "title", "width", "height"},
+    "th": {"align", "colspan", "rowspan"},
+    "td": {"align", "colspan", "rowspan"},
+    "abbr": {"title"},
+}
+URL_SCHEMES = {"http", "https", "mailto"}
+CONTENT_CSS = PROJECT_ROOT / "templates" / "email" / "newsletters" / "content.css"
+MAX_BODY_LENGTH = 200_000
+
+
+def _absolute_urls(tag: str, attribute: str, value: str) -> str | None:
+    # Links and images in an email must be absolute: make site-relative ones so.
+    if attribute in ("href", "src") and value.startswith("/") and not value.startswith("//"):
+        return current_app.config["PUBLIC_BASE_URL"] + value
+    if attribute in ("href", "src") and value.startswith("//"):
+        return "https:" + value
+    return value
+
+
+def body_html(body_markdown: str) -> str:
+    """The Markdown body as sanitised HTML (no scripts, styles, forms or event handlers)."""
+    raw = markdown.markdown(
+        (body_markdown or "")[:MAX_BODY_LENGTH].replace("\x00", ""),
+        extensions=["extra", "sane_lists"],
+        output_format="html",
+    )
+    return nh3.clean(
+        raw,
+        tags=ALLOWED_TAGS,
+        attributes=ALLOWED_ATTRIBUTES,
+        url_schemes=URL_SCHEMES,
+        clean_content_tags={"script", "style"},
+        attribute_filter=_absolute_urls,
+        link_rel="noopener",
+    )
+
+
+def _is_own_url(url: str) -> bool:
+    own = urlsplit(current_app.config["PUBLIC_BASE_URL"])
+    target = urlsplit(url)
+    return (target.scheme, target.netloc) == (own.scheme, own.netloc)
+
+
+_IMG = re.compile(r"<img\b[^>]*>")
+_ATTR = re.compile(r'(\w+)="([^"]*)"')
+
+
+def page_html(body: str) -> str:
+    """Sanitised HTML for our own pages (preview, archive).
+
+    Pages load nothing from other hosts (privacy, CSP), so images hosted elsewhere
+    become a labelled placeholder there; in the email they are shown as written.
+    """
+
+    def placeholder(match: re.Match) -> str:
+        attrs = dict(_ATTR.findall(match.group(0)))
+        src = html_lib.unescape(attrs.get("src", ""))
+        if not src or _is_own_url(src):
+            return match.group(0)
+        alt = attrs.get("alt") or urlsplit(src).path.rsplit("/", 1)[-1] or src
+        host = html_lib.escape(urlsplit(src).netloc)
+        return (
+            f'<span class="remote-image" title="{html_lib.escape(src)}">'
+            f"<span>{alt}</span><small>{host}</small></span>"
+        )
+
+    return _IMG.sub(placeholder, body_html(body))
+
+
+# -- text part -------------------------------------------------------------------------
+
+
+class _TextWriter(HTMLParser):
+    """A small HTML-to-text converter for sanitised body HTML."""
+
+    BLOCKS = {"p", "div", "table", "tr", "dl", "figure", "pre", "blockquote", "ul", "ol"}
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.out: list[str] = []
+        self.links: list[str | None] = []
+        self.lists: list[list] = []  # [kind, counter]
+        self.heading: str | None = None
+        self.heading_start = 0
+        self.quote = 0
+
+    def _newlines(self, count: int) -> None:
+        text = "".join(self.out)
+        stripped = text.rstrip(" ")
+        have = len(stripped) - len(stripped.rstrip("\n"))
+        if not stripped:
+            return
+        self.out = [stripped + "\n" * max(0, count - have)]
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag in self.BLOCKS:
+            self._newlines(2 if tag != "tr" else 1)
+        if tag in ("ul", "ol"):
+            self.lists.append([tag, 0])
+        elif tag == "li":
+            self._newlines(1)
+            indent = "  " * max(0, len(self.lists) - 1)
+            if self.lists and self.lists[-1][0] == "ol":
+                self.lists[-1][1] += 1
+                self.out.append(f"{indent}{self.lists[-1][1]}. ")
+            else:
+                self.out.append(f"{indent}- ")
+        elif tag in ("h1", "h2", "h3", "h4", "h5", "h6"):
+            self._newlines(2)
+            self.heading = tag
+            self.heading_start = len("".join(self.out))
+        elif tag == "br":
+            self.out.append("\n")
+        elif tag == "hr":
+            self._newlines(2)
+            self.out.append("-" * 40)
+            self._newlines(2)
+        elif tag == "a":
+            self.links.append(attrs.get("href"))
+            self.link_start = len("".join(self.out))
+        elif tag == "img":
+            alt = attrs.get("alt") or ""
+            self.out.append(f"[{alt}]" if alt else "")
+        elif tag == "blockquote":
+            self.quote += 1
+        elif tag in ("td", "th"):
+            self.out.append(" ")
+
+    def handle_endtag(self, tag):
+        if tag in ("ul", "ol") and self.lists:
+            self.lists.pop()
+            self._newlines(2)
+        elif tag in ("h1", "h2", "h3", "h4", "h5", "h6") and self.heading:
+            text = "".join(self.out)[self.heading_start :].strip()
+            if tag in ("h1", "h2"):
+                self.out.append("\n" + ("=" if tag == "h1" else "-") * min(len(text), 60))
+            self.heading = None
+            self._newlines(2)
+        elif tag == "a" and self.links:
+            href = self.links.pop()
+            text = "".join(self.out)[self.link_start :].strip()
+            if href and href != text and not href.startswith("mailto:"):
+                self.out.append(f" ({href})")
+        elif tag == "blockquote":
+            self.quote = max(0, self.quote - 1)
+            self._newlines(2)
+        elif tag in self.BLOCKS:
+            self._newlines(2 if tag != "tr" else 1)
+
+    def handle_data(self, data):
+        if not data.strip() and "\n" in data:
+            return
+        text = re.sub(r"\s+", " ", data)
+        if self.quote and ("".join(self.out).endswith("\n") or not self.out):
+            text = "> " + text.lstrip()
+        self.out.append(text)
+
+    def text(self) -> str:
+        lines = [line.rstrip() for line in "".join(self.out).splitlines()]
+        return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip() + "\n"
+
+
+def html_to_text(html: str) -> str:
+    writer = _TextWriter()
+    writer.feed(html)
+    writer.close()
+    return writer.text()
+
+
+# -- the whole email --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RenderedEmail:
+    subject: str
+    html: str
+    text: str
+
+
+def newsletter_locale() -> str:
+    """Newsletters are written in the organisation's language (the default UI locale)."""
+    return current_app.config.get("BABEL_DEFAULT_LOCALE", "nb")
+
+
+def render_email(
+    subject: str, preheader: str, body: str, archive_url: str = "", *, remote_images: bool = True
+) -> RenderedEmail:
+    """The email for every recipient, with substitution tags for their own values.
+
+    `remote_images=False` is for showing it on our pages (the preview), which load
+    nothing from other hosts.
+    """
+    content = body_html(body) if remote_images else page_html(body)
+    # Merge fields staff can write in the body: HTML gets the escaped variant.
+    content = content.replace(TAG_FIRST_NAME, TAG_FIRST_NAME_HTML)
+    context = {
+        "subject": subject,
+        "preheader": preheader,
+        "content_html": content,
+        "content_text": html_to_text(body_html(body)),
+        "greeting_html": TAG_GREETING_HTML,
+        "greeting_text": TAG_GREETING,
+        "unsubscribe_url": TAG_UNSUBSCRIBE,
+        "preferences_url": TAG_PREFERENCES,
+        "archive_url": archive_url,
+        "public_base_url": current_app.config["PUBLIC_BASE_URL"],
+    }
+    with force_locale(newsletter_locale()):
+        html = render_template("email/newsletters/newsletter.html", **context)
+        text = render_template("email/newsletters/newsletter.txt", **context)
+    inliner = css_inline.CSSInliner(
+        load_remote_stylesheets=False, extra_css=_content_css(), keep_style_tags=False
+    )
+    return RenderedEmail(subject=subject, html=inliner.inline(html), text=text)
+
+
+def _content_css() -> str:
+    return Path(CONTENT_CSS).read_text(encoding="utf-8")
+
+
+class Personalizer:
+    """Each recipient's substitution values; the greeting is translated once."""
+
+    def __init__(self):
+        marker = "\x00NAME\x00"
+        with force_locale(newsletter_locale()):
+            self._with_name = _("Hi %(name)s,", name=marker).split(marker)
+            self._without_name = _("Hi,")
+
+    def greeting(self, first_name: str) -> str:
+        first_name = " ".join((first_name or "").split())
+        if not first_name:
+            return self._without_name
+        return first_name.join(self._with_name)
+
+    def substitutions(
+        self, first_name: str, unsubscribe_url: str, preferences_url: str
+    ) -> dict[str, str]:
+        first_name = " ".join((first_name or "").split())
+        greeting = self.greeting(first_name)
+        return {
+            TAG_GREETING: greeting,
+            TAG_GREETING_HTML: html_lib.escape(greeting, quote=False),
+            TAG_FIRST_NAME: first_name,
+            TAG_FIRST_NAME_HTML: html_lib.escape(first_name, quote=False),
+            TAG_UNSUBSCRIBE: unsubscribe_url,
+            TAG_PREFERENCES: preferences_url,
+        }
+
+
+def apply_substitutions(text: str, substitutions: dict[str, str]) -> str:
+    for tag, value in substitutions.items():
+        text = text.replace(tag, value)
+    return text

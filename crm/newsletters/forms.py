@@ -1,0 +1,73 @@
+"""Forms for composing, scheduling and acting on newsletters (Flask-WTF, CSRF)."""
+
+from datetime import datetime, time
+
+from flask_babel import lazy_gettext as _l
+from flask_wtf import FlaskForm
+from wtforms import BooleanField, DateField, SelectField, StringField, TextAreaField, TimeField
+from wtforms.validators import DataRequired, Length, Optional
+
+from crm.members.forms import MultiCheckboxField, clean_text
+from crm.members.listing import municipality_choices
+from crm.members.services import network_choices
+from crm.newsletters.compose import MAX_BODY_LENGTH
+from crm.subscriptions.services import active_topics
+from crm.timeutil import OSLO
+
+MEMBERSHIP_CHOICES = (
+    ("", _l("Members and others")),
+    ("member", _l("Member companies only")),
+    ("non_member", _l("Not member companies")),
+)
+ROLE_CHOICES = (
+    ("primary", _l("Primary contacts")),
+    ("invoice", _l("Invoice contacts")),
+    ("board", _l("Board representatives")),
+)
+
+
+def _body_text(value):
+    if not isinstance(value, str):
+        return value
+    return value.replace("\x00", "").replace("\r\n", "\n").replace("\r", "\n")
+
+
+class NewsletterForm(FlaskForm):
+    subject = StringField(
+        _l("Subject"), validators=[DataRequired(), Length(max=200)], filters=[clean_text]
+    )
+    preheader = StringField(
+        _l("Preview text"), validators=[Optional(), Length(max=200)], filters=[clean_text]
+    )
+    body = TextAreaField(
+        _l("Text (Markdown)"),
+        validators=[DataRequired(), Length(max=MAX_BODY_LENGTH)],
+        filters=[_body_text],
+    )
+    topics = MultiCheckboxField(_l("Topics"))
+    networks = MultiCheckboxField(_l("Networks"), coerce=int)
+    municipalities = MultiCheckboxField(_l("Municipalities"))
+    membership = SelectField(_l("Companies"), choices=MEMBERSHIP_CHOICES, default="")
+    roles = MultiCheckboxField(_l("Contact roles"), choices=ROLE_CHOICES)
+    in_archive = BooleanField(_l("Publish in the public newsletter archive"))
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.topics.choices = [(t.slug, t.name) for t in active_topics()]
+        self.networks.choices = [(n.id, n.name) for n in network_choices()]
+        self.municipalities.choices = [
+            (number, f"{name} ({number})") for number, name in municipality_choices()
+        ]
+
+
+class ScheduleForm(FlaskForm):
+    date = DateField(_l("Date"), validators=[DataRequired()])
+    time = TimeField(_l("Time"), validators=[DataRequired()], default=time(9, 0))
+
+    def moment(self) -> datetime:
+        """The chosen local (Europe/Oslo) time as an aware datetime."""
+        return datetime.combine(self.date.data, self.time.data).replace(tzinfo=OSLO)
+
+
+class ActionForm(FlaskForm):
+    """Buttons that change a newsletter's state: only the CSRF token."""

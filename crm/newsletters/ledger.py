@@ -1,0 +1,200 @@
+"""The recipient ledger: created in one transaction when sending starts, then settled.
+
+`create_ledger` freezes the content, inserts one row per recipient (UNIQUE per
+newsletter and contact) numbered into batches of up to NEWSLETTER_BATCH_SIZE, and the
+batch rows, all with INSERT … SELECT so 100,000 recipients take one round trip each.
+The rest of this module keeps the batches' counters and the newsletter's state in
+step with the rows. Nothing here commits.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import exists, func, insert, literal, select, update
+
+from crm.extensions import db
+from crm.newsletters import audience, compose
+from crm.newsletters.models import Newsletter, NewsletterBatch, NewsletterRecipient
+from crm.newsletters.queueing import after_commit, batch_job_id
+from crm.newsletters.settings import batch_size
+from crm.subscriptions.services import public_url
+from crm.timeutil import utcnow
+
+
+def archive_url(newsletter: Newsletter) -> str:
+    return public_url(f"/nyhetsbrev/{newsletter.id}") if newsletter.in_archive else ""
+
+
+def freeze_content(newsletter: Newsletter) -> None:
+    """Render the email once; every batch (and any resend) sends exactly this."""
+    rendered = compose.render_email(
+        newsletter.subject, newsletter.preheader, newsletter.body, archive_url(newsletter)
+    )
+    newsletter.html = rendered.html
+    newsletter.text = rendered.text
+
+
+def create_ledger(newsletter: Newsletter) -> int:
+    """One pending row per recipient and the batches they go out in; the row count."""
+    size = batch_size()
+    now = utcnow()
+    recipients = audience.recipient_contacts(audience.Audience.of(newsletter)).subquery()
+    numbered = select(
+        literal(newsletter.id),
+        recipients.c.contact_id,
+        ((func.row_number().over(order_by=recipients.c.contact_id) - 1) // size),
+        literal("pending"),
+        literal(""),
+        literal(""),
+    )
+    db.session.execute(
+        insert(NewsletterRecipient).from_select(
+            ["newsletter_id", "contact_id", "batch_number", "state", "skip_reason", "error"],
+            numbered,
+        )
+    )
+    R = NewsletterRecipient
+    per_batch = (
+        select(
+            R.newsletter_id,
+            R.batch_number,
+            literal("pending"),
+            func.count(),
+            literal(0),
+            literal(0),
+            literal(0),
+            literal(0),
+            literal(0),
+            literal(""),
+            literal(1),
+            literal(now, type_=NewsletterBatch.updated_at.type),
+        )
+        .where(R.newsletter_id == newsletter.id)
+        .group_by(R.newsletter_id, R.batch_number)
+    )
+    db.session.execute(
+        insert(NewsletterBatch).from_select(
+            [
+                "newsletter_id",
+                "number",
+                "state",
+                "size",
+                "sent_count",
+                "failed_count",
+                "skipped_count",
+                "attempts",
+                "resends",
+                "last_error",
+                "enqueued_count",
+                "updated_at",
+            ],
+            per_batch,
+        )
+    )
+    batch_ids = db.session.scalars(
+        select(NewsletterBatch.id).where(NewsletterBatch.newsletter_id == newsletter.id)
+    ).all()
+    if batch_ids:
+        db.session.execute(
+            update(NewsletterBatch),
+            [{"id": b, "job_id": batch_job_id(newsletter.id, b, 1)} for b in batch_ids],
+        )
+    for batch_id in batch_ids:
+        after_commit("batch", batch_id, batch_job_id(newsletter.id, batch_id, 1))
+    return db.session.scalar(
+        select(func.count()).select_from(R).where(R.newsletter_id == newsletter.id)
+    )
+
+
+def counts(newsletter_id: int) -> dict[str, int]:
+    """Rows per state, from the batches' counters (cheap at 100,000 recipients)."""
+    B = NewsletterBatch
+    size, sent, failed, skipped = db.session.execute(
+        select(
+            func.coalesce(func.sum(B.size), 0),
+            func.coalesce(func.sum(B.sent_count), 0),
+            func.coalesce(func.sum(B.failed_count), 0),
+            func.coalesce(func.sum(B.skipped_count), 0),
+        ).where(B.newsletter_id == newsletter_id)
+    ).one()
+    return {
+        "total": int(size),
+        "sent": int(sent),
+        "failed": int(failed),
+        "skipped": int(skipped),
+        "pending": int(size - sent - failed - skipped),
+    }
+
+
+def refresh_batch(batch_id: int, **values) -> None:
+    """Recount a batch's rows into its counters; `sent` / `failed` once none is pending."""
+    R = NewsletterRecipient
+    batch = db.session.get(NewsletterBatch, batch_id)
+    rows = dict(
+        db.session.execute(
+            select(R.state, func.count())
+            .where(R.newsletter_id == batch.newsletter_id, R.batch_number == batch.number)
+            .group_by(R.state)
+        ).all()
+    )
+    state = "pending"
+    if not rows.get("pending"):
+        state = "failed" if rows.get("failed") and not rows.get("sent") else "sent"
+        # Settled: nobody holds it any more, whoever was sending it.
+        values = {"lease_owner": None, "lease_expires_at": None, **values}
+    db.session.execute(
+        update(NewsletterBatch)
+        .where(NewsletterBatch.id == batch_id)
+        .values(
+            sent_count=rows.get("sent", 0),
+            failed_count=rows.get("failed", 0),
+            skipped_count=rows.get("skipped", 0),
+            state=state,
+            updated_at=utcnow(),
+            **values,
+        )
+        .execution_options(synchronize_session=False)
+    )
+
+
+def finish_if_done(newsletter_id: int) -> bool:
+    """`sending` → `finished` when no row is pending any more (a conditional UPDATE)."""
+    R = NewsletterRecipient
+    result = db.session.execute(
+        update(Newsletter)
+        .where(
+            Newsletter.id == newsletter_id,
+            Newsletter.state == "sending",
+            ~exists().where(R.newsletter_id == newsletter_id, R.state == "pending"),
+        )
+        .values(state="finished", finished_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
+
+
+def skip_unsent(newsletter: Newsletter, reason: str) -> int:
+    """Mark pending rows skipped, except those of a batch whose request is under way.
+
+    A batch in flight may well be accepted by the provider; its sender records the
+    outcome, whatever the newsletter's state is by then.
+    """
+    B = NewsletterBatch
+    idle_batches = select(B.number).where(
+        B.newsletter_id == newsletter.id, B.state == "pending", B.in_flight_since.is_(None)
+    )
+    R = NewsletterRecipient
+    result = db.session.execute(
+        update(R)
+        .where(
+            R.newsletter_id == newsletter.id,
+            R.state == "pending",
+            R.batch_number.in_(idle_batches),
+        )
+        .values(state="skipped", skip_reason=reason)
+        .execution_options(synchronize_session=False)
+    )
+    for batch_id in db.session.scalars(
+        select(B.id).where(B.newsletter_id == newsletter.id, B.state == "pending")
+    ).all():
+        refresh_batch(batch_id)
+    return result.rowcount

@@ -1,0 +1,153 @@
+"""Newsletters, their recipient ledger and the batches the ledger is sent in.
+
+The ledger (`NewsletterRecipient`) has one row per (newsletter, contact), created in
+one transaction when sending starts. A row is `pending` until the provider accepted
+the request that carried it (then `sent`, with the provider's message id), or until
+it is `failed` or `skipped` (consent withdrawn, suppressed, erased meanwhile). Rows
+are sent in `NewsletterBatch`es of up to 1,000: one provider request each, claimed by
+one sender at a time through a lease (see `crm.newsletters.sending`).
+"""
+
+from datetime import datetime
+
+from sqlalchemy import JSON, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from crm.audit import Audited
+from crm.extensions import db
+from crm.timeutil import utcnow
+from crm.types import UTCDateTime
+
+NEWSLETTER_STATES = ("draft", "scheduled", "sending", "paused", "finished", "cancelled")
+# States in which the content and audience may still be edited.
+EDITABLE_STATES = ("draft", "scheduled")
+RECIPIENT_STATES = ("pending", "sent", "failed", "skipped")
+BATCH_STATES = ("pending", "sent", "failed")
+MEMBERSHIP_FILTERS = ("", "member", "non_member")
+
+
+class Newsletter(Audited, db.Model):
+    __tablename__ = "newsletter"
+    # The frozen copies are derived from subject/body; logging them would repeat the body.
+    __audit_exclude__ = ("html", "text", "created_at", "updated_at")
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    subject: Mapped[str] = mapped_column(String(200))
+    preheader: Mapped[str] = mapped_column(String(200), default="")
+    body: Mapped[str] = mapped_column(Text, default="")  # Markdown
+
+    # Audience: consent for any of `topics` (slugs) is always required; the contact
+    # filters narrow it further (empty = no restriction).
+    topics: Mapped[list] = mapped_column(JSON, default=list)
+    network_ids: Mapped[list] = mapped_column(JSON, default=list)
+    municipalities: Mapped[list] = mapped_column(JSON, default=list)
+    membership: Mapped[str] = mapped_column(String(12), default="")
+    roles: Mapped[list] = mapped_column(JSON, default=list)
+
+    in_archive: Mapped[bool] = mapped_column(default=False)
+    state: Mapped[str] = mapped_column(String(12), default="draft", index=True)
+    scheduled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    paused_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    pause_reason: Mapped[str] = mapped_column(Text, default="")
+
+    # What was sent, rendered once when sending started (with substitution tags), so
+    # that every batch — and a resend after a crash — sends the same content.
+    html: Mapped[str | None] = mapped_column(Text)
+    text: Mapped[str | None] = mapped_column(Text)
+
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"))
+    duplicated_from_id: Mapped[int | None] = mapped_column(
+        ForeignKey("newsletter.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    created_by = relationship("User")
+
+    @property
+    def editable(self) -> bool:
+        return self.state in EDITABLE_STATES
+
+    def audit_label(self) -> str:
+        return self.subject or f"newsletter #{self.id}"
+
+
+class NewsletterBatch(db.Model):
+    """Up to 1,000 ledger rows that go out in one provider request."""
+
+    __tablename__ = "newsletter_batch"
+    __table_args__ = (
+        UniqueConstraint("newsletter_id", "number", name="uq_newsletter_batch_number"),
+        Index("ix_newsletter_batch_newsletter_state", "newsletter_id", "state"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    newsletter_id: Mapped[int] = mapped_column(ForeignKey("newsletter.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column()
+    state: Mapped[str] = mapped_column(String(10), default="pending")
+    size: Mapped[int] = mapped_column(default=0)
+    sent_count: Mapped[int] = mapped_column(default=0)
+    failed_count: Mapped[int] = mapped_column(default=0)
+    skipped_count: Mapped[int] = mapped_column(default=0)
+
+    # The lease: who may send this batch now, until when. Claimed and extended with
+    # conditional UPDATEs, so two workers never send the same batch at once.
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Set (committed) just before a request goes out, cleared when its answer is
+    # recorded: still set after a crash means "the outcome of a request is unknown".
+    in_flight_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The last request's outcome is unknown (5xx, timeout, crash): before sending again
+    # the batch is checked against the webhook's events (see README, resend policy).
+    ambiguous_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(default=0)
+    resends: Mapped[int] = mapped_column(default=0)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+
+    job_id: Mapped[str | None] = mapped_column(String(100))
+    enqueued_count: Mapped[int] = mapped_column(default=0)
+    provider_message_id: Mapped[str | None] = mapped_column(String(100))
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    newsletter: Mapped[Newsletter] = relationship()
+
+
+class NewsletterRecipient(db.Model):
+    """The ledger: one row per newsletter and contact, at most one send each."""
+
+    __tablename__ = "newsletter_recipient"
+    __table_args__ = (
+        UniqueConstraint("newsletter_id", "contact_id", name="uq_newsletter_recipient_contact"),
+        Index("ix_newsletter_recipient_batch", "newsletter_id", "batch_number", "state"),
+        Index("ix_newsletter_recipient_state", "newsletter_id", "state"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    newsletter_id: Mapped[int] = mapped_column(ForeignKey("newsletter.id", ondelete="CASCADE"))
+    contact_id: Mapped[int] = mapped_column(
+        ForeignKey("contact.id", ondelete="CASCADE"), index=True
+    )
+    batch_number: Mapped[int] = mapped_column()
+    state: Mapped[str] = mapped_column(String(10), default="pending")
+    # no_consent | suppressed | erased | no_email | filter | duplicate | cancelled
+    skip_reason: Mapped[str] = mapped_column(String(20), default="")
+    error: Mapped[str] = mapped_column(Text, default="")
+    provider_message_id: Mapped[str | None] = mapped_column(String(100))
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    # First occurrence of each webhook event for this recipient (statistics). Any
+    # event proves the provider accepted the request, so it also sets processed_at.
+    processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    clicked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    bounced_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    unsubscribed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    spam_reported_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    contact = relationship("Contact")

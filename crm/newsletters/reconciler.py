@@ -1,0 +1,116 @@
+"""The reconciler: makes the database's view of what is left to send come true.
+
+An RQ job, enqueued every NEWSLETTER_RECONCILE_SECONDS by the workers' upkeep thread
+(queueing.reconcile_due: it needs nothing stored in Redis). Each run:
+
+- starts scheduled newsletters whose time has come (their start job may be lost);
+- enqueues again every pending batch that nobody is working on: no live lease and
+  no queued or scheduled job (the worker was SIGKILLed, Redis restarted and lost its
+  queues, the machine rebooted). The claim protocol makes a spare job harmless;
+- marks newsletters finished once no row is pending.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from rq.job import Job
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm.attributes import set_committed_value
+
+from crm.extensions import db
+from crm.newsletters import ledger
+from crm.newsletters.models import Newsletter, NewsletterBatch
+from crm.newsletters.queueing import after_commit, batch_job_id
+from crm.timeutil import utcnow
+
+log = logging.getLogger(__name__)
+
+# A scheduled job this late means RQ's scheduler is not running (e.g. its lock is
+# still held by a killed worker): the reconciler enqueues the batch itself.
+SCHEDULER_SLACK = timedelta(seconds=15)
+
+
+def start_due_newsletters() -> int:
+    from crm.newsletters import services
+
+    due = db.session.scalars(
+        select(Newsletter).where(
+            Newsletter.state == "scheduled", Newsletter.scheduled_at <= utcnow()
+        )
+    ).all()
+    for newsletter in due:
+        services.start_sending(newsletter)
+        db.session.commit()
+    return len(due)
+
+
+def orphaned_batches(connection) -> list[NewsletterBatch]:
+    """Pending batches of sending newsletters with no live lease and no waiting job."""
+    now = utcnow()
+    B = NewsletterBatch
+    candidates = db.session.scalars(
+        select(B)
+        .join(Newsletter, Newsletter.id == B.newsletter_id)
+        .where(
+            Newsletter.state == "sending",
+            B.state == "pending",
+            or_(B.lease_expires_at.is_(None), B.lease_expires_at < now),
+        )
+        .order_by(B.newsletter_id, B.number)
+    ).all()
+    if not candidates:
+        return []
+    jobs = Job.fetch_many([b.job_id or "-" for b in candidates], connection=connection)
+    orphans = []
+    overdue = now - SCHEDULER_SLACK
+    for batch, job in zip(candidates, jobs, strict=True):
+        status = job.get_status(refresh=False) if job is not None else None
+        if status in ("queued", "deferred"):
+            continue  # waiting for a free worker
+        if status == "scheduled" and (batch.next_attempt_at or now) > overdue:
+            continue  # RQ's scheduler will enqueue it (unless it is long overdue)
+        orphans.append(batch)
+    return orphans
+
+
+def requeue(batch: NewsletterBatch, at: datetime | None = None) -> None:
+    """A fresh job for the batch (at `at`, else its next attempt time), after commit."""
+    round_ = batch.enqueued_count + 1
+    job_id = batch_job_id(batch.newsletter_id, batch.id, round_)
+    db.session.execute(
+        update(NewsletterBatch)
+        .where(NewsletterBatch.id == batch.id)
+        .values(enqueued_count=round_, job_id=job_id)
+        .execution_options(synchronize_session=False)
+    )
+    set_committed_value(batch, "enqueued_count", round_)
+    at = at or batch.next_attempt_at
+    after_commit("batch", batch.id, job_id, at if at and at > utcnow() else None)
+
+
+def reconcile(connection=None) -> dict[str, int]:
+    """One pass; commits. Returns what it did (for logs and tests)."""
+    from crm.queue import get_redis
+
+    connection = connection or get_redis()
+    started = start_due_newsletters()
+    orphans = orphaned_batches(connection)
+    for batch in orphans:
+        requeue(batch)
+    db.session.commit()
+    finished = 0
+    for newsletter_id in db.session.scalars(
+        select(Newsletter.id).where(Newsletter.state == "sending")
+    ).all():
+        finished += ledger.finish_if_done(newsletter_id)
+    db.session.commit()
+    if orphans or started or finished:
+        log.info(
+            "reconciler: %s started, %s batches enqueued again, %s finished",
+            started,
+            len(orphans),
+            finished,
+        )
+    return {"started": started, "requeued": len(orphans), "finished": finished}

@@ -1,0 +1,432 @@
+"""Staff pages for newsletters (/newsletters) and the public archive (/nyhetsbrev)."""
+
+from babel.numbers import format_decimal
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask_babel import get_locale
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+from flask_login import current_user
+from sqlalchemy import select
+
+from crm.auth.permissions import permission_required
+from crm.extensions import db
+from crm.members.models import CONTACT_ROLES, Network
+from crm.newsletters import audience, compose, ledger, services, statistics
+from crm.newsletters.forms import ActionForm, NewsletterForm, ScheduleForm
+from crm.newsletters.models import MEMBERSHIP_FILTERS, NEWSLETTER_STATES, Newsletter
+from crm.subscriptions.models import Topic
+from crm.subscriptions.services import sync_topics
+
+bp = Blueprint("newsletters", __name__, url_prefix="/newsletters")
+archive_bp = Blueprint("archive", __name__)
+
+STATE_BADGES = {
+    "draft": "neutral",
+    "scheduled": "info",
+    "sending": "warning",
+    "paused": "warning",
+    "finished": "success",
+    "cancelled": "danger",
+}
+STATE_LABELS = {
+    "draft": _l("Draft"),
+    "scheduled": _l("Scheduled"),
+    "sending": _l("Sending"),
+    "paused": _l("Paused"),
+    "finished": _l("Sent"),
+    "cancelled": _l("Cancelled"),
+}
+SKIP_LABELS = {
+    "no_consent": _l("No consent"),
+    "suppressed": _l("Suppressed address"),
+    "erased": _l("Erased"),
+    "no_email": _l("No email address"),
+    "filter": _l("No longer in the audience"),
+    "duplicate": _l("Same address twice"),
+    "cancelled": _l("Cancelled"),
+}
+
+
+def _preview_csp() -> str:
+    # The email is shown in a sandboxed frame: its inline styles apply, nothing runs,
+    # images load only from our own site (others are shown as placeholders).
+    return (
+        "default-src 'none'; style-src 'unsafe-inline'; "
+        f"img-src 'self' data: {current_app.config['PUBLIC_BASE_URL']}; "
+        "sandbox; frame-ancestors 'self'"
+    )
+
+
+def _sandboxed(html: str):
+    response = current_app.response_class(html, mimetype="text/html")
+    response.headers["Content-Security-Policy"] = _preview_csp()
+    response.headers["X-Frame-Options"] = "SAMEORIGIN"
+    response.frame_ancestors = "'self'"
+    return response
+
+
+def _newsletter_or_404(newsletter_id: int) -> Newsletter:
+    newsletter = db.session.get(Newsletter, newsletter_id)
+    if newsletter is None:
+        abort(404)
+    return newsletter
+
+
+@bp.app_template_filter("one_decimal")
+def _one_decimal(value) -> str:
+    """12.5 -> "12,5" (nb) / "12.5" (en)."""
+    if value is None:
+        return ""
+    return format_decimal(value, format="#,##0.0", locale=str(get_locale() or "nb"))
+
+
+@bp.context_processor
+def _labels():
+    return {
+        "state_badges": STATE_BADGES,
+        "state_labels": STATE_LABELS,
+        "skip_labels": SKIP_LABELS,
+    }
+
+
+def _content(form: NewsletterForm) -> services.Content:
+    return services.Content(
+        subject=form.subject.data or "",
+        preheader=form.preheader.data or "",
+        body=form.body.data or "",
+        topics=tuple(form.topics.data or ()),
+        network_ids=tuple(form.networks.data or ()),
+        municipalities=tuple(form.municipalities.data or ()),
+        membership=form.membership.data or "",
+        roles=tuple(form.roles.data or ()),
+        in_archive=bool(form.in_archive.data),
+    )
+
+
+# -- list and compose -----------------------------------------------------------------
+
+
+@bp.route("")
+@permission_required("newsletters.view")
+def newsletter_list():
+    state = request.args.get("state", "")
+    statement = select(Newsletter)
+    if state in NEWSLETTER_STATES:
+        statement = statement.where(Newsletter.state == state)
+    page = db.paginate(
+        statement.order_by(Newsletter.created_at.desc(), Newsletter.id.desc()),
+        page=request.args.get("page", 1, type=int),
+        per_page=current_app.config["PAGE_SIZE"],
+        error_out=False,
+        max_per_page=200,
+    )
+    counts = {n.id: ledger.counts(n.id) for n in page.items if not n.editable}
+    return render_template(
+        "newsletters/list.html", page=page, state=state, states=NEWSLETTER_STATES, counts=counts
+    )
+
+
+def _render_form(form: NewsletterForm, newsletter: Newsletter | None = None):
+    return render_template(
+        "newsletters/form.html",
+        form=form,
+        newsletter=newsletter,
+        merge_fields=(compose.TAG_FIRST_NAME,),
+    )
+
+
+@bp.route("/new", methods=["GET", "POST"])
+@permission_required("newsletters.edit")
+def newsletter_new():
+    sync_topics()
+    form = NewsletterForm()
+    if request.method == "GET":
+        form.topics.data = [t for t, _label in form.topics.choices[:1]]
+        db.session.commit()  # topics created on first use
+    if form.validate_on_submit():
+        try:
+            newsletter = services.create_newsletter(_content(form), current_user)
+        except services.NewsletterError as exc:
+            flash(str(exc), "error")
+        else:
+            db.session.commit()
+            flash(_("The newsletter is saved as a draft."), "success")
+            return redirect(url_for(".newsletter_detail", newsletter_id=newsletter.id))
+    return _render_form(form)
+
+
+@bp.route("/<int:newsletter_id>/edit", methods=["GET", "POST"])
+@permission_required("newsletters.edit")
+def newsletter_edit(newsletter_id: int):
+    newsletter = _newsletter_or_404(newsletter_id)
+    if not newsletter.editable:
+        flash(_("A newsletter that has been sent cannot be changed."), "warning")
+        return redirect(url_for(".newsletter_detail", newsletter_id=newsletter.id))
+    form = NewsletterForm(obj=newsletter if request.method == "GET" else None)
+    if request.method == "GET":
+        form.networks.data = list(newsletter.network_ids or [])
+    if form.validate_on_submit():
+        try:
+            services.update_newsletter(newsletter, _content(form))
+        except services.NewsletterError as exc:
+            flash(str(exc), "error")
+        else:
+            db.session.commit()
+            flash(_("The newsletter is saved."), "success")
+            return redirect(url_for(".newsletter_detail", newsletter_id=newsletter.id))
+    return _render_form(form, newsletter)
+
+
+@bp.route("/preview", methods=["POST"])
+@permission_required("newsletters.edit")
+def newsletter_preview_draft():
+    """The email as the form stands (the compose page's live preview frame)."""
+    form = NewsletterForm()
+    form.validate()  # CSRF; the preview shows whatever has been written so far
+    html = _preview_html(
+        form.subject.data or "", form.preheader.data or "", form.body.data or "", ""
+    )
+    return _sandboxed(html)
+
+
+@bp.route("/<int:newsletter_id>/preview")
+@permission_required("newsletters.view")
+def newsletter_preview(newsletter_id: int):
+    newsletter = _newsletter_or_404(newsletter_id)
+    html = _preview_html(
+        newsletter.subject, newsletter.preheader, newsletter.body, ledger.archive_url(newsletter)
+    )
+    return _sandboxed(html)
+
+
+def _preview_html(subject: str, preheader: str, body: str, archive_url: str) -> str:
+    rendered = compose.render_email(subject, preheader, body, archive_url, remote_images=False)
+    first_name = (current_user.name or "").split(" ")[0] or "Kari"
+    example = compose.Personalizer().substitutions(first_name, "#", "#")
+    return compose.apply_substitutions(rendered.html, example)
+
+
+@bp.route("/audience")
+@permission_required("newsletters.view")
+def audience_count():
+    """How many would receive a newsletter with these choices (JSON, for the compose page)."""
+    args = request.args
+    known_topics = set(db.session.scalars(select(Topic.slug)))
+    networks = []
+    for value in args.getlist("networks")[:100]:
+        if value.isdigit() and len(value) < 10:
+            networks.append(int(value))
+    rule = audience.Audience(
+        topics=tuple(t for t in args.getlist("topics")[:100] if t in known_topics),
+        network_ids=tuple(networks),
+        municipalities=tuple(
+            m for m in args.getlist("municipalities")[:100] if m.isdigit() and len(m) == 4
+        ),
+        membership=args.get("membership", "")
+        if args.get("membership", "") in MEMBERSHIP_FILTERS
+        else "",
+        roles=tuple(r for r in args.getlist("roles") if r in CONTACT_ROLES),
+    )
+    return jsonify(recipients=audience.count(rule))
+
+
+# -- one newsletter -------------------------------------------------------------------------
+
+
+def _audience_summary(newsletter: Newsletter) -> dict:
+    topics = db.session.scalars(select(Topic).where(Topic.slug.in_(newsletter.topics or []))).all()
+    networks = db.session.scalars(
+        select(Network.name).where(Network.id.in_(newsletter.network_ids or []))
+    ).all()
+    return {"topics": topics, "networks": networks}
+
+
+@bp.route("/<int:newsletter_id>")
+@permission_required("newsletters.view")
+def newsletter_detail(newsletter_id: int):
+    newsletter = _newsletter_or_404(newsletter_id)
+    return render_template(
+        "newsletters/detail.html",
+        newsletter=newsletter,
+        recipients=services.recipient_count(newsletter),
+        progress=services.progress(newsletter) if not newsletter.editable else None,
+        summary=_audience_summary(newsletter),
+        action_form=ActionForm(),
+        schedule_form=ScheduleForm(),
+    )
+
+
+@bp.route("/<int:newsletter_id>/progress")
+@permission_required("newsletters.view")
+def newsletter_progress(newsletter_id: int):
+    """Live progress as JSON (polled by static/js/newsletters.js)."""
+    return jsonify(services.progress(_newsletter_or_404(newsletter_id)))
+
+
+@bp.route("/<int:newsletter_id>/statistics")
+@permission_required("newsletters.view")
+def newsletter_statistics(newsletter_id: int):
+    newsletter = _newsletter_or_404(newsletter_id)
+    return render_template(
+        "newsletters/statistics.html",
+        newsletter=newsletter,
+        counts=ledger.counts(newsletter.id),
+        totals=statistics.totals(newsletter.id),
+        networks=statistics.by_network(newsletter.id),
+        municipalities=statistics.by_municipality(newsletter.id),
+    )
+
+
+def _act(newsletter_id: int, action, success: str):
+    newsletter = _newsletter_or_404(newsletter_id)
+    if not ActionForm().validate_on_submit():
+        abort(400)
+    try:
+        result = action(newsletter)
+    except services.NewsletterError as exc:
+        db.session.rollback()
+        flash(str(exc), "error")
+        return redirect(url_for(".newsletter_detail", newsletter_id=newsletter_id))
+    db.session.commit()
+    if success:
+        flash(success, "success")
+    target = result if isinstance(result, Newsletter) else newsletter
+    return redirect(url_for(".newsletter_detail", newsletter_id=target.id))
+
+
+@bp.route("/<int:newsletter_id>/test", methods=["POST"])
+@permission_required("newsletters.edit")
+def newsletter_test(newsletter_id: int):
+    return _act(
+        newsletter_id,
+        lambda n: services.test_send(n, current_user),
+        _("A test copy is on its way to %(email)s.", email=current_user.email),
+    )
+
+
+@bp.route("/<int:newsletter_id>/send", methods=["POST"])
+@permission_required("newsletters.edit")
+def newsletter_send(newsletter_id: int):
+    return _act(newsletter_id, services.start_sending, _("Sending has started."))
+
+
+@bp.route("/<int:newsletter_id>/schedule", methods=["POST"])
+@permission_required("newsletters.edit")
+def newsletter_schedule(newsletter_id: int):
+    newsletter = _newsletter_or_404(newsletter_id)
+    form = ScheduleForm()
+    if not form.validate_on_submit():
+        flash(_("Choose a date and a time."), "error")
+        return redirect(url_for(".newsletter_detail", newsletter_id=newsletter.id))
+    try:
+        services.schedule(newsletter, form.moment())
+    except services.NewsletterError as exc:
+        flash(str(exc), "error")
+        return redirect(url_for(".newsletter_detail", newsletter_id=newsletter.id))
+    db.session.commit()
+    flash(_("The newsletter is scheduled."), "success")
+    return redirect(url_for(".newsletter_detail", newsletter_id=newsletter.id))
+
+
+@bp.route("/<int:newsletter_id>/unschedule", methods=["POST"])
+@permission_required("newsletters.edit")
+def newsletter_unschedule(newsletter_id: int):
+    return _act(newsletter_id, services.unschedule, _("The newsletter is a draft again."))
+
+
+@bp.route("/<int:newsletter_id>/pause", methods=["POST"])
+@permission_required("newsletters.edit")
+def newsletter_pause(newsletter_id: int):
+    return _act(newsletter_id, services.pause, _("Sending is paused."))
+
+
+@bp.route("/<int:newsletter_id>/resume", methods=["POST"])
+@permission_required("newsletters.edit")
+def newsletter_resume(newsletter_id: int):
+    return _act(newsletter_id, services.resume, _("Sending goes on."))
+
+
+@bp.route("/<int:newsletter_id>/cancel", methods=["POST"])
+@permission_required("newsletters.edit")
+def newsletter_cancel(newsletter_id: int):
+    return _act(newsletter_id, services.cancel, _("The newsletter is cancelled."))
+
+
+@bp.route("/<int:newsletter_id>/duplicate", methods=["POST"])
+@permission_required("newsletters.edit")
+def newsletter_duplicate(newsletter_id: int):
+    return _act(
+        newsletter_id,
+        lambda n: services.duplicate(n, current_user),
+        _("A copy is saved as a new draft."),
+    )
+
+
+@bp.route("/<int:newsletter_id>/delete", methods=["POST"])
+@permission_required("newsletters.edit")
+def newsletter_delete(newsletter_id: int):
+    newsletter = _newsletter_or_404(newsletter_id)
+    if not ActionForm().validate_on_submit():
+        abort(400)
+    try:
+        services.delete_draft(newsletter)
+    except services.NewsletterError as exc:
+        flash(str(exc), "error")
+        return redirect(url_for(".newsletter_detail", newsletter_id=newsletter.id))
+    db.session.commit()
+    flash(_("The draft is deleted."), "success")
+    return redirect(url_for(".newsletter_list"))
+
+
+# -- the public archive ---------------------------------------------------------------------
+
+
+def _archived():
+    return select(Newsletter).where(
+        Newsletter.in_archive.is_(True), Newsletter.state.in_(("sending", "finished"))
+    )
+
+
+@archive_bp.route("/nyhetsbrev")
+def archive_list():
+    newsletters = db.session.scalars(
+        _archived().order_by(Newsletter.started_at.desc(), Newsletter.id.desc()).limit(200)
+    ).all()
+    return render_template("archive/list.html", newsletters=newsletters)
+
+
+@archive_bp.route("/nyhetsbrev/<int:newsletter_id>")
+def archive_detail(newsletter_id: int):
+    newsletter = db.session.scalar(_archived().where(Newsletter.id == newsletter_id))
+    if newsletter is None:
+        abort(404)
+    return render_template(
+        "archive/detail.html",
+        newsletter=newsletter,
+        content=compose.page_html(newsletter.body).replace(compose.TAG_FIRST_NAME, ""),
+    )
+
+
+def init_app(app) -> None:
+    from crm.mail.services import register_event_handler
+    from crm.members.services import MERGE_HOOKS
+    from crm.newsletters import tasks
+    from crm.worker import WORKER_HOOKS
+
+    app.register_blueprint(bp)
+    app.register_blueprint(archive_bp)
+    register_event_handler(statistics.record_mail_event)
+    if services.merge_recipients not in MERGE_HOOKS:
+        MERGE_HOOKS.append(services.merge_recipients)
+    if tasks.reconcile_tick not in WORKER_HOOKS:
+        WORKER_HOOKS.append(tasks.reconcile_tick)

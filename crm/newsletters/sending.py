@@ -1,0 +1,592 @@
+"""Sending one batch: claim it, send it in one provider request, record the outcome.
+
+Exactly-once effect, step by step:
+
+1. Claim. A conditional UPDATE takes the batch's lease (owner token + expiry) only if
+   it is pending, not leased by a live sender, due, and its newsletter is sending. On
+   PostgreSQL the row is first locked with SELECT … FOR UPDATE SKIP LOCKED, so two
+   claimers never even wait for each other. One sender per batch, on both databases.
+2. Earlier outcome unknown? If a previous request's answer was never recorded (the
+   sender died mid-request) or was a 5xx / timeout, the batch is *ambiguous*: it is
+   checked against the webhook's events for its recipients. Any event means the
+   provider accepted it: the rows become `sent` without a resend. No event within
+   NEWSLETTER_AMBIGUOUS_GRACE_SECONDS: it is sent again (README: resend policy).
+3. Re-check each pending row with the audience rule (consent, suppression, erasure):
+   rows that no longer qualify become `skipped`.
+4. Rate limit (the Redis bucket shared by all workers), then mark the batch in flight
+   (committed) and make the request.
+5. 202: the request's rows become `sent` with the X-Message-Id, in one transaction.
+   429: everyone pauses until the reset time, then the batch is tried again.
+   5xx / timeout: ambiguous, see 2. 400: the refused recipient (if named) fails and
+   the rest go again; otherwise the batch fails. 401/403: the newsletter pauses.
+
+Each step commits before the next, so a crash anywhere leaves a state the next
+sender (or the reconciler, once the lease expired) continues from.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from urllib.error import URLError
+
+from flask import current_app
+from sqlalchemy import exists, func, or_, select, update
+from sqlalchemy.exc import DBAPIError
+
+from crm.extensions import db
+from crm.mail.backends import (
+    ConfigurationError,
+    HeaderInjectionError,
+    OutgoingMail,
+    PermanentSendError,
+    Recipient,
+    TransientSendError,
+)
+from crm.mail.services import sender_address
+from crm.members.models import Contact
+from crm.newsletters import audience, compose, ledger
+from crm.newsletters.backend import newsletter_backend
+from crm.newsletters.models import Newsletter, NewsletterBatch, NewsletterRecipient
+from crm.newsletters.ratelimit import RateLimiter
+from crm.newsletters.settings import setting
+from crm.subscriptions.services import header_safe, unsubscribe_urls
+from crm.timeutil import utcnow
+
+log = logging.getLogger(__name__)
+
+# "personalizations.12.to.0.email": the recipient SendGrid refused.
+_REFUSED_PERSONALIZATION = re.compile(r"personalizations\.(\d+)\.")
+
+
+@dataclass
+class Step:
+    """What one attempt came to: done (with an outcome), or wait this long and retry."""
+
+    done: bool
+    outcome: str = ""
+    wait: float = 0.0
+
+
+def Done(outcome: str) -> Step:  # noqa: N802 - reads like a value
+    return Step(True, outcome)
+
+
+def Wait(seconds: float, outcome: str = "waiting") -> Step:  # noqa: N802
+    return Step(False, outcome, max(0.0, seconds))
+
+
+def new_owner() -> str:
+    return secrets.token_hex(16)
+
+
+def _lease_until():
+    return utcnow() + timedelta(seconds=setting("NEWSLETTER_LEASE_SECONDS"))
+
+
+def _newsletter_sending(batch_newsletter_id):
+    return exists().where(Newsletter.id == batch_newsletter_id, Newsletter.state == "sending")
+
+
+def claim_batch(batch_id: int, owner: str) -> NewsletterBatch | None:
+    """Take the batch's lease if nobody holds it and it is due; None if not."""
+    B = NewsletterBatch
+    now = utcnow()
+    claimable = (
+        B.id == batch_id,
+        B.state == "pending",
+        or_(B.lease_expires_at.is_(None), B.lease_expires_at < now),
+        or_(B.next_attempt_at.is_(None), B.next_attempt_at <= now),
+        _newsletter_sending(B.newsletter_id),
+    )
+    if db.session.get_bind().dialect.name == "postgresql":
+        locked = db.session.scalar(
+            select(B.id).where(*claimable).with_for_update(skip_locked=True, of=B)
+        )
+        if locked is None:
+            return None
+    result = db.session.execute(
+        update(B)
+        .where(*claimable)
+        .values(lease_owner=owner, lease_expires_at=_lease_until(), updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        return None
+    return db.session.get(B, batch_id, populate_existing=True)
+
+
+def _update_own_batch(batch: NewsletterBatch, owner: str, *conditions, **values) -> bool:
+    """UPDATE the batch only while `owner` still holds its lease."""
+    result = db.session.execute(
+        update(NewsletterBatch)
+        .where(NewsletterBatch.id == batch.id, NewsletterBatch.lease_owner == owner, *conditions)
+        .values(updated_at=utcnow(), **values)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
+
+
+def extend_lease(batch: NewsletterBatch, owner: str, seconds: float = 0) -> bool:
+    until = _lease_until() + timedelta(seconds=seconds)
+    return _update_own_batch(batch, owner, lease_expires_at=until)
+
+
+def release(batch: NewsletterBatch, owner: str, wait: float | None = None, error: str = "") -> None:
+    """Give the lease back; with `wait`, the batch is not due before then."""
+    values = {"lease_owner": None, "lease_expires_at": None}
+    if wait is not None:
+        values["next_attempt_at"] = utcnow() + timedelta(seconds=wait)
+    if error:
+        values["last_error"] = error[:2000]
+    _update_own_batch(batch, owner, **values)
+
+
+def backoff(attempts: int) -> float:
+    base = setting("NEWSLETTER_RETRY_BASE_SECONDS")
+    return min(setting("NEWSLETTER_RETRY_MAX_SECONDS"), base * 2 ** max(attempts - 1, 0))
+
+
+# -- the rows of a batch --------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    id: int
+    contact_id: int
+    email: str | None
+    first_name: str
+    last_name: str
+
+
+def pending_rows(batch: NewsletterBatch) -> list[Row]:
+    R = NewsletterRecipient
+    result = db.session.execute(
+        select(R.id, R.contact_id, Contact.email, Contact.first_name, Contact.last_name)
+        .join(Contact, Contact.id == R.contact_id)
+        .where(
+            R.newsletter_id == batch.newsletter_id,
+            R.batch_number == batch.number,
+            R.state == "pending",
+        )
+        .order_by(R.id)
+    )
+    return [Row(*values) for values in result]
+
+
+def _set_rows(row_ids: list[int], **values) -> None:
+    if not row_ids:
+        return
+    R = NewsletterRecipient
+    for start in range(0, len(row_ids), 1000):
+        db.session.execute(
+            update(R)
+            .where(R.id.in_(row_ids[start : start + 1000]))
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+
+
+def _batch_contacts(batch: NewsletterBatch):
+    R = NewsletterRecipient
+    return select(R.contact_id).where(
+        R.newsletter_id == batch.newsletter_id,
+        R.batch_number == batch.number,
+        R.state == "pending",
+    )
+
+
+def skip_ineligible(newsletter: Newsletter, batch: NewsletterBatch, rows: list[Row]) -> list[Row]:
+    """The rows still allowed to receive it; the others are marked skipped (with why)."""
+    rule = audience.Audience.of(newsletter)
+    allowed = set(
+        db.session.scalars(audience.eligible_contacts(rule, among=_batch_contacts(batch)))
+    )
+    keep, seen = [], set()
+    excluded = [r for r in rows if r.contact_id not in allowed]
+    reasons = audience.exclusion_reasons(rule, [r.contact_id for r in excluded])
+    by_reason: dict[str, list[int]] = {}
+    for row in excluded:
+        by_reason.setdefault(reasons[row.contact_id], []).append(row.id)
+    for row in rows:
+        if row.contact_id not in allowed:
+            continue
+        address = row.email.lower()
+        if address in seen:
+            # SendGrid refuses a request naming an address twice; one copy is enough.
+            by_reason.setdefault("duplicate", []).append(row.id)
+            continue
+        seen.add(address)
+        keep.append(row)
+    for reason, ids in by_reason.items():
+        _set_rows(ids, state="skipped", skip_reason=reason)
+    return keep
+
+
+def _preferences_url(unsubscribe_url: str) -> str:
+    # Both links carry the same per-contact token (crm.subscriptions.services).
+    return unsubscribe_url.replace("/unsubscribe/", "/preferences/", 1)
+
+
+def build_mail(
+    newsletter: Newsletter, batch: NewsletterBatch, rows: list[Row]
+) -> tuple[OutgoingMail, list[Row], list[tuple[Row, str]]]:
+    """One request's content: a personalization per row with its own links and headers.
+
+    Returns the mail, the rows in it (in personalization order) and rows that cannot
+    be mailed at all (with the reason).
+    """
+    links = unsubscribe_urls([r.contact_id for r in rows])
+    personalizer = compose.Personalizer()
+    recipients, included, unmailable = [], [], []
+    for row in rows:
+        unsubscribe = links[row.contact_id]
+        try:
+            recipient = Recipient(
+                email=row.email,
+                name=header_safe(f"{row.first_name} {row.last_name}", 200),
+                message_id=f"nl{newsletter.id}-{row.id}",
+                headers={
+                    "List-Unsubscribe": f"<{unsubscribe}>",
+                    "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+                },
+                substitutions=personalizer.substitutions(
+                    row.first_name, unsubscribe, _preferences_url(unsubscribe)
+                ),
+                custom_args={
+                    "klynge_newsletter": str(newsletter.id),
+                    "klynge_batch": str(batch.id),
+                    "klynge_recipient": str(row.id),
+                },
+            )
+        except (HeaderInjectionError, ValueError) as exc:
+            unmailable.append((row, str(exc)))
+            continue
+        recipients.append(recipient)
+        included.append(row)
+    mail = OutgoingMail(
+        sender=sender_address(),
+        subject=newsletter.subject,
+        text=newsletter.text or "",
+        html=newsletter.html,
+        recipients=recipients,
+        categories=["newsletter"],
+        date=utcnow(),
+    )
+    return mail, included, unmailable
+
+
+# -- webhook evidence -------------------------------------------------------------------
+
+
+def accepted_by_provider(batch: NewsletterBatch) -> bool:
+    """Any webhook event for a recipient of the batch: the provider took the request."""
+    R = NewsletterRecipient
+    return bool(
+        db.session.scalar(
+            select(
+                exists().where(
+                    R.newsletter_id == batch.newsletter_id,
+                    R.batch_number == batch.number,
+                    R.processed_at.is_not(None),
+                )
+            )
+        )
+    )
+
+
+def confirm_sent_from_events(batch: NewsletterBatch, owner: str) -> None:
+    """The ambiguous request did go out: its (still pending) rows are sent."""
+    R = NewsletterRecipient
+    now = utcnow()
+    provider_id = db.session.scalar(
+        select(R.provider_message_id)
+        .where(
+            R.newsletter_id == batch.newsletter_id,
+            R.batch_number == batch.number,
+            R.provider_message_id.is_not(None),
+        )
+        .limit(1)
+    )
+    db.session.execute(
+        update(R)
+        .where(
+            R.newsletter_id == batch.newsletter_id,
+            R.batch_number == batch.number,
+            R.state == "pending",
+        )
+        .values(
+            state="sent",
+            sent_at=func.coalesce(R.processed_at, now),
+            provider_message_id=func.coalesce(R.provider_message_id, provider_id),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    ledger.refresh_batch(
+        batch.id,
+        lease_owner=None,
+        lease_expires_at=None,
+        ambiguous_since=None,
+        in_flight_since=None,
+        sent_at=now,
+        provider_message_id=provider_id,
+        last_error="",
+    )
+
+
+# -- one attempt ----------------------------------------------------------------------------
+
+
+def _finish_batch(batch: NewsletterBatch) -> Step:
+    ledger.refresh_batch(batch.id, lease_owner=None, lease_expires_at=None, in_flight_since=None)
+    db.session.commit()
+    if ledger.finish_if_done(batch.newsletter_id):
+        log.info("newsletter %s finished", batch.newsletter_id)
+    db.session.commit()
+    return Done("done")
+
+
+def attempt(batch: NewsletterBatch, owner: str, limiter: RateLimiter) -> Step:
+    """One try at sending a claimed batch. Commits as it goes."""
+    db.session.refresh(batch)
+    newsletter = db.session.get(Newsletter, batch.newsletter_id, populate_existing=True)
+    if batch.lease_owner != owner:
+        return Done("lease-lost")
+    if newsletter.state != "sending":
+        release(batch, owner)
+        db.session.commit()
+        return Done("stopped")
+
+    # 2. An earlier request whose outcome we do not know.
+    if batch.in_flight_since is not None:
+        batch.ambiguous_since = batch.ambiguous_since or batch.in_flight_since
+        batch.in_flight_since = None
+        batch.last_error = batch.last_error or "the sender stopped during the request"
+        db.session.commit()
+    if batch.ambiguous_since is not None:
+        if accepted_by_provider(batch):
+            confirm_sent_from_events(batch, owner)
+            db.session.commit()
+            log.info("batch %s: the provider's events show it was accepted", batch.id)
+            return _finish_batch(batch)
+        grace = setting("NEWSLETTER_AMBIGUOUS_GRACE_SECONDS")
+        remaining = (batch.ambiguous_since - utcnow()).total_seconds() + grace
+        if remaining > 0:
+            return Wait(remaining, "awaiting-events")
+        log.warning("batch %s: no provider events after %ss, sending again", batch.id, grace)
+        batch.ambiguous_since = None
+        batch.resends += 1
+        db.session.commit()
+
+    # 3. What is left, and who may still have it.
+    rows = pending_rows(batch)
+    if rows:
+        rows = skip_ineligible(newsletter, batch, rows)
+    if not rows:
+        return _finish_batch(batch)
+    if batch.attempts >= setting("NEWSLETTER_MAX_ATTEMPTS"):
+        _set_rows(
+            [r.id for r in rows],
+            state="failed",
+            error=f"gave up after {batch.attempts} attempts: {batch.last_error}"[:2000],
+        )
+        return _finish_batch(batch)
+    mail, rows, unmailable = build_mail(newsletter, batch, rows)
+    for row, error in unmailable:
+        _set_rows([row.id], state="failed", error=error[:2000])
+    if not rows:
+        return _finish_batch(batch)
+
+    # 4. Rate limit, then in flight.
+    wait = limiter.acquire(len(rows))
+    if wait > 0:
+        db.session.commit()
+        return Wait(wait, "rate-limited")
+    started = utcnow()
+    in_flight = _update_own_batch(
+        batch,
+        owner,
+        _newsletter_sending(NewsletterBatch.newsletter_id),
+        in_flight_since=started,
+        attempts=NewsletterBatch.attempts + 1,
+        lease_expires_at=_lease_until(),
+    )
+    db.session.commit()
+    if not in_flight:
+        release(batch, owner)
+        db.session.commit()
+        return Done("stopped")
+
+    # 5. The request, and what its answer means.
+    try:
+        provider_id = newsletter_backend(current_app.config).send_batch(mail)
+    except TransientSendError as exc:
+        return _transient(batch, owner, limiter, exc, started)
+    except ConfigurationError as exc:
+        _update_own_batch(batch, owner, in_flight_since=None, last_error=str(exc)[:2000])
+        release(batch, owner)
+        pause_for_configuration(newsletter.id, str(exc))
+        db.session.commit()
+        return Done("paused")
+    except (PermanentSendError, ValueError) as exc:
+        return _refused(batch, owner, rows, exc)
+    _record_sent_persistently(batch, rows, provider_id)
+    return _finish_batch(batch)
+
+
+RECORD_TRIES = 5
+
+
+def _record_sent_persistently(batch, rows: list[Row], provider_id: str | None) -> None:
+    """The provider has them: try hard to write that down (a busy database, a dropped
+    connection). Should it still fail, the in-flight mark stays and the webhook's
+    events settle the batch (the ambiguous path) instead of a blind resend."""
+    for attempt_number in range(1, RECORD_TRIES + 1):
+        try:
+            _record_sent(batch, rows, provider_id)
+            return
+        except DBAPIError:
+            db.session.rollback()
+            if attempt_number == RECORD_TRIES:
+                raise
+            log.warning("batch %s: recording the 202 failed, trying again", batch.id)
+            time.sleep(attempt_number)
+
+
+def _record_sent(batch: NewsletterBatch, rows: list[Row], provider_id: str | None) -> None:
+    """The 202: the request's rows are sent, with the X-Message-Id, in one transaction.
+
+    Recorded even if our lease ran out meanwhile: the provider has them, that is the
+    fact the ledger must show.
+    """
+    now = utcnow()
+    provider_id = (provider_id or "")[:100] or None
+    _set_rows(
+        [r.id for r in rows], state="sent", sent_at=now, provider_message_id=provider_id, error=""
+    )
+    ledger.refresh_batch(
+        batch.id,
+        in_flight_since=None,
+        ambiguous_since=None,
+        provider_message_id=provider_id,
+        sent_at=now,
+        last_error="",
+    )
+    db.session.commit()
+
+
+def _transient(batch, owner, limiter: RateLimiter, exc: TransientSendError, started) -> Step:
+    error = str(exc)[:2000]
+    if exc.status_code == 429:
+        # Definitely not accepted. Everyone waits for the provider's reset time.
+        wait = exc.retry_after if exc.retry_after is not None else 1.0
+        limiter.pause_all(wait)
+        _update_own_batch(batch, owner, in_flight_since=None, last_error=error)
+        db.session.commit()
+        return Wait(wait, "rate-limited-by-provider")
+    if _connection_refused(exc):
+        # Nothing reached the provider: not ambiguous, just try again later.
+        _update_own_batch(batch, owner, in_flight_since=None, last_error=error)
+        db.session.commit()
+        return Wait(backoff(batch.attempts + 1), "unreachable")
+    # 5xx or timeout: the provider may have accepted it. Wait for its events.
+    _update_own_batch(batch, owner, in_flight_since=None, ambiguous_since=started, last_error=error)
+    db.session.commit()
+    grace = setting("NEWSLETTER_AMBIGUOUS_GRACE_SECONDS")
+    return Wait(max(grace, backoff(batch.attempts + 1)), "ambiguous")
+
+
+def _connection_refused(exc: BaseException) -> bool:
+    cause = exc.__cause__
+    if isinstance(cause, URLError):
+        cause = cause.reason
+    return isinstance(cause, ConnectionRefusedError)
+
+
+def _refused(batch, owner, rows: list[Row], exc: Exception) -> Step:
+    """400: if the provider named the recipient it refused, fail that one and go again."""
+    error = str(exc)[:2000]
+    match = _REFUSED_PERSONALIZATION.search(error)
+    if match and int(match.group(1)) < len(rows):
+        row = rows[int(match.group(1))]
+        _set_rows([row.id], state="failed", error=error)
+        # A refused address is not a failed attempt of the batch.
+        _update_own_batch(
+            batch,
+            owner,
+            in_flight_since=None,
+            attempts=NewsletterBatch.attempts - 1,
+            last_error=error,
+        )
+        db.session.commit()
+        return Wait(0, "recipient-refused")
+    _set_rows([r.id for r in rows], state="failed", error=error)
+    ledger.refresh_batch(batch.id, in_flight_since=None, last_error=error)
+    db.session.commit()
+    return _finish_batch(batch)
+
+
+def pause_for_configuration(newsletter_id: int, reason: str) -> None:
+    db.session.execute(
+        update(Newsletter)
+        .where(Newsletter.id == newsletter_id, Newsletter.state == "sending")
+        .values(state="paused", paused_at=utcnow(), pause_reason=reason[:2000])
+        .execution_options(synchronize_session=False)
+    )
+
+
+# -- the job's loop ----------------------------------------------------------------------
+
+
+MAX_INLINE_TOTAL = 60.0
+
+
+def run_batch(batch_id: int, *, reschedule) -> str:
+    """Claim and send one batch, waiting inline for short waits, rescheduling for long.
+
+    `reschedule(batch, seconds)` enqueues the batch's job again (after commit).
+    """
+    from crm.queue import get_redis
+
+    owner = new_owner()
+    batch = claim_batch(batch_id, owner)
+    db.session.commit()
+    if batch is None:
+        return "not-claimed"
+    limiter = RateLimiter(get_redis())
+    waited = 0.0
+    try:
+        while True:
+            step = attempt(batch, owner, limiter)
+            if step.done:
+                return step.outcome
+            inline = setting("NEWSLETTER_MAX_INLINE_WAIT_SECONDS")
+            if step.wait <= inline and waited + step.wait <= MAX_INLINE_TOTAL:
+                if not extend_lease(batch, owner, step.wait):
+                    db.session.commit()
+                    return "lease-lost"
+                db.session.commit()
+                time.sleep(step.wait)
+                waited += step.wait
+                continue
+            release(batch, owner, wait=step.wait)
+            reschedule(batch, step.wait)
+            db.session.commit()
+            return step.outcome
+    except Exception as exc:
+        db.session.rollback()
+        # A bug, the database or Redis gone: give the batch back after a backoff; the
+        # reconciler enqueues it again. An in-flight mark stays: outcome unknown.
+        try:
+            fresh = db.session.get(NewsletterBatch, batch_id, populate_existing=True)
+            release(
+                fresh, owner, wait=backoff(fresh.attempts + 1), error=f"{type(exc).__name__}: {exc}"
+            )
+            db.session.commit()
+        except Exception:  # noqa: BLE001 - the lease expires by itself
+            db.session.rollback()
+        raise

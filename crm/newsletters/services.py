@@ -1,0 +1,340 @@
+"""The rules of a newsletter's life: compose, schedule, send, pause, resume, cancel.
+
+draft ⇄ scheduled → sending ⇄ paused → finished (automatically, when nothing is
+pending) · scheduled / sending / paused → cancelled. Functions change the session and
+never commit; jobs they need are enqueued after the caller commits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from flask_babel import gettext as _
+from sqlalchemy import func, select, update
+
+from crm.extensions import db
+from crm.mail.services import queue_email
+from crm.members.models import CONTACT_ROLES, Network
+from crm.newsletters import audience, compose, ledger
+from crm.newsletters.models import (
+    MEMBERSHIP_FILTERS,
+    Newsletter,
+    NewsletterBatch,
+    NewsletterRecipient,
+)
+from crm.newsletters.queueing import after_commit
+from crm.subscriptions.models import GENERAL_TOPIC, Topic
+from crm.subscriptions.services import public_url
+from crm.timeutil import utcnow
+
+
+class NewsletterError(ValueError):
+    """A change that breaks a rule; the message is fit to show staff."""
+
+
+@dataclass
+class Content:
+    subject: str
+    body: str
+    preheader: str = ""
+    topics: tuple[str, ...] = (GENERAL_TOPIC,)
+    network_ids: tuple[int, ...] = ()
+    municipalities: tuple[str, ...] = ()
+    membership: str = ""
+    roles: tuple[str, ...] = ()
+    in_archive: bool = False
+
+
+def _clean_line(value: str, limit: int) -> str:
+    return " ".join((value or "").replace("\x00", "").split())[:limit]
+
+
+def _check(content: Content) -> Content:
+    subject = _clean_line(content.subject, 200)
+    if not subject:
+        raise NewsletterError(_("A newsletter needs a subject."))
+    body = (content.body or "").replace("\x00", "").replace("\r\n", "\n")
+    if not body.strip():
+        raise NewsletterError(_("A newsletter needs some text."))
+    if len(body) > compose.MAX_BODY_LENGTH:
+        raise NewsletterError(_("The text is too long."))
+    known_topics = set(db.session.scalars(select(Topic.slug)))
+    topics = tuple(dict.fromkeys(t for t in content.topics if t))
+    if not topics:
+        raise NewsletterError(_("Choose at least one topic: only its subscribers can get it."))
+    unknown = [t for t in topics if t not in known_topics]
+    if unknown:
+        raise NewsletterError(_("Unknown topic: %(slug)s", slug=", ".join(unknown)))
+    network_ids = tuple(dict.fromkeys(int(n) for n in content.network_ids))
+    if network_ids:
+        found = set(db.session.scalars(select(Network.id).where(Network.id.in_(network_ids))))
+        if found != set(network_ids):
+            raise NewsletterError(_("Unknown network."))
+    municipalities = tuple(dict.fromkeys(str(m).strip() for m in content.municipalities))
+    if any(not (m.isdigit() and len(m) == 4) for m in municipalities):
+        raise NewsletterError(_("A municipality number has four digits."))
+    if content.membership not in MEMBERSHIP_FILTERS:
+        raise NewsletterError(_("Unknown membership filter."))
+    roles = tuple(dict.fromkeys(r for r in content.roles))
+    if any(r not in CONTACT_ROLES for r in roles):
+        raise NewsletterError(_("Unknown contact role."))
+    return Content(
+        subject=subject,
+        body=body,
+        preheader=_clean_line(content.preheader, 200),
+        topics=topics,
+        network_ids=network_ids,
+        municipalities=municipalities,
+        membership=content.membership,
+        roles=roles,
+        in_archive=bool(content.in_archive),
+    )
+
+
+def _apply(newsletter: Newsletter, content: Content) -> None:
+    newsletter.subject = content.subject
+    newsletter.preheader = content.preheader
+    newsletter.body = content.body
+    newsletter.topics = list(content.topics)
+    newsletter.network_ids = list(content.network_ids)
+    newsletter.municipalities = list(content.municipalities)
+    newsletter.membership = content.membership
+    newsletter.roles = list(content.roles)
+    newsletter.in_archive = content.in_archive
+
+
+def content_of(newsletter: Newsletter) -> Content:
+    return Content(
+        subject=newsletter.subject,
+        body=newsletter.body,
+        preheader=newsletter.preheader,
+        topics=tuple(newsletter.topics or ()),
+        network_ids=tuple(newsletter.network_ids or ()),
+        municipalities=tuple(newsletter.municipalities or ()),
+        membership=newsletter.membership,
+        roles=tuple(newsletter.roles or ()),
+        in_archive=newsletter.in_archive,
+    )
+
+
+def create_newsletter(content: Content, user=None) -> Newsletter:
+    """A new draft."""
+    newsletter = Newsletter(state="draft", created_by_id=user.id if user is not None else None)
+    _apply(newsletter, _check(content))
+    db.session.add(newsletter)
+    db.session.flush()
+    return newsletter
+
+
+def update_newsletter(newsletter: Newsletter, content: Content) -> None:
+    """Change a draft or scheduled newsletter (one that has not started sending)."""
+    if not newsletter.editable:
+        raise NewsletterError(_("A newsletter that has been sent cannot be changed."))
+    _apply(newsletter, _check(content))
+
+
+def duplicate(newsletter: Newsletter, user=None) -> Newsletter:
+    """A new draft with the same content and audience (e.g. next month's edition)."""
+    copy = Newsletter(
+        state="draft",
+        created_by_id=user.id if user is not None else None,
+        duplicated_from_id=newsletter.id,
+    )
+    _apply(copy, content_of(newsletter))
+    db.session.add(copy)
+    db.session.flush()
+    return copy
+
+
+def delete_draft(newsletter: Newsletter) -> None:
+    if newsletter.state != "draft":
+        raise NewsletterError(_("Only drafts can be deleted."))
+    db.session.delete(newsletter)
+
+
+def recipient_count(newsletter: Newsletter) -> int:
+    """Recipients if it were sent now (for drafts), or the ledger's size (once sending)."""
+    if newsletter.editable:
+        return audience.count(audience.Audience.of(newsletter))
+    return ledger.counts(newsletter.id)["total"]
+
+
+# -- sending ----------------------------------------------------------------------------
+
+
+def schedule(newsletter: Newsletter, at: datetime) -> None:
+    if newsletter.state not in ("draft", "scheduled"):
+        raise NewsletterError(_("Only a draft can be scheduled."))
+    if at <= utcnow() + timedelta(minutes=1):
+        raise NewsletterError(_("Choose a time in the future."))
+    newsletter.state = "scheduled"
+    newsletter.scheduled_at = at
+    after_commit("start", newsletter.id, at)
+
+
+def unschedule(newsletter: Newsletter) -> None:
+    if newsletter.state != "scheduled":
+        raise NewsletterError(_("The newsletter is not scheduled."))
+    newsletter.state = "draft"
+    newsletter.scheduled_at = None
+
+
+def start_sending(newsletter: Newsletter) -> int:
+    """Freeze the content, create the recipient ledger and its batches: state `sending`.
+
+    All in the caller's transaction; the batch jobs are enqueued after it commits.
+    Returns the number of recipients (0: the newsletter is finished at once).
+    """
+    if newsletter.state not in ("draft", "scheduled"):
+        raise NewsletterError(_("This newsletter has already been sent."))
+    ledger.freeze_content(newsletter)
+    newsletter.state = "sending"
+    newsletter.started_at = utcnow()
+    newsletter.pause_reason = ""
+    db.session.flush()
+    total = ledger.create_ledger(newsletter)
+    if total == 0:
+        newsletter.state = "finished"
+        newsletter.finished_at = utcnow()
+    return total
+
+
+def pause(newsletter: Newsletter) -> None:
+    """Stop after the requests under way; nothing pending is lost."""
+    if newsletter.state != "sending":
+        raise NewsletterError(_("Only a newsletter that is being sent can be paused."))
+    newsletter.state = "paused"
+    newsletter.paused_at = utcnow()
+
+
+def resume(newsletter: Newsletter) -> None:
+    """Go on sending what is pending."""
+    from crm.newsletters import reconciler
+
+    if newsletter.state != "paused":
+        raise NewsletterError(_("Only a paused newsletter can be resumed."))
+    newsletter.state = "sending"
+    newsletter.pause_reason = ""
+    db.session.execute(
+        update(NewsletterBatch)
+        .where(
+            NewsletterBatch.newsletter_id == newsletter.id,
+            NewsletterBatch.state == "pending",
+            NewsletterBatch.ambiguous_since.is_(None),
+        )
+        .values(next_attempt_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    db.session.flush()
+    for batch in db.session.scalars(
+        select(NewsletterBatch).where(
+            NewsletterBatch.newsletter_id == newsletter.id, NewsletterBatch.state == "pending"
+        )
+    ):
+        reconciler.requeue(batch)
+
+
+def cancel(newsletter: Newsletter) -> int:
+    """Stop for good: pending recipients are skipped (a request under way still counts)."""
+    if newsletter.state not in ("scheduled", "sending", "paused"):
+        raise NewsletterError(_("This newsletter cannot be cancelled."))
+    if db.session.get_bind().dialect.name == "postgresql":
+        db.session.execute(
+            select(Newsletter.id).where(Newsletter.id == newsletter.id).with_for_update()
+        )
+    newsletter.state = "cancelled"
+    newsletter.cancelled_at = utcnow()
+    db.session.flush()
+    return ledger.skip_unsent(newsletter, "cancelled")
+
+
+def test_send(newsletter: Newsletter, user) -> None:
+    """Send the newsletter as a recipient would see it to the staff user alone."""
+    rendered = compose.render_email(
+        newsletter.subject, newsletter.preheader, newsletter.body, ledger.archive_url(newsletter)
+    )
+    first_name = (user.name or "").split(" ")[0]
+    substitutions = compose.Personalizer().substitutions(
+        first_name, public_url("/unsubscribe/test"), public_url("/preferences/test")
+    )
+    queue_email(
+        user.email,
+        "newsletters/test",
+        {
+            "subject": compose.apply_substitutions(rendered.subject, substitutions),
+            "html": compose.apply_substitutions(rendered.html, substitutions),
+            "text": compose.apply_substitutions(rendered.text, substitutions),
+        },
+        to_name=user.name or "",
+        category="newsletter-test",
+        locale=compose.newsletter_locale(),
+    )
+
+
+# -- progress ---------------------------------------------------------------------------
+
+RATE_WINDOW = timedelta(seconds=30)
+
+
+def status(newsletter: Newsletter) -> dict:
+    """The CLI's status: state and the ledger's counts."""
+    counts = ledger.counts(newsletter.id)
+    return {
+        "state": newsletter.state,
+        "total": counts["total"],
+        "sent": counts["sent"],
+        "failed": counts["failed"],
+        "pending": counts["pending"],
+    }
+
+
+def progress(newsletter: Newsletter) -> dict:
+    """Counts, rate (emails/s over the last 30 s) and an ETA, for the live progress bar."""
+    counts = ledger.counts(newsletter.id)
+    now = utcnow()
+    done = counts["total"] - counts["pending"]
+    rate = 0.0
+    if newsletter.state == "sending" and newsletter.started_at:
+        since = max(newsletter.started_at, now - RATE_WINDOW)
+        recent = db.session.scalar(
+            select(func.coalesce(func.sum(NewsletterBatch.sent_count), 0)).where(
+                NewsletterBatch.newsletter_id == newsletter.id,
+                NewsletterBatch.sent_at >= since,
+            )
+        )
+        elapsed = max((now - since).total_seconds(), 1.0)
+        rate = float(recent) / elapsed
+    elif newsletter.state == "finished" and newsletter.started_at and newsletter.finished_at:
+        # The average over the whole send.
+        elapsed = max((newsletter.finished_at - newsletter.started_at).total_seconds(), 1.0)
+        rate = counts["sent"] / elapsed
+    eta = round(counts["pending"] / rate) if rate > 0 and counts["pending"] else None
+    return {
+        "id": newsletter.id,
+        "state": newsletter.state,
+        **counts,
+        "done": done,
+        "percent": round(100.0 * done / counts["total"], 1) if counts["total"] else 100.0,
+        "rate": round(rate, 1),
+        "eta_seconds": eta,
+        "pause_reason": newsletter.pause_reason,
+    }
+
+
+# -- other areas' hooks -------------------------------------------------------------------
+
+
+def merge_recipients(target, other) -> None:
+    """MERGE_HOOKS: the other contact's ledger rows go to the contact it joins.
+
+    Where both got the same newsletter, each keeps its own row (both were real sends).
+    """
+    R = NewsletterRecipient
+    already = select(R.newsletter_id).where(R.contact_id == target.id)
+    db.session.execute(
+        update(R)
+        .where(R.contact_id == other.id, R.newsletter_id.not_in(already))
+        .values(contact_id=target.id)
+        .execution_options(synchronize_session=False)
+    )

@@ -1,0 +1,180 @@
+"""What happened to a newsletter after it was sent, from the provider's webhook events.
+
+The mail area stores every webhook event and calls `record_mail_event` for each; the
+custom_args we sent (`klynge_newsletter`, `klynge_batch`, `klynge_recipient`) come back
+in the event and name the ledger row. The first event of each kind sets a timestamp
+on the row; any event also sets `processed_at`, the evidence the resend policy reads.
+
+Unsubscribes count both the provider's own unsubscribe events and our one-click link:
+a withdrawal through the link counts for the newest newsletter the person had
+received before it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import case, exists, func, or_, select, update
+from sqlalchemy.orm import aliased
+
+from crm.extensions import db
+from crm.members.models import Company, Contact, Network, contact_network
+from crm.members.municipalities import municipality_name
+from crm.newsletters.models import NewsletterRecipient
+from crm.subscriptions.models import ConsentEvent
+from crm.timeutil import utcnow
+
+# webhook event -> the row's timestamp column it sets
+EVENT_COLUMNS = {
+    "processed": "processed_at",
+    "delivered": "delivered_at",
+    "open": "opened_at",
+    "click": "clicked_at",
+    "bounce": "bounced_at",
+    "dropped": "bounced_at",
+    "unsubscribe": "unsubscribed_at",
+    "group_unsubscribe": "unsubscribed_at",
+    "spamreport": "spam_reported_at",
+}
+METRICS = ("sent", "delivered", "bounced", "opened", "clicked", "unsubscribed", "spam")
+
+
+def _int(value) -> int | None:
+    try:
+        number = int(str(value))
+    except (TypeError, ValueError):
+        return None
+    return number if 0 < number < 2**31 else None
+
+
+def _event_time(value) -> datetime:
+    try:
+        return datetime.fromtimestamp(float(value), UTC)
+    except (TypeError, ValueError, OverflowError, OSError):
+        return utcnow()
+
+
+def record_mail_event(event: dict, message=None) -> None:
+    """Webhook handler (registered with crm.mail.services): note the event on its row."""
+    row_id = _int(event.get("klynge_recipient"))
+    newsletter_id = _int(event.get("klynge_newsletter"))
+    if row_id is None or newsletter_id is None:
+        return
+    kind = str(event.get("event") or "")
+    at = _event_time(event.get("timestamp"))
+    R = NewsletterRecipient
+    values = {"processed_at": func.coalesce(R.processed_at, at)}
+    column = EVENT_COLUMNS.get(kind)
+    # A "blocked" bounce is temporary (the address exists): not counted as bounced.
+    if column and not (kind == "bounce" and event.get("type") == "blocked"):
+        values[column] = func.coalesce(getattr(R, column), at)
+    provider_id = str(event.get("sg_message_id") or "").split(".", 1)[0][:100]
+    if provider_id:
+        values["provider_message_id"] = func.coalesce(R.provider_message_id, provider_id)
+    db.session.execute(
+        update(R)
+        .where(R.id == row_id, R.newsletter_id == newsletter_id)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def _unsubscribed():
+    R = NewsletterRecipient
+    later = aliased(NewsletterRecipient)
+    through_link = exists().where(
+        ConsentEvent.contact_id == R.contact_id,
+        ConsentEvent.kind == "withdrawn",
+        ConsentEvent.source == "email_link",
+        ConsentEvent.at >= R.sent_at,
+        ~exists().where(
+            later.contact_id == R.contact_id,
+            later.state == "sent",
+            later.sent_at > R.sent_at,
+            later.sent_at <= ConsentEvent.at,
+        ),
+    )
+    return or_(R.unsubscribed_at.is_not(None), through_link)
+
+
+def _metric_columns():
+    R = NewsletterRecipient
+
+    def count_if(condition):
+        return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
+
+    return [
+        func.count(),
+        count_if(R.delivered_at.is_not(None)),
+        count_if(R.bounced_at.is_not(None)),
+        count_if(R.opened_at.is_not(None)),
+        count_if(R.clicked_at.is_not(None)),
+        count_if(_unsubscribed()),
+        count_if(R.spam_reported_at.is_not(None)),
+    ]
+
+
+@dataclass
+class Figures:
+    label: str
+    sent: int = 0
+    delivered: int = 0
+    bounced: int = 0
+    opened: int = 0
+    clicked: int = 0
+    unsubscribed: int = 0
+    spam: int = 0
+
+    def rate(self, metric: str) -> float | None:
+        """Share of delivered (opens, clicks) or of sent (the rest); None without any."""
+        base = self.delivered if metric in ("opened", "clicked") else self.sent
+        # Events can be missing or late (an open without a delivery event): cap at 100 %.
+        return min(1.0, getattr(self, metric) / base) if base else None
+
+
+def _figures(label: str, values) -> Figures:
+    return Figures(label, *(int(v or 0) for v in values))
+
+
+def _sent_rows(newsletter_id: int):
+    R = NewsletterRecipient
+    return (R.newsletter_id == newsletter_id, R.state == "sent")
+
+
+def totals(newsletter_id: int) -> Figures:
+    values = db.session.execute(select(*_metric_columns()).where(*_sent_rows(newsletter_id))).one()
+    return _figures("", values)
+
+
+def by_network(newsletter_id: int) -> list[Figures]:
+    """Figures per network the recipients belong to (a person in two counts in both)."""
+    R = NewsletterRecipient
+    rows = db.session.execute(
+        select(Network.name, *_metric_columns())
+        .join(contact_network, contact_network.c.contact_id == R.contact_id)
+        .join(Network, Network.id == contact_network.c.network_id)
+        .where(*_sent_rows(newsletter_id))
+        .group_by(Network.name)
+        .order_by(Network.name)
+    ).all()
+    return [_figures(name, values) for name, *values in rows]
+
+
+def by_municipality(newsletter_id: int) -> list[Figures]:
+    """Figures per municipality of the recipients' companies ("" = no company)."""
+    R = NewsletterRecipient
+    number = func.coalesce(Company.municipality_number, "")
+    rows = db.session.execute(
+        select(number, *_metric_columns())
+        .join(Contact, Contact.id == R.contact_id)
+        .outerjoin(Company, Company.id == Contact.company_id)
+        .where(*_sent_rows(newsletter_id))
+        .group_by(number)
+        .order_by(number)
+    ).all()
+    figures = []
+    for value, *values in rows:
+        label = f"{municipality_name(value) or value} ({value})" if value else ""
+        figures.append(_figures(label, values))
+    return figures

@@ -1,0 +1,43 @@
+"""RQ jobs of the newsletters area (queue `newsletters`): load by id, call, commit."""
+
+from datetime import timedelta
+
+from crm.extensions import db
+from crm.newsletters import reconciler, sending, services
+from crm.newsletters.models import Newsletter
+from crm.newsletters.queueing import reconcile_due
+from crm.timeutil import utcnow
+
+
+def send_batch(batch_id: int) -> str:
+    """Send one batch (if nobody else is); see crm.newsletters.sending."""
+
+    def reschedule(batch, seconds: float) -> None:
+        reconciler.requeue(batch, at=utcnow() + timedelta(seconds=seconds))
+
+    return sending.run_batch(batch_id, reschedule=reschedule)
+
+
+def start_scheduled(newsletter_id: int) -> str:
+    """Start a scheduled newsletter whose time has come (a no-op if it was changed)."""
+    newsletter = db.session.get(Newsletter, newsletter_id)
+    if newsletter is None or newsletter.state != "scheduled":
+        return "not-scheduled"
+    if newsletter.scheduled_at and newsletter.scheduled_at > utcnow() + timedelta(seconds=5):
+        return "not-yet"  # rescheduled later; that time's job (or the reconciler) starts it
+    total = services.start_sending(newsletter)
+    db.session.commit()
+    return f"started: {total} recipients"
+
+
+def reconcile_job() -> dict:
+    """The periodic reconciler (enqueued by `reconcile_tick`)."""
+    return reconciler.reconcile()
+
+
+def reconcile_tick(app) -> None:
+    """Worker hook, every WORKER_HOOK_SECONDS in every worker: enqueue the reconciler
+    when it is due. Needs nothing stored in Redis, so it also runs after Redis lost
+    its data, or after a reboot."""
+    with app.app_context():
+        reconcile_due()

@@ -1,0 +1,411 @@
+"""Public signup, confirmation, unsubscribe and preferences; the staff consent panel."""
+
+import hashlib
+import json
+import os
+import re
+
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    flash,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask_babel import get_locale
+from flask_babel import gettext as _
+from flask_login import current_user
+from limits import parse as parse_limit
+from redis.exceptions import RedisError
+from werkzeug.routing import BuildError
+
+from crm.auth.permissions import permission_required
+from crm.extensions import csrf, db, limiter
+from crm.members.models import Contact
+from crm.queue import get_queue, get_redis
+from crm.subscriptions import services, tasks, tokens
+from crm.subscriptions.forms import (
+    ConfirmForm,
+    EraseForm,
+    PreferencesForm,
+    StaffConsentForm,
+    StaffWithdrawForm,
+    SubscribeForm,
+    topic_choices,
+)
+
+bp = Blueprint("subscriptions", __name__)
+# Staff pages live apart: everything in `subscriptions` is public, everything here
+# needs a members permission.
+staff_bp = Blueprint("consent", __name__)
+
+MAX_ID = 2**31 - 1
+# Requests to the public form are small; anything bigger is not a person typing.
+MAX_SIGNUP_BYTES = 64 * 1024
+# Per address, silently: an inbox cannot be flooded with confirmation emails, and
+# the answer never differs (so it reveals nothing either).
+ADDRESS_LIMIT = parse_limit("3 per hour")
+
+
+def _locale() -> str:
+    return str(get_locale() or "nb")
+
+
+def _client_ip() -> str | None:
+    return request.remote_addr
+
+
+def _public_args() -> dict:
+    """Query arguments public pages carry along: embedded mode and a chosen language."""
+    args = {}
+    if request.args.get("embed") == "1":
+        args["embed"] = "1"
+    if request.args.get("lang") in ("nb", "en"):
+        args["lang"] = request.args["lang"]
+    return args
+
+
+def _render_public(template: str, status: int = 200, **context) -> Response:
+    embed = request.args.get("embed") == "1"
+    response = make_response(
+        render_template(template, embed=embed, public_args=_public_args(), **context), status
+    )
+    if embed and request.endpoint == "subscriptions.subscribe":
+        response.frame_ancestors = "*"  # only the signup form may be framed (crm/security.py)
+    return response
+
+
+def _reference_data():
+    """The active topics and the current wording, created and committed on first use."""
+    services.sync_topics()
+    services.current_wording()
+    db.session.commit()
+    # Loaded after the commit, which would otherwise expire them attribute by attribute.
+    return services.active_topics(), services.current_wording()
+
+
+def _invalid_link(expired: bool = False) -> Response:
+    return _render_public(
+        "subscriptions/link_invalid.html", status=410 if expired else 404, expired=expired
+    )
+
+
+# -- public signup --------------------------------------------------------------------
+
+
+def _address_allowed(email: str) -> bool:
+    """Count a signup for the address; False once it has had its share this hour."""
+    if not limiter.enabled or not current_app.config.get("RATELIMIT_ENABLED", True):
+        return True
+    digest = hashlib.sha256(email.strip().lower().encode("utf-8", "replace")).hexdigest()
+    return limiter.limiter.hit(ADDRESS_LIMIT, "subscribe-address", digest)
+
+
+def _signup_looks_automated(form: SubscribeForm) -> bool:
+    """Honeypot filled in, form token missing or forged, or filled in inhumanly fast."""
+    if form.website.data:
+        return True
+    age = tokens.form_age_seconds(form.started.data)
+    return age is None or age < current_app.config["SUBSCRIBE_MIN_FILL_SECONDS"]
+
+
+def _schedule_purge() -> None:
+    """Queue the clean-up of expired signups, at most once an hour (signups trigger it)."""
+    try:
+        if get_redis().set("klynge:subscriptions:purge", "1", nx=True, ex=3600):
+            get_queue("default").enqueue(tasks.purge_expired_signups, job_timeout=300)
+    except RedisError:
+        current_app.logger.warning("could not queue the purge of expired signups")
+
+
+def _chosen_topics(form, topics) -> list:
+    wanted = set(form.topics.data or [])
+    return [t for t in topics if t.slug in wanted]
+
+
+@bp.route("/subscribe", methods=["GET", "POST"])
+@csrf.exempt  # embedded in an iframe: see SubscribeForm for what stands in for the token
+@limiter.limit("10 per minute;60 per hour", methods=["POST"])
+def subscribe():
+    request.max_content_length = MAX_SIGNUP_BYTES
+    topics, wording = _reference_data()
+    form = SubscribeForm()
+    form.topics.choices = topic_choices(topics, _locale())
+
+    if request.method == "POST":
+        # The version the form showed is what the person agreed to (if it exists).
+        if re.fullmatch(r"[0-9]{1,8}", form.wording.data or ""):
+            wording = services.wording_by_version(int(form.wording.data)) or wording
+        chosen = _chosen_topics(form, topics)
+        valid = form.validate()
+        if valid and not chosen:
+            form.topics.errors = [_("Choose at least one topic.")]
+            valid = False
+        if valid:
+            # Bots get the same friendly answer as people, and nothing happens.
+            if not _signup_looks_automated(form) and _address_allowed(form.email.data):
+                services.start_signup(
+                    name=form.name.data,
+                    email=form.email.data,
+                    company=form.company.data or "",
+                    topics=chosen,
+                    wording=wording,
+                    ip=_client_ip(),
+                    locale=_locale(),
+                )
+                db.session.commit()
+                _schedule_purge()
+            return _render_public("subscriptions/check_inbox.html")
+    else:
+        form.started.data = tokens.make_form_token()
+        form.topics.data = [services.GENERAL_TOPIC]
+    form.wording.data = str(wording.version)
+    return _render_public(
+        "subscriptions/subscribe.html", form=form, wording=wording, locale=_locale()
+    )
+
+
+@bp.route("/subscribe/confirm/<token>", methods=["GET", "POST"])
+@limiter.limit("30 per minute", methods=["POST"])
+def confirm(token: str):
+    try:
+        claim = tokens.read_confirm_token(token)
+    except tokens.TokenExpired:
+        return _invalid_link(expired=True)
+    except tokens.TokenInvalid:
+        return _invalid_link()
+    pending = services.pending_for_claim(claim.pending_id, claim.nonce)
+    if pending is None:
+        return _invalid_link()
+    topics = services.pending_topics(pending)
+    form = ConfirmForm()
+    if pending.confirmed_at is None and not form.validate_on_submit():
+        return _render_public(
+            "subscriptions/confirm.html", form=form, topics=topics, pending=pending
+        )
+    result = services.confirm_signup(pending, ip=_client_ip())
+    db.session.commit()
+    return _render_public(
+        "subscriptions/confirmed.html",
+        topics=services.subscribed_topics(result.contact),
+        preferences_url=url_for(
+            "subscriptions.preferences", token=services.link_token(result.contact)
+        ),
+    )
+
+
+# -- leaving and changing topics (the token is the authority) --------------------------
+
+
+@bp.route("/unsubscribe/<token>", methods=["GET", "POST"])
+@csrf.exempt  # RFC 8058 one-click: mail providers POST without any token of ours
+@limiter.limit("60 per minute", methods=["POST"])
+def unsubscribe(token: str):
+    contact = services.contact_for_link(token)
+    if contact is None:
+        return _invalid_link()
+    if request.method == "POST":
+        # Any body will do, RFC 8058's "List-Unsubscribe=One-Click" included.
+        services.unsubscribe(contact, ip=_client_ip())
+        db.session.commit()
+        return _render_public("subscriptions/unsubscribed.html", token=token)
+    return _render_public(
+        "subscriptions/unsubscribe.html",
+        token=token,
+        topics=services.subscribed_topics(contact),
+    )
+
+
+@bp.route("/preferences/<token>", methods=["GET", "POST"])
+@limiter.limit("30 per minute", methods=["POST"])
+def preferences(token: str):
+    contact = services.contact_for_link(token)
+    if contact is None:
+        return _invalid_link()
+    topics, wording = _reference_data()
+    form = PreferencesForm()
+    form.topics.choices = topic_choices(topics, _locale())
+    if form.validate_on_submit():
+        if "unsubscribe_all" in request.form:
+            services.unsubscribe(contact, ip=_client_ip())
+            db.session.commit()
+            return _render_public("subscriptions/unsubscribed.html", token=token)
+        services.update_preferences(
+            contact, _chosen_topics(form, topics), ip=_client_ip(), wording=wording
+        )
+        db.session.commit()
+        flash(_("Your choices are saved."), "success")
+        return redirect(url_for("subscriptions.preferences", token=token, **_public_args()))
+    if request.method == "GET":
+        form.topics.data = [t.slug for t in services.subscribed_topics(contact)]
+    return _render_public(
+        "subscriptions/preferences.html",
+        form=form,
+        token=token,
+        contact=contact,
+        wording=wording,
+        locale=_locale(),
+    )
+
+
+# -- staff ------------------------------------------------------------------------------
+
+
+def _contact_or_404(contact_id: int) -> Contact:
+    if contact_id > MAX_ID:
+        abort(404)
+    return db.get_or_404(Contact, contact_id)
+
+
+def _contact_page(contact: Contact) -> str:
+    try:
+        return url_for("members.contact_detail", contact_id=contact.id) + "#consent"
+    except BuildError:
+        return url_for("consent.contact_consent", contact_id=contact.id)
+
+
+def _topics_from(form) -> list:
+    wanted = set(form.topics.data or [])
+    return [t for t in services.sync_topics() if t.slug in wanted]
+
+
+@staff_bp.route("/contacts/<int:contact_id>/consent")
+@permission_required("members.view")
+def contact_consent(contact_id: int):
+    contact = _contact_or_404(contact_id)
+    response = render_template("subscriptions/contact_consent.html", contact=contact)
+    db.session.commit()  # topics created on first use
+    return response
+
+
+@staff_bp.route("/contacts/<int:contact_id>/consent/grant", methods=["POST"])
+@permission_required("members.edit")
+def record_consent(contact_id: int):
+    contact = _contact_or_404(contact_id)
+    form = StaffConsentForm()
+    if not form.validate():
+        flash(" ".join(str(e) for errors in form.errors.values() for e in errors), "error")
+        return redirect(_contact_page(contact))
+    try:
+        events = services.record_staff_consent(
+            contact,
+            _topics_from(form),
+            user=current_user,
+            channel=form.channel.data,
+            note=form.note.data,
+        )
+    except services.ConsentError as exc:
+        db.session.rollback()
+        flash(str(exc), "error")
+        return redirect(_contact_page(contact))
+    db.session.commit()
+    if events:
+        flash(_("Consent recorded."), "success")
+    else:
+        flash(_("The contact already had consent for those topics."), "info")
+    return redirect(_contact_page(contact))
+
+
+@staff_bp.route("/contacts/<int:contact_id>/consent/withdraw", methods=["POST"])
+@permission_required("members.edit")
+def withdraw_consent(contact_id: int):
+    contact = _contact_or_404(contact_id)
+    form = StaffWithdrawForm()
+    if not form.validate():
+        flash(" ".join(str(e) for errors in form.errors.values() for e in errors), "error")
+        return redirect(_contact_page(contact))
+    topics = _topics_from(form)
+    if not topics:
+        flash(_("Choose at least one topic."), "error")
+        return redirect(_contact_page(contact))
+    events = services.staff_withdraw(contact, topics, user=current_user, note=form.note.data)
+    db.session.commit()
+    flash(_("Consent withdrawn.") if events else _("Nothing to withdraw."), "success")
+    return redirect(_contact_page(contact))
+
+
+@staff_bp.route("/contacts/<int:contact_id>/personal-data.json")
+@permission_required("members.view")
+def export_personal_data(contact_id: int):
+    contact = _contact_or_404(contact_id)
+    data = services.export_person(contact)
+    body = json.dumps(data, ensure_ascii=False, indent=2, sort_keys=True)
+    response = Response(body, mimetype="application/json")
+    response.headers["Content-Disposition"] = (
+        f'attachment; filename="contact-{contact.id}-personal-data.json"'
+    )
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@staff_bp.route("/contacts/<int:contact_id>/erase", methods=["GET", "POST"])
+@permission_required("members.edit")
+def erase_contact(contact_id: int):
+    contact = _contact_or_404(contact_id)
+    form = EraseForm()
+    if form.validate_on_submit():
+        try:
+            services.erase_person(contact, user=current_user)
+        except services.ConsentError as exc:
+            db.session.rollback()
+            flash(str(exc), "error")
+            return redirect(_contact_page(contact))
+        db.session.commit()
+        flash(_("The person's data is erased."), "success")
+        return redirect(_contact_page(contact))
+    return render_template("subscriptions/erase.html", contact=contact, form=form)
+
+
+# -- wiring -----------------------------------------------------------------------------
+
+
+def consent_panel(contact: Contact) -> dict:
+    """What the consent panel on a contact page shows (a template global)."""
+    topics = services.sync_topics()
+    states = services.consent_states(contact)
+    active_slugs = [t.slug for t in topics if getattr(states.get(t.id), "status", "") == "active"]
+    grant_form = StaffConsentForm(formdata=None)
+    grant_form.topics.choices = topic_choices(
+        [t for t in topics if t.slug not in active_slugs], _locale()
+    )
+    withdraw_form = StaffWithdrawForm(formdata=None)
+    withdraw_form.topics.choices = topic_choices(
+        [t for t in topics if t.slug in active_slugs], _locale()
+    )
+    withdraw_form.topics.data = active_slugs
+    all_topics = {t.id: t for t in db.session.scalars(db.select(services.Topic))}
+    return {
+        "topics": topics,
+        "all_topics": all_topics,
+        "states": states,
+        "history": services.consent_history(contact),
+        "company_address": services.is_company_address(contact),
+        "profile": services.subscriber_profile(contact),
+        "wording": services.current_wording(),
+        "grant_form": grant_form,
+        "withdraw_form": withdraw_form,
+        "status_labels": services.STATUS_LABELS,
+        "kind_labels": services.KIND_LABELS,
+        "source_labels": services.SOURCE_LABELS,
+    }
+
+
+def init_app(app) -> None:
+    from crm.members import panels
+
+    # Seconds a person needs at least to fill in the signup form (0 for benchmarks).
+    app.config.setdefault(
+        "SUBSCRIBE_MIN_FILL_SECONDS", float(os.environ.get("SUBSCRIBE_MIN_FILL_SECONDS", 2))
+    )
+    app.register_blueprint(bp)
+    app.register_blueprint(staff_bp)
+    app.jinja_env.globals["consent_panel"] = consent_panel
+    panel = "subscriptions/_contact_consent_panel.html"
+    if panel not in panels.CONTACT_PANELS:
+        panels.CONTACT_PANELS.append(panel)
+    services.register_hooks()

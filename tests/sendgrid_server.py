@@ -1,0 +1,291 @@
+"""A SendGrid-compatible mail/send server on 127.0.0.1 for tests.
+
+It checks requests the way the real v3 API does: the bearer key (401), the JSON body
+against SendGrid's own schema (`tests/data/sendgrid-mail-v3.openapi.json`, the
+`PostMailSend` request body), at most 1,000 personalizations and 1,000 recipients,
+each address once per request, custom_args under 10,000 bytes, a subject and content.
+Refusals are 400 with SendGrid's `{"errors": [{"message", "field"}]}`; accepted requests
+get 202 with an `X-Message-Id` and are recorded. It can be told to answer 429 (with
+X-RateLimit-* headers) or 500 for the next N requests, or to stall so clients time out.
+
+Use the `sendgrid_server` fixture (add `pytest_plugins = ["tests.sendgrid_server"]` to a
+test module) and pass `server.worker_env()` to `run_worker(extra_env=...)`.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import best_match
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
+
+SCHEMA_FILE = Path(__file__).parent / "data" / "sendgrid-mail-v3.openapi.json"
+MAX_PERSONALIZATIONS = 1000
+MAX_RECIPIENTS = 1000
+MAX_CUSTOM_ARGS_BYTES = 10_000
+API_KEY = "test-key"
+
+
+def _mail_send_validator() -> Draft202012Validator:
+    document = json.loads(SCHEMA_FILE.read_text())
+    uri = "urn:sendgrid:mail-v3"
+    registry = Registry().with_resource(uri, Resource.from_contents(document, DRAFT202012))
+    schema = {
+        "$ref": f"{uri}#/components/requestBodies/PostMailSend/content/application~1json/schema"
+    }
+    return Draft202012Validator(
+        schema, registry=registry, format_checker=Draft202012Validator.FORMAT_CHECKER
+    )
+
+
+_VALIDATOR = _mail_send_validator()
+
+
+class ApiError(Exception):
+    def __init__(self, message: str, field_name: str | None = None, status: int = 400):
+        super().__init__(message)
+        self.message = message
+        self.field = field_name
+        self.status = status
+
+
+def check_mail_send(body: dict) -> None:
+    """Raise ApiError for a body the real API would refuse with 400."""
+    error = best_match(_VALIDATOR.iter_errors(body))
+    if error is not None:
+        path = ".".join(str(p) for p in error.absolute_path) or None
+        raise ApiError(error.message, path)
+    personalizations = body["personalizations"]
+    if not personalizations:
+        raise ApiError("The personalizations field is required.", "personalizations")
+    seen: set[str] = set()
+    total = 0
+    top_args = body.get("custom_args") if isinstance(body.get("custom_args"), dict) else {}
+    for i, p in enumerate(personalizations):
+        if not p.get("to"):
+            raise ApiError("The to array is required.", f"personalizations.{i}.to")
+        for kind in ("to", "cc", "bcc"):
+            for j, recipient in enumerate(p.get(kind) or []):
+                total += 1
+                address = recipient["email"].lower()
+                if address in seen:
+                    raise ApiError(
+                        "Each email address in the personalization block should be unique "
+                        "between to, cc, and bcc. We found the first duplicate instance of "
+                        f"[{recipient['email']}] in the personalizations.{i}.{kind} field.",
+                        f"personalizations.{i}.{kind}.{j}.email",
+                    )
+                seen.add(address)
+        args = dict(top_args, **(p.get("custom_args") or {}))
+        if len(json.dumps(args).encode()) >= MAX_CUSTOM_ARGS_BYTES:
+            raise ApiError(
+                "The custom arguments for this personalization exceed 10,000 bytes.",
+                f"personalizations.{i}.custom_args",
+            )
+        if not body.get("subject") and not p.get("subject") and not body.get("template_id"):
+            raise ApiError(
+                "The subject is required. You can get around this requirement if you use a "
+                "template with a subject defined or if every personalization has a subject "
+                "defined.",
+                "subject",
+            )
+    if total > MAX_RECIPIENTS:
+        raise ApiError(
+            f"The total number of recipients must be no more than {MAX_RECIPIENTS}.",
+            "personalizations",
+        )
+    if not body.get("content") and not body.get("template_id"):
+        raise ApiError(
+            "Unless a valid template_id is provided, the content parameter is required.",
+            "content",
+        )
+
+
+@dataclass
+class Fault:
+    kind: str  # "status" | "stall"
+    status: int = 500
+    reset_in: float = 1.0
+    retry_after: int | None = None
+    seconds: float = 0.0
+    message: str = "Internal server error"
+    field: str | None = None
+
+
+@dataclass
+class ReceivedRequest:
+    body: dict
+    headers: dict
+    message_id: str
+    at: float = field(default_factory=time.time)
+
+    @property
+    def recipients(self) -> list[str]:
+        return [to["email"] for p in self.body["personalizations"] for to in p.get("to", [])]
+
+
+class SendGridServer:
+    """The server and everything it saw. Thread-safe; started and stopped by the fixture."""
+
+    def __init__(self, api_key: str = API_KEY):
+        self.api_key = api_key
+        self.requests: list[ReceivedRequest] = []  # accepted (202)
+        self.refused: list[tuple[int, dict]] = []  # (status, error body)
+        self.stalled = 0
+        self._faults: deque[Fault] = deque()
+        self._lock = threading.Lock()
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- control ---------------------------------------------------------------------
+
+    def start(self) -> SendGridServer:
+        handler = type("Handler", (_Handler,), {"server_state": self})
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
+
+    def worker_env(self, **extra: str) -> dict[str, str]:
+        """Environment for a worker that sends through this server."""
+        return {
+            "MAIL_BACKEND": "sendgrid",
+            "SENDGRID_API_KEY": self.api_key,
+            "SENDGRID_API_HOST": self.url,
+            **extra,
+        }
+
+    def fail_next(self, count: int = 1, status: int = 500) -> None:
+        with self._lock:
+            self._faults.extend(Fault("status", status=status) for _ in range(count))
+
+    def refuse_next(
+        self, count: int = 1, message: str = "Bad Request", field_name: str | None = None
+    ) -> None:
+        """Answer the next requests 400 with this error, as SendGrid does for a bad body."""
+        with self._lock:
+            self._faults.extend(
+                Fault("status", status=400, message=message, field=field_name) for _ in range(count)
+            )
+
+    def rate_limit_next(
+        self, count: int = 1, reset_in: float = 1.0, retry_after: int | None = None
+    ) -> None:
+        with self._lock:
+            self._faults.extend(
+                Fault("status", status=429, reset_in=reset_in, retry_after=retry_after)
+                for _ in range(count)
+            )
+
+    def stall_next(self, count: int = 1, seconds: float = 3.0) -> None:
+        """Hold the next requests this long, then drop them unanswered."""
+        with self._lock:
+            self._faults.extend(Fault("stall", seconds=seconds) for _ in range(count))
+
+    @property
+    def recipients(self) -> list[str]:
+        with self._lock:
+            return [r for request in self.requests for r in request.recipients]
+
+    def _next_fault(self) -> Fault | None:
+        with self._lock:
+            return self._faults.popleft() if self._faults else None
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_state: SendGridServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format, *args):  # quiet
+        pass
+
+    def _reply(self, status: int, body: dict | None = None, headers: dict | None = None):
+        data = json.dumps(body).encode() if body is not None else b""
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _refuse(self, status: int, message: str, field_name=None, headers=None):
+        body = {"errors": [{"message": message, "field": field_name, "help": None}]}
+        with self.server_state._lock:
+            self.server_state.refused.append((status, body))
+        self._reply(status, body, headers)
+
+    def do_POST(self):
+        state = self.server_state
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length)
+        if self.path.rstrip("/") != "/v3/mail/send":
+            return self._refuse(404, "not found")
+        if self.headers.get("Authorization") != f"Bearer {state.api_key}":
+            return self._refuse(
+                401, "The provided authorization grant is invalid, expired, or revoked"
+            )
+        fault = state._next_fault()
+        if fault and fault.kind == "stall":
+            with state._lock:
+                state.stalled += 1
+            time.sleep(fault.seconds)
+            self.close_connection = True
+            return
+        if fault and fault.status == 429:
+            headers = {
+                "X-RateLimit-Limit": "600",
+                "X-RateLimit-Remaining": "0",
+                "X-RateLimit-Reset": str(int(time.time() + fault.reset_in)),
+            }
+            if fault.retry_after is not None:
+                headers["Retry-After"] = str(fault.retry_after)
+            return self._refuse(429, "too many requests", headers=headers)
+        if fault:
+            return self._refuse(fault.status, fault.message, fault.field)
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            return self._refuse(400, "Bad Request", None)
+        if not isinstance(body, dict):
+            return self._refuse(400, "Bad Request", None)
+        try:
+            check_mail_send(body)
+        except ApiError as exc:
+            return self._refuse(exc.status, exc.message, exc.field)
+        message_id = secrets.token_urlsafe(16)[:22]
+        with state._lock:
+            state.requests.append(ReceivedRequest(body, dict(self.headers), message_id))
+        self._reply(202, None, {"X-Message-Id": message_id})
+
+    def do_GET(self):
+        self._refuse(405, "method not allowed")
+
+
+@pytest.fixture
+def sendgrid_server():
+    server = SendGridServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,0 +1,476 @@
+"""Sending a newsletter: the ledger, batches, one request per batch, exactly once.
+
+Most tests drive one batch in this process against the SendGrid test server, so each
+outcome (202, 429, 500, 400, a crash) can be set up exactly; one goes end to end
+through a real worker and the outbox backend.
+"""
+
+import email
+import email.policy
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy.exc import IntegrityError
+
+from crm.extensions import db
+from crm.mail.services import record_event, suppress
+from crm.newsletters import ledger, reconciler, sending, services
+from crm.newsletters.models import Newsletter, NewsletterBatch, NewsletterRecipient
+from crm.newsletters.ratelimit import RateLimiter
+from crm.queue import get_redis
+from crm.subscriptions import services as subscriptions
+from crm.timeutil import utcnow
+from tests.factories import bulk_subscribers, make_newsletter, make_subscriber, make_user
+
+pytest_plugins = ["tests.sendgrid_server"]
+
+
+@pytest.fixture
+def outbox(app):
+    path = Path(app.config["OUTBOX_DIR"])
+    path.mkdir(parents=True, exist_ok=True)
+    for old in path.glob("*.eml"):
+        old.unlink()
+    return path
+
+
+@pytest.fixture
+def sendgrid(app, sendgrid_server, monkeypatch):
+    """This process sends through the SendGrid test server, with short waits."""
+    for key, value in sendgrid_server.worker_env().items():
+        monkeypatch.setitem(app.config, key, value)
+    monkeypatch.setitem(app.config, "SENDGRID_TIMEOUT_SECONDS", 3)
+    monkeypatch.setitem(app.config, "NEWSLETTER_AMBIGUOUS_GRACE_SECONDS", 0.3)
+    monkeypatch.setitem(app.config, "NEWSLETTER_RETRY_BASE_SECONDS", 0.1)
+    monkeypatch.setitem(app.config, "NEWSLETTER_RETRY_MAX_SECONDS", 0.5)
+    monkeypatch.setitem(app.config, "NEWSLETTER_RATE_PER_MINUTE", 6_000_000)
+    return sendgrid_server
+
+
+def start(newsletter: Newsletter) -> int:
+    total = services.start_sending(newsletter)
+    db.session.commit()
+    return total
+
+
+def batches(newsletter_id: int) -> list[NewsletterBatch]:
+    db.session.expire_all()
+    return db.session.scalars(
+        db.select(NewsletterBatch)
+        .where(NewsletterBatch.newsletter_id == newsletter_id)
+        .order_by(NewsletterBatch.number)
+    ).all()
+
+
+def rows(newsletter_id: int) -> list[NewsletterRecipient]:
+    db.session.expire_all()
+    return db.session.scalars(
+        db.select(NewsletterRecipient)
+        .where(NewsletterRecipient.newsletter_id == newsletter_id)
+        .order_by(NewsletterRecipient.id)
+    ).all()
+
+
+def send_all(newsletter_id: int) -> list[str]:
+    """Run every pending batch's job here, as a worker would (no rescheduling)."""
+    outcomes = []
+    for batch in batches(newsletter_id):
+        outcomes.append(sending.run_batch(batch.id, reschedule=lambda *a: None))
+    return outcomes
+
+
+def test_a_small_newsletter_reaches_each_subscriber_once_with_their_own_links(
+    app, app_ctx, outbox, run_worker
+):
+    kari = make_subscriber("kari@example.no", first_name="Kari")
+    make_subscriber("ola@example.no", first_name="Ola")
+    newsletter = make_newsletter(body="Hei igjen %first_name%!\n\n[Program](https://example.no/p)")
+    assert start(newsletter) == 2
+    run_worker()
+
+    db.session.expire_all()
+    assert services.status(db.session.get(Newsletter, newsletter.id)) == {
+        "state": "finished",
+        "total": 2,
+        "sent": 2,
+        "failed": 0,
+        "pending": 0,
+    }
+    messages = {}
+    for path in outbox.glob("*.eml"):
+        parsed = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        messages[parsed["To"].addresses[0].addr_spec] = parsed
+    assert set(messages) == {"kari@example.no", "ola@example.no"}
+    kari_mail = messages["kari@example.no"]
+    unsubscribe = str(kari_mail["List-Unsubscribe"]).strip()
+    assert unsubscribe.startswith("<http://127.0.0.1:5000/unsubscribe/")
+    assert subscriptions.contact_for_link(unsubscribe.strip("<>").rsplit("/", 1)[1]).id == kari.id
+    assert kari_mail["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    html = kari_mail.get_body(preferencelist=("html",)).get_content()
+    text = kari_mail.get_body(preferencelist=("plain",)).get_content()
+    assert "Hei Kari," in text and "Hei igjen Kari!" in text
+    assert unsubscribe.strip("<>") in html and unsubscribe.strip("<>") in text
+    assert "/preferences/" in html
+    assert "Program (https://example.no/p)" in text
+    assert "%" not in kari_mail["Subject"] and "%greeting" not in html
+    assert str(messages["ola@example.no"]["List-Unsubscribe"]).strip() != unsubscribe
+
+
+def test_the_ledger_has_one_row_per_recipient_in_batches_of_at_most_1000(app, app_ctx):
+    bulk_subscribers(2500)
+    newsletter = make_newsletter()
+    assert start(newsletter) == 2500
+    assert [b.size for b in batches(newsletter.id)] == [1000, 1000, 500]
+    first = rows(newsletter.id)[0]
+    db.session.add(
+        NewsletterRecipient(
+            newsletter_id=newsletter.id, contact_id=first.contact_id, batch_number=0
+        )
+    )
+    with pytest.raises(IntegrityError):
+        db.session.flush()
+    db.session.rollback()
+    with pytest.raises(services.NewsletterError):
+        services.start_sending(db.session.get(Newsletter, newsletter.id))
+
+
+def test_one_request_per_batch_and_rows_are_sent_with_its_message_id(app, app_ctx, sendgrid):
+    bulk_subscribers(1500)
+    newsletter = make_newsletter()
+    start(newsletter)
+    assert send_all(newsletter.id) == ["done", "done"]
+    assert [len(r.body["personalizations"]) for r in sendgrid.requests] == [1000, 500]
+    by_request = {r.message_id for r in sendgrid.requests}
+    sent = rows(newsletter.id)
+    assert {r.state for r in sent} == {"sent"}
+    assert {r.provider_message_id for r in sent} == by_request
+    assert db.session.get(Newsletter, newsletter.id).state == "finished"
+    body = sendgrid.requests[0].body
+    assert body["categories"] == ["newsletter"]
+    p = body["personalizations"][0]
+    assert p["custom_args"]["klynge_newsletter"] == str(newsletter.id)
+    assert p["custom_args"]["klynge_batch"] == str(batches(newsletter.id)[0].id)
+    assert p["substitutions"]["%greeting%"] == "Hei Person0,"
+
+
+def test_only_one_sender_can_hold_a_batch_until_its_lease_expires(app, app_ctx):
+    bulk_subscribers(3)
+    newsletter = make_newsletter()
+    start(newsletter)
+    batch = batches(newsletter.id)[0]
+    assert sending.claim_batch(batch.id, "worker-a") is not None
+    db.session.commit()
+    assert sending.claim_batch(batch.id, "worker-b") is None
+    db.session.execute(
+        db.update(NewsletterBatch).values(lease_expires_at=utcnow() - timedelta(seconds=1))
+    )
+    db.session.commit()
+    assert sending.claim_batch(batch.id, "worker-b").lease_owner == "worker-b"
+    db.session.commit()
+    assert not sending.extend_lease(batch, "worker-a")
+
+
+def test_people_who_withdraw_are_suppressed_or_erased_during_a_send_are_skipped(
+    app, app_ctx, sendgrid
+):
+    stays = make_subscriber("stays@example.no")
+    withdraws = make_subscriber("withdraws@example.no")
+    bounces = make_subscriber("bounces@example.no")
+    erased = make_subscriber("erased@example.no")
+    newsletter = make_newsletter()
+    assert start(newsletter) == 4
+    # After the ledger was made, before the batch goes out:
+    subscriptions.withdraw_all(withdraws, source="email_link", note="test")
+    suppress("bounces@example.no", "bounce")
+    subscriptions.erase_person(erased, user=make_user("admin"))
+    db.session.commit()
+    send_all(newsletter.id)
+
+    assert sendgrid.recipients == ["stays@example.no"]
+    reasons = {r.contact_id: (r.state, r.skip_reason) for r in rows(newsletter.id)}
+    assert reasons == {
+        stays.id: ("sent", ""),
+        withdraws.id: ("skipped", "no_consent"),
+        bounces.id: ("skipped", "suppressed"),
+        erased.id: ("skipped", "erased"),
+    }
+    assert db.session.get(Newsletter, newsletter.id).state == "finished"
+
+
+def test_a_500_is_ambiguous_and_webhook_events_prove_it_went_out(app, app_ctx, sendgrid):
+    bulk_subscribers(10)
+    newsletter = make_newsletter()
+    start(newsletter)
+    batch = batches(newsletter.id)[0]
+    sendgrid.fail_next(1, status=500)
+    owner = sending.new_owner()
+    sending.claim_batch(batch.id, owner)
+    db.session.commit()
+    limiter = RateLimiter(get_redis())
+    step = sending.attempt(batch, owner, limiter)
+    assert not step.done and step.outcome == "ambiguous"
+    assert batches(newsletter.id)[0].ambiguous_since is not None
+    # Say SendGrid had accepted it after all: its webhook reports a recipient processed.
+    row = rows(newsletter.id)[3]
+    record_event(
+        {
+            "event": "processed",
+            "email": "sub3@example.no",
+            "timestamp": 1700000000,
+            "sg_event_id": "evt-1",
+            "sg_message_id": "abc123.filter",
+            "klynge_newsletter": str(newsletter.id),
+            "klynge_batch": str(batch.id),
+            "klynge_recipient": str(row.id),
+        }
+    )
+    db.session.commit()
+    assert sending.attempt(batches(newsletter.id)[0], owner, limiter).done
+    assert sendgrid.requests == []  # not sent again
+    assert {r.state for r in rows(newsletter.id)} == {"sent"}
+    assert {r.provider_message_id for r in rows(newsletter.id)} == {"abc123"}
+    assert db.session.get(Newsletter, newsletter.id).state == "finished"
+
+
+def test_a_500_without_events_is_sent_again_after_the_grace_period(app, app_ctx, sendgrid):
+    bulk_subscribers(10)
+    newsletter = make_newsletter()
+    start(newsletter)
+    sendgrid.fail_next(2, status=500)
+    assert send_all(newsletter.id) == ["done"]
+    assert len(sendgrid.requests) == 1 and len(sendgrid.recipients) == 10
+    batch = batches(newsletter.id)[0]
+    assert (batch.state, batch.attempts, batch.resends) == ("sent", 3, 2)
+
+
+def test_a_sender_killed_mid_request_leaves_the_batch_ambiguous_not_lost(app, app_ctx, sendgrid):
+    bulk_subscribers(5)
+    newsletter = make_newsletter()
+    start(newsletter)
+    # What a SIGKILL after "in flight" and before the answer leaves behind:
+    db.session.execute(
+        db.update(NewsletterBatch).values(
+            lease_owner="dead",
+            lease_expires_at=utcnow() - timedelta(seconds=1),
+            in_flight_since=utcnow() - timedelta(seconds=5),
+            attempts=1,
+        )
+    )
+    db.session.commit()
+    get_redis().flushdb()  # and its job is gone with it
+    assert reconciler.reconcile()["requeued"] == 1
+    assert send_all(newsletter.id) == ["done"]  # no events came: resent after the grace
+    assert len(sendgrid.recipients) == 5
+    assert batches(newsletter.id)[0].resends == 1
+
+
+def test_429_pauses_every_sender_until_the_reset_time(app, app_ctx, sendgrid):
+    bulk_subscribers(10)
+    newsletter = make_newsletter()
+    start(newsletter)
+    sendgrid.rate_limit_next(1, reset_in=1)
+    assert send_all(newsletter.id) == ["done"]
+    assert len(sendgrid.requests) == 1
+    assert [status for status, _ in sendgrid.refused] == [429]
+    assert batches(newsletter.id)[0].resends == 0  # a 429 is not ambiguous
+
+
+def test_a_refused_address_fails_alone_and_the_rest_are_sent(app, app_ctx, sendgrid):
+    bulk_subscribers(4)
+    newsletter = make_newsletter()
+    start(newsletter)
+    sendgrid.refuse_next(
+        1, message="Does not contain a valid address.", field_name="personalizations.1.to.0.email"
+    )
+    send_all(newsletter.id)
+    states = [(r.state, bool(r.error)) for r in rows(newsletter.id)]
+    assert states == [("sent", False), ("failed", True), ("sent", False), ("sent", False)]
+    assert services.status(db.session.get(Newsletter, newsletter.id)) == {
+        "state": "finished",
+        "total": 4,
+        "sent": 3,
+        "failed": 1,
+        "pending": 0,
+    }
+
+
+def test_a_rejected_api_key_pauses_the_newsletter(app, app_ctx, sendgrid, monkeypatch):
+    monkeypatch.setitem(app.config, "SENDGRID_API_KEY", "wrong")
+    bulk_subscribers(3)
+    newsletter = make_newsletter()
+    start(newsletter)
+    assert send_all(newsletter.id) == ["paused"]
+    newsletter = db.session.get(Newsletter, newsletter.id)
+    assert newsletter.state == "paused" and "SENDGRID_API_KEY" in newsletter.pause_reason
+    assert {r.state for r in rows(newsletter.id)} == {"pending"}
+
+
+def test_the_rate_limit_is_shared_through_redis():
+    from crm import create_app
+
+    app = create_app()
+    with app.app_context():
+        get_redis().delete("klynge:newsletters:bucket", "klynge:newsletters:pause-until")
+        one = RateLimiter(get_redis(), per_minute=6000, burst=100)  # 100 emails/s
+        other = RateLimiter(get_redis(), per_minute=6000, burst=100)
+        assert one.acquire(100) == 0.0  # a full burst at once
+        wait = other.acquire(50)  # the bucket is empty for everyone
+        assert 0.3 < wait <= 0.5
+        one.pause_all(2.0)
+        assert one.acquire(1) > 1.5
+
+
+def test_pause_resume_and_cancel(app, app_ctx, sendgrid):
+    bulk_subscribers(2500)
+    newsletter = make_newsletter()
+    start(newsletter)
+    first, second, third = batches(newsletter.id)
+    sending.run_batch(first.id, reschedule=lambda *a: None)
+    services.pause(db.session.get(Newsletter, newsletter.id))
+    db.session.commit()
+    assert sending.run_batch(second.id, reschedule=lambda *a: None) == "not-claimed"
+    services.resume(db.session.get(Newsletter, newsletter.id))
+    db.session.commit()
+    sending.run_batch(second.id, reschedule=lambda *a: None)
+    services.cancel(db.session.get(Newsletter, newsletter.id))
+    db.session.commit()
+    assert sending.run_batch(third.id, reschedule=lambda *a: None) == "not-claimed"
+    assert services.status(db.session.get(Newsletter, newsletter.id)) == {
+        "state": "cancelled",
+        "total": 2500,
+        "sent": 2000,
+        "failed": 0,
+        "pending": 0,
+    }
+    assert len(sendgrid.recipients) == 2000
+
+
+def test_the_reconciler_enqueues_lost_batches_and_starts_due_newsletters(app, app_ctx):
+    from rq import Queue
+
+    bulk_subscribers(1500)
+    sending_one = make_newsletter("Sendes")
+    start(sending_one)  # its jobs are enqueued after commit
+    assert reconciler.reconcile()["requeued"] == 0  # jobs queued: nothing to do
+    get_redis().flushdb()  # Redis lost its queues
+    assert reconciler.reconcile()["requeued"] == 2
+    assert len(Queue("newsletters", connection=get_redis())) == 2
+
+    scheduled = make_newsletter("Planlagt")
+    services.schedule(scheduled, utcnow() + timedelta(hours=1))
+    db.session.commit()
+    db.session.execute(
+        db.update(Newsletter)
+        .where(Newsletter.id == scheduled.id)
+        .values(scheduled_at=utcnow() - timedelta(seconds=1))
+    )
+    db.session.commit()
+    assert reconciler.reconcile()["started"] == 1
+    assert db.session.get(Newsletter, scheduled.id).state == "sending"
+
+
+def test_finished_only_when_nothing_is_pending(app, app_ctx):
+    bulk_subscribers(3)
+    newsletter = make_newsletter()
+    start(newsletter)
+    assert not ledger.finish_if_done(newsletter.id)
+    db.session.execute(db.update(NewsletterRecipient).values(state="sent"))
+    assert ledger.finish_if_done(newsletter.id)
+    db.session.commit()
+    assert db.session.get(Newsletter, newsletter.id).state == "finished"
+
+
+def test_an_empty_audience_finishes_at_once(app, app_ctx):
+    newsletter = make_newsletter()
+    assert start(newsletter) == 0
+    assert db.session.get(Newsletter, newsletter.id).state == "finished"
+
+
+def test_merging_contacts_moves_their_newsletter_rows(app, app_ctx):
+    from crm.members.services import merge_contacts
+
+    kari = make_subscriber("kari@example.no")
+    other = make_subscriber("kari.n@example.no")
+    newsletter = make_newsletter()
+    start(newsletter)
+    second = make_newsletter("Nummer to")
+    db.session.add(
+        NewsletterRecipient(newsletter_id=second.id, contact_id=other.id, batch_number=0)
+    )
+    db.session.commit()
+    merge_contacts(kari, other)
+    db.session.commit()
+    owners = {
+        (r.newsletter_id, r.contact_id) for r in db.session.scalars(db.select(NewsletterRecipient))
+    }
+    assert owners == {(newsletter.id, kari.id), (newsletter.id, other.id), (second.id, kari.id)}
+
+
+def test_cli_create_send_and_status(app, app_ctx, runner, tmp_path, outbox, run_worker):
+    bulk_subscribers(3)
+    bulk_subscribers(2, topics=("logistikk",), prefix="log")
+    body = tmp_path / "nytt.md"
+    body.write_text("# Nytt\n\nHei fra klyngen.", encoding="utf-8")
+    result = runner.invoke(
+        args=[
+            "newsletters",
+            "create",
+            "--subject",
+            "Nytt",
+            "--body",
+            str(body),
+            "--topic",
+            "generelt",
+        ]
+    )
+    assert result.exit_code == 0, result.output
+    created = json.loads(result.output)
+    assert created["recipients"] == 3
+    result = runner.invoke(
+        args=[
+            "newsletters",
+            "create",
+            "--subject",
+            "Logistikk",
+            "--body",
+            str(body),
+            "--topic",
+            "logistikk",
+            "--network",
+            "Finnes ikke",
+        ]
+    )
+    assert result.exit_code != 0 and "unknown network" in result.output
+
+    result = runner.invoke(args=["newsletters", "send", str(created["id"])])
+    assert result.exit_code == 0, result.output
+    run_worker()
+    result = runner.invoke(args=["newsletters", "status", str(created["id"]), "--json"])
+    assert json.loads(result.output) == {
+        "state": "finished",
+        "total": 3,
+        "sent": 3,
+        "failed": 0,
+        "pending": 0,
+    }
+    result = runner.invoke(args=["newsletters", "send", str(created["id"]), "--wait"])
+    assert result.exit_code == 0, result.output  # already finished: nothing to wait for
+
+
+def test_the_fast_request_body_is_the_one_the_sendgrid_helpers_build(app, app_ctx, sendgrid):
+    from crm.mail.backends import SendGridBackend
+    from crm.newsletters.backend import BatchSendGridBackend
+
+    make_subscriber("kari@example.no", first_name="Kari", last_name="Nordmann, d.y.")
+    make_subscriber("ola@example.no", first_name="", last_name="")
+    newsletter = make_newsletter(subject="Hei %first_name%")
+    start(newsletter)
+    batch = batches(newsletter.id)[0]
+    mail, included, _ = sending.build_mail(
+        db.session.get(Newsletter, newsletter.id), batch, sending.pending_rows(batch)
+    )
+    assert len(included) == 2
+    fast = BatchSendGridBackend(app.config).build_request(mail)
+    assert fast == SendGridBackend(app.config).build_request(mail)

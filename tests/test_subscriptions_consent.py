@@ -1,0 +1,248 @@
+"""The consent ledger: evidence is appended, never changed; staff record and withdraw."""
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from crm.audit import AuditEntry
+from crm.auth.models import User
+from crm.extensions import db
+from crm.mail.services import record_event as record_mail_event
+from crm.mail.services import suppress
+from crm.members.models import Contact
+from crm.members.services import merge_contacts
+from crm.subscriptions import services
+from crm.subscriptions.models import (
+    CONSENT_KINDS,
+    CONSENT_SOURCES,
+    ConsentEvent,
+    ConsentState,
+    LedgerIsAppendOnly,
+    Subscriber,
+)
+from tests.factories import make_contact, make_subscriber, make_user
+
+
+def statuses(contact) -> dict[str, str]:
+    return {s.topic.slug: s.status for s in services.consent_states(contact).values()}
+
+
+def test_web_form_grant_waits_for_confirmation_and_staff_grant_counts_at_once(app_ctx):
+    services.sync_topics()
+    wording = services.current_wording()
+    staff = make_user("staff")
+    contact = make_contact(email="kari@example.no")
+    general, hr = services.topic_by_slug("generelt"), services.topic_by_slug("hr")
+    services.record_event(contact, general, "granted", "web_form", ip="192.0.2.1", wording=wording)
+    services.record_event(contact, hr, "granted", "staff", user=staff, wording=wording, note="x")
+    assert statuses(contact) == {"generelt": "pending", "hr": "active"}
+    services.record_event(contact, general, "confirmed", "email_link", ip="192.0.2.1")
+    assert statuses(contact) == {"generelt": "active", "hr": "active"}
+    db.session.commit()
+    ids = db.session.scalars(services.contacts_with_active_consent("hr")).all()
+    assert ids == [contact.id]
+
+
+def test_ledger_rows_can_be_neither_changed_nor_deleted(app_ctx):
+    contact = make_subscriber()
+    event = db.session.scalars(db.select(ConsentEvent)).first()
+    event.note = "rewritten history"
+    with pytest.raises(LedgerIsAppendOnly):
+        db.session.flush()
+    db.session.rollback()
+    db.session.delete(db.session.get(ConsentEvent, event.id))
+    with pytest.raises(LedgerIsAppendOnly):
+        db.session.flush()
+    db.session.rollback()
+    assert len(services.consent_history(contact)) == 2
+
+
+def test_every_consent_change_is_in_the_audit_log(app_ctx):
+    make_subscriber()
+    entries = db.session.scalars(
+        db.select(AuditEntry).where(AuditEntry.record_type == "consent_event")
+    ).all()
+    assert [e.changes["kind"][1] for e in entries] == ["granted", "confirmed"]
+
+
+event_lists = st.lists(
+    st.tuples(
+        st.sampled_from(CONSENT_KINDS),
+        st.sampled_from(CONSENT_SOURCES),
+        st.sampled_from(["generelt", "hr", "logistikk"]),
+    ),
+    max_size=12,
+)
+
+
+def test_maintained_state_always_equals_the_state_derived_from_the_ledger(app_ctx):
+    services.sync_topics()
+    wording = services.current_wording()
+    db.session.commit()
+    staff_id = make_user("staff").id
+    contact_id = make_contact(email=None).id
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(events=event_lists)
+    def replay(events):
+        staff, contact = db.session.get(User, staff_id), db.session.get(Contact, contact_id)
+        for kind, source, slug in events:
+            user = staff if source == "staff" else None
+            services.record_event(
+                contact, services.topic_by_slug(slug), kind, source, user=user, wording=wording
+            )
+        db.session.flush()
+        derived = services.derive_states(contact.id)
+        maintained = {s.topic_id: s.status for s in services.consent_states(contact).values()}
+        assert maintained == derived
+        services.rebuild_states(contact.id)
+        rebuilt = {s.topic_id: s.status for s in services.consent_states(contact).values()}
+        assert rebuilt == derived
+        db.session.rollback()
+
+    replay()
+
+
+def test_staff_record_consent_given_in_person_with_a_required_note(app, client, auth):
+    with app.app_context():
+        contact_id = make_contact(email="ola@example.no").id
+    staff = auth.login("staff")
+    url = f"/contacts/{contact_id}/consent/grant"
+    response = client.post(url, data={"topics": ["hr"], "channel": "phone", "note": "  "})
+    assert response.status_code == 302
+    with app.app_context():
+        assert db.session.scalar(db.select(db.func.count(ConsentEvent.id))) == 0
+    response = client.post(
+        url,
+        data={"topics": ["hr", "generelt"], "channel": "in_person", "note": "Seminar 12.03."},
+        follow_redirects=True,
+    )
+    assert response.status_code == 200
+    with app.app_context():
+        events = db.session.scalars(db.select(ConsentEvent)).all()
+        assert {(e.kind, e.source, e.user_id) for e in events} == {("granted", "staff", staff.id)}
+        assert all(e.note == "[in_person] Seminar 12.03." and e.wording for e in events)
+        contact = db.session.get(Contact, contact_id)
+        assert statuses(contact) == {"hr": "active", "generelt": "active"}
+
+
+def test_staff_withdraw_on_request_and_the_contact_page_shows_the_history(app, client, auth):
+    with app.app_context():
+        contact_id = make_subscriber("kari@example.no", topics=("generelt", "hr")).id
+    auth.login("staff")
+    client.post(
+        f"/contacts/{contact_id}/consent/withdraw",
+        data={"topics": ["hr"], "note": "Ringte og ba om det"},
+    )
+    with app.app_context():
+        assert statuses(db.session.get(Contact, contact_id)) == {
+            "generelt": "active",
+            "hr": "withdrawn",
+        }
+    page = client.get(f"/contacts/{contact_id}").get_data(as_text=True)
+    assert 'id="consent"' in page
+    assert "Samtykkehistorikk" in page and "Ringte og ba om det" in page
+    assert "IP 192.0.2.1" in page and "v1" in page
+
+
+def test_treasurer_sees_consent_but_cannot_change_it(app, client, auth):
+    with app.app_context():
+        contact_id = make_subscriber().id
+    auth.login("treasurer")
+    assert client.get(f"/contacts/{contact_id}/consent").status_code == 200
+    response = client.post(
+        f"/contacts/{contact_id}/consent/grant",
+        data={"topics": ["hr"], "channel": "phone", "note": "x"},
+    )
+    assert response.status_code == 403
+    page = client.get(f"/contacts/{contact_id}/consent").get_data(as_text=True)
+    assert "Registrer samtykke" not in page
+
+
+@pytest.mark.parametrize(
+    ("event", "kind"),
+    [
+        ({"event": "bounce", "type": "bounce"}, "bounced"),
+        ({"event": "dropped"}, "bounced"),
+        ({"event": "spamreport"}, "complained"),
+        ({"event": "unsubscribe"}, "withdrawn"),
+    ],
+)
+def test_provider_events_withdraw_consent(app_ctx, event, kind):
+    contact = make_subscriber("kari@example.no", topics=("generelt", "hr"))
+    record_mail_event(dict(event, email="Kari@example.no", sg_event_id=f"ev-{kind}-1"))
+    db.session.commit()
+    assert set(statuses(contact).values()) == {kind}
+    events = services.consent_history(contact)[:2]
+    assert {(e.kind, e.source) for e in events} == {(kind, "webhook")}
+
+
+def test_a_soft_bounce_or_a_delivery_changes_no_consent(app_ctx):
+    contact = make_subscriber("kari@example.no")
+    record_mail_event({"event": "bounce", "type": "blocked", "email": "kari@example.no"})
+    record_mail_event({"event": "delivered", "email": "kari@example.no"})
+    db.session.commit()
+    assert statuses(contact) == {"generelt": "active"}
+
+
+def test_merging_contacts_moves_their_consent_to_the_survivor(app_ctx):
+    target = make_subscriber("ola@example.no", topics=("generelt",))
+    other = make_subscriber("ola.nordmann@example.no", topics=("hr",))
+    old_link = services.link_token(other)
+    merge_contacts(target, other)
+    db.session.commit()
+    assert statuses(target) == {"generelt": "active", "hr": "active"}
+    assert statuses(other) == {}
+    assert len(services.consent_history(target)) == 4
+    # A link mailed to the merged contact now speaks for the survivor.
+    assert services.contact_for_link(old_link).id == target.id
+
+
+def test_new_consent_lifts_an_unsubscribe_suppression_but_not_a_manual_one(app_ctx):
+    contact = make_subscriber("kari@example.no")
+    staff = make_user("staff")
+    suppress("kari@example.no", "unsubscribe")
+    services.record_staff_consent(
+        contact, [services.topic_by_slug("hr")], user=staff, channel="phone", note="ok"
+    )
+    from crm.mail.services import is_suppressed
+
+    assert not is_suppressed("kari@example.no")
+    suppress("kari@example.no", "manual")
+    services.record_staff_consent(
+        contact, [services.topic_by_slug("logistikk")], user=staff, channel="phone", note="ok"
+    )
+    assert is_suppressed("kari@example.no")
+    db.session.rollback()
+
+
+def test_consent_state_table_answers_audience_questions(app_ctx):
+    make_subscriber("a@example.no", topics=("generelt", "hr"))
+    make_subscriber("b@example.no", topics=("hr",))
+    gone = make_subscriber("c@example.no", topics=("hr",))
+    services.withdraw_all(gone, source="email_link")
+    db.session.commit()
+    hr = db.session.scalars(services.contacts_with_active_consent("hr")).all()
+    emails = db.session.scalars(db.select(Contact.email).where(Contact.id.in_(hr))).all()
+    assert sorted(emails) == ["a@example.no", "b@example.no"]
+    assert db.session.scalar(db.select(db.func.count()).select_from(ConsentState)) == 4
+
+
+def test_crm_demo_creates_confirmed_public_subscribers(app, runner):
+    result = runner.invoke(args=["demo", "--companies", "3", "--subscribers", "40"])
+    assert result.exit_code == 0, result.output
+    assert "40 newsletter subscribers" in result.output
+    with app.app_context():
+        subscribers = db.session.scalars(
+            db.select(Contact).join(Subscriber, Subscriber.contact_id == Contact.id)
+        ).all()
+        assert len(subscribers) == 40
+        assert all(c.company_id is None for c in subscribers)
+        assert len({c.email for c in subscribers}) == 40
+        for contact in subscribers:
+            assert statuses(contact) and set(statuses(contact).values()) == {"active"}
+            assert services.derive_states(contact.id) == {
+                s.topic_id: s.status for s in services.consent_states(contact).values()
+            }
+        grants = db.session.scalars(db.select(ConsentEvent).filter_by(kind="granted")).all()
+        assert {(g.source, g.wording.version) for g in grants} == {("web_form", 1)}

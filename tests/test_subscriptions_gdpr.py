@@ -1,0 +1,164 @@
+"""GDPR: staff download everything about a person, and erase a person on request."""
+
+import json
+import urllib.parse
+from datetime import date
+
+from crm.audit import AuditEntry
+from crm.extensions import db
+from crm.mail.models import EmailMessage
+from crm.mail.services import queue_email
+from crm.members.models import Activity, Contact
+from crm.subscriptions import services
+from crm.subscriptions.models import ConsentEvent, PendingSignup, Subscriber
+from tests.factories import make_company, make_subscriber
+
+
+def seed_person(app) -> tuple[int, str]:
+    """A subscriber with a company, a network, activities, an email and a pending signup."""
+    with app.test_request_context():
+        company = make_company("Kongsvinger Stål AS")
+        contact = make_subscriber(
+            "kari@example.no",
+            topics=("generelt", "hr"),
+            phone="+4791234567",
+            job_title="Daglig leder",
+            notes="Liker kaffe",
+            company_id=company.id,
+            networks=["HR"],
+        )
+        db.session.add_all(
+            [
+                Activity(
+                    kind="call",
+                    occurred_on=date(2026, 3, 1),
+                    summary="Ringte Kari",
+                    contact_id=contact.id,
+                ),
+                Activity(
+                    kind="meeting",
+                    occurred_on=date(2026, 3, 2),
+                    summary="Møte med Kari",
+                    contact_id=contact.id,
+                    company_id=company.id,
+                ),
+            ]
+        )
+        services.subscriber_profile(contact, create=True).company_name = "Stål"
+        queue_email(
+            to="kari@example.no",
+            to_name="Kari Nordmann",
+            template="subscriptions/welcome",
+            context={"name": "Kari", "topics": []},
+            contact_id=contact.id,
+        )
+        db.session.add(
+            PendingSignup(
+                nonce="n",
+                email="kari@example.no",
+                first_name="Kari",
+                wording_id=services.current_wording().id,
+                ip="192.0.2.9",
+            )
+        )
+        db.session.commit()
+        return contact.id, urllib.parse.urlsplit(services.unsubscribe_url(contact)).path
+
+
+def test_staff_download_everything_held_about_a_person(app, client, auth):
+    contact_id, _ = seed_person(app)
+    auth.login("staff")
+    response = client.get(f"/contacts/{contact_id}/personal-data.json")
+    assert response.status_code == 200
+    assert response.headers["Content-Disposition"].startswith("attachment;")
+    data = json.loads(response.get_data(as_text=True))
+    assert data["contact"]["email"] == "kari@example.no"
+    assert data["contact"]["phone"] == "+4791234567"
+    assert data["company"] == "Kongsvinger Stål AS"
+    assert data["networks"] == ["HR"]
+    assert {a["summary"] for a in data["activities"]} == {"Ringte Kari", "Møte med Kari"}
+    assert [(e["topic"], e["kind"]) for e in data["consent_events"]][:2] == [
+        ("generelt", "granted"),
+        ("generelt", "confirmed"),
+    ]
+    assert data["consent_events"][0]["ip"] == "192.0.2.1"
+    assert data["consent_events"][0]["wording_version"] == 1
+    assert {s["topic"]: s["status"] for s in data["consent_state"]} == {
+        "generelt": "active",
+        "hr": "active",
+    }
+    assert data["subscriber"]["company_name"] == "Stål"
+    assert data["pending_signups"][0]["ip"] == "192.0.2.9"
+    assert data["email_messages"][0]["to_email"] == "kari@example.no"
+    assert any(e["record_type"] == "contact" for e in data["audit_entries"])
+
+
+def test_erase_anonymises_the_person_and_keeps_minimal_consent_evidence(app, client, auth):
+    contact_id, unsubscribe = seed_person(app)
+    staff = auth.login("staff")
+    assert client.get(f"/contacts/{contact_id}/erase").status_code == 200
+    response = client.post(f"/contacts/{contact_id}/erase", data={"confirm": "y"})
+    assert response.status_code == 302
+
+    with app.app_context():
+        contact = db.session.get(Contact, contact_id)
+        assert (contact.first_name, contact.last_name, contact.email, contact.phone) == (
+            "",
+            "",
+            None,
+            None,
+        )
+        assert contact.notes == "" and contact.job_title == "" and contact.networks == []
+        assert contact.company_id is None and contact.archived_at is not None
+        assert services.subscribed_topics(contact) == []
+
+        events = db.session.scalars(db.select(ConsentEvent).order_by(ConsentEvent.id)).all()
+        assert [(e.kind, e.source) for e in events][:4] == [
+            ("granted", "web_form"),
+            ("confirmed", "email_link"),
+            ("granted", "web_form"),
+            ("confirmed", "email_link"),
+        ]
+        assert all(e.wording_id for e in events if e.kind == "granted")
+        assert all(e.ip is None for e in events)
+        erase_events = [e for e in events if e.source == "staff"]
+        assert {e.kind for e in erase_events} == {"withdrawn"}
+        assert all(e.user_id == staff.id for e in erase_events)
+
+        activities = db.session.scalars(db.select(Activity)).all()
+        assert [(a.summary, a.contact_id) for a in activities] == [("Møte med Kari", None)]
+        assert db.session.scalar(db.select(db.func.count(PendingSignup.id))) == 0
+        message = db.session.scalar(db.select(EmailMessage))
+        assert "kari" not in (message.to_email + message.to_name + message.text_body).lower()
+        assert db.session.scalar(db.select(Subscriber)).erased_at is not None
+
+        # The audit log keeps who changed what when, never the erased values.
+        entries = db.session.scalars(db.select(AuditEntry)).all()
+        dump = json.dumps([e.changes for e in entries] + [e.record_label for e in entries])
+        for secret in ("Kari", "kari@example.no", "91234567", "Liker kaffe", "192.0.2.1"):
+            assert secret not in dump, secret
+        [erasure] = [
+            e
+            for e in entries
+            if e.record_type == "contact" and "email" in e.changes and e.action == "update"
+        ]
+        assert erasure.user_id == staff.id
+        assert erasure.changes["email"] == ["[erased]", None]
+        assert erasure.changes["active"] == [True, False]
+
+    # Every link sent to the person is dead.
+    assert client.get(unsubscribe).status_code == 404
+    # Nothing about the person remains to download.
+    data = client.get(f"/contacts/{contact_id}/personal-data.json").get_json()
+    assert "Kari" not in json.dumps(data, ensure_ascii=False)
+
+
+def test_erase_needs_the_confirmation_box_and_members_edit(app, client, auth):
+    contact_id, _ = seed_person(app)
+    auth.login("treasurer")
+    assert client.post(f"/contacts/{contact_id}/erase", data={"confirm": "y"}).status_code == 403
+    auth.logout()
+    auth.login("staff")
+    assert client.post(f"/contacts/{contact_id}/erase", data={}).status_code == 200
+    with app.app_context():
+        assert db.session.get(Contact, contact_id).email == "kari@example.no"
