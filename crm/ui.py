@@ -62,6 +62,19 @@ FIELD_LABELS = {
 }
 
 
+def audit_value(value):
+    """A logged value as people read it: yes/no for booleans, a dash for nothing."""
+    if value is None or value == "":
+        return "—"
+    if value is True:
+        return _l("Yes")
+    if value is False:
+        return _l("No")
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value) or "—"
+    return value
+
+
 def nav_items():
     return [
         (endpoint, label, permission)
@@ -77,3 +90,4 @@ def init_app(app) -> None:
         audit_action_label=lambda action: AUDIT_ACTIONS.get(action, action),
         field_label=lambda field: FIELD_LABELS.get(field, field),
     )
+    app.jinja_env.filters["audit_value"] = audit_value

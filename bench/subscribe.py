@@ -1,0 +1,162 @@
+"""Requests/s of POST /subscribe under gunicorn (2 workers), against a bare Flask endpoint.
+
+Both servers run under gunicorn with 2 sync workers on 127.0.0.1, loaded in turn by the
+same client (CLIENTS processes, a new connection per request, as sync workers close
+them) for SECONDS each. Each signup uses a new address, so every request does the real
+work: validate, look up the address, store a pending signup, queue the confirmation
+email (to Redis; no worker runs). Rate limits and the minimum fill time are switched
+off here, or the figure would measure the bot and abuse paths instead.
+
+    .venv/bin/python bench/subscribe.py
+"""
+
+import http.client
+import multiprocessing
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+SECONDS = float(os.environ.get("BENCH_SECONDS", 10))
+CLIENTS = int(os.environ.get("BENCH_CLIENTS", 4))
+WORK = Path(tempfile.gettempdir()) / "klynge-bench-subscribe"
+
+
+def start_gunicorn(app_spec: str, port: int, env: dict) -> subprocess.Popen:
+    process = subprocess.Popen(
+        [
+            str(BIN / "gunicorn"),
+            "-w",
+            "2",
+            "-b",
+            f"127.0.0.1:{port}",
+            "--log-level",
+            "warning",
+            app_spec,
+        ],
+        cwd=ROOT,
+        env=env,
+    )
+    for _ in range(200):
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            connection.request("GET", "/healthz" if "crm" in app_spec else "/")
+            connection.getresponse().read()
+            return process
+        except OSError:
+            time.sleep(0.1)
+    process.kill()
+    raise SystemExit(f"gunicorn for {app_spec} did not start")
+
+
+def load(port: int, path: str, body_for, seconds: float, worker: int, results) -> None:
+    done = errors = 0
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        body = body_for(worker, done)
+        headers = {"Content-Type": "application/x-www-form-urlencoded"} if body else {}
+        connection.request("POST", path, body=body, headers=headers)
+        response = connection.getresponse()
+        response.read()
+        connection.close()
+        if response.status == 200:
+            done += 1
+        else:
+            errors += 1
+    results.put((done, errors))
+
+
+def measure(port: int, path: str, body_for) -> tuple[float, int]:
+    results = multiprocessing.Queue()
+    workers = [
+        multiprocessing.Process(target=load, args=(port, path, body_for, SECONDS, i, results))
+        for i in range(CLIENTS)
+    ]
+    started = time.perf_counter()
+    for w in workers:
+        w.start()
+    totals = [results.get() for _ in workers]
+    for w in workers:
+        w.join()
+    elapsed = time.perf_counter() - started
+    return sum(d for d, _ in totals) / elapsed, sum(e for _, e in totals)
+
+
+def signup_form(port: int) -> dict:
+    connection = http.client.HTTPConnection("127.0.0.1", port)
+    connection.request("GET", "/subscribe")
+    html = connection.getresponse().read().decode()
+    fields = dict(re.findall(r'<input[^>]*name="([^"]+)"[^>]*value="([^"]*)"', html))
+    return {k: v for k, v in fields.items() if k in ("started", "wording")}
+
+
+class SignupBody:
+    """Picklable body maker: a new address for every request."""
+
+    def __init__(self, hidden: dict):
+        self.hidden = hidden
+
+    def __call__(self, worker: int, n: int) -> str:
+        return urllib.parse.urlencode(
+            {
+                **self.hidden,
+                "name": "Bench Marker",
+                "email": f"bench-{os.getpid()}-{worker}-{n}@example.no",
+                "company": "Bench AS",
+                "topics": "generelt",
+                "consent": "y",
+            }
+        )
+
+
+def no_body(worker: int, n: int) -> str:
+    return ""
+
+
+def main() -> None:
+    WORK.mkdir(exist_ok=True)
+    database = WORK / "bench.sqlite3"
+    database.unlink(missing_ok=True)
+    env = dict(
+        os.environ,
+        DATABASE_URL=os.environ.get("BENCH_DATABASE_URL", f"sqlite:///{database}"),
+        CRM_INSTANCE_PATH=str(WORK / "instance"),
+        RATELIMIT_ENABLED="0",
+        SUBSCRIBE_MIN_FILL_SECONDS="0",
+        MAIL_BACKEND="outbox",
+        SECRET_KEY="bench",
+    )
+    if not env.get("REDIS_URL"):
+        sys.path.insert(0, str(ROOT))
+        from crm.redis_server import ensure_embedded_redis
+
+        env["REDIS_URL"] = ensure_embedded_redis(WORK / "redis")
+    subprocess.run([str(BIN / "crm"), "db", "upgrade"], env=env, check=True, capture_output=True)
+
+    bare = start_gunicorn("bench.bare_app:app", 5301, env)
+    try:
+        bare_rate, bare_errors = measure(5301, "/", no_body)
+    finally:
+        bare.terminate()
+        bare.wait()
+    app = start_gunicorn("crm:create_app()", 5302, env)
+    try:
+        hidden = signup_form(5302)
+        rate, errors = measure(5302, "/subscribe", SignupBody(hidden))
+    finally:
+        app.terminate()
+        app.wait()
+    print(f"bare Flask endpoint : {bare_rate:8.1f} requests/s ({bare_errors} errors)")
+    print(f"POST /subscribe     : {rate:8.1f} requests/s ({errors} errors)")
+    print(f"ratio               : {rate / bare_rate:8.3f} of the bare endpoint")
+
+
+if __name__ == "__main__":
+    main()
