@@ -24,6 +24,7 @@ from crm.extensions import csrf, db, limiter
 from crm.mail import services
 from crm.mail.forms import LiftSuppressionForm, ResendForm, TestEmailForm
 from crm.mail.models import STATES, EmailMessage, Suppression
+from crm.pagination import requested_page
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +108,7 @@ def message_list():
         )
     page = db.paginate(
         statement.order_by(EmailMessage.created_at.desc(), EmailMessage.id.desc()),
-        page=request.args.get("page", 1, type=int),
+        page=requested_page(),
         per_page=current_app.config["PAGE_SIZE"],
         error_out=False,
         max_per_page=200,
@@ -235,7 +236,7 @@ def suppression_list():
         statement = statement.where(Suppression.email.like(_like(q), escape="\\"))
     page = db.paginate(
         statement.order_by(Suppression.updated_at.desc(), Suppression.id.desc()),
-        page=request.args.get("page", 1, type=int),
+        page=requested_page(),
         per_page=current_app.config["PAGE_SIZE"],
         error_out=False,
         max_per_page=200,

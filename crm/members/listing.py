@@ -25,11 +25,11 @@ from crm.members.models import (
 )
 from crm.members.municipalities import CLUSTER_MUNICIPALITIES
 from crm.members.search import matching_ids, query_words
+from crm.pagination import parse_page  # noqa: F401  (re-exported for the routes)
 
 # Ids in URLs and filters beyond this cannot exist (and PostgreSQL's integer would
 # overflow on them): treat them as not found instead of failing.
 MAX_ID = 2**31 - 1
-MAX_PAGE = 100_000
 
 # Lists count their rows only up to a cap and then say "more than …": counting 100,000
 # rows is most of the time of a list page on PostgreSQL, and nobody pages that far.
@@ -53,13 +53,6 @@ def parse_id(value) -> int | None:
         return None
     number = int(text)
     return number if 0 < number <= MAX_ID else None
-
-
-def parse_page(value) -> int:
-    text = str(value or "").strip()
-    if not text.isdigit() or len(text) > 6:
-        return 1
-    return min(max(int(text), 1), MAX_PAGE)
 
 
 def clean_query(value) -> str:

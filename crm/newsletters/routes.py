@@ -24,6 +24,7 @@ from crm.members.models import CONTACT_ROLES, Network
 from crm.newsletters import audience, compose, ledger, services, statistics
 from crm.newsletters.forms import ActionForm, NewsletterForm, ScheduleForm
 from crm.newsletters.models import MEMBERSHIP_FILTERS, NEWSLETTER_STATES, Newsletter
+from crm.pagination import requested_page
 from crm.subscriptions.models import Topic
 from crm.subscriptions.services import sync_topics
 
@@ -125,7 +126,7 @@ def newsletter_list():
         statement = statement.where(Newsletter.state == state)
     page = db.paginate(
         statement.order_by(Newsletter.created_at.desc(), Newsletter.id.desc()),
-        page=request.args.get("page", 1, type=int),
+        page=requested_page(),
         per_page=current_app.config["PAGE_SIZE"],
         error_out=False,
         max_per_page=200,
