@@ -615,6 +615,11 @@ def init_app(app) -> None:
 
     if "fees/_company_panel.html" not in panels.COMPANY_PANELS:
         panels.COMPANY_PANELS.append("fees/_company_panel.html")
+    from crm.fees.demo import demo_fee_year
+    from crm.members import demo
+
+    if demo_fee_year not in demo.DEMO_HOOKS:
+        demo.DEMO_HOOKS.append(demo_fee_year)
 
     # Globals, not a context processor: imported macros see globals only.
     app.jinja_env.globals.update(
