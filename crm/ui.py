@@ -1,6 +1,6 @@
 """Template helpers shared by every page: the menu and human labels."""
 
-from flask import current_app
+from flask import current_app, request
 from flask_babel import lazy_gettext as _l
 
 from crm.auth.permissions import can
@@ -75,6 +75,22 @@ def audit_value(value):
     return value
 
 
+# Query keys url_for would take as its own options (a crafted `?_scheme=` is a 500),
+# and the live-search flag that must not leak into links.
+_RESERVED_ARGS = frozenset({"endpoint", "values", "partial"})
+
+
+def list_args(**overrides) -> dict:
+    """The current query string for links to other pages/sorts of the same list."""
+    args = {
+        key: values
+        for key, values in request.args.to_dict(flat=False).items()
+        if not key.startswith("_") and key not in _RESERVED_ARGS
+    }
+    args.update(overrides)
+    return args
+
+
 def nav_items():
     return [
         (endpoint, label, permission)
@@ -86,6 +102,7 @@ def nav_items():
 def init_app(app) -> None:
     app.jinja_env.globals.update(
         nav_items=nav_items,
+        list_args=list_args,
         can=can,
         audit_action_label=lambda action: AUDIT_ACTIONS.get(action, action),
         field_label=lambda field: FIELD_LABELS.get(field, field),

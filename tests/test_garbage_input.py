@@ -86,7 +86,23 @@ def _fuzz_all(app, client, targets, data):
         values = data.draw(st.dictionaries(st.sampled_from(names), garbage_text, max_size=8))
         query = data.draw(
             st.dictionaries(
-                st.sampled_from(["q", "page", "sort", "status", "lang", "partial", "year"]),
+                st.sampled_from(
+                    [
+                        "q",
+                        "page",
+                        "sort",
+                        "status",
+                        "lang",
+                        "partial",
+                        "year",
+                        "_scheme",
+                        "_external",
+                        "_anchor",
+                        "_method",
+                        "endpoint",
+                        "values",
+                    ]
+                ),
                 garbage_text,
                 max_size=4,
             )
@@ -114,3 +130,11 @@ def test_hostile_path_segments_never_cause_a_500(app, client, auth):
             url = re.sub(r"<[^>]+>", value, rule.rule)
             response = client.get(url)
             assert response.status_code < 500, url
+
+
+def test_url_building_options_in_the_query_string_never_cause_a_500(app, client, auth):
+    auth.login("admin")
+    for path in ("/companies", "/contacts", "/mail/messages", "/newsletters", "/fees/invoices"):
+        for key in ("_scheme", "_external", "_anchor", "_method", "endpoint", "values"):
+            response = client.get(path, query_string={key: "javascript", "sort": "name"})
+            assert response.status_code < 500, (path, key)
