@@ -22,8 +22,8 @@ from sqlalchemy import Select, exists, false, func, or_, select
 from crm.extensions import db
 from crm.mail.models import Suppression
 from crm.members.models import ROLE_COLUMNS, Company, Contact, contact_network
-from crm.subscriptions.models import GENERAL_TOPIC, ConsentState, Subscriber
-from crm.subscriptions.services import contacts_with_active_consent
+from crm.subscriptions.models import GENERAL_TOPIC, Subscriber
+from crm.subscriptions.services import active_consent_exists, contacts_with_active_consent
 
 
 @dataclass(frozen=True)
@@ -57,11 +57,11 @@ def _has_consent(topics: Iterable[str], among=None):
     slugs = [t for t in topics if t]
     if not slugs:
         return false()  # no topic, no consent: nobody
-    selects = [contacts_with_active_consent(slug) for slug in slugs]
     if among is not None:
-        # A batch: look up just its contacts' consent (by key), not every subscriber's.
-        selects = [s.where(ConsentState.contact_id.in_(among)) for s in selects]
-    return or_(*[Contact.id.in_(s) for s in selects])
+        # A batch: key lookups per contact (correlated EXISTS) — nested IN subqueries
+        # can make PostgreSQL re-read every subscriber for every row.
+        return active_consent_exists(Contact.id, slugs)
+    return or_(*[Contact.id.in_(contacts_with_active_consent(slug)) for slug in slugs])
 
 
 def _filters(audience: Audience) -> list:
@@ -163,7 +163,7 @@ def exclusion_reasons(audience: Audience, contact_ids: Iterable[int]) -> dict[in
         or_(Contact.email.is_(None), Contact.email == "", Contact.archived_at.is_not(None)),
     )
     mark("suppressed", ~_not_suppressed())
-    mark("no_consent", ~_has_consent(audience.topics))
+    mark("no_consent", ~_has_consent(audience.topics, among=ids))
     for contact_id in ids:
         reasons.setdefault(contact_id, "filter")
     return reasons
