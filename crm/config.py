@@ -1,8 +1,41 @@
-"""Settings from the environment (or `.env`), as SPEC.md's table fixes them."""
+"""Settings from the environment (or `.env`), as SPEC.md's table fixes them.
 
+Every setting the application reads is here, with its default; README's settings
+table documents each one. Code reads them from `current_app.config` only, so a test
+can change one with `monkeypatch.setitem(app.config, …)`.
+"""
+
+import math
 import os
 import secrets
 from pathlib import Path
+
+
+class SettingsError(ValueError):
+    """An environment value that cannot be used; raised when the app starts."""
+
+
+def _number(name: str, default: int | float) -> int | float:
+    """A non-negative number from the environment, of the default's type.
+
+    Empty or unset means the default. Anything else that is not a finite number of
+    that type stops the app at startup with a message naming the setting.
+    """
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    kind = type(default)
+    try:
+        value = kind(raw)
+    except ValueError:
+        value = None
+    if value is None or not math.isfinite(value) or value < 0:
+        what = "a whole number" if kind is int else "a number"
+        raise SettingsError(
+            f"Setting {name}={raw!r} is not valid: it must be {what}, 0 or more "
+            f"(default {default})."
+        )
+    return value
 
 
 def _secret_key(instance_path: Path) -> str:
@@ -54,6 +87,52 @@ def load_settings(instance_path: Path) -> dict:
         "RATELIMIT_HEADERS_ENABLED": True,
         "MAX_CONTENT_LENGTH": 32 * 1024 * 1024,
         "PAGE_SIZE": 50,
-        # Newsletter emails per minute over all workers, enforced where requests are made.
-        "NEWSLETTER_RATE_PER_MINUTE": int(os.environ.get("NEWSLETTER_RATE_PER_MINUTE") or 30000),
+        # Seconds a person needs at least to fill in the signup form (0 for benchmarks).
+        "SUBSCRIBE_MIN_FILL_SECONDS": _number("SUBSCRIBE_MIN_FILL_SECONDS", 2.0),
+        # Workers run their upkeep hooks (e.g. the newsletter reconciler) this often.
+        "WORKER_HOOK_SECONDS": _number("WORKER_HOOK_SECONDS", 30.0),
+        **_mail_settings(),
+        **_newsletter_settings(),
+    }
+
+
+def _mail_settings() -> dict:
+    """Tunables of the transactional mail pipeline (crm/mail/)."""
+    return {
+        # The SendGrid client has no timeout of its own: a stalled request would hang a job.
+        "SENDGRID_TIMEOUT_SECONDS": _number("SENDGRID_TIMEOUT_SECONDS", 10.0),
+        # Tries of one message before it is marked failed.
+        "MAIL_MAX_ATTEMPTS": _number("MAIL_MAX_ATTEMPTS", 8),
+        # Backoff between tries: base * 2^(attempt-1), capped (0 retries at once).
+        "MAIL_RETRY_BASE_SECONDS": _number("MAIL_RETRY_BASE_SECONDS", 30.0),
+        "MAIL_RETRY_MAX_SECONDS": _number("MAIL_RETRY_MAX_SECONDS", 3600.0),
+        # A signed webhook request older than this, or further ahead of our clock than
+        # the skew, is refused, so a captured request cannot be replayed later.
+        "MAIL_WEBHOOK_MAX_AGE_SECONDS": _number("MAIL_WEBHOOK_MAX_AGE_SECONDS", 300),
+        "MAIL_WEBHOOK_MAX_SKEW_SECONDS": _number("MAIL_WEBHOOK_MAX_SKEW_SECONDS", 60),
+    }
+
+
+def _newsletter_settings() -> dict:
+    """Tunables of newsletter sending (README: Newsletter sending: resend policy)."""
+    return {
+        # Emails per minute over all workers (a Redis token bucket shared by them).
+        "NEWSLETTER_RATE_PER_MINUTE": _number("NEWSLETTER_RATE_PER_MINUTE", 30000),
+        # Recipients per provider request (SendGrid takes at most 1,000 personalizations).
+        "NEWSLETTER_BATCH_SIZE": _number("NEWSLETTER_BATCH_SIZE", 1000),
+        # How long a claimed batch stays with its sender without being renewed. Must be
+        # well above the request timeout plus the longest inline wait.
+        "NEWSLETTER_LEASE_SECONDS": _number("NEWSLETTER_LEASE_SECONDS", 120.0),
+        # After a 5xx, a timeout or a crash mid-request, wait this long for the webhook's
+        # events before deciding that the batch did not go out.
+        "NEWSLETTER_AMBIGUOUS_GRACE_SECONDS": _number("NEWSLETTER_AMBIGUOUS_GRACE_SECONDS", 300.0),
+        # Backoff for failed attempts: base * 2^(attempt-1), capped.
+        "NEWSLETTER_RETRY_BASE_SECONDS": _number("NEWSLETTER_RETRY_BASE_SECONDS", 10.0),
+        "NEWSLETTER_RETRY_MAX_SECONDS": _number("NEWSLETTER_RETRY_MAX_SECONDS", 900.0),
+        # Attempts before a batch's remaining recipients are marked failed.
+        "NEWSLETTER_MAX_ATTEMPTS": _number("NEWSLETTER_MAX_ATTEMPTS", 12),
+        # Waits up to this long happen inside the job; longer ones reschedule it.
+        "NEWSLETTER_MAX_INLINE_WAIT_SECONDS": _number("NEWSLETTER_MAX_INLINE_WAIT_SECONDS", 15.0),
+        # How often the reconciler looks for batches whose job or sender was lost.
+        "NEWSLETTER_RECONCILE_SECONDS": _number("NEWSLETTER_RECONCILE_SECONDS", 60.0),
     }

@@ -1,7 +1,6 @@
 """The RQ worker: one app, each job in its own app context (and database session)."""
 
 import logging
-import os
 import threading
 from collections.abc import Callable
 
@@ -50,7 +49,7 @@ def _start_upkeep(app: Flask, worker: AppWorker, burst: bool) -> None:
     _run_hooks(app)
     if burst:
         return
-    interval = float(os.environ.get("WORKER_HOOK_SECONDS") or 30)
+    interval = float(app.config["WORKER_HOOK_SECONDS"])
 
     def loop():
         stop = threading.Event()

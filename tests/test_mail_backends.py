@@ -47,7 +47,13 @@ def recipients(count: int) -> list[Recipient]:
 
 
 def sendgrid(server) -> SendGridBackend:
-    return SendGridBackend({"SENDGRID_API_KEY": server.api_key, "SENDGRID_API_HOST": server.url})
+    return SendGridBackend(
+        {
+            "SENDGRID_API_KEY": server.api_key,
+            "SENDGRID_API_HOST": server.url,
+            "SENDGRID_TIMEOUT_SECONDS": 10,
+        }
+    )
 
 
 def test_a_batch_of_1000_recipients_is_one_request_in_order(sendgrid_server):

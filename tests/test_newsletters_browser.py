@@ -140,7 +140,7 @@ def _webhook_events(app, newsletter_id: int) -> None:
 def test_compose_preview_send_and_watch_the_progress_bar_reach_100(
     app, page, live_server, artifacts_dir, worker, monkeypatch
 ):
-    monkeypatch.setenv("NEWSLETTER_BATCH_SIZE", "5")  # eight batches: the bar moves
+    monkeypatch.setitem(app.config, "NEWSLETTER_BATCH_SIZE", 5)  # eight batches: the bar moves
     _seed(app)
     page.set_viewport_size({"width": 1440, "height": 1640})
     login(page, live_server, "redaktor@example.no", PASSWORD)

@@ -314,7 +314,7 @@ def wait_for(condition, timeout: float = 30) -> None:
 
 def start_newsletter_with_small_batches(app, newsletter_id: int, monkeypatch) -> None:
     """More batches than workers, so a fault lands in the middle of the send."""
-    monkeypatch.setenv("NEWSLETTER_BATCH_SIZE", "500")
+    monkeypatch.setitem(app.config, "NEWSLETTER_BATCH_SIZE", 500)
     assert start(app, newsletter_id) == RECIPIENTS
 
 

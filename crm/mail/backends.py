@@ -30,7 +30,6 @@ from urllib.error import URLError
 from crm.timeutil import utcnow
 
 MAX_RECIPIENTS_PER_REQUEST = 1000
-SENDGRID_TIMEOUT_SECONDS = 10
 # Headers the caller may not set: we own them, or SendGrid refuses to let them be set.
 RESERVED_HEADERS = frozenset(
     h.lower()
@@ -288,10 +287,7 @@ class SendGridBackend(MailBackend):
             config["SENDGRID_API_KEY"], host=config.get("SENDGRID_API_HOST")
         )
         # The client has no timeout of its own: a stalled connection would hang the job.
-        timeout = config.get("SENDGRID_TIMEOUT_SECONDS") or os.environ.get(
-            "SENDGRID_TIMEOUT_SECONDS"
-        )
-        self.client.client.timeout = float(timeout or SENDGRID_TIMEOUT_SECONDS)
+        self.client.client.timeout = float(config["SENDGRID_TIMEOUT_SECONDS"])
 
     def build_request(self, mail: OutgoingMail) -> dict:
         """The JSON body of mail/send: one personalization per recipient, in order."""

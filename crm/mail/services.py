@@ -12,7 +12,6 @@ import functools
 import hashlib
 import json
 import logging
-import os
 import random
 import re
 import time
@@ -60,27 +59,9 @@ MAIL_QUEUE = "mail"
 _TEMPLATE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_/-]{0,150}$")
 _WHITESPACE = re.compile(r"[\s\x00-\x1f\x7f\u2028\u2029\x85]+")
 
-# Defaults of the pipeline's tunables; each can be set in the app config or environment.
-DEFAULTS = {
-    "MAIL_MAX_ATTEMPTS": 8,
-    "MAIL_RETRY_BASE_SECONDS": 30.0,
-    "MAIL_RETRY_MAX_SECONDS": 3600.0,
-    "MAIL_WEBHOOK_MAX_AGE_SECONDS": 300,
-    "MAIL_WEBHOOK_MAX_SKEW_SECONDS": 60,
-}
-
 
 class InvalidAddress(MailError, ValueError):
     """An address that cannot be mailed (bad syntax, line breaks)."""
-
-
-def setting(name: str):
-    """A pipeline tunable from the app config, else the environment, else DEFAULTS."""
-    default = DEFAULTS[name]
-    value = current_app.config.get(name, os.environ.get(name))
-    if value is None or value == "":
-        return default
-    return type(default)(value)
 
 
 # --- Queueing ------------------------------------------------------------------------
@@ -366,10 +347,10 @@ def outgoing_mail(message: EmailMessage) -> OutgoingMail:
 
 def retry_delay(attempt: int, retry_after: float | None) -> float:
     """Seconds before the next try: what the provider asked for, else exponential backoff."""
-    cap = setting("MAIL_RETRY_MAX_SECONDS")
+    cap = current_app.config["MAIL_RETRY_MAX_SECONDS"]
     if retry_after is not None:
         return min(max(retry_after, 1.0), max(cap, 24 * 3600.0))
-    base = setting("MAIL_RETRY_BASE_SECONDS")
+    base = current_app.config["MAIL_RETRY_BASE_SECONDS"]
     if base <= 0:
         return 0.0
     return min(cap, base * 2 ** max(attempt - 1, 0)) * random.uniform(0.8, 1.2)
@@ -413,7 +394,7 @@ def deliver(message: EmailMessage) -> SendOutcome:
 
 def _record_transient(message, attempt, error: str, retry_after: float | None) -> SendOutcome:
     tries_this_round = message.attempts - message.retry_base
-    if tries_this_round >= setting("MAIL_MAX_ATTEMPTS"):
+    if tries_this_round >= current_app.config["MAIL_MAX_ATTEMPTS"]:
         return _record_failure(
             message, attempt, f"gave up after {tries_this_round} attempts: {error}"
         )
@@ -737,9 +718,8 @@ def webhook_request_is_authentic(
     if not public_key or not signature or not timestamp or not _TIMESTAMP.fullmatch(timestamp):
         return False
     age = (time.time() if now is None else now) - int(timestamp)
-    if age > setting("MAIL_WEBHOOK_MAX_AGE_SECONDS") or -age > setting(
-        "MAIL_WEBHOOK_MAX_SKEW_SECONDS"
-    ):
+    max_age = current_app.config["MAIL_WEBHOOK_MAX_AGE_SECONDS"]
+    if age > max_age or -age > current_app.config["MAIL_WEBHOOK_MAX_SKEW_SECONDS"]:
         return False
     try:
         verifier = _webhook_verifier(public_key.strip())

@@ -2,7 +2,6 @@
 
 import hashlib
 import json
-import os
 import re
 
 from flask import (
@@ -398,10 +397,6 @@ def consent_panel(contact: Contact) -> dict:
 def init_app(app) -> None:
     from crm.members import panels
 
-    # Seconds a person needs at least to fill in the signup form (0 for benchmarks).
-    app.config.setdefault(
-        "SUBSCRIBE_MIN_FILL_SECONDS", float(os.environ.get("SUBSCRIBE_MIN_FILL_SECONDS", 2))
-    )
     app.register_blueprint(bp)
     app.register_blueprint(staff_bp)
     app.jinja_env.globals["consent_panel"] = consent_panel
