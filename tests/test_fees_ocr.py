@@ -10,7 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
-from crm.audit import AuditEntry
+from crm import audit
+from crm.audit import AuditEntry, acting_as
 from crm.extensions import db
 from crm.fees import kid as kidlib
 from crm.fees.errors import DuplicateTransmissionError, OcrFileError
@@ -155,6 +156,58 @@ def test_every_payment_and_invoice_change_is_in_the_audit_log(app):
             )
         )
         assert change.changes["status"] == ["open", "paid"]
+
+
+def test_bulk_writes_leave_the_entries_the_orm_listener_leaves(app):
+    """The OCR import writes in bulk; its audit entries must read exactly like those of
+    a payment and an invoice change made through the ORM."""
+    with app.test_request_context("/?lang=en"), acting_as("treasurer"):
+        first, second = make_invoiced_members(2)
+        row = {
+            "invoice_id": first.id,
+            "kind": "payment",
+            "source": "ocr",
+            "amount_ore": 12_345,
+            "paid_on": date(2026, 3, 2),
+            "booked_on": date(2026, 3, 3),
+            "kid": first.kid,
+            "transaction_number": "1-1",
+            "archive_reference": "000000042",
+            "payer_account": "12345678903",
+        }
+        db.session.add(Payment(**row))
+        first.paid_ore, first.status = 12_345, "partially_paid"
+        db.session.commit()
+        audit.bulk_create(
+            Payment, [{**row, "transaction_number": "1-2"}], key="transaction_number",
+            scope=("invoice_id", first.id),
+        )  # fmt: skip
+        old = {"paid_ore": 0, "status": "open"}
+        new = {"paid_ore": 12_345, "status": "partially_paid"}
+        audit.bulk_update(Invoice, [(second.id, Invoice.audit_label_of(vars(second)), old, new)])
+        db.session.commit()
+
+        def entry(record_type, action, record_id):
+            found = db.session.scalars(
+                select(AuditEntry).where(
+                    AuditEntry.record_type == record_type,
+                    AuditEntry.action == action,
+                    AuditEntry.record_id == record_id,
+                )
+            ).one()
+            return found.actor, found.record_label, found.changes, found.at.tzinfo
+
+        by_orm, in_bulk = db.session.scalars(select(Payment.id).order_by(Payment.id)).all()
+        orm_entry = entry("payment", "create", by_orm)
+        bulk_entry = entry("payment", "create", in_bulk)
+        assert orm_entry[2].pop("transaction_number") == [None, "1-1"]
+        assert bulk_entry[2].pop("transaction_number") == [None, "1-2"]
+        # created_at differs by the moment; it must be there and look the same.
+        assert orm_entry[2].pop("created_at")[1][:4] == bulk_entry[2].pop("created_at")[1][:4]
+        assert bulk_entry == orm_entry
+        assert entry("invoice", "update", second.id)[2] == entry("invoice", "update", first.id)[2]
+        db.session.refresh(second)
+        assert (second.paid_ore, second.status) == (12_345, "partially_paid")
 
 
 def test_a_reversal_subtracts_from_what_was_paid(app):

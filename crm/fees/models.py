@@ -7,6 +7,7 @@ credit notes by `crm.fees.services.refresh_invoice`, and stored so lists can fil
 on it; every change to it is in the audit log like any other field.
 """
 
+from collections.abc import Mapping
 from datetime import date, datetime
 
 from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, String, UniqueConstraint
@@ -195,7 +196,12 @@ class Invoice(Audited, db.Model):
     )
 
     def audit_label(self) -> str:
-        return f"{self.number} {self.customer_name}".strip()
+        return self.audit_label_of({"number": self.number, "customer_name": self.customer_name})
+
+    @staticmethod
+    def audit_label_of(row: Mapping) -> str:
+        """The label of an invoice given as column values (bulk updates)."""
+        return f"{row['number']} {row['customer_name']}".strip()
 
     @property
     def due_ore(self) -> int:
@@ -294,7 +300,12 @@ class Payment(Audited, db.Model):
     ocr_import: Mapped[OcrImport | None] = relationship()
 
     def audit_label(self) -> str:
-        return f"{self.kind} {plain(self.amount_ore)}"
+        return self.audit_label_of({"kind": self.kind, "amount_ore": self.amount_ore})
+
+    @staticmethod
+    def audit_label_of(row: Mapping) -> str:
+        """The label of a payment given as column values (bulk inserts)."""
+        return f"{row['kind']} {plain(row['amount_ore'])}"
 
 
 class UnmatchedPayment(Audited, db.Model):
@@ -322,7 +333,12 @@ class UnmatchedPayment(Audited, db.Model):
     payment: Mapped[Payment | None] = relationship()
 
     def audit_label(self) -> str:
-        return f"{self.kid or '-'} {plain(self.amount_ore)}"
+        return self.audit_label_of({"kid": self.kid, "amount_ore": self.amount_ore})
+
+    @staticmethod
+    def audit_label_of(row: Mapping) -> str:
+        """The label of an unmatched payment given as column values (bulk inserts)."""
+        return f"{row['kid'] or '-'} {plain(row['amount_ore'])}"
 
 
 class Reminder(Audited, db.Model):

@@ -14,6 +14,7 @@ from flask_babel import gettext as _
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
+from crm import audit
 from crm.audit import current_actor
 from crm.extensions import db
 from crm.fees import kid as kidlib
@@ -400,8 +401,6 @@ def queue_invoice_email(invoice: Invoice):
 
 
 def email_context(invoice: Invoice, settings: FeeSettings, reminder: Reminder | None = None):
-    from crm.fees.money import plain
-
     return {
         "cluster_name": settings.cluster_name,
         "cluster_email": settings.email,
@@ -566,10 +565,8 @@ def import_ocr_file(data: bytes | str, file_name: str = "") -> ImportResult:
     DuplicateTransmissionError (imported before) before anything is written.
 
     Payments, unmatched payments and invoice updates are written in bulk, each with
-    its audit entry (crm.fees.bulk): a bank file can hold a hundred thousand.
+    its audit entry (crm.audit.bulk_create): a bank file can hold a hundred thousand.
     """
-    from crm.fees.bulk import insert_audited
-
     transmission = parse_ocr(data)
     check_not_imported(transmission)
     user_id, actor = current_actor()
@@ -623,19 +620,17 @@ def import_ocr_file(data: bytes | str, file_name: str = "") -> ImportResult:
             unmatched.append({**row, "reason": reason, "text": t.text[:100], "state": "open"})
     # transaction_number ("assignment-transaction") is unique within one transmission.
     scope = ("ocr_import_id", record.id)
-    insert_audited(
+    audit.bulk_create(
         Payment,
         payments,
-        lambda r: f"payment {plain(r['amount_ore'])}",
-        scope,
-        "transaction_number",
+        key="transaction_number",
+        scope=scope,
     )
-    insert_audited(
+    audit.bulk_create(
         UnmatchedPayment,
         unmatched,
-        lambda r: f"{r['kid'] or '-'} {plain(r['amount_ore'])}",
-        scope,
-        "transaction_number",
+        key="transaction_number",
+        scope=scope,
     )
     record.matched_count = len(payments)
     record.unmatched_count = len(unmatched)
@@ -653,8 +648,6 @@ def add_paid_sums(ocr_import_id: int, added: dict[int, int]) -> None:
     """Add an import's payments (øre per invoice id) to the invoices' paid sums and
     statuses, in bulk. The stored sums are kept right by every other payment change
     (refresh_invoices), and the rows are locked (PostgreSQL) while this adds to them."""
-    from crm.fees.bulk import update_audited
-
     touched = select(Payment.invoice_id).where(Payment.ocr_import_id == ocr_import_id)
     changes = []
     rows = db.session.execute(
@@ -680,12 +673,12 @@ def add_paid_sums(ocr_import_id: int, added: dict[int, int]) -> None:
         changes.append(
             (
                 row.id,
-                f"{row.number} {row.customer_name}".strip(),
+                Invoice.audit_label_of(row._mapping),
                 {"paid_ore": row.paid_ore, "status": row.status},
                 {"paid_ore": paid, "status": status},
             )
         )
-    update_audited(Invoice, changes)
+    audit.bulk_update(Invoice, changes)
     # Invoices loaded in this session before the bulk update would show old sums.
     for obj in list(db.session.identity_map.values()):
         if isinstance(obj, Invoice):

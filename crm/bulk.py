@@ -1,0 +1,157 @@
+"""Writing many rows at once, at the database driver's speed.
+
+SQLAlchemy's executemany turns every row into bound parameters in Python (~10 µs a
+row), and psycopg sends them one statement at a time: a bank file of 100,000 payments,
+with their audit entries and invoice updates, would spend most of its time there.
+Here each column's value goes through the column type's own bind processor (so dates,
+UTC datetimes and JSON are stored exactly as the ORM stores them), then straight to the
+driver: executemany on SQLite, COPY on PostgreSQL.
+
+Callers see rows as dicts keyed by column name, in the current session's transaction.
+These functions write no audit entries: crm.audit.bulk_create/bulk_update do.
+"""
+
+from collections.abc import Callable, Iterable, Sequence
+
+from sqlalchemy import Column, MetaData, Table, bindparam, insert, update
+from sqlalchemy.engine import Connection
+
+from crm.extensions import db
+
+_SQLITE_BATCH = 10_000
+
+
+def _processors(table: Table, columns: Sequence[str], dialect) -> list[Callable | None]:
+    return [table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in columns]
+
+
+def _driver_rows(
+    table: Table, columns: Sequence[str], rows: Iterable[dict], common: dict, dialect
+) -> Iterable[tuple]:
+    """Rows as tuples of driver values in `columns` order.
+
+    Values in `common` are the same for every row and converted once.
+    """
+    processors = _processors(table, columns, dialect)
+    fixed = {}
+    for index, name in enumerate(columns):
+        if name in common:
+            value, process = common[name], processors[index]
+            fixed[index] = process(value) if process and value is not None else value
+    varying = [
+        (index, name, processors[index]) for index, name in enumerate(columns) if index not in fixed
+    ]
+    template = [fixed.get(index) for index in range(len(columns))]
+    for row in rows:
+        values = template.copy()
+        for index, name, process in varying:
+            value = row.get(name)
+            values[index] = process(value) if process is not None and value is not None else value
+        yield tuple(values)
+
+
+def defaults_for(table: Table, given: set[str]) -> dict:
+    """Column defaults for the columns not in `given`, evaluated once for a batch."""
+    values = {}
+    for column in table.columns:
+        if column.key in given or column.default is None:
+            continue
+        if column.default.is_scalar:
+            values[column.key] = column.default.arg
+        elif column.default.is_callable:
+            # SQLAlchemy wraps callable defaults to take an execution context; ours
+            # (utcnow and the like) ignore it.
+            values[column.key] = column.default.arg(None)
+    return values
+
+
+def insert_rows(table: Table, rows: Sequence[dict], common: dict | None = None) -> None:
+    """INSERT `rows` (plus the `common` values) into `table`.
+
+    Columns a row leaves out get their column default, as an ORM insert would; ids
+    come from the database. The caller reads them back if it needs them.
+    """
+    if not rows:
+        return
+    common = common or {}
+    common = {**defaults_for(table, set(common) | set(rows[0])), **common}
+    columns = [c.key for c in table.columns if c.key in common or c.key in rows[0]]
+    connection = db.session.connection()
+    if connection.dialect.name == "postgresql":
+        _copy_in(
+            connection,
+            table.name,
+            columns,
+            _driver_rows(table, columns, rows, common, connection.dialect),
+        )
+        return
+    statement = insert(table).values({name: bindparam(name) for name in columns})
+    _executemany(connection, statement, columns, table, rows, common)
+
+
+def update_rows(table: Table, rows: Sequence[dict], fields: Sequence[str]) -> None:
+    """UPDATE `table` SET `fields` from each row, matched by its "id"."""
+    if not rows:
+        return
+    connection = db.session.connection()
+    columns = ["id", *fields]
+    if connection.dialect.name == "postgresql":
+        # COPY into a scratch table shaped like the target, then one UPDATE … FROM.
+        scratch = Table(
+            f"bulk_{table.name}",
+            MetaData(),
+            *(Column(name, table.c[name].type) for name in columns),
+            prefixes=["TEMPORARY"],
+            postgresql_on_commit="DROP",
+        )
+        scratch.create(connection)
+        rows = _driver_rows(table, columns, rows, {}, connection.dialect)
+        _copy_in(connection, scratch.name, columns, rows)
+        connection.execute(
+            update(table)
+            .where(table.c.id == scratch.c.id)
+            .values({name: scratch.c[name] for name in fields})
+        )
+        scratch.drop(connection)
+        return
+    statement = (
+        update(table)
+        .where(table.c.id == bindparam("_id"))
+        .values({name: bindparam(name) for name in fields})
+    )
+    # The WHERE parameter comes last in SQLite's positional order.
+    _executemany(connection, statement, [*fields, "id"], table, rows, {}, rename={"_id": "id"})
+
+
+def _executemany(
+    connection: Connection,
+    statement,
+    columns: Sequence[str],
+    table: Table,
+    rows: Sequence[dict],
+    common: dict,
+    rename: dict | None = None,
+) -> None:
+    compiled = statement.compile(dialect=connection.dialect)
+    rename = rename or {}
+    order = [rename.get(name, name) for name in compiled.positiontup]
+    if sorted(order) != sorted(columns):
+        raise RuntimeError(f"unexpected parameters {order} for columns {columns}")
+    values = list(_driver_rows(table, order, rows, common, connection.dialect))
+    for start in range(0, len(values), _SQLITE_BATCH):
+        connection.exec_driver_sql(str(compiled), values[start : start + _SQLITE_BATCH])
+
+
+def _copy_in(connection: Connection, table_name: str, columns: Sequence[str], rows) -> None:
+    from psycopg import sql
+
+    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
+        sql.Identifier(table_name), sql.SQL(", ").join(map(sql.Identifier, columns))
+    )
+    cursor = connection.connection.cursor()
+    try:
+        with cursor.copy(statement) as copy:
+            for row in rows:
+                copy.write_row(row)
+    finally:
+        cursor.close()
