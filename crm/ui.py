@@ -1,9 +1,14 @@
 """Template helpers shared by every page: the menu and human labels."""
 
+import re
+from collections.abc import Callable
+from datetime import UTC, date, datetime
+
 from flask import current_app, request
 from flask_babel import lazy_gettext as _l
 
 from crm.auth.permissions import can
+from crm.i18n import format_date, format_datetime, format_money
 
 # (endpoint, label, permission): shown when the endpoint exists and the user may see it.
 NAV_ITEMS = (
@@ -18,7 +23,8 @@ NAV_ITEMS = (
 
 AUDIT_ACTIONS = {"create": _l("Created"), "update": _l("Changed"), "delete": _l("Deleted")}
 
-# Field names as users know them; unknown fields are shown as they are.
+# Field names as users know them; unknown fields are shown as they are. A key
+# "table.field" names a field of one table only and wins over the plain field name.
 FIELD_LABELS = {
     "name": _l("Name"),
     "orgnr": _l("Organisation number"),
@@ -59,11 +65,92 @@ FIELD_LABELS = {
     "occurred_on": _l("Date"),
     "summary": _l("Summary"),
     "details": _l("Details"),
+    # Membership fees (crm/fees/models.py). Fields named *_ore hold øre: shown as money.
+    "number": _l("Number"),
+    "invoice.number": _l("Invoice number"),
+    "credit_note.number": _l("Credit note number"),
+    "year": _l("Year"),
+    "kid": _l("KID"),
+    "amount_ore": _l("Amount"),
+    "issue_date": _l("Invoice date"),
+    "credit_note.issue_date": _l("Date"),
+    "due_date": _l("Due date"),
+    "pricing_note": _l("Price basis"),
+    "customer_name": _l("Customer"),
+    "customer_orgnr": _l("Customer's organisation number"),
+    "customer_address": _l("Customer's address"),
+    "customer_postal_code": _l("Customer's postal code"),
+    "customer_postal_place": _l("Customer's postal place"),
+    "status": _l("Status"),
+    "paid_ore": _l("Paid"),
+    "written_off_ore": _l("Written off"),
+    "credited_ore": _l("Credited"),
+    "fees_ore": _l("Reminder fees"),
+    "sent_at": _l("Sent"),
+    "send_count": _l("Times sent"),
+    "invoice_id": _l("Invoice"),
+    "reason": _l("Reason"),
+    "cluster_name": _l("Cluster name"),
+    "bank_account": _l("Bank account"),
+    "next_invoice_number": _l("Next invoice number"),
+    "kid_length": _l("KID length"),
+    "kid_scheme": _l("KID check digit"),
+    "due_days": _l("Days to pay"),
+    "reminder_fee_ore": _l("Reminder fee"),
+    "schedule_id": _l("Fee schedule"),
+    "min_employees": _l("From employees"),
+    "max_employees": _l("To employees"),
+    "discount_percent": _l("Discount (%)"),
+    "source": _l("Source"),
+    "paid_on": _l("Paid on"),
+    "booked_on": _l("Booked"),
+    "transaction_number": _l("Transaction number"),
+    "archive_reference": _l("Archive reference"),
+    "payer_account": _l("Payer's account"),
+    "note": _l("Note"),
+    "ocr_import_id": _l("Payment file"),
+    "payment_id": _l("Payment"),
+    "state": _l("State"),
+    "text": _l("Text"),
+    "handled_note": _l("What was done"),
+    "handled_at": _l("Handled"),
+    "level": _l("Level"),
+    "sent_on": _l("Sent"),
+    "new_due_date": _l("New due date"),
+    "fee_ore": _l("Fee"),
 }
 
+# Stored codes in words, per (table, field): each area adds its own in init_app
+# (the fees area: an invoice's status, a payment's kind).
+VALUE_LABELS: dict[tuple[str, str], Callable[[str], str]] = {}
 
-def audit_value(value):
-    """A logged value as people read it: yes/no for booleans, a dash for nothing."""
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_ISO_DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}")
+
+
+def field_label(field: str, record_type: str = ""):
+    """The label of a logged field: "table.field" first, then the plain field name."""
+    return FIELD_LABELS.get(f"{record_type}.{field}") or FIELD_LABELS.get(field, field)
+
+
+def _date_or_time(value: str):
+    """Dates and times the audit log stored as ISO text, shown as dd.mm.yyyy [HH:MM]."""
+    try:
+        if _ISO_DATE.fullmatch(value):
+            return format_date(date.fromisoformat(value))
+        if _ISO_DATETIME.match(value):
+            moment = datetime.fromisoformat(value)
+            if moment.tzinfo is None:  # times are stored in UTC
+                moment = moment.replace(tzinfo=UTC)
+            return format_datetime(moment)
+    except ValueError:
+        pass
+    return value
+
+
+def audit_value(value, field: str = "", record_type: str = ""):
+    """A logged value as people read it: yes/no for booleans, a dash for nothing,
+    money for øre, dd.mm.yyyy for dates, words for the codes an area registered."""
     if value is None or value == "":
         return "—"
     if value is True:
@@ -72,7 +159,36 @@ def audit_value(value):
         return _l("No")
     if isinstance(value, list):
         return ", ".join(str(v) for v in value) or "—"
+    if isinstance(value, int) and field.endswith("_ore"):
+        return format_money(value, ore=True)
+    if isinstance(value, str):
+        label = VALUE_LABELS.get((record_type, field))
+        return label(value) if label else _date_or_time(value)
     return value
+
+
+def audit_rows(entry) -> list[tuple]:
+    """An audit entry's changes as (label, old, new) for display, in the order of the
+    table's columns (the model's own order), other fields after them by name."""
+    from crm.extensions import db
+
+    table = db.metadata.tables.get(entry.record_type)
+    columns = list(table.columns.keys()) if table is not None else []
+
+    def position(field: str) -> tuple[int, str]:
+        return (columns.index(field) if field in columns else len(columns), field)
+
+    rows = []
+    for field in sorted(entry.changes or {}, key=position):
+        old, new = entry.changes[field]
+        rows.append(
+            (
+                field_label(field, entry.record_type),
+                audit_value(old, field, entry.record_type),
+                audit_value(new, field, entry.record_type),
+            )
+        )
+    return rows
 
 
 # Query keys url_for would take as its own options (a crafted `?_scheme=` is a 500),
@@ -105,6 +221,7 @@ def init_app(app) -> None:
         list_args=list_args,
         can=can,
         audit_action_label=lambda action: AUDIT_ACTIONS.get(action, action),
-        field_label=lambda field: FIELD_LABELS.get(field, field),
+        field_label=field_label,
+        audit_rows=audit_rows,
     )
     app.jinja_env.filters["audit_value"] = audit_value

@@ -1,6 +1,7 @@
 """The fee pages in the browser: who may see them, and the treasurer's work through them."""
 
 import io
+import re
 from datetime import timedelta
 
 import pytest
@@ -297,3 +298,31 @@ def test_overdue_page_lists_invoices_and_sends_due_reminders(app, client, auth, 
         from crm.fees.models import Reminder
 
         assert db.session.scalar(select(func.count()).select_from(Reminder)) == 1
+
+
+def audit_history(response) -> str:
+    """The history list of a page, without the forms beside it."""
+    return response.get_data(as_text=True).split('<ol class="audit">', 1)[1].split("</ol>", 1)[0]
+
+
+def test_invoice_history_shows_field_labels_and_money_in_kroner(app, client, auth):
+    with app.test_request_context():
+        invoice_id = make_invoiced_members(1)[0].id  # 2 500,00 for 1–9 employees
+    auth.login("treasurer")
+    url = f"/fees/invoices/{invoice_id}"
+    payment = {"kind": "payment", "amount": "1 000,50", "paid_on": "2026-03-01"}
+    client.post(f"{url}/payments", data=payment)
+
+    history = audit_history(client.get(url))
+    assert "<th>Betalt</th>" in history
+    assert "kr\xa00,00</td>" in history and "kr\xa01\xa0000,50</td>" in history
+    assert "<th>Beløp</th>" in history and "kr\xa02\xa0500,00</td>" in history
+    assert "<th>Status</th>" in history and "Delbetalt" in history
+    assert "amount_ore" not in history and "paid_ore" not in history
+    assert "250000" not in history and "100050" not in history
+    assert "partially_paid" not in history
+    assert "<th>Forfallsdato</th>" in history
+    assert not re.search(r"\d{4}-\d{2}-\d{2}", history)  # dates as dd.mm.yyyy
+
+    english = audit_history(client.get(f"{url}?lang=en"))
+    assert "<th>Paid</th>" in english and "NOK\xa01,000.50</td>" in english

@@ -630,6 +630,17 @@ def init_app(app) -> None:
         unmatched_state=unmatched_state,
         company_fee_history=company_fee_history,
     )
+    from crm import ui
+
+    # Codes in the audit history, in the same words as on the fee pages.
+    ui.VALUE_LABELS.update(
+        {
+            ("invoice", "status"): status_label,
+            ("payment", "kind"): kind_label,
+            ("unmatched_payment", "reason"): unmatched_reason,
+            ("unmatched_payment", "state"): unmatched_state,
+        }
+    )
 
 
 STATUS_BADGES = {
