@@ -16,7 +16,14 @@ bp = Blueprint("i18n", __name__)
 
 
 def translation_domains(directory: Path) -> list[str]:
-    """One catalog per area (core.po, members.po, …) so areas never edit the same file."""
+    """One catalog per area (core.po, members.po, …) so areas never edit the same file.
+
+    Flask-Babel loads every domain listed and merges them into one catalog per locale,
+    so the domain a string sits in never decides where it translates: any msgid works
+    in every area. Each msgid lives in exactly one catalog (tests/test_translations.py
+    checks): an area's own words in its catalog, words more than one area uses (and
+    the words of crm/*.py, templates/base.html and templates/macros/) in core.po.
+    """
     found = sorted(p.stem for p in (directory / "nb" / "LC_MESSAGES").glob("*.po"))
     return found or ["messages"]
 
