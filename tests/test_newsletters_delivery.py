@@ -11,6 +11,7 @@ second), so each test takes seconds.
 """
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -21,10 +22,12 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from rq import Worker
 
 from crm.extensions import db
 from crm.newsletters import services
 from crm.newsletters.models import Newsletter, NewsletterBatch, NewsletterRecipient
+from crm.queue import get_redis
 from crm.redis_server import redis_server_binary
 from crm.subscriptions.tokens import read_link_token
 from tests.factories import bulk_subscribers, make_newsletter
@@ -299,6 +302,33 @@ def test_429_and_500_for_a_while_delay_but_never_duplicate_or_drop(
     with app.app_context():
         resends = db.session.scalar(db.select(db.func.sum(NewsletterBatch.resends)))
     assert resends >= 1  # 500s are ambiguous: resent only after the grace period
+
+
+def test_send_wait_shows_a_live_progress_bar_until_the_last_email(
+    app, runner, sendgrid_server, workers, big_newsletter, monkeypatch
+):
+    """`crm newsletters send ID --wait`, as SPEC.md fixes it: starts the send, shows a
+    progress bar that moves while the workers send, and returns once all is sent."""
+    # About five seconds of sending, so the bar has something to show on the way.
+    workers.env["NEWSLETTER_RATE_PER_MINUTE"] = "60000"
+    monkeypatch.setitem(app.config, "NEWSLETTER_BATCH_SIZE", 250)
+    workers.start(2)
+    with app.app_context():
+        wait_for(lambda: len(Worker.all(connection=get_redis())) >= 2)
+    result = runner.invoke(args=["newsletters", "send", str(big_newsletter), "--wait"])
+    assert result.exit_code == 0, result.output + workers.logs()
+    assert f"Sending newsletter {big_newsletter} to {RECIPIENTS} recipients." in result.output
+    assert "No worker is running" not in result.output
+    counts = [int(n) for n in re.findall(rf"(\d+)/{RECIPIENTS} ", result.output)]
+    assert counts[-1] == RECIPIENTS
+    assert f"{RECIPIENTS}/{RECIPIENTS} " in result.output.split("\r")[-1]
+    assert f"sent={RECIPIENTS}]" in result.output.split("\r")[-1]
+    assert any(0 < n < RECIPIENTS for n in counts), result.output  # it moved on the way
+    assert counts == sorted(counts)
+    with app.app_context():
+        status = services.status(db.session.get(Newsletter, big_newsletter))
+    assert status["state"] == "finished"
+    assert_each_recipient_exactly_once(app, sendgrid_server, big_newsletter, RECIPIENTS)
 
 
 # -- helpers -----------------------------------------------------------------------------

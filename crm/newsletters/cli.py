@@ -141,8 +141,9 @@ def _wait(newsletter_id: int, interval: float = 0.5) -> str:
     progress = current()
     with tqdm(total=progress["total"], unit="email", desc=f"newsletter {newsletter_id}") as bar:
         while True:
-            bar.update(progress["done"] - bar.n)
+            # Postfix first: update() redraws the line, and it should show these counts.
             bar.set_postfix(sent=progress["sent"], failed=progress["failed"], refresh=False)
+            bar.update(progress["done"] - bar.n)
             if progress["state"] in FINAL_STATES or progress["state"] == "paused":
                 break
             time.sleep(interval)
