@@ -131,6 +131,16 @@ def _paginate(query: listing.ListQuery):
     return listing.paginate(query, page, current_app.config["PAGE_SIZE"])
 
 
+def _record_url(endpoint: str, id_arg: str):
+    """`url_for(endpoint, <id_arg>=id)` for each row of a table, from one url_for call.
+
+    A 50-row list would otherwise build up to 100 URLs through the URL map per page.
+    """
+    marker = str(listing.MAX_ID)
+    prefix, _, suffix = url_for(endpoint, **{id_arg: listing.MAX_ID}).rpartition(marker)
+    return lambda record_id: f"{prefix}{record_id}{suffix}"
+
+
 def _today_stamp() -> str:
     return today_oslo().isoformat()
 
@@ -143,7 +153,11 @@ def _today_stamp() -> str:
 def company_list():
     filters = listing.CompanyFilters.from_args(request.args)
     page = _paginate(listing.company_query(filters))
-    context = {"filters": filters, "page": page}
+    context = {
+        "filters": filters,
+        "page": page,
+        "company_url": _record_url("members.company_detail", "company_id"),
+    }
     if g.partial:
         return render_template("members/_company_results.html", **context)
     return render_template(
@@ -324,7 +338,12 @@ def company_add_activity(company_id: int):
 def contact_list():
     filters = listing.ContactFilters.from_args(request.args)
     page = _paginate(listing.contact_query(filters))
-    context = {"filters": filters, "page": page}
+    context = {
+        "filters": filters,
+        "page": page,
+        "contact_url": _record_url("members.contact_detail", "contact_id"),
+        "company_url": _record_url("members.company_detail", "company_id"),
+    }
     if g.partial:
         return render_template("members/_contact_results.html", **context)
     return render_template(
