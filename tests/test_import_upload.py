@@ -83,7 +83,7 @@ def test_preview_lists_errors_with_line_numbers_and_offers_no_confirm(app, clien
     csv = f"orgnr;name;employees\n{ORGNR_A};God AS;4\n{ORGNR_B};Dårlig AS;fire\n".encode()
     response = _upload(client, csv, "medlemmer.csv")
     html = client.get(response.headers["Location"]).get_data(as_text=True)
-    assert re.search(r'class="line-no">3</td>', html)
+    assert re.search(r'<tr class="row-error">\s*<td class="line-no">3</td>', html)
     assert "fire" in html
     assert "/companies/import/confirm" not in html
 
@@ -92,6 +92,18 @@ def test_preview_lists_errors_with_line_numbers_and_offers_no_confirm(app, clien
     assert forced.status_code == 302
     with app.app_context():
         assert db.session.scalar(db.select(db.func.count(Company.id))) == 0
+
+
+def test_preview_shows_warnings_apart_from_errors_and_still_offers_confirm(client, auth):
+    auth.login("staff")
+    csv = f"orgnr;name;hobby\n{ORGNR_A};God AS;golf\n".encode()
+    response = _upload(client, csv, "medlemmer.csv")
+    html = client.get(response.headers["Location"], headers={"Accept-Language": "en"}).get_data(
+        as_text=True
+    )
+    assert re.search(r'<tr class="row-warning">\s*<td class="line-no">1</td>', html)
+    assert "hobby" in html and "row-error" not in html
+    assert "/companies/import/confirm" in html
 
 
 def test_a_tampered_or_foreign_token_is_refused_and_nothing_written(app, client, auth):
