@@ -1,6 +1,6 @@
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, EmailField, PasswordField, SelectField, StringField
+from wtforms import BooleanField, EmailField, PasswordField, SelectChoice, SelectField, StringField
 from wtforms.validators import DataRequired, Email, Length, Optional
 
 from crm.auth.models import ROLES
@@ -20,7 +20,7 @@ class UserCreateForm(FlaskForm):
         validators=[DataRequired(), Length(max=254), Email(check_deliverability=False)],
     )
     name = StringField(_l("Name"), validators=[Optional(), Length(max=200)])
-    role = SelectField(_l("Role"), choices=[(r, ROLE_LABELS[r]) for r in ROLES])
+    role = SelectField(_l("Role"), choices=[SelectChoice(r, ROLE_LABELS[r]) for r in ROLES])
     password = PasswordField(
         _l("Password (empty: generate one)"), validators=[Optional(), Length(min=10, max=200)]
     )
@@ -28,7 +28,7 @@ class UserCreateForm(FlaskForm):
 
 class UserEditForm(FlaskForm):
     name = StringField(_l("Name"), validators=[Optional(), Length(max=200)])
-    role = SelectField(_l("Role"), choices=[(r, ROLE_LABELS[r]) for r in ROLES])
+    role = SelectField(_l("Role"), choices=[SelectChoice(r, ROLE_LABELS[r]) for r in ROLES])
     active = BooleanField(_l("Active"))
     password = PasswordField(
         _l("New password (empty: unchanged)"), validators=[Optional(), Length(min=10, max=200)]

@@ -8,6 +8,7 @@ from flask_wtf import FlaskForm
 from wtforms import (
     BooleanField,
     DateField,
+    SelectChoice,
     SelectField,
     SelectMultipleField,
     StringField,
@@ -100,7 +101,8 @@ class CompanyForm(FlaskForm):
     )
     website = StringField(_l("Website"), validators=[Length(max=300)], filters=[clean_text])
     membership_status = SelectField(
-        _l("Membership"), choices=[(s, MEMBERSHIP_LABELS[s]) for s in MEMBERSHIP_STATUSES]
+        _l("Membership"),
+        choices=[SelectChoice(s, MEMBERSHIP_LABELS[s]) for s in MEMBERSHIP_STATUSES],
     )
     member_since = DateField(_l("Member since"), validators=[Optional()])
     resigned_on = DateField(_l("Resigned"), validators=[Optional()])
@@ -108,10 +110,12 @@ class CompanyForm(FlaskForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        choices = [("", "—")] + [(code, f"{code} – {name}") for code, name in ORG_FORMS.items()]
+        choices = [SelectChoice("", "—")] + [
+            SelectChoice(code, f"{code} – {name}") for code, name in ORG_FORMS.items()
+        ]
         current = self.org_form_code.data
         if current and current not in ORG_FORMS:
-            choices.append((current, current))  # from the register: keep what is there
+            choices.append(SelectChoice(current, current))  # from the register: keep it
         self.org_form_code.choices = choices
 
     def validate_orgnr(self, field):
@@ -187,7 +191,9 @@ class ContactForm(FlaskForm):
 
 
 class ActivityForm(FlaskForm):
-    kind = SelectField(_l("Type"), choices=[(k, ACTIVITY_LABELS[k]) for k in ACTIVITY_KINDS])
+    kind = SelectField(
+        _l("Type"), choices=[SelectChoice(k, ACTIVITY_LABELS[k]) for k in ACTIVITY_KINDS]
+    )
     occurred_on = DateField(_l("Date"), validators=[DataRequired()], default=today_oslo)
     summary = StringField(
         _l("Summary"), validators=[DataRequired(), Length(max=300)], filters=[clean_text]

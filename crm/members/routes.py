@@ -23,6 +23,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 from werkzeug.datastructures import ImmutableMultiDict
+from wtforms import SelectChoice
 
 from crm.audit import history_for
 from crm.auth.permissions import permission_required
@@ -400,7 +401,8 @@ def _contact_form(contact: Contact | None):
             initial["company"] = services.company_choice_label(company)
     form = ContactForm(data=initial)
     form.networks.choices = [
-        (n.id, n.name) for n in services.network_choices(contact.networks if contact else [])
+        SelectChoice(n.id, n.name)
+        for n in services.network_choices(contact.networks if contact else [])
     ]
     duplicates, suggestions = [], []
     if form.validate_on_submit():

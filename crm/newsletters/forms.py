@@ -4,7 +4,15 @@ from datetime import datetime, time
 
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, DateField, SelectField, StringField, TextAreaField, TimeField
+from wtforms import (
+    BooleanField,
+    DateField,
+    SelectChoice,
+    SelectField,
+    StringField,
+    TextAreaField,
+    TimeField,
+)
 from wtforms.validators import DataRequired, Length, Optional
 
 from crm.members.forms import MultiCheckboxField, clean_text
@@ -15,14 +23,14 @@ from crm.subscriptions.services import active_topics
 from crm.timeutil import OSLO
 
 MEMBERSHIP_CHOICES = (
-    ("", _l("Members and others")),
-    ("member", _l("Member companies only")),
-    ("non_member", _l("Not member companies")),
+    SelectChoice("", _l("Members and others")),
+    SelectChoice("member", _l("Member companies only")),
+    SelectChoice("non_member", _l("Not member companies")),
 )
 ROLE_CHOICES = (
-    ("primary", _l("Primary contacts")),
-    ("invoice", _l("Invoice contacts")),
-    ("board", _l("Board representatives")),
+    SelectChoice("primary", _l("Primary contacts")),
+    SelectChoice("invoice", _l("Invoice contacts")),
+    SelectChoice("board", _l("Board representatives")),
 )
 
 
@@ -53,10 +61,10 @@ class NewsletterForm(FlaskForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.topics.choices = [(t.slug, t.name) for t in active_topics()]
-        self.networks.choices = [(n.id, n.name) for n in network_choices()]
+        self.topics.choices = [SelectChoice(t.slug, t.name) for t in active_topics()]
+        self.networks.choices = [SelectChoice(n.id, n.name) for n in network_choices()]
         self.municipalities.choices = [
-            (number, f"{name} ({number})") for number, name in municipality_choices()
+            SelectChoice(number, f"{name} ({number})") for number, name in municipality_choices()
         ]
 
 

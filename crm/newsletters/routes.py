@@ -152,7 +152,7 @@ def newsletter_new():
     sync_topics()
     form = NewsletterForm()
     if request.method == "GET":
-        form.topics.data = [t for t, _label in form.topics.choices[:1]]
+        form.topics.data = [choice.value for choice in form.topics.choices[:1]]
         db.session.commit()  # topics created on first use
     if form.validate_on_submit():
         try:
