@@ -209,6 +209,10 @@ def history_for(record) -> list[AuditEntry]:
 _AS_IS = frozenset({str, int, bool})
 
 
+def _bulk_plain(value):
+    return value if value is None or type(value) in _AS_IS else _plain(value)
+
+
 def _logged_columns(model) -> list[str]:
     excluded = set(model.__audit_exclude__) | {"id"}
     return [name for name in model.__table__.columns.keys() if name not in excluded]
@@ -261,7 +265,7 @@ def bulk_create(model, rows: list[dict], *, key: str, scope: tuple[str, object])
             value = row.get(name)
             if value is None or value == "":
                 continue
-            changes[name] = [None, value if type(value) in _AS_IS else _plain(value)]
+            changes[name] = [None, _bulk_plain(value)]
         entries.append(
             {
                 "record_id": ids[row[key]],
@@ -288,7 +292,8 @@ def bulk_update(model, changes: list[tuple[int, str, dict, dict]]) -> None:
                 "record_id": record_id,
                 "record_label": label[:300],
                 "changes": {
-                    name: [_plain(old.get(name)), _plain(value)] for name, value in changed.items()
+                    name: [_bulk_plain(old.get(name)), _bulk_plain(value)]
+                    for name, value in changed.items()
                 },
             }
         )
