@@ -318,23 +318,25 @@ def _company_conditions(filters: CompanyFilters) -> list:
 
 # What the list tables show. The rest (notes, addresses, timestamps) is never read there;
 # raiseload makes a template that starts to need another column fail in the tests
-# instead of quietly loading it row by row.
-COMPANY_TABLE_COLUMNS = load_only(
-    Company.id,
-    Company.name,
-    Company.orgnr,
-    Company.nace_text,
-    Company.employees,
-    Company.municipality_number,
-    Company.municipality_name,
-    Company.membership_status,
-    Company.member_since,
-    Company.bankrupt,
-    Company.winding_up,
-    Company.deleted_in_registry_on,
-    Company.archived_at,
-    raiseload=True,
-)
+# instead of quietly loading it row by row. (Built when queried: load_only configures
+# the mappers, which must not happen while models are still being imported.)
+def _company_table_columns():
+    return load_only(
+        Company.id,
+        Company.name,
+        Company.orgnr,
+        Company.nace_text,
+        Company.employees,
+        Company.municipality_number,
+        Company.municipality_name,
+        Company.membership_status,
+        Company.member_since,
+        Company.bankrupt,
+        Company.winding_up,
+        Company.deleted_in_registry_on,
+        Company.archived_at,
+        raiseload=True,
+    )
 
 
 def company_query(filters: CompanyFilters, *, table: bool = True) -> ListQuery:
@@ -353,7 +355,7 @@ def company_query(filters: CompanyFilters, *, table: bool = True) -> ListQuery:
 
     rows, ids = ordered(Company), ordered(Company.id)
     if table:
-        rows = rows.options(COMPANY_TABLE_COLUMNS)
+        rows = rows.options(_company_table_columns())
     if not filters.q:
         return ListQuery(rows, ids, select(Company.id).where(*conditions), cap=COUNT_CAP)
     narrowed = filters.municipality or filters.status or filters.network or filters.role
@@ -501,32 +503,33 @@ def _contact_conditions(filters: ContactFilters) -> list:
     return conditions
 
 
-# What the contact table shows (see COMPANY_TABLE_COLUMNS), companies and networks included.
-CONTACT_TABLE_COLUMNS = (
-    load_only(
-        Contact.id,
-        Contact.first_name,
-        Contact.last_name,
-        Contact.email,
-        Contact.phone,
-        Contact.job_title,
-        Contact.company_id,
-        Contact.is_primary_contact,
-        Contact.is_invoice_contact,
-        Contact.is_board_representative,
-        Contact.active,
-        Contact.archived_at,
-        raiseload=True,
-    ),
-    selectinload(Contact.company).load_only(
-        Company.id,
-        Company.name,
-        Company.municipality_number,
-        Company.municipality_name,
-        raiseload=True,
-    ),
-    selectinload(Contact.networks).load_only(Network.id, Network.name, raiseload=True),
-)
+def _contact_table_columns() -> tuple:
+    """What the contact table shows (see _company_table_columns), with companies and networks."""
+    return (
+        load_only(
+            Contact.id,
+            Contact.first_name,
+            Contact.last_name,
+            Contact.email,
+            Contact.phone,
+            Contact.job_title,
+            Contact.company_id,
+            Contact.is_primary_contact,
+            Contact.is_invoice_contact,
+            Contact.is_board_representative,
+            Contact.active,
+            Contact.archived_at,
+            raiseload=True,
+        ),
+        selectinload(Contact.company).load_only(
+            Company.id,
+            Company.name,
+            Company.municipality_number,
+            Company.municipality_name,
+            raiseload=True,
+        ),
+        selectinload(Contact.networks).load_only(Network.id, Network.name, raiseload=True),
+    )
 
 
 def contact_query(filters: ContactFilters, *, table: bool = True) -> ListQuery:
@@ -547,7 +550,7 @@ def contact_query(filters: ContactFilters, *, table: bool = True) -> ListQuery:
 
     rows = ordered(Contact)
     if table:
-        rows = rows.options(*CONTACT_TABLE_COLUMNS)
+        rows = rows.options(*_contact_table_columns())
     else:
         rows = rows.options(selectinload(Contact.company), selectinload(Contact.networks))
     ids = ordered(Contact.id)
