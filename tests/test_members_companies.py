@@ -347,6 +347,10 @@ def test_membership_dates_follow_the_status(app, client, auth):
             None,
             None,
         )
+    # The history names each status in words, as the pages do.
+    history = text(client.get(f"/companies/{target.id}"))
+    assert "Utmeldt" in history and "Potensielt medlem" in history
+    assert "resigned" not in history and "prospect" not in history
 
 
 def test_editing_a_company_logs_old_and_new_values(app, client, auth):

@@ -655,3 +655,14 @@ def network_edit(network_id: int):
 
 def init_app(app) -> None:
     app.register_blueprint(bp)
+    from crm import ui
+
+    # Codes in the audit history, in the same words as on the member pages.
+    ui.VALUE_LABELS.update(
+        {
+            ("company", "membership_status"): lambda code: services.MEMBERSHIP_LABELS.get(
+                code, code
+            ),
+            ("activity", "kind"): lambda code: services.ACTIVITY_LABELS.get(code, code),
+        }
+    )
