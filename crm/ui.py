@@ -178,17 +178,34 @@ def audit_rows(entry) -> list[tuple]:
     def position(field: str) -> tuple[int, str]:
         return (columns.index(field) if field in columns else len(columns), field)
 
+    def shown(value, field: str):
+        if isinstance(value, int) and not isinstance(value, bool) and field in columns:
+            label = _referenced_label(table.c[field], value)
+            if label is not None:
+                return label
+        return audit_value(value, field, entry.record_type)
+
     rows = []
     for field in sorted(entry.changes or {}, key=position):
         old, new = entry.changes[field]
-        rows.append(
-            (
-                field_label(field, entry.record_type),
-                audit_value(old, field, entry.record_type),
-                audit_value(new, field, entry.record_type),
-            )
-        )
+        rows.append((field_label(field, entry.record_type), shown(old, field), shown(new, field)))
     return rows
+
+
+def _referenced_label(column, value: int) -> str | None:
+    """For a foreign key column: the referenced record's label (the company's name, not
+    its id), or "#id" when that record is gone. None for other columns."""
+    from crm.extensions import db
+
+    foreign_key = next(iter(column.foreign_keys), None)
+    if foreign_key is None:
+        return None
+    target = foreign_key.column.table
+    model = next((m.class_ for m in db.Model.registry.mappers if m.local_table is target), None)
+    record = db.session.get(model, value) if model is not None else None
+    if record is None or not hasattr(record, "audit_label"):
+        return f"#{value}"
+    return record.audit_label()
 
 
 # Query keys url_for would take as its own options (a crafted `?_scheme=` is a 500),

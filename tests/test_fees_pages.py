@@ -307,7 +307,8 @@ def audit_history(response) -> str:
 
 def test_invoice_history_shows_field_labels_and_money_in_kroner(app, client, auth):
     with app.test_request_context():
-        invoice_id = make_invoiced_members(1)[0].id  # 2 500,00 for 1–9 employees
+        invoice = make_invoiced_members(1)[0]  # 2 500,00 for 1–9 employees
+        invoice_id, company_name = invoice.id, invoice.company.name
     auth.login("treasurer")
     url = f"/fees/invoices/{invoice_id}"
     payment = {"kind": "payment", "amount": "1 000,50", "paid_on": "2026-03-01"}
@@ -323,6 +324,11 @@ def test_invoice_history_shows_field_labels_and_money_in_kroner(app, client, aut
     assert "partially_paid" not in history
     assert "<th>Forfallsdato</th>" in history
     assert not re.search(r"\d{4}-\d{2}-\d{2}", history)  # dates as dd.mm.yyyy
+    # References name the record: the company, not its id.
+    assert (
+        '<th>Bedrift</th><td class="old">—</td><td class="arrow">→</td>'
+        f'<td class="new">{company_name}</td>'
+    ) in history
 
     english = audit_history(client.get(f"{url}?lang=en"))
     assert "<th>Paid</th>" in english and "NOK\xa01,000.50</td>" in english
