@@ -42,12 +42,12 @@ def make_company(name: str = "Testbedrift AS", **fields) -> Company:
 
 
 def make_contact(first_name: str = "Kari", last_name: str = "Nordmann", **fields) -> Contact:
-    networks = fields.pop("networks", [])
-    contact = Contact(first_name=first_name, last_name=last_name, **fields)
-    contact.networks = [
+    # Networks first: a query while the new contact hangs off its company would flush.
+    networks = [
         n if isinstance(n, Network) else db.session.scalar(db.select(Network).filter_by(name=n))
-        for n in networks
+        for n in fields.pop("networks", [])
     ]
+    contact = Contact(first_name=first_name, last_name=last_name, networks=networks, **fields)
     db.session.add(contact)
     db.session.commit()
     db.session.refresh(contact)
