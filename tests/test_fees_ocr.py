@@ -1,6 +1,7 @@
 """Importing Nets OCR giro files: every payment booked to the øre, and refusals that
 change nothing (repeats, damaged and truncated files). Files are written by netsgiro."""
 
+import gc
 import random
 from collections import Counter
 from datetime import date
@@ -208,6 +209,17 @@ def test_bulk_writes_leave_the_entries_the_orm_listener_leaves(app):
         assert entry("invoice", "update", second.id)[2] == entry("invoice", "update", first.id)[2]
         db.session.refresh(second)
         assert (second.paid_ore, second.status) == (12_345, "partially_paid")
+
+
+def test_the_garbage_collector_runs_again_after_an_import_good_or_refused(app):
+    with app.test_request_context("/?lang=en"):
+        invoice = make_invoiced_members(1)[0]
+        text = build_ocr([[(invoice.kid, invoice.amount_ore)]])
+        with pytest.raises(OcrFileError):
+            import_ocr_file(text[:-5])
+        assert gc.isenabled()
+        import_ocr_file(text)
+        assert gc.isenabled()
 
 
 def test_a_reversal_subtracts_from_what_was_paid(app):

@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 
 from crm import audit
 from crm.audit import current_actor
+from crm.bulk import paused_gc
 from crm.extensions import db
 from crm.fees import kid as kidlib
 from crm.fees.errors import DuplicateTransmissionError, FeeError
@@ -556,6 +557,7 @@ def check_not_imported(transmission: OcrTransmission) -> None:
         )
 
 
+@paused_gc()
 def import_ocr_file(data: bytes | str, file_name: str = "") -> ImportResult:
     """Parse, check and book a Nets OCR giro file in the current transaction.
 
@@ -566,6 +568,7 @@ def import_ocr_file(data: bytes | str, file_name: str = "") -> ImportResult:
 
     Payments, unmatched payments and invoice updates are written in bulk, each with
     its audit entry (crm.audit.bulk_create): a bank file can hold a hundred thousand.
+    The garbage collector waits meanwhile (see crm.bulk.paused_gc).
     """
     transmission = parse_ocr(data)
     check_not_imported(transmission)
