@@ -27,7 +27,9 @@ sys.path.insert(0, str(ROOT))
 COMPANIES = int(os.environ.get("BENCH_COMPANIES", 20_000))
 CONTACTS = int(os.environ.get("BENCH_CONTACTS", 100_000))
 REQUESTS = int(os.environ.get("BENCH_REQUESTS", 200))
-PG_URL = os.environ.get("BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/klynge_bench")
+PG_URL = os.environ.get(
+    "BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/klynge_search_bench"
+)
 WORK = Path(tempfile.gettempdir()) / "klynge-bench"
 
 
@@ -67,6 +69,18 @@ def seed(app) -> None:
     with app.app_context():
         upgrade(revision="heads")
         have = db.session.scalar(db.select(db.func.count(Company.id)))
+        if have and (have, db.session.scalar(db.select(db.func.count(Contact.id)))) != (
+            COMPANIES,
+            CONTACTS,
+        ):
+            # Another size, or another benchmark's data: start from an empty schema.
+            print("  the database holds other data: dropping it")
+            db.session.rollback()
+            db.drop_all()
+            with db.engine.begin() as conn:
+                conn.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")
+            upgrade(revision="heads")
+            have = 0
         if have < COMPANIES:
             started = time.perf_counter()
             demo.generate(
