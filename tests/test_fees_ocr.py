@@ -45,6 +45,14 @@ def small_file(kids: list[str], number: str = "0000001") -> str:
     )
 
 
+def with_reversal_signs(text: str) -> str:
+    """netsgiro writes sign "0" everywhere; Nets writes "-" on reversal types (18, 20)."""
+    return "\n".join(
+        line[:31] + "-" + line[32:] if line[6:8] == "30" and line[4:6] in ("18", "20") else line
+        for line in text.split("\n")
+    )
+
+
 # --- acceptance 1: hundreds of transactions in several assignments, to the øre -------
 
 
@@ -225,12 +233,8 @@ def test_the_garbage_collector_runs_again_after_an_import_good_or_refused(app):
 def test_a_reversal_subtracts_from_what_was_paid(app):
     with app.test_request_context("/?lang=en"):
         invoice = make_invoiced_members(1)[0]
-        text = build_ocr([[(invoice.kid, invoice.amount_ore), (invoice.kid, 10_000)]])
-        # Mark the second transaction as a reversal (sign field of amount item 1).
-        lines = text.split("\n")
-        reversal = [i for i, line in enumerate(lines) if line[6:8] == "30"][1]
-        lines[reversal] = lines[reversal][:31] + "-" + lines[reversal][32:]
-        import_ocr_file("\n".join(lines))
+        text = build_ocr([[(invoice.kid, invoice.amount_ore), (invoice.kid, 10_000, 18)]])
+        import_ocr_file(with_reversal_signs(text))
         db.session.commit()
         assert invoice.paid_ore == invoice.amount_ore - 10_000
         assert invoice.status == "partially_paid"
@@ -302,6 +306,30 @@ def test_every_single_byte_corruption_of_any_record_is_refused_at_its_line():
                 assert error.line in (index + 1, index + 2), (index, position, byte, error)
                 checked += 1
     assert checked > 5000
+
+
+def test_every_change_of_the_sign_is_refused_at_its_line():
+    # The end records sum amounts without their sign: a payment whose "0" became "-"
+    # would add up, so the sign must agree with the transaction type.
+    text = with_reversal_signs(
+        build_ocr([[(_kids()[0], 250_000), (_kids()[1], 1_000, 18), (_kids()[2], 700, 20)]])
+    )
+    parse_ocr(text)  # the reversals, correctly signed, are accepted
+    lines = text.rstrip("\n").split("\n")
+    checked = 0
+    for index, line in enumerate(lines):
+        if line[6:8] != "30":
+            continue
+        for char in map(chr, range(32, 256)):
+            if char == line[31]:
+                continue
+            damaged = lines.copy()
+            damaged[index] = line[:31] + char + line[32:]
+            error = _refused("\n".join(damaged), line=index + 1)
+            if char in "-0":
+                assert "sign" in error.reason and "reversal" in error.reason, error
+            checked += 1
+    assert checked == 3 * 223
 
 
 def test_every_digit_change_in_amounts_counts_and_totals_is_refused():

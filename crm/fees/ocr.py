@@ -20,6 +20,11 @@ from crm.fees.errors import OcrFileError
 RECORD_LENGTH = 80
 # Transaction types that carry a third amount record (free text).
 TEXT_TRANSACTION_TYPES = frozenset({20, 21})
+# Reversals (tilbakeføring) with KID and with text: the only transaction types the Nets
+# OCR giro spec writes with "-" in the sign position, and they always carry it. Checking
+# the sign against the type is the only guard against one flipped character: the end
+# records sum amounts without their sign, so a payment read as a reversal adds up.
+REVERSAL_TRANSACTION_TYPES = frozenset({18, 20})
 REVERSAL_SIGN = "-"
 
 _RECORD_CLASSES: dict[str, type] = {
@@ -145,6 +150,24 @@ def _check_kid_field(number: int, line: str) -> None:
         raise OcrFileError("KID field has spaces between its digits", number, line)
 
 
+def _check_sign(number: int, line: str, record) -> None:
+    reversal = int(record.transaction_type) in REVERSAL_TRANSACTION_TYPES
+    if reversal and record.sign != REVERSAL_SIGN:
+        raise OcrFileError(
+            f"transaction type {int(record.transaction_type)} is a reversal "
+            f"but its amount has no minus sign",
+            number,
+            line,
+        )
+    if not reversal and record.sign == REVERSAL_SIGN:
+        raise OcrFileError(
+            f"amount has a minus sign but transaction type {int(record.transaction_type)} "
+            f"is not a reversal",
+            number,
+            line,
+        )
+
+
 def _check_filler(number: int, line: str) -> None:
     # netsgiro accepts anything in this documented filler; Nets writes digits there.
     if not line[34:41].isdigit():
@@ -241,6 +264,7 @@ def _walk(parsed: list) -> OcrTransmission:  # noqa: C901 - one pass over the re
                 raise OcrFileError("transaction number appears twice", number, line)
             seen_transactions.add(record.transaction_number)
             _check_kid_field(number, line)
+            _check_sign(number, line, record)
             pending = (number, line, record)
         elif code == "31":
             if pending is None:
