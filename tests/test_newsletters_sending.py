@@ -5,9 +5,11 @@ outcome (202, 429, 500, 400, a crash) can be set up exactly; one goes end to end
 through a real worker and the outbox backend.
 """
 
+import dataclasses
 import email
 import email.policy
 import json
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -275,6 +277,131 @@ def test_429_pauses_every_sender_until_the_reset_time(app, app_ctx, sendgrid):
     assert len(sendgrid.requests) == 1
     assert [status for status, _ in sendgrid.refused] == [429]
     assert batches(newsletter.id)[0].resends == 0  # a 429 is not ambiguous
+
+
+def test_a_long_run_of_429s_delays_but_fails_nobody(app, app_ctx, sendgrid, monkeypatch):
+    monkeypatch.setitem(app.config, "NEWSLETTER_MAX_ATTEMPTS", 3)
+    bulk_subscribers(5)
+    newsletter = make_newsletter()
+    start(newsletter)
+    sendgrid.rate_limit_next(6, reset_in=0)  # twice the attempts allowed
+    assert send_all(newsletter.id) == ["done"]
+    assert [status for status, _ in sendgrid.refused] == [429] * 6
+    assert len(sendgrid.recipients) == 5
+    assert {r.state for r in rows(newsletter.id)} == {"sent"}
+    assert batches(newsletter.id)[0].attempts == 1  # only the request that went through
+
+
+def test_a_batch_out_of_attempts_pauses_the_newsletter_and_resume_starts_again(
+    app, app_ctx, sendgrid, monkeypatch
+):
+    import socket
+
+    with socket.socket() as closed:  # a port nobody listens on: SendGrid unreachable
+        closed.bind(("127.0.0.1", 0))
+        unreachable = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    monkeypatch.setitem(app.config, "SENDGRID_API_HOST", unreachable)
+    monkeypatch.setitem(app.config, "NEWSLETTER_MAX_ATTEMPTS", 2)
+    bulk_subscribers(4)
+    newsletter = make_newsletter()
+    start(newsletter)
+    assert send_all(newsletter.id) == ["paused"]
+    newsletter = db.session.get(Newsletter, newsletter.id)
+    assert newsletter.state == "paused"
+    assert "2" in newsletter.pause_reason and "batch 1" in newsletter.pause_reason.lower()
+    assert {r.state for r in rows(newsletter.id)} == {"pending"}  # nobody failed or lost
+
+    monkeypatch.setitem(app.config, "SENDGRID_API_HOST", sendgrid.url)  # fixed
+    services.resume(newsletter)
+    db.session.commit()
+    assert batches(newsletter.id)[0].attempts == 0
+    assert send_all(newsletter.id) == ["done"]
+    assert len(sendgrid.recipients) == 4
+    assert db.session.get(Newsletter, newsletter.id).state == "finished"
+
+
+def test_a_second_start_of_the_same_newsletter_is_refused_and_adds_nothing(app, app_ctx):
+    bulk_subscribers(3)
+    newsletter = make_newsletter()
+    db.session.commit()
+    # Another request (or the scheduled start job) starts it after we loaded it.
+    with db.engine.begin() as other:
+        other.execute(
+            db.update(Newsletter).where(Newsletter.id == newsletter.id).values(state="sending")
+        )
+    assert newsletter.state == "draft"  # what this request still believes
+    with pytest.raises(services.NewsletterError, match="allerede sendt"):
+        services.start_sending(newsletter)
+    db.session.rollback()
+    assert rows(newsletter.id) == [] and batches(newsletter.id) == []
+
+
+def test_a_scheduled_newsletter_cannot_be_edited_once_its_start_froze_it(app, app_ctx):
+    bulk_subscribers(2)
+    newsletter = make_newsletter()
+    db.session.commit()
+    content = services.content_of(newsletter)
+    with db.engine.begin() as other:
+        other.execute(
+            db.update(Newsletter).where(Newsletter.id == newsletter.id).values(state="sending")
+        )
+    with pytest.raises(services.NewsletterError):
+        services.update_newsletter(newsletter, dataclasses.replace(content, subject="Changed"))
+    db.session.rollback()
+    assert db.session.get(Newsletter, newsletter.id).subject != "Changed"
+
+
+def test_batches_never_hold_more_than_a_minute_of_the_rate_limit(app, app_ctx, monkeypatch):
+    monkeypatch.setitem(app.config, "NEWSLETTER_RATE_PER_MINUTE", 3)
+    bulk_subscribers(7)
+    newsletter = make_newsletter()
+    start(newsletter)
+    assert [b.size for b in batches(newsletter.id)] == [3, 3, 1]
+
+
+def test_cancel_leaves_batches_of_unknown_outcome_to_the_webhook_events(
+    app, app_ctx, sendgrid, monkeypatch
+):
+    monkeypatch.setitem(app.config, "NEWSLETTER_BATCH_SIZE", 5)
+    bulk_subscribers(10)
+    newsletter = make_newsletter()
+    start(newsletter)
+    sendgrid.fail_next(2, status=500)
+    limiter = RateLimiter(get_redis())
+    for batch in batches(newsletter.id):  # both requests answered 500: outcome unknown
+        owner = sending.new_owner()
+        sending.claim_batch(batch.id, owner)
+        db.session.commit()
+        assert sending.attempt(batch, owner, limiter).outcome == "ambiguous"
+        sending.release(batch, owner)
+        db.session.commit()
+    services.cancel(db.session.get(Newsletter, newsletter.id))
+    db.session.commit()
+    assert {r.state for r in rows(newsletter.id)} == {"pending"}  # not "skipped" yet
+
+    # SendGrid had taken the first request: its events say so.
+    first_batch = batches(newsletter.id)[0]
+    row = rows(newsletter.id)[0]
+    record_event(
+        {
+            "event": "processed",
+            "email": "sub0@example.no",
+            "timestamp": 1700000000,
+            "sg_event_id": "evt-cancel-1",
+            "sg_message_id": "took-it.filter",
+            "klynge_newsletter": str(newsletter.id),
+            "klynge_batch": str(first_batch.id),
+            "klynge_recipient": str(row.id),
+        }
+    )
+    db.session.commit()
+    assert reconciler.reconcile()["settled"] == 1  # the second still awaits its events
+    time.sleep(0.35)  # the grace period passes without any
+    assert reconciler.reconcile()["settled"] == 1
+    states = [r.state for r in rows(newsletter.id)]
+    assert states == ["sent"] * 5 + ["skipped"] * 5
+    assert sendgrid.requests == []  # nothing was sent again
+    assert db.session.get(Newsletter, newsletter.id).state == "cancelled"
 
 
 def test_a_refused_address_fails_alone_and_the_rest_are_sent(app, app_ctx, sendgrid):

@@ -173,14 +173,20 @@ def finish_if_done(newsletter_id: int) -> bool:
 
 
 def skip_unsent(newsletter: Newsletter, reason: str) -> int:
-    """Mark pending rows skipped, except those of a batch whose request is under way.
+    """Mark pending rows skipped, except those of a batch whose request is under way
+    or whose outcome is unknown.
 
-    A batch in flight may well be accepted by the provider; its sender records the
-    outcome, whatever the newsletter's state is by then.
+    Such a batch may well be accepted by the provider; its sender records the outcome,
+    whatever the newsletter's state is by then (or the reconciler does, from events).
     """
     B = NewsletterBatch
+    # Not idle: a request under way, or one whose outcome is not known yet (a 5xx or
+    # timeout awaiting the webhook's events). The reconciler settles those later.
     idle_batches = select(B.number).where(
-        B.newsletter_id == newsletter.id, B.state == "pending", B.in_flight_since.is_(None)
+        B.newsletter_id == newsletter.id,
+        B.state == "pending",
+        B.in_flight_since.is_(None),
+        B.ambiguous_since.is_(None),
     )
     R = NewsletterRecipient
     result = db.session.execute(
@@ -198,3 +204,19 @@ def skip_unsent(newsletter: Newsletter, reason: str) -> int:
     ).all():
         refresh_batch(batch_id)
     return result.rowcount
+
+
+def skip_batch(batch: NewsletterBatch, reason: str) -> None:
+    """Mark a batch's pending rows skipped (a cancelled newsletter's last batches)."""
+    R = NewsletterRecipient
+    db.session.execute(
+        update(R)
+        .where(
+            R.newsletter_id == batch.newsletter_id,
+            R.batch_number == batch.number,
+            R.state == "pending",
+        )
+        .values(state="skipped", skip_reason=reason)
+        .execution_options(synchronize_session=False)
+    )
+    refresh_batch(batch.id, in_flight_since=None, ambiguous_since=None)

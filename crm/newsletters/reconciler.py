@@ -23,6 +23,7 @@ from crm.extensions import db
 from crm.newsletters import ledger
 from crm.newsletters.models import Newsletter, NewsletterBatch
 from crm.newsletters.queueing import after_commit, batch_job_id
+from crm.newsletters.settings import setting
 from crm.timeutil import utcnow
 
 log = logging.getLogger(__name__)
@@ -40,10 +41,16 @@ def start_due_newsletters() -> int:
             Newsletter.state == "scheduled", Newsletter.scheduled_at <= utcnow()
         )
     ).all()
+    started = 0
     for newsletter in due:
-        services.start_sending(newsletter)
+        try:
+            services.start_sending(newsletter)
+        except services.NewsletterError:
+            db.session.rollback()  # its own start job (or another reconciler) was first
+            continue
         db.session.commit()
-    return len(due)
+        started += 1
+    return started
 
 
 def orphaned_batches(connection) -> list[NewsletterBatch]:
@@ -75,6 +82,39 @@ def orphaned_batches(connection) -> list[NewsletterBatch]:
     return orphans
 
 
+def settle_cancelled_batches() -> int:
+    """Pending batches of cancelled newsletters, left so because their last request's
+    outcome was unknown when staff cancelled (a 5xx or timeout, or the sender died in
+    the request). The webhook's events decide: any event, and the rows are `sent`;
+    none within the grace period, and they are skipped as cancelled. A live lease
+    means a sender is still at it: it records the outcome itself."""
+    from crm.newsletters import sending
+
+    now = utcnow()
+    B = NewsletterBatch
+    batches = db.session.scalars(
+        select(B)
+        .join(Newsletter, Newsletter.id == B.newsletter_id)
+        .where(
+            Newsletter.state == "cancelled",
+            B.state == "pending",
+            or_(B.lease_expires_at.is_(None), B.lease_expires_at < now),
+        )
+    ).all()
+    grace = timedelta(seconds=setting("NEWSLETTER_AMBIGUOUS_GRACE_SECONDS"))
+    settled = 0
+    for batch in batches:
+        if sending.accepted_by_provider(batch):
+            sending.confirm_sent_from_events(batch)
+        else:
+            asked_at = batch.ambiguous_since or batch.in_flight_since
+            if asked_at is not None and asked_at + grace > now:
+                continue  # its events may still come
+            ledger.skip_batch(batch, "cancelled")
+        settled += 1
+    return settled
+
+
 def requeue(batch: NewsletterBatch, at: datetime | None = None) -> None:
     """A fresh job for the batch (at `at`, else its next attempt time), after commit."""
     round_ = batch.enqueued_count + 1
@@ -99,6 +139,7 @@ def reconcile(connection=None) -> dict[str, int]:
     orphans = orphaned_batches(connection)
     for batch in orphans:
         requeue(batch)
+    settled = settle_cancelled_batches()
     db.session.commit()
     finished = 0
     for newsletter_id in db.session.scalars(
@@ -106,11 +147,18 @@ def reconcile(connection=None) -> dict[str, int]:
     ).all():
         finished += ledger.finish_if_done(newsletter_id)
     db.session.commit()
-    if orphans or started or finished:
+    if orphans or started or finished or settled:
         log.info(
-            "reconciler: %s started, %s batches enqueued again, %s finished",
+            "reconciler: %s started, %s batches enqueued again, %s finished, "
+            "%s batches of cancelled newsletters settled",
             started,
             len(orphans),
             finished,
+            settled,
         )
-    return {"started": started, "requeued": len(orphans), "finished": finished}
+    return {
+        "started": started,
+        "requeued": len(orphans),
+        "finished": finished,
+        "settled": settled,
+    }

@@ -35,6 +35,7 @@ from datetime import timedelta
 from urllib.error import URLError
 
 from flask import current_app
+from flask_babel import gettext as _
 from sqlalchemy import exists, func, or_, select, update
 from sqlalchemy.exc import DBAPIError
 
@@ -299,7 +300,7 @@ def accepted_by_provider(batch: NewsletterBatch) -> bool:
     )
 
 
-def confirm_sent_from_events(batch: NewsletterBatch, owner: str) -> None:
+def confirm_sent_from_events(batch: NewsletterBatch) -> None:
     """The ambiguous request did go out: its (still pending) rows are sent."""
     R = NewsletterRecipient
     now = utcnow()
@@ -369,7 +370,7 @@ def attempt(batch: NewsletterBatch, owner: str, limiter: RateLimiter) -> Step:
         db.session.commit()
     if batch.ambiguous_since is not None:
         if accepted_by_provider(batch):
-            confirm_sent_from_events(batch, owner)
+            confirm_sent_from_events(batch)
             db.session.commit()
             log.info("batch %s: the provider's events show it was accepted", batch.id)
             return _finish_batch(batch)
@@ -389,12 +390,20 @@ def attempt(batch: NewsletterBatch, owner: str, limiter: RateLimiter) -> Step:
     if not rows:
         return _finish_batch(batch)
     if batch.attempts >= setting("NEWSLETTER_MAX_ATTEMPTS"):
-        _set_rows(
-            [r.id for r in rows],
-            state="failed",
-            error=f"gave up after {batch.attempts} attempts: {batch.last_error}"[:2000],
+        # Nobody is dropped for our provider's trouble: the newsletter waits for staff,
+        # its rows stay pending, and Resume starts the count again.
+        release(batch, owner)
+        pause_newsletter(
+            newsletter.id,
+            _(
+                "Stopped after %(attempts)s failed attempts to send batch %(number)s: %(error)s",
+                attempts=batch.attempts,
+                number=batch.number + 1,
+                error=batch.last_error,
+            ),
         )
-        return _finish_batch(batch)
+        db.session.commit()
+        return Done("paused")
     mail, rows, unmailable = build_mail(newsletter, batch, rows)
     for row, error in unmailable:
         _set_rows([row.id], state="failed", error=error[:2000])
@@ -429,7 +438,7 @@ def attempt(batch: NewsletterBatch, owner: str, limiter: RateLimiter) -> Step:
     except ConfigurationError as exc:
         _update_own_batch(batch, owner, in_flight_since=None, last_error=str(exc)[:2000])
         release(batch, owner)
-        pause_for_configuration(newsletter.id, str(exc))
+        pause_newsletter(newsletter.id, str(exc))
         db.session.commit()
         return Done("paused")
     except (PermanentSendError, ValueError) as exc:
@@ -482,10 +491,17 @@ def _record_sent(batch: NewsletterBatch, rows: list[Row], provider_id: str | Non
 def _transient(batch, owner, limiter: RateLimiter, exc: TransientSendError, started) -> Step:
     error = str(exc)[:2000]
     if exc.status_code == 429:
-        # Definitely not accepted. Everyone waits for the provider's reset time.
+        # Definitely not accepted. Everyone waits for the provider's reset time; being
+        # told to wait is not a failed attempt (a long throttle must not fail anyone).
         wait = exc.retry_after if exc.retry_after is not None else 1.0
         limiter.pause_all(wait)
-        _update_own_batch(batch, owner, in_flight_since=None, last_error=error)
+        _update_own_batch(
+            batch,
+            owner,
+            in_flight_since=None,
+            attempts=NewsletterBatch.attempts - 1,
+            last_error=error,
+        )
         db.session.commit()
         return Wait(wait, "rate-limited-by-provider")
     if _connection_refused(exc):
@@ -530,7 +546,8 @@ def _refused(batch, owner, rows: list[Row], exc: Exception) -> Step:
     return _finish_batch(batch)
 
 
-def pause_for_configuration(newsletter_id: int, reason: str) -> None:
+def pause_newsletter(newsletter_id: int, reason: str) -> None:
+    """`sending` → `paused` with a reason staff see (bad API key, provider unreachable)."""
     db.session.execute(
         update(Newsletter)
         .where(Newsletter.id == newsletter_id, Newsletter.state == "sending")

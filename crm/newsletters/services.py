@@ -18,6 +18,7 @@ from crm.mail.services import queue_email
 from crm.members.models import CONTACT_ROLES, Network
 from crm.newsletters import audience, compose, ledger
 from crm.newsletters.models import (
+    EDITABLE_STATES,
     MEMBERSHIP_FILTERS,
     Newsletter,
     NewsletterBatch,
@@ -127,11 +128,35 @@ def create_newsletter(content: Content, user=None) -> Newsletter:
     return newsletter
 
 
+def _lock_while_editable(newsletter: Newsletter) -> bool:
+    """Lock the newsletter's row if it is still a draft or scheduled, and reload it.
+
+    Starting and editing race: a double click on Send, the scheduled start job and the
+    reconciler, an edit saved just as the scheduled time comes. A no-op conditional
+    UPDATE takes the row lock (SQLite: the write lock) until commit; whoever comes
+    second waits for it and then finds the state changed. False: no longer editable.
+    """
+    if not newsletter.editable:
+        return False
+    db.session.flush()
+    locked = db.session.execute(
+        update(Newsletter)
+        .where(Newsletter.id == newsletter.id, Newsletter.state.in_(EDITABLE_STATES))
+        .values(state=Newsletter.state)
+        .execution_options(synchronize_session=False)
+    )
+    db.session.refresh(newsletter)
+    return locked.rowcount == 1
+
+
 def update_newsletter(newsletter: Newsletter, content: Content) -> None:
     """Change a draft or scheduled newsletter (one that has not started sending)."""
     if not newsletter.editable:
         raise NewsletterError(_("A newsletter that has been sent cannot be changed."))
-    _apply(newsletter, _check(content))
+    content = _check(content)
+    if not _lock_while_editable(newsletter):
+        raise NewsletterError(_("A newsletter that has been sent cannot be changed."))
+    _apply(newsletter, content)
 
 
 def duplicate(newsletter: Newsletter, user=None) -> Newsletter:
@@ -186,7 +211,7 @@ def start_sending(newsletter: Newsletter) -> int:
     All in the caller's transaction; the batch jobs are enqueued after it commits.
     Returns the number of recipients (0: the newsletter is finished at once).
     """
-    if newsletter.state not in ("draft", "scheduled"):
+    if not _lock_while_editable(newsletter):
         raise NewsletterError(_("This newsletter has already been sent."))
     ledger.freeze_content(newsletter)
     newsletter.state = "sending"
@@ -216,13 +241,17 @@ def resume(newsletter: Newsletter) -> None:
         raise NewsletterError(_("Only a paused newsletter can be resumed."))
     newsletter.state = "sending"
     newsletter.pause_reason = ""
+    B = NewsletterBatch
+    # Staff fixed what stopped it (or chose to try again): a fresh count of attempts.
     db.session.execute(
-        update(NewsletterBatch)
-        .where(
-            NewsletterBatch.newsletter_id == newsletter.id,
-            NewsletterBatch.state == "pending",
-            NewsletterBatch.ambiguous_since.is_(None),
-        )
+        update(B)
+        .where(B.newsletter_id == newsletter.id, B.state == "pending")
+        .values(attempts=0)
+        .execution_options(synchronize_session=False)
+    )
+    db.session.execute(
+        update(B)
+        .where(B.newsletter_id == newsletter.id, B.state == "pending", B.ambiguous_since.is_(None))
         .values(next_attempt_at=None)
         .execution_options(synchronize_session=False)
     )
@@ -338,3 +367,16 @@ def merge_recipients(target, other) -> None:
         .values(contact_id=target.id)
         .execution_options(synchronize_session=False)
     )
+
+
+def set_in_archive(newsletter: Newsletter, published: bool) -> None:
+    """Publish a newsletter that has gone out in the public archive, or withdraw it.
+
+    Before sending, the compose form's checkbox decides; a cancelled newsletter is
+    never shown in the archive, so it cannot be published.
+    """
+    if newsletter.editable:
+        raise NewsletterError(_("Edit the newsletter to choose whether it is published."))
+    if published and newsletter.state == "cancelled":
+        raise NewsletterError(_("A cancelled newsletter cannot be published."))
+    newsletter.in_archive = published

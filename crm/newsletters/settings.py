@@ -14,4 +14,7 @@ def setting(name: str):
 
 
 def batch_size() -> int:
-    return max(1, min(1000, current_app.config["NEWSLETTER_BATCH_SIZE"]))
+    """Recipients per request: the setting, at most SendGrid's 1,000, and at most one
+    minute's worth of the rate limit (a request cannot be split across minutes)."""
+    config = current_app.config
+    return max(1, min(1000, config["NEWSLETTER_BATCH_SIZE"], config["NEWSLETTER_RATE_PER_MINUTE"]))

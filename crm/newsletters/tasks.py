@@ -25,7 +25,11 @@ def start_scheduled(newsletter_id: int) -> str:
         return "not-scheduled"
     if newsletter.scheduled_at and newsletter.scheduled_at > utcnow() + timedelta(seconds=5):
         return "not-yet"  # rescheduled later; that time's job (or the reconciler) starts it
-    total = services.start_sending(newsletter)
+    try:
+        total = services.start_sending(newsletter)
+    except services.NewsletterError:
+        db.session.rollback()
+        return "started-elsewhere"  # the reconciler (or a click on Send) was first
     db.session.commit()
     return f"started: {total} recipients"
 
