@@ -16,9 +16,10 @@ Exactly-once effect, step by step:
 4. Rate limit (the Redis bucket shared by all workers), then mark the batch in flight
    (committed) and make the request.
 5. 202: the request's rows become `sent` with the X-Message-Id, in one transaction.
-   429: everyone pauses until the reset time, then the batch is tried again.
-   5xx / timeout: ambiguous, see 2. 400: the refused recipient (if named) fails and
-   the rest go again; otherwise the batch fails. 401/403: the newsletter pauses.
+   429: everyone pauses until the reset time, then the batch is tried again (not a
+   failed attempt). 5xx / timeout: ambiguous, see 2. 400: the refused recipient (if
+   named) fails and the rest go again; otherwise the batch fails. 401/403, or a batch
+   out of attempts (NEWSLETTER_MAX_ATTEMPTS): the newsletter pauses, rows stay pending.
 
 Each step commits before the next, so a crash anywhere leaves a state the next
 sender (or the reconciler, once the lease expired) continues from.
