@@ -5,6 +5,8 @@ import re
 from datetime import timedelta
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from openpyxl import load_workbook
 from sqlalchemy import func, select
 
@@ -189,6 +191,46 @@ def test_unmatched_payment_is_booked_on_an_invoice_or_marked_handled(app, client
         states = db.session.scalars(select(UnmatchedPayment.state).order_by(UnmatchedPayment.id))
         assert list(states) == ["assigned", "handled"]
     assert "Ingenting å følge opp" in client.get("/fees/unmatched").get_data(as_text=True)
+
+
+GARBAGE_REFERENCES = [
+    "²",
+    "١٢٣",
+    "１００１",
+    "12345678901",
+    "999999999999999999",
+    "2147483648",
+    "-1",
+    "1e3",
+    "0x10",
+    "1 001",
+    "\x00",
+    "ǅ",
+    "9" * 25,
+]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(reference=st.one_of(st.sampled_from(GARBAGE_REFERENCES), st.text(max_size=25)))
+def test_booking_on_garbage_is_refused_with_a_message_and_changes_nothing(
+    app, client, auth, reference
+):
+    with app.test_request_context():
+        first_example = db.session.scalar(select(UnmatchedPayment.id)) is None
+        if first_example:
+            make_invoiced_members(1)
+            import_ocr_file(build_ocr([[("1234567897", 250_000)]]))
+            db.session.commit()
+        payment_id = db.session.scalar(select(UnmatchedPayment.id))
+    if first_example:  # the client stays logged in across examples (login is rate limited)
+        auth.login("treasurer")
+    response = client.post(f"/fees/unmatched/{payment_id}/assign", data={"invoice": reference})
+    assert response.status_code == 302
+    page = client.get("/fees/unmatched").get_data(as_text=True)
+    assert "Ingen faktura" in page or "feltet" in page.lower() or "Fakturanummer" in page
+    with app.test_request_context():
+        assert db.session.scalar(select(UnmatchedPayment.state)) == "open"
+        assert db.session.scalar(select(func.count()).select_from(Payment)) == 0
 
 
 def test_settings_check_orgnr_and_account_and_keep_the_number_series(app, client, auth):

@@ -472,13 +472,19 @@ def register_payment(
     return payment
 
 
+MAX_INVOICE_NUMBER = 2**31  # above PostgreSQL's INTEGER
+
+
 def find_invoice(reference: str) -> Invoice | None:
     """An invoice by its number or its KID, as a treasurer would type either."""
     reference = (reference or "").strip()
-    if not reference.isdigit():
+    # str.isdigit() also takes "²" and other digits int() refuses or reads differently.
+    if not reference or not reference.isascii() or not reference.isdigit():
         return None
     invoice = db.session.scalar(select(Invoice).where(Invoice.kid == reference))
-    if invoice is None and len(reference) < 19:
+    # Invoice numbers are INTEGER columns: a longer number (a KID that matched nothing)
+    # would overflow PostgreSQL's parameter, and cannot be an invoice number anyway.
+    if invoice is None and int(reference) < MAX_INVOICE_NUMBER:
         invoice = db.session.scalar(select(Invoice).where(Invoice.number == int(reference)))
     return invoice
 
