@@ -125,15 +125,19 @@ def counts(newsletter_id: int) -> dict[str, int]:
     }
 
 
+def in_batch(batch: NewsletterBatch) -> tuple:
+    """WHERE terms selecting a batch's ledger rows (they carry its number, not its id)."""
+    R = NewsletterRecipient
+    return (R.newsletter_id == batch.newsletter_id, R.batch_number == batch.number)
+
+
 def refresh_batch(batch_id: int, **values) -> None:
     """Recount a batch's rows into its counters; `sent` / `failed` once none is pending."""
     R = NewsletterRecipient
     batch = db.session.get(NewsletterBatch, batch_id)
     rows = dict(
         db.session.execute(
-            select(R.state, func.count())
-            .where(R.newsletter_id == batch.newsletter_id, R.batch_number == batch.number)
-            .group_by(R.state)
+            select(R.state, func.count()).where(*in_batch(batch)).group_by(R.state)
         ).all()
     )
     state = "pending"
@@ -211,11 +215,7 @@ def skip_batch(batch: NewsletterBatch, reason: str) -> None:
     R = NewsletterRecipient
     db.session.execute(
         update(R)
-        .where(
-            R.newsletter_id == batch.newsletter_id,
-            R.batch_number == batch.number,
-            R.state == "pending",
-        )
+        .where(*in_batch(batch), R.state == "pending")
         .values(state="skipped", skip_reason=reason)
         .execution_options(synchronize_session=False)
     )

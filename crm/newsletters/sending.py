@@ -170,11 +170,7 @@ def pending_rows(batch: NewsletterBatch) -> list[Row]:
     result = db.session.execute(
         select(R.id, R.contact_id, Contact.email, Contact.first_name, Contact.last_name)
         .join(Contact, Contact.id == R.contact_id)
-        .where(
-            R.newsletter_id == batch.newsletter_id,
-            R.batch_number == batch.number,
-            R.state == "pending",
-        )
+        .where(*ledger.in_batch(batch), R.state == "pending")
         .order_by(R.id)
     )
     return [Row(*values) for values in result]
@@ -195,11 +191,7 @@ def _set_rows(row_ids: list[int], **values) -> None:
 
 def _batch_contacts(batch: NewsletterBatch):
     R = NewsletterRecipient
-    return select(R.contact_id).where(
-        R.newsletter_id == batch.newsletter_id,
-        R.batch_number == batch.number,
-        R.state == "pending",
-    )
+    return select(R.contact_id).where(*ledger.in_batch(batch), R.state == "pending")
 
 
 def skip_ineligible(newsletter: Newsletter, batch: NewsletterBatch, rows: list[Row]) -> list[Row]:
@@ -290,13 +282,7 @@ def accepted_by_provider(batch: NewsletterBatch) -> bool:
     R = NewsletterRecipient
     return bool(
         db.session.scalar(
-            select(
-                exists().where(
-                    R.newsletter_id == batch.newsletter_id,
-                    R.batch_number == batch.number,
-                    R.processed_at.is_not(None),
-                )
-            )
+            select(exists().where(*ledger.in_batch(batch), R.processed_at.is_not(None)))
         )
     )
 
@@ -307,20 +293,12 @@ def confirm_sent_from_events(batch: NewsletterBatch) -> None:
     now = utcnow()
     provider_id = db.session.scalar(
         select(R.provider_message_id)
-        .where(
-            R.newsletter_id == batch.newsletter_id,
-            R.batch_number == batch.number,
-            R.provider_message_id.is_not(None),
-        )
+        .where(*ledger.in_batch(batch), R.provider_message_id.is_not(None))
         .limit(1)
     )
     db.session.execute(
         update(R)
-        .where(
-            R.newsletter_id == batch.newsletter_id,
-            R.batch_number == batch.number,
-            R.state == "pending",
-        )
+        .where(*ledger.in_batch(batch), R.state == "pending")
         .values(
             state="sent",
             sent_at=func.coalesce(R.processed_at, now),
@@ -496,13 +474,7 @@ def _transient(batch, owner, limiter: RateLimiter, exc: TransientSendError, star
         # told to wait is not a failed attempt (a long throttle must not fail anyone).
         wait = exc.retry_after if exc.retry_after is not None else 1.0
         limiter.pause_all(wait)
-        _update_own_batch(
-            batch,
-            owner,
-            in_flight_since=None,
-            attempts=NewsletterBatch.attempts - 1,
-            last_error=error,
-        )
+        _not_an_attempt(batch, owner, error)
         db.session.commit()
         return Wait(wait, "rate-limited-by-provider")
     if _connection_refused(exc):
@@ -515,6 +487,13 @@ def _transient(batch, owner, limiter: RateLimiter, exc: TransientSendError, star
     db.session.commit()
     grace = setting("NEWSLETTER_AMBIGUOUS_GRACE_SECONDS")
     return Wait(max(grace, backoff(batch.attempts + 1)), "ambiguous")
+
+
+def _not_an_attempt(batch, owner, error: str) -> None:
+    """The request is over and does not count against NEWSLETTER_MAX_ATTEMPTS."""
+    _update_own_batch(
+        batch, owner, in_flight_since=None, attempts=NewsletterBatch.attempts - 1, last_error=error
+    )
 
 
 def _connection_refused(exc: BaseException) -> bool:
@@ -531,14 +510,7 @@ def _refused(batch, owner, rows: list[Row], exc: Exception) -> Step:
     if match and int(match.group(1)) < len(rows):
         row = rows[int(match.group(1))]
         _set_rows([row.id], state="failed", error=error)
-        # A refused address is not a failed attempt of the batch.
-        _update_own_batch(
-            batch,
-            owner,
-            in_flight_since=None,
-            attempts=NewsletterBatch.attempts - 1,
-            last_error=error,
-        )
+        _not_an_attempt(batch, owner, error)  # the address's fault, not the batch's
         db.session.commit()
         return Wait(0, "recipient-refused")
     _set_rows([r.id for r in rows], state="failed", error=error)
