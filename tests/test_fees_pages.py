@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 
 from crm.extensions import db
 from crm.fees.models import FeeSchedule, Invoice, OcrImport, Payment, UnmatchedPayment
-from crm.fees.services import get_settings, import_ocr_file
+from crm.fees.services import credit_invoice, dashboard, get_settings, import_ocr_file
 from tests.factories import (
     build_ocr,
     make_fee_schedule,
@@ -168,6 +168,64 @@ def test_treasurer_registers_credits_and_reminds_from_the_invoice_page(app, clie
     pdf = client.get(f"{url}.pdf?download=1")
     assert pdf.status_code == 200 and pdf.data.startswith(b"%PDF")
     assert pdf.headers["Content-Disposition"].startswith("attachment;")
+
+
+def test_money_paid_on_a_credited_invoice_is_a_refund_due_until_paid_back(app, client, auth):
+    with app.test_request_context():
+        credited, other = make_invoiced_members(2)
+        credit_invoice(credited, "Meldte seg ut")
+        db.session.commit()
+        # The member paid anyway: the bank file books it on the credited invoice.
+        import_ocr_file(build_ocr([[(credited.kid, 250_000), (other.kid, other.amount_ore)]]))
+        db.session.commit()
+        assert (credited.status, credited.paid_ore, credited.refund_due_ore) == (
+            "credited",
+            250_000,
+            250_000,
+        )
+        figures = dashboard(2026)
+        # Money on a credited invoice is not paid towards anything invoiced.
+        assert figures.paid.ore == other.amount_ore
+        assert figures.share_paid == 1000
+        assert (figures.refund_due.count, figures.refund_due.ore) == (1, 250_000)
+        ids = credited.id, credited.number, other.number
+    auth.login("treasurer")
+    url = f"/fees/invoices/{ids[0]}"
+    page = client.get(url).get_data(as_text=True)
+    assert "Til tilbakebetaling: kr\xa02\xa0500,00" in page
+    assert "Registrer tilbakebetaling" in page
+    assert 'value="refund"' in page and 'value="payment"' not in page
+    listing = client.get("/fees/invoices?year=2026&refund=1").get_data(as_text=True)
+    assert f">{ids[1]}<" in listing and f">{ids[2]}<" not in listing
+    assert "tilbakebetales kr\xa02\xa0500,00" in listing
+    overview = client.get("/fees/?year=2026").get_data(as_text=True)
+    assert "refund=1" in overview and "1 faktura, kr\xa02\xa0500,00" in overview
+
+    # Only a refund is taken on the credited invoice; then nothing is due any more.
+    client.post(
+        f"{url}/payments", data={"kind": "payment", "amount": "10", "paid_on": "2026-03-05"}
+    )
+    refund = {"kind": "refund", "amount": "2 500", "paid_on": "2026-03-05"}
+    client.post(f"{url}/payments", data=refund)
+    with app.test_request_context():
+        invoice = db.session.get(Invoice, ids[0])
+        assert (invoice.status, invoice.paid_ore, invoice.refund_due_ore) == ("credited", 0, 0)
+        assert dashboard(2026).refund_due.count == 0
+    assert "refund-due" not in client.get(url).get_data(as_text=True)
+
+
+def test_unpaid_link_of_the_overview_lists_open_and_partially_paid(app, client, auth):
+    with app.test_request_context():
+        unpaid, partly, paid = make_invoiced_members(3)
+        import_ocr_file(build_ocr([[(partly.kid, 100), (paid.kid, paid.amount_ore)]]))
+        db.session.commit()
+        numbers = unpaid.number, partly.number, paid.number
+    auth.login("treasurer")
+    overview = client.get("/fees/?year=2026").get_data(as_text=True)
+    link = re.search(r'href="([^"]*status=unpaid[^"]*)"', overview).group(1)
+    listing = client.get(link.replace("&amp;", "&")).get_data(as_text=True)
+    assert f">{numbers[0]}<" in listing and f">{numbers[1]}<" in listing
+    assert f">{numbers[2]}<" not in listing
 
 
 def test_unmatched_payment_is_booked_on_an_invoice_or_marked_handled(app, client, auth):

@@ -214,6 +214,13 @@ class Invoice(Audited, db.Model):
             return 0
         return max(self.due_ore - self.paid_ore - self.written_off_ore, 0)
 
+    @property
+    def refund_due_ore(self) -> int:
+        """Money received beyond what is owed, to be paid back: on a credited invoice
+        nothing is owed, so all of it; on an overpaid one, the excess."""
+        owed = 0 if self.status == "credited" else self.due_ore - self.written_off_ore
+        return max(self.paid_ore - max(owed, 0), 0)
+
     def is_overdue(self, today: date) -> bool:
         return self.status in UNPAID_STATUSES and self.due_date < today
 

@@ -86,15 +86,17 @@ def dashboard():
 def invoice_list():
     year = _year()
     status = request.args.get("status", "")
-    if status not in INVOICE_STATUSES:
+    if status not in (*INVOICE_STATUSES, "unpaid"):
         status = ""
+    refund_due = request.args.get("refund") == "1"
     return render_template(
         "fees/invoice_list.html",
         year=year,
         years=services.invoice_years(),
         status=status,
         statuses=INVOICE_STATUSES,
-        invoices=services.invoices_for_year(year, status or None),
+        refund_due=refund_due,
+        invoices=services.invoices_for_year(year, status or None, refund_due=refund_due),
     )
 
 
@@ -155,11 +157,15 @@ def invoice_detail(invoice_id: int):
     from crm.fees.reminders import earliest_date, next_level
 
     level = next_level(invoice)
+    payment_form = PaymentForm(paid_on=today_oslo())
+    if invoice.status == "credited":
+        # Nothing is owed on a credited invoice; money received on it can only go back.
+        payment_form.kind.choices = [c for c in payment_form.kind.choices if c.value == "refund"]
     return render_template(
         "fees/invoice_detail.html",
         invoice=invoice,
         history=history_for(invoice),
-        payment_form=PaymentForm(paid_on=today_oslo()),
+        payment_form=payment_form,
         credit_form=CreditForm(),
         action_form=ActionForm(),
         reminder_form=ReminderForm(),

@@ -718,10 +718,23 @@ def invoice_years() -> list[int]:
     return sorted(years, reverse=True)
 
 
-def invoices_for_year(year: int, status: str | None = None) -> list[Invoice]:
+# Invoices holding money to pay back (Invoice.refund_due_ore > 0), as a query condition.
+REFUND_DUE = (Invoice.status == "overpaid") | (
+    (Invoice.status == "credited") & (Invoice.paid_ore > 0)
+)
+
+
+def invoices_for_year(
+    year: int, status: str | None = None, *, refund_due: bool = False
+) -> list[Invoice]:
+    """`year`'s invoices by number; `status` may also be "unpaid" (open or partly paid)."""
     query = select(Invoice).where(Invoice.year == year).order_by(Invoice.number)
-    if status:
+    if status == "unpaid":
+        query = query.where(Invoice.status.in_(UNPAID_STATUSES))
+    elif status:
         query = query.where(Invoice.status == status)
+    if refund_due:
+        query = query.where(REFUND_DUE)
     return db.session.scalars(query).all()
 
 
@@ -754,6 +767,7 @@ class Dashboard:
     credited: Figure
     written_off_ore: int
     unmatched_open: int
+    refund_due: Figure = field(default_factory=lambda: Figure(0, 0))
 
     @property
     def share_paid(self) -> int:
@@ -784,13 +798,23 @@ def dashboard(year: int, today: date | None = None) -> Dashboard:
             Invoice.written_off_ore,
         ).where(Invoice.year == year)
     )
+    refund_due = Figure(0, 0)
     for status, due_date, amount, fees, credit, paid_ore, off in rows:
-        paid.ore += paid_ore
-        written_off += off
         if status == "credited":
+            # Nothing is invoiced on a credited invoice, so money received on it is not
+            # paid towards the invoiced amount (it would inflate the share paid): it is
+            # owed back, and shown as a refund due until it is refunded.
             credited.count += 1
             credited.ore += credit
+            if paid_ore > 0:
+                refund_due.count += 1
+                refund_due.ore += paid_ore
             continue
+        paid.ore += paid_ore
+        written_off += off
+        if status == "overpaid":
+            refund_due.count += 1
+            refund_due.ore += max(paid_ore + off - (amount + fees - credit), 0)
         invoiced.count += 1
         invoiced.ore += amount + fees - credit
         if status in ("paid", "overpaid"):
@@ -806,7 +830,15 @@ def dashboard(year: int, today: date | None = None) -> Dashboard:
         select(func.count(UnmatchedPayment.id)).where(UnmatchedPayment.state == "open")
     )
     return Dashboard(
-        year, invoiced, paid, outstanding, overdue, credited, written_off, unmatched_open or 0
+        year,
+        invoiced,
+        paid,
+        outstanding,
+        overdue,
+        credited,
+        written_off,
+        unmatched_open or 0,
+        refund_due,
     )
 
 
