@@ -6,6 +6,7 @@ test-artifacts/ for a person to look at.
 """
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,10 +19,18 @@ from playwright.sync_api import expect
 from crm.extensions import db
 from crm.mail.services import record_event
 from crm.members.models import Contact, Network
+from crm.newsletters import services
 from crm.newsletters.models import Newsletter, NewsletterRecipient
 from crm.subscriptions import services as subscriptions
 from tests.browser import login
-from tests.factories import PASSWORD, bulk_subscribers, make_company, make_user
+from tests.factories import (
+    PASSWORD,
+    bulk_subscribers,
+    make_company,
+    make_newsletter,
+    make_subscriber,
+    make_user,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -173,6 +182,7 @@ def test_compose_preview_send_and_watch_the_progress_bar_reach_100(
     page.once("dialog", lambda dialog: dialog.accept())
     page.click(".send-card button:has-text('Send nå')")
     page.locator("#progress").wait_for()
+    page.frame_locator("iframe.email-preview").locator("text=Lunsj og nettverksmøte").wait_for()
     # Mid-way: the bar has moved, the page polls the JSON endpoint.
     bar = page.locator("progress.send-progress")
     poll_until(
@@ -180,6 +190,8 @@ def test_compose_preview_send_and_watch_the_progress_bar_reach_100(
         timeout=30,
         explain=lambda: worker.log_path.read_text(errors="replace")[-3000:],
     )
+    # The time left is worded by the server, also after the page has polled.
+    expect(page.locator("[data-progress=eta]")).to_have_text(re.compile(r"^(\d+ s|—)$"))
     page.screenshot(path=str(artifacts_dir / "newsletter-sending.png"), full_page=True)
     expect(page.locator("#progress[data-state=finished]")).to_be_visible(timeout=60_000)
     expect(bar).to_have_attribute("value", "100")
@@ -197,3 +209,59 @@ def test_compose_preview_send_and_watch_the_progress_bar_reach_100(
     page.locator("h1:has-text('Statistikk')").wait_for()
     assert "Per nettverk" in page.inner_text("main")
     page.screenshot(path=str(artifacts_dir / "newsletter-statistics.png"), full_page=True)
+
+
+def test_time_left_follows_the_language_and_the_archive_is_switched_from_the_page(
+    app, page, live_server, artifacts_dir, monkeypatch
+):
+    with app.app_context():
+        make_user("staff", email="redaktor@example.no")
+        company = make_company("Kongsvinger Logistikk AS", municipality_number="3401")
+        make_subscriber("kari@example.no", company_id=company.id, is_primary_contact=True)
+        newsletter = make_newsletter(
+            "Vårnytt fra klyngen", municipalities=("3401", "3417"), roles=("primary",)
+        )
+        services.start_sending(newsletter)  # no worker: it stays "sending"
+        db.session.commit()
+        url = f"{live_server.url}/newsletters/{newsletter.id}"
+    # A long send: the page shows one estimate, each poll of the JSON a shorter one.
+    progress, calls = services.progress, []
+
+    def slow_progress(newsletter):
+        calls.append(1)
+        return {
+            **progress(newsletter),
+            "rate": 0.5,
+            "eta_seconds": 7830 if len(calls) == 1 else 185,
+        }
+
+    monkeypatch.setattr(services, "progress", slow_progress)
+    login(page, live_server, "redaktor@example.no", PASSWORD)
+
+    page.goto(url)
+    eta = page.locator("[data-progress=eta]")
+    expect(eta).to_have_text("2 t 10 min")
+    expect(eta).to_have_text("3 min 5 s")  # polled
+    facts = page.inner_text("aside")
+    assert "Kongsvinger (3401), Grue (3417)" in facts and "Hovedkontakter" in facts
+
+    calls.clear()
+    page.click("button:has-text('English')")
+    page.wait_for_url(url)
+    expect(eta).to_have_text("2 h 10 min")
+    expect(eta).to_have_text("3 min 5 s")
+    assert "Primary contacts" in page.inner_text("aside")
+
+    page.click("button:has-text('Publish in the archive')")
+    expect(page.locator(".flash")).to_contain_text("published in the public archive")
+    page.frame_locator("iframe.email-preview").locator("text=Kongsvinger").wait_for()
+    page.screenshot(path=str(artifacts_dir / "newsletter-detail-en.png"), full_page=True)
+    page.goto(f"{live_server.url}/nyhetsbrev")
+    expect(page.locator(".archive-list")).to_contain_text("Vårnytt fra klyngen")
+
+    page.goto(url)
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("button:has-text('Withdraw from the archive')")
+    expect(page.locator(".flash")).to_contain_text("withdrawn from the public archive")
+    page.goto(f"{live_server.url}/nyhetsbrev")
+    expect(page.locator(".archive-list")).to_have_count(0)

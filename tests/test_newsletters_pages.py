@@ -1,14 +1,21 @@
 """Composing, previewing and following a newsletter in the browser (test client), the
 statistics page and the public archive."""
 
+import email
+import email.policy
+import re
 from datetime import timedelta
+from pathlib import Path
 
+import pytest
+
+from crm.audit import AuditEntry
 from crm.extensions import db
 from crm.mail.models import EmailMessage
 from crm.mail.services import record_event
 from crm.members.models import Network
-from crm.newsletters import compose, services
-from crm.newsletters.models import Newsletter, NewsletterRecipient
+from crm.newsletters import compose, sending, services
+from crm.newsletters.models import Newsletter, NewsletterBatch, NewsletterRecipient
 from crm.subscriptions import services as subscriptions
 from crm.timeutil import OSLO, utcnow
 from tests.factories import make_company, make_newsletter, make_subscriber
@@ -220,3 +227,163 @@ def test_the_public_archive_shows_only_published_newsletters(app, client, auth):
     assert "Høstseminar" in html and "%first_name%" not in html and "<script>alert" not in html
     assert client.get(f"/nyhetsbrev/{ids[1]}").status_code == 404
     assert client.get(f"/nyhetsbrev/{ids[2]}").status_code == 404
+
+
+def _sent_newsletter(subject: str = "Publisert", **fields) -> int:
+    """A newsletter that has started sending to one subscriber."""
+    make_subscriber("kari@example.no")
+    newsletter = make_newsletter(subject, **fields)
+    services.start_sending(newsletter)
+    db.session.commit()
+    return newsletter.id
+
+
+@pytest.fixture
+def outbox(app):
+    path = Path(app.config["OUTBOX_DIR"])
+    path.mkdir(parents=True, exist_ok=True)
+    for old in path.glob("*.eml"):
+        old.unlink()
+    return path
+
+
+def test_a_first_name_is_escaped_in_the_html_title_and_body_and_raw_in_the_text(
+    app, app_ctx, outbox
+):
+    make_subscriber("kari@example.no", first_name='<b>&"')
+    newsletter = make_newsletter(
+        "%first_name%, høstnytt", body="Hei igjen %first_name%!", preheader="For %first_name%"
+    )
+    services.start_sending(newsletter)
+    db.session.commit()
+    for batch in db.session.scalars(db.select(NewsletterBatch)).all():
+        sending.run_batch(batch.id, reschedule=lambda *a: None)
+
+    (path,) = outbox.glob("*.eml")
+    message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+    html = message.get_body(preferencelist=("html",)).get_content()
+    text = message.get_body(preferencelist=("plain",)).get_content()
+    escaped = '&lt;b&gt;&amp;"'
+    assert f"<title>{escaped}, høstnytt</title>" in html
+    assert f"Hei igjen {escaped}!" in html and f"Hei {escaped}," in html
+    assert f"For {escaped}" in html  # the preheader
+    assert "<b>&" not in html and "%first_name" not in html
+    assert message["Subject"] == '<b>&", høstnytt'
+    assert 'Hei igjen <b>&"!' in text and 'Hei <b>&",' in text
+
+
+def test_the_detail_page_shows_the_audience_in_words(app, client, auth):
+    auth.login("staff")
+    with app.app_context():
+        make_company("Grue Sag AS", municipality_number="3417")
+        newsletter_id = make_newsletter(
+            municipalities=("3401", "3417"), roles=("primary", "board"), membership="member"
+        ).id
+    url = f"/newsletters/{newsletter_id}"
+
+    def facts(html: str) -> dict[str, str]:
+        return dict(re.findall(r"<dt>([^<]+)</dt><dd>([^<]*)</dd>", html))
+
+    norwegian = facts(client.get(url).get_data(as_text=True))
+    assert norwegian["Kommuner"] == "Kongsvinger (3401), Grue (3417)"
+    assert norwegian["Kontaktroller"] == "Hovedkontakter, Styrerepresentanter"
+    assert norwegian["Bedrifter"] == "Bare medlemsbedrifter"
+    client.post("/language/en", data={"next": url})
+    english = facts(client.get(url).get_data(as_text=True))
+    assert english["Municipalities"] == "Kongsvinger (3401), Grue (3417)"
+    assert english["Contact roles"] == "Primary contacts, Board representatives"
+
+
+@pytest.mark.parametrize(
+    ("seconds", "norwegian", "english"),
+    [(42, "42 s", "42 s"), (185, "3 min 5 s", "3 min 5 s"), (7830, "2 t 10 min", "2 h 10 min")],
+)
+def test_the_time_left_is_worded_alike_on_the_page_and_in_the_json(
+    app, client, auth, monkeypatch, seconds, norwegian, english
+):
+    auth.login("staff")
+    with app.app_context():
+        newsletter_id = _sent_newsletter()
+    progress = services.progress
+    monkeypatch.setattr(
+        services, "progress", lambda n: {**progress(n), "rate": 1.0, "eta_seconds": seconds}
+    )
+    url = f"/newsletters/{newsletter_id}"
+    eta = re.compile(r'data-progress="eta"[^>]*>([^<]*)<')
+    for words in (norwegian, english):
+        assert eta.search(client.get(url).get_data(as_text=True)).group(1) == words
+        assert client.get(f"{url}/progress").json["time_left"] == words
+        client.post("/language/en", data={"next": url})
+
+
+def test_the_archive_reads_well_without_a_name(app, client):
+    body = "Hei %first_name%,\n\nVi ses, %first_name%!\n\n%first_name%, husk påmeldingen."
+    with app.app_context():
+        newsletter_id = _sent_newsletter("%first_name%, dette skjer", body=body, in_archive=True)
+    listing = client.get("/nyhetsbrev").get_data(as_text=True)
+    assert ">dette skjer</a>" in listing
+    html = client.get(f"/nyhetsbrev/{newsletter_id}").get_data(as_text=True)
+    assert "<p>Hei,</p>" in html and "<p>Vi ses!</p>" in html
+    assert "<p>husk påmeldingen.</p>" in html and "<h1>dette skjer</h1>" in html
+    assert "%first_name%" not in html and " ," not in html
+
+
+def test_without_name_leaves_no_stray_comma_or_space(app_ctx):
+    cases = {
+        "Hei %first_name%,": "Hei,",
+        "Hei %first_name%!": "Hei!",
+        "Takk, %first_name%.": "Takk.",
+        "Vi inviterer deg, %first_name%, til seminar": "Vi inviterer deg, til seminar",
+        "%first_name%, velkommen": "velkommen",
+        "<p>%first_name%: nytt</p>": "<p>nytt</p>",
+        "%greeting%": "Hei,",
+    }
+    assert {text: compose.without_name(text) for text in cases} == cases
+
+
+def test_a_sent_newsletter_is_published_and_withdrawn_from_the_archive(app, client, auth):
+    user = auth.login("staff")
+    with app.app_context():
+        newsletter_id = _sent_newsletter("Vårnytt")
+    url = f"/newsletters/{newsletter_id}"
+    assert "Vårnytt" not in client.get("/nyhetsbrev").get_data(as_text=True)
+    assert "Publiser i arkivet" in client.get(url).get_data(as_text=True)
+
+    page = client.post(f"{url}/publish", follow_redirects=True).get_data(as_text=True)
+    assert "Nyhetsbrevet er publisert i det offentlige arkivet." in page
+    assert "Trekk tilbake fra arkivet" in page
+    assert "Vårnytt" in client.get("/nyhetsbrev").get_data(as_text=True)
+    assert client.get(f"/nyhetsbrev/{newsletter_id}").status_code == 200
+
+    page = client.post(f"{url}/withdraw", follow_redirects=True).get_data(as_text=True)
+    assert "Nyhetsbrevet er trukket tilbake fra det offentlige arkivet." in page
+    assert "Vårnytt" not in client.get("/nyhetsbrev").get_data(as_text=True)
+    assert client.get(f"/nyhetsbrev/{newsletter_id}").status_code == 404
+    with app.app_context():
+        changes = db.session.scalars(
+            db.select(AuditEntry.changes)
+            .where(AuditEntry.record_type == "newsletter", AuditEntry.record_id == newsletter_id)
+            .where(AuditEntry.user_id == user.id)
+            .order_by(AuditEntry.id)
+        ).all()
+        assert [c["in_archive"] for c in changes if "in_archive" in c] == [
+            [False, True],
+            [True, False],
+        ]
+
+
+def test_publishing_needs_staff_a_sent_newsletter_and_a_csrf_token(app, client, auth):
+    with app.app_context():
+        sent_id = _sent_newsletter()
+        draft_id = make_newsletter("Utkast").id
+    auth.login("treasurer")
+    assert client.post(f"/newsletters/{sent_id}/publish").status_code == 403
+    assert client.post(f"/newsletters/{sent_id}/withdraw").status_code == 403
+    auth.logout()
+    auth.login("staff")
+    page = client.post(f"/newsletters/{draft_id}/publish", follow_redirects=True)
+    assert "Rediger nyhetsbrevet for å velge om det skal publiseres." in page.get_data(as_text=True)
+    app.config["WTF_CSRF_ENABLED"] = True  # the `clean` fixture turns it off again
+    assert client.post(f"/newsletters/{sent_id}/publish").status_code == 400
+    with app.app_context():
+        assert not any(db.session.scalars(db.select(Newsletter.in_archive)))

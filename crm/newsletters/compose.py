@@ -276,12 +276,10 @@ def render_email(
     nothing from other hosts.
     """
     content = body_html(body) if remote_images else page_html(body)
-    # Merge fields staff can write in the body: HTML gets the escaped variant.
-    content = content.replace(TAG_FIRST_NAME, TAG_FIRST_NAME_HTML)
     context = {
         "subject": subject,
         "preheader": preheader,
-        "content_html": content,
+        "content_html": _html_tags(content),
         "content_text": html_to_text(body_html(body)),
         "greeting_html": TAG_GREETING_HTML,
         "greeting_text": TAG_GREETING,
@@ -291,12 +289,26 @@ def render_email(
         "public_base_url": current_app.config["PUBLIC_BASE_URL"],
     }
     with force_locale(newsletter_locale()):
-        html = render_template("email/newsletters/newsletter.html", **context)
+        html = render_template(
+            "email/newsletters/newsletter.html",
+            **{**context, "subject": _html_tags(subject), "preheader": _html_tags(preheader)},
+        )
         text = render_template("email/newsletters/newsletter.txt", **context)
     inliner = css_inline.CSSInliner(
         load_remote_stylesheets=False, extra_css=_content_css(), keep_style_tags=False
     )
     return RenderedEmail(subject=subject, html=inliner.inline(html), text=text)
+
+
+# Merge fields staff may write in the subject, preview text and body stand, in the HTML
+# part, for their escaped variants: a name from the public form is text, not markup.
+_HTML_TAGS = {TAG_FIRST_NAME: TAG_FIRST_NAME_HTML, TAG_GREETING: TAG_GREETING_HTML}
+
+
+def _html_tags(text: str) -> str:
+    for tag, html_tag in _HTML_TAGS.items():
+        text = text.replace(tag, html_tag)
+    return text
 
 
 def _content_css() -> str:
@@ -313,6 +325,7 @@ class Personalizer:
             self._without_name = _("Hi,")
 
     def greeting(self, first_name: str) -> str:
+        """The greeting line: "Hei Kari," or, without a name, "Hei,"."""
         first_name = " ".join((first_name or "").split())
         if not first_name:
             return self._without_name
@@ -337,3 +350,31 @@ def apply_substitutions(text: str, substitutions: dict[str, str]) -> str:
     for tag, value in substitutions.items():
         text = text.replace(tag, value)
     return text
+
+
+# A name between commas or before a closing mark goes with the comma before it
+# ("Takk, %first_name%!" -> "Takk!"); one that opens a sentence or line, with what
+# follows it ("%first_name%, velkommen" -> "velkommen"); any other, with the spaces
+# before it ("Hei %first_name%" -> "Hei").
+_TAG = re.escape(TAG_FIRST_NAME)
+_NAME_AFTER_COMMA = re.compile(rf",[ \t\xa0]*{_TAG}(?=[ \t\xa0]*[,.!?;:])")
+_NAME_OPENING = re.compile(rf"(^|[>\n])[ \t\xa0]*{_TAG}[ \t\xa0]*[,;:]?[ \t\xa0]*")
+_NAME = re.compile(rf"[ \t\xa0]*{_TAG}")
+
+
+def without_name(text: str, *, html: bool = False) -> str:
+    """Text (or sanitised HTML) for a reader whose name we do not know: the public archive.
+
+    A greeting written with the name ("Hei %first_name%,") becomes the greeting
+    without one ("Hei,"), as Personalizer gives a recipient without a first name; any
+    other %first_name% goes without leaving a stray comma or space.
+    """
+    personalizer = Personalizer()
+    with_name, without = personalizer.greeting(TAG_FIRST_NAME), personalizer.greeting("")
+    if html:
+        with_name = html_lib.escape(with_name, quote=False)
+        without = html_lib.escape(without, quote=False)
+    text = text.replace(with_name, without).replace(TAG_GREETING, without)
+    text = _NAME_AFTER_COMMA.sub("", text)
+    text = _NAME_OPENING.sub(r"\1", text)
+    return _NAME.sub("", text)

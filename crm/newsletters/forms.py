@@ -17,21 +17,30 @@ from wtforms.validators import DataRequired, Length, Optional
 
 from crm.members.forms import MultiCheckboxField, clean_text
 from crm.members.listing import municipality_choices
+from crm.members.models import CONTACT_ROLES
 from crm.members.services import network_choices
 from crm.newsletters.compose import MAX_BODY_LENGTH
 from crm.subscriptions.services import active_topics
 from crm.timeutil import OSLO
 
-MEMBERSHIP_CHOICES = (
-    SelectChoice("", _l("Members and others")),
-    SelectChoice("member", _l("Member companies only")),
-    SelectChoice("non_member", _l("Not member companies")),
-)
-ROLE_CHOICES = (
-    SelectChoice("primary", _l("Primary contacts")),
-    SelectChoice("invoice", _l("Invoice contacts")),
-    SelectChoice("board", _l("Board representatives")),
-)
+# The audience's words, shared by the compose form and the newsletter's page.
+MEMBERSHIP_LABELS = {
+    "": _l("Members and others"),
+    "member": _l("Member companies only"),
+    "non_member": _l("Not member companies"),
+}
+ROLE_LABELS = {
+    "primary": _l("Primary contacts"),
+    "invoice": _l("Invoice contacts"),
+    "board": _l("Board representatives"),
+}
+MEMBERSHIP_CHOICES = tuple(SelectChoice(value, label) for value, label in MEMBERSHIP_LABELS.items())
+ROLE_CHOICES = tuple(SelectChoice(role, ROLE_LABELS[role]) for role in CONTACT_ROLES)
+
+
+def municipality_labels() -> dict[str, str]:
+    """Every municipality that can be chosen, by number, labelled "Kongsvinger (3401)"."""
+    return {number: f"{name} ({number})" for number, name in municipality_choices()}
 
 
 def _body_text(value):
@@ -64,7 +73,7 @@ class NewsletterForm(FlaskForm):
         self.topics.choices = [SelectChoice(t.slug, t.name) for t in active_topics()]
         self.networks.choices = [SelectChoice(n.id, n.name) for n in network_choices()]
         self.municipalities.choices = [
-            SelectChoice(number, f"{name} ({number})") for number, name in municipality_choices()
+            SelectChoice(number, label) for number, label in municipality_labels().items()
         ]
 
 

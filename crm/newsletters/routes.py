@@ -1,5 +1,8 @@
 """Staff pages for newsletters (/newsletters) and the public archive (/nyhetsbrev)."""
 
+from dataclasses import dataclass
+from datetime import datetime
+
 from babel.numbers import format_decimal
 from flask import (
     Blueprint,
@@ -22,7 +25,14 @@ from crm.auth.permissions import permission_required
 from crm.extensions import db
 from crm.members.models import CONTACT_ROLES, Network
 from crm.newsletters import audience, compose, ledger, services, statistics
-from crm.newsletters.forms import ActionForm, NewsletterForm, ScheduleForm
+from crm.newsletters.forms import (
+    MEMBERSHIP_LABELS,
+    ROLE_LABELS,
+    ActionForm,
+    NewsletterForm,
+    ScheduleForm,
+    municipality_labels,
+)
 from crm.newsletters.models import MEMBERSHIP_FILTERS, NEWSLETTER_STATES, Newsletter
 from crm.pagination import requested_page
 from crm.subscriptions.models import Topic
@@ -89,6 +99,20 @@ def _one_decimal(value) -> str:
     if value is None:
         return ""
     return format_decimal(value, format="#,##0.0", locale=str(get_locale() or "nb"))
+
+
+@bp.app_template_filter("time_left")
+def time_left(seconds: int | None) -> str:
+    """Seconds to go, in the page's language: "42 s", "3 min 5 s", "2 h 10 min" (en)."""
+    if not seconds:
+        return ""
+    minutes, seconds = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return _("%(hours)s h %(minutes)s min", hours=hours, minutes=minutes)
+    if minutes:
+        return _("%(minutes)s min %(seconds)s s", minutes=minutes, seconds=seconds)
+    return _("%(seconds)s s", seconds=seconds)
 
 
 @bp.context_processor
@@ -245,11 +269,19 @@ def audience_count():
 
 
 def _audience_summary(newsletter: Newsletter) -> dict:
+    """The audience in the words of the compose form."""
     topics = db.session.scalars(select(Topic).where(Topic.slug.in_(newsletter.topics or []))).all()
     networks = db.session.scalars(
         select(Network.name).where(Network.id.in_(newsletter.network_ids or []))
     ).all()
-    return {"topics": topics, "networks": networks}
+    places = municipality_labels() if newsletter.municipalities else {}
+    return {
+        "topics": topics,
+        "networks": networks,
+        "municipalities": [places.get(n, n) for n in newsletter.municipalities or ()],
+        "membership": MEMBERSHIP_LABELS.get(newsletter.membership or "", ""),
+        "roles": [ROLE_LABELS.get(r, r) for r in newsletter.roles or ()],
+    }
 
 
 @bp.route("/<int:newsletter_id>")
@@ -270,8 +302,12 @@ def newsletter_detail(newsletter_id: int):
 @bp.route("/<int:newsletter_id>/progress")
 @permission_required("newsletters.view")
 def newsletter_progress(newsletter_id: int):
-    """Live progress as JSON (polled by static/js/newsletters.js)."""
-    return jsonify(services.progress(_newsletter_or_404(newsletter_id)))
+    """Live progress as JSON (polled by static/js/newsletters.js).
+
+    `time_left` is the ETA in words of the page's language, as the page itself shows it.
+    """
+    progress = services.progress(_newsletter_or_404(newsletter_id))
+    return jsonify({**progress, "time_left": time_left(progress["eta_seconds"])})
 
 
 @bp.route("/<int:newsletter_id>/statistics")
@@ -363,6 +399,26 @@ def newsletter_cancel(newsletter_id: int):
     return _act(newsletter_id, services.cancel, _("The newsletter is cancelled."))
 
 
+@bp.route("/<int:newsletter_id>/publish", methods=["POST"])
+@permission_required("newsletters.edit")
+def newsletter_publish(newsletter_id: int):
+    return _act(
+        newsletter_id,
+        lambda n: services.set_in_archive(n, True),
+        _("The newsletter is published in the public archive."),
+    )
+
+
+@bp.route("/<int:newsletter_id>/withdraw", methods=["POST"])
+@permission_required("newsletters.edit")
+def newsletter_withdraw(newsletter_id: int):
+    return _act(
+        newsletter_id,
+        lambda n: services.set_in_archive(n, False),
+        _("The newsletter is withdrawn from the public archive."),
+    )
+
+
 @bp.route("/<int:newsletter_id>/duplicate", methods=["POST"])
 @permission_required("newsletters.edit")
 def newsletter_duplicate(newsletter_id: int):
@@ -398,12 +454,33 @@ def _archived():
     )
 
 
+@dataclass(frozen=True)
+class ArchivedNewsletter:
+    """A newsletter as the public reads it: merge fields without a reader's name."""
+
+    id: int
+    subject: str
+    preheader: str
+    started_at: datetime | None
+
+    @classmethod
+    def of(cls, newsletter: Newsletter) -> "ArchivedNewsletter":
+        return cls(
+            id=newsletter.id,
+            subject=compose.without_name(newsletter.subject),
+            preheader=compose.without_name(newsletter.preheader or ""),
+            started_at=newsletter.started_at,
+        )
+
+
 @archive_bp.route("/nyhetsbrev")
 def archive_list():
     newsletters = db.session.scalars(
         _archived().order_by(Newsletter.started_at.desc(), Newsletter.id.desc()).limit(200)
     ).all()
-    return render_template("archive/list.html", newsletters=newsletters)
+    return render_template(
+        "archive/list.html", newsletters=[ArchivedNewsletter.of(n) for n in newsletters]
+    )
 
 
 @archive_bp.route("/nyhetsbrev/<int:newsletter_id>")
@@ -413,8 +490,8 @@ def archive_detail(newsletter_id: int):
         abort(404)
     return render_template(
         "archive/detail.html",
-        newsletter=newsletter,
-        content=compose.page_html(newsletter.body).replace(compose.TAG_FIRST_NAME, ""),
+        newsletter=ArchivedNewsletter.of(newsletter),
+        content=compose.without_name(compose.page_html(newsletter.body), html=True),
     )
 
 

@@ -62,13 +62,7 @@
   }
 
   // -- sending: live progress -------------------------------------------------------------
-  function duration(seconds) {
-    if (seconds < 60) return seconds + " s";
-    var minutes = Math.floor(seconds / 60);
-    if (minutes < 60) return minutes + " min " + (seconds % 60) + " s";
-    return Math.floor(minutes / 60) + " t " + (minutes % 60) + " min";
-  }
-
+  // The time left comes worded by the server (`time_left`), in the page's language.
   var card = document.querySelector("[data-progress-url]");
   if (card) {
     var initialState = card.getAttribute("data-state");
@@ -90,7 +84,7 @@
           show("rate", decimals.format(p.rate));
           show("percent", decimals.format(p.percent));
           var eta = field("eta");
-          if (eta) eta.textContent = p.eta_seconds ? duration(p.eta_seconds) : eta.getAttribute("data-unknown");
+          if (eta) eta.textContent = p.time_left || eta.getAttribute("data-unknown");
           var bar = field("bar");
           if (bar) bar.value = p.percent;
           card.setAttribute("data-state", p.state);
