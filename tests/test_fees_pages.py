@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 from crm.extensions import db
 from crm.fees.models import FeeSchedule, Invoice, OcrImport, Payment, UnmatchedPayment
 from crm.fees.services import credit_invoice, dashboard, get_settings, import_ocr_file
+from crm.timeutil import utcnow
 from tests.factories import (
     build_ocr,
     make_fee_schedule,
@@ -142,6 +143,8 @@ def test_upload_page_imports_a_file_and_refuses_a_bad_one_with_its_line(app, cli
 def test_treasurer_registers_credits_and_reminds_from_the_invoice_page(app, client, auth):
     with app.test_request_context():
         invoice = make_invoiced_members(1)[0]
+        invoice.sent_at = utcnow()
+        db.session.commit()
         invoice_id = invoice.id
     auth.login("treasurer")
     url = f"/fees/invoices/{invoice_id}"
@@ -386,18 +389,28 @@ def test_company_page_shows_fee_history_to_treasurers_only(app, client, auth):
 
 def test_overdue_page_lists_invoices_and_sends_due_reminders(app, client, auth, monkeypatch):
     with app.test_request_context():
-        invoice = make_invoiced_members(1)[0]
+        invoice, never_sent = make_invoiced_members(2)
+        invoice.sent_at = utcnow()
+        db.session.commit()
         later = invoice.due_date + timedelta(days=15)
+        invoice_id, name = invoice.id, invoice.customer_name
+        never_sent_id, never_sent_name = never_sent.id, never_sent.customer_name
     monkeypatch.setattr("crm.fees.routes.today_oslo", lambda: later)
     monkeypatch.setattr("crm.fees.reminders.today_oslo", lambda: later)
     auth.login("treasurer")
     page = client.get("/fees/overdue").get_data(as_text=True)
-    assert invoice.customer_name in page and "Purring 1 skal sendes" in page
+    assert name in page and "Purring 1 skal sendes" in page
+    # The invoice never sent is overdue too, but is marked and gets no reminder.
+    assert never_sent_name in page and page.count("Purring 1 skal sendes") == 1
+    assert "Ikke sendt ennå" in page
     client.post("/fees/reminders", data={"with_fee": "y"})
     with app.test_request_context():
         from crm.fees.models import Reminder
 
-        assert db.session.scalar(select(func.count()).select_from(Reminder)) == 1
+        reminders = db.session.scalars(select(Reminder)).all()
+        assert [r.invoice_id for r in reminders] == [invoice_id]
+    page = client.get(f"/fees/invoices/{never_sent_id}").get_data(as_text=True)
+    assert "Send fakturaen først" in page
 
 
 def audit_history(response) -> str:

@@ -10,7 +10,16 @@ from crm.fees.errors import FeeError
 from crm.fees.models import Reminder
 from crm.fees.reminders import reminders_due, send_due_reminders, send_reminder
 from crm.fees.services import overdue_invoices, register_payment
+from crm.timeutil import utcnow
 from tests.factories import make_fee_settings, make_invoiced_members
+
+
+def sent(*invoices):
+    """Invoices as the members got them (reminders only follow a sent invoice)."""
+    for invoice in invoices:
+        invoice.sent_at = utcnow()
+    db.session.commit()
+    return invoices
 
 
 @pytest.fixture
@@ -20,7 +29,7 @@ def ctx(app):
 
 
 def test_no_reminder_before_fourteen_days_after_the_due_date(ctx):
-    invoice = make_invoiced_members(1)[0]
+    (invoice,) = sent(*make_invoiced_members(1))
     due = invoice.due_date
     assert overdue_invoices(due + timedelta(days=1)) == [invoice]
     assert reminders_due(due + timedelta(days=13)) == []
@@ -32,7 +41,7 @@ def test_no_reminder_before_fourteen_days_after_the_due_date(ctx):
 def test_reminders_give_fourteen_days_carry_the_fee_and_stop_at_two(ctx):
     from crm.mail.models import EmailMessage
 
-    invoice = make_invoiced_members(1)[0]
+    (invoice,) = sent(*make_invoiced_members(1))
     make_fee_settings(reminder_fee_ore=3_500)
     first_day = invoice.due_date + timedelta(days=14)
     run = send_due_reminders(first_day)
@@ -66,7 +75,7 @@ def test_reminders_give_fourteen_days_carry_the_fee_and_stop_at_two(ctx):
 
 
 def test_paid_invoices_get_no_reminder(ctx):
-    paid, unpaid = make_invoiced_members(2)
+    paid, unpaid = sent(*make_invoiced_members(2))
     register_payment(paid, paid.amount_ore, paid.issue_date)
     db.session.commit()
     day = unpaid.due_date + timedelta(days=20)
@@ -76,7 +85,7 @@ def test_paid_invoices_get_no_reminder(ctx):
 
 
 def test_the_reminder_fee_is_owed_until_paid(ctx):
-    invoice = make_invoiced_members(1)[0]
+    (invoice,) = sent(*make_invoiced_members(1))
     make_fee_settings(reminder_fee_ore=3_500)
     send_due_reminders(invoice.due_date + timedelta(days=14))
     register_payment(invoice, invoice.amount_ore, invoice.due_date + timedelta(days=20))
@@ -84,3 +93,16 @@ def test_the_reminder_fee_is_owed_until_paid(ctx):
     assert invoice.status == "partially_paid" and invoice.outstanding_ore == 3_500
     register_payment(invoice, 3_500, invoice.due_date + timedelta(days=21))
     assert invoice.status == "paid"
+
+
+def test_an_invoice_never_sent_gets_no_reminder(ctx):
+    never_sent, sent_one = make_invoiced_members(2)
+    sent(sent_one)
+    day = never_sent.due_date + timedelta(days=30)
+    assert [i for i, _level in reminders_due(day)] == [sent_one]
+    with pytest.raises(FeeError, match="has not been sent yet"):
+        send_reminder(never_sent, 1, day)
+    run = send_due_reminders(day)
+    db.session.commit()
+    assert [r.invoice for r in run.sent] == [sent_one]
+    assert never_sent.reminders == [] and never_sent.fees_ore == 0

@@ -43,11 +43,16 @@ def earliest_date(invoice: Invoice, level: int) -> date | None:
 
 
 def reminders_due(today: date | None = None) -> list[tuple[Invoice, int]]:
-    """Unpaid invoices that may get their next reminder today, with its level."""
+    """Sent, unpaid invoices that may get their next reminder today, with its level."""
     today = today or today_oslo()
     candidates = db.session.scalars(
         select(Invoice)
-        .where(Invoice.status.in_(UNPAID_STATUSES), Invoice.due_date <= today - WAIT)
+        .where(
+            Invoice.status.in_(UNPAID_STATUSES),
+            Invoice.due_date <= today - WAIT,
+            # A member cannot be reminded of a bill that never reached them.
+            Invoice.sent_at.is_not(None),
+        )
         .order_by(Invoice.due_date, Invoice.number)
     ).all()
     due = []
@@ -73,6 +78,13 @@ def send_reminder(
         raise FeeError(_("There are at most two reminders."))
     if invoice.status not in UNPAID_STATUSES:
         raise FeeError(_("Invoice %(number)s is not unpaid.", number=invoice.number))
+    if invoice.sent_at is None:
+        raise FeeError(
+            _(
+                "Invoice %(number)s has not been sent yet: send it before reminding.",
+                number=invoice.number,
+            )
+        )
     if any(r.level == level for r in invoice.reminders):
         raise FeeError(
             _(
