@@ -317,6 +317,34 @@ def test_settings_check_orgnr_and_account_and_keep_the_number_series(app, client
         assert (settings.kid_scheme, settings.reminder_fee_ore) == ("mod11", 3_500)
 
 
+def test_next_invoice_number_cannot_reuse_a_credit_note_number(app, client, auth):
+    with app.test_request_context():
+        invoice = make_invoiced_members(1)[0]
+        note = credit_invoice(invoice, "Feil beløp")
+        db.session.commit()
+        assert note.number > invoice.number  # the credit note took the highest number
+        settings = get_settings()
+        data = {
+            "cluster_name": settings.cluster_name,
+            "orgnr": settings.orgnr,
+            "bank_account": settings.bank_account,
+            "kid_length": str(settings.kid_length),
+            "kid_scheme": settings.kid_scheme,
+            "due_days": "30",
+            "reminder_fee": "0",
+        }
+        taken, before = note.number, settings.next_invoice_number
+    auth.login("treasurer")
+    page = client.post("/fees/settings", data={**data, "next_invoice_number": str(taken)})
+    assert f"Fakturanumre til og med {taken}" in page.get_data(as_text=True)
+    with app.test_request_context():
+        assert get_settings().next_invoice_number == before
+    response = client.post("/fees/settings", data={**data, "next_invoice_number": str(taken + 1)})
+    assert response.status_code == 302
+    with app.test_request_context():
+        assert get_settings().next_invoice_number == taken + 1
+
+
 def test_schedule_form_saves_tiers_and_refuses_gaps(app, client, auth):
     auth.login("treasurer")
     rows = {

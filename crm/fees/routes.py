@@ -440,7 +440,8 @@ def settings():
         ):
             setattr(current, name, getattr(form, name).data or ("" if name != "due_days" else 30))
         current.reminder_fee_ore = form.reminder_fee.data or 0
-        used = db.session.scalar(select(db.func.max(Invoice.number))) or 0
+        # Credit notes are numbered in the same series: the next number must pass both.
+        used = services.highest_used_number()
         if current.next_invoice_number <= used:
             db.session.rollback()
             form.next_invoice_number.errors.append(

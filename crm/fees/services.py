@@ -166,6 +166,13 @@ def allocate_number(settings: FeeSettings) -> tuple[int, str]:
     return number, kid
 
 
+def highest_used_number() -> int:
+    """The highest number taken in the one series invoices and credit notes share."""
+    invoices = db.session.scalar(select(func.max(Invoice.number))) or 0
+    notes = db.session.scalar(select(func.max(CreditNote.number))) or 0
+    return max(invoices, notes)
+
+
 def _locked_settings() -> FeeSettings:
     # On PostgreSQL two annual runs at once would otherwise hand out the same numbers
     # (the unique constraints would then refuse one of them at commit).
