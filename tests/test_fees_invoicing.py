@@ -241,6 +241,26 @@ def test_invoice_is_emailed_to_the_invoice_contact_with_its_pdf_and_can_be_resen
     assert db.session.scalar(select(func.count()).select_from(EmailMessage)) == 2
 
 
+def test_invoice_email_asks_for_what_is_left_after_a_credit_and_a_payment(ctx):
+    invoice = make_invoiced_members(1)[0]  # kr 2 500,00
+    credit_invoice(invoice, "Halvt år", amount_ore=125_000)
+    first = queue_invoice_email(invoice)
+    db.session.commit()
+    text = first.text_body.replace("\xa0", " ")
+    assert "Å betale: kr 1 250,00" in text and "Kreditert: −kr 1 250,00" in text
+    assert "kr 1 250,00" in first.html_body.replace("\xa0", " ")
+    pdf = pdf_text(first.attachments[0].content)
+    assert "1 250,00" in pdf.replace("\xa0", " ")
+
+    register_payment(invoice, 50_000, date(2026, 3, 1))
+    second = queue_invoice_email(invoice)
+    db.session.commit()
+    text = second.text_body.replace("\xa0", " ")
+    assert "Å betale: kr 750,00" in text and "Betalt: −kr 500,00" in text
+    assert "kr 2 500,00" in text  # the invoiced amount, shown above what was taken off
+    assert "750,00" in pdf_text(second.attachments[0].content).replace("\xa0", " ")
+
+
 def test_invoice_without_an_invoice_contact_is_not_sent(ctx):
     make_fee_settings()
     make_fee_schedule(2026)

@@ -16,6 +16,7 @@ from fpdf import FPDF
 
 from crm.fees.models import FeeSettings, Invoice, Reminder
 from crm.fees.money import kroner
+from crm.fees.services import amount_to_pay_ore
 
 INK = (29, 39, 51)
 MUTED = (95, 107, 122)
@@ -183,7 +184,7 @@ def _draw(invoice: Invoice, settings: FeeSettings, reminder: Reminder | None) ->
     paid = invoice.paid_ore + invoice.written_off_ore
     if paid:
         _table_row(pdf, _("Paid"), nok(-paid))
-    to_pay = invoice.outstanding_ore if (reminder or paid) else invoice.due_ore
+    to_pay = amount_to_pay_ore(invoice, reminder)
     pdf.ln(1)
     pdf.set_draw_color(*INK)
     pdf.line(20, pdf.get_y(), 190, pdf.get_y())

@@ -408,6 +408,13 @@ def queue_invoice_email(invoice: Invoice):
     return message
 
 
+def amount_to_pay_ore(invoice: Invoice, reminder: Reminder | None = None) -> int:
+    """What the invoice or reminder asks for: the amount less credit notes, plus reminder
+    fees, less what is paid or written off (the PDF and the emails say the same)."""
+    settled = invoice.paid_ore + invoice.written_off_ore
+    return invoice.outstanding_ore if (reminder or settled) else invoice.due_ore
+
+
 def email_context(invoice: Invoice, settings: FeeSettings, reminder: Reminder | None = None):
     return {
         "cluster_name": settings.cluster_name,
@@ -420,6 +427,9 @@ def email_context(invoice: Invoice, settings: FeeSettings, reminder: Reminder | 
         "amount": plain(invoice.amount_ore),
         "amount_ore": invoice.amount_ore,
         "outstanding_ore": invoice.outstanding_ore,
+        "credited_ore": invoice.credited_ore,
+        "settled_ore": invoice.paid_ore + invoice.written_off_ore,
+        "to_pay_ore": amount_to_pay_ore(invoice, reminder),
         "due_date": (reminder.new_due_date if reminder else invoice.due_date).isoformat(),
         "due_date_display": (reminder.new_due_date if reminder else invoice.due_date).strftime(
             "%d.%m.%Y"
