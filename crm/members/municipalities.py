@@ -13,3 +13,8 @@ CLUSTER_MUNICIPALITIES: dict[str, str] = {
 
 def municipality_name(number: str | None) -> str:
     return CLUSTER_MUNICIPALITIES.get(number or "", "")
+
+
+def municipality_label(number: str, name: str | None = None) -> str:
+    """How a municipality is shown in lists and filters: "Kongsvinger (3401)"."""
+    return f"{name or municipality_name(number) or number} ({number})"

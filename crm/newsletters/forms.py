@@ -18,6 +18,7 @@ from wtforms.validators import DataRequired, Length, Optional
 from crm.members.forms import MultiCheckboxField, clean_text
 from crm.members.listing import municipality_choices
 from crm.members.models import CONTACT_ROLES
+from crm.members.municipalities import municipality_label
 from crm.members.services import network_choices
 from crm.newsletters.compose import MAX_BODY_LENGTH
 from crm.subscriptions.services import active_topics
@@ -40,7 +41,7 @@ ROLE_CHOICES = tuple(SelectChoice(role, ROLE_LABELS[role]) for role in CONTACT_R
 
 def municipality_labels() -> dict[str, str]:
     """Every municipality that can be chosen, by number, labelled "Kongsvinger (3401)"."""
-    return {number: f"{name} ({number})" for number, name in municipality_choices()}
+    return {number: municipality_label(number, name) for number, name in municipality_choices()}
 
 
 def _body_text(value):

@@ -20,7 +20,7 @@ from sqlalchemy.orm import aliased
 
 from crm.extensions import db
 from crm.members.models import Company, Contact, Network, contact_network
-from crm.members.municipalities import municipality_name
+from crm.members.municipalities import municipality_label
 from crm.newsletters.models import NewsletterRecipient
 from crm.subscriptions.models import ConsentEvent
 from crm.timeutil import utcnow
@@ -175,6 +175,6 @@ def by_municipality(newsletter_id: int) -> list[Figures]:
     ).all()
     figures = []
     for value, *values in rows:
-        label = f"{municipality_name(value) or value} ({value})" if value else ""
+        label = municipality_label(value) if value else ""
         figures.append(_figures(label, values))
     return figures
