@@ -198,3 +198,13 @@ def test_sendgrid_error_text_is_readable():
     body = b'{"errors":[{"message":"Invalid type.","field":"personalizations.0.to"}]}'
     assert sendgrid_error_text(body) == "Invalid type. (field: personalizations.0.to)"
     assert sendgrid_error_text(b"<html>oops</html>") == "<html>oops</html>"
+
+
+def test_substitution_tags_are_replaced_once_so_a_value_holding_a_tag_stays_as_written():
+    from crm.mail.backends import substitute
+
+    tags = {"%first_name%": "%unsubscribe_url%", "%unsubscribe_url%": "https://example.no/u/1"}
+    text = "Hei %first_name%! Avmeld: %unsubscribe_url%"
+    assert substitute(text, tags) == "Hei %unsubscribe_url%! Avmeld: https://example.no/u/1"
+    assert substitute(text, {}) == text
+    assert substitute(None, tags) is None

@@ -179,12 +179,13 @@ class OutgoingMail:
             seen.add(address)
 
 
-def _substitute(text: str | None, substitutions: dict[str, str]) -> str | None:
-    if text is None:
-        return None
-    for tag, value in substitutions.items():
-        text = text.replace(tag, value)
-    return text
+def substitute(text: str | None, substitutions: dict[str, str]) -> str | None:
+    """Replace substitution tags (`%first_name%` …) as SendGrid does, in one pass: a
+    value that happens to contain a tag (a first name "%unsubscribe_url%") stays as is."""
+    if text is None or not substitutions:
+        return text
+    tags = re.compile("|".join(re.escape(t) for t in sorted(substitutions, key=len, reverse=True)))
+    return tags.sub(lambda match: substitutions[match.group(0)], text)
 
 
 class MailBackend:
@@ -240,7 +241,7 @@ def _mime_address(address: Address) -> MimeAddress:
 def build_mime_message(mail: OutgoingMail, recipient: Recipient) -> MimeMessage:
     """The full RFC 5322 message one recipient gets (text + HTML alternative, attachments)."""
     subs = recipient.substitutions
-    subject = _substitute(recipient.subject or mail.subject, subs)
+    subject = substitute(recipient.subject or mail.subject, subs)
     check_header("Subject", subject)
     message = MimeMessage(policy=email.policy.SMTP)
     message["From"] = _mime_address(mail.sender)
@@ -258,9 +259,9 @@ def build_mime_message(mail: OutgoingMail, recipient: Recipient) -> MimeMessage:
     for name, value in recipient.headers.items():
         check_header(name, value)
         message[name] = value
-    message.set_content(_substitute(mail.text, subs), subtype="plain", charset="utf-8")
+    message.set_content(substitute(mail.text, subs), subtype="plain", charset="utf-8")
     if mail.html is not None:
-        message.add_alternative(_substitute(mail.html, subs), subtype="html", charset="utf-8")
+        message.add_alternative(substitute(mail.html, subs), subtype="html", charset="utf-8")
     for attachment in mail.attachments:
         maintype, _, subtype = attachment.content_type.partition("/")
         message.add_attachment(

@@ -346,12 +346,6 @@ class Personalizer:
         }
 
 
-def apply_substitutions(text: str, substitutions: dict[str, str]) -> str:
-    for tag, value in substitutions.items():
-        text = text.replace(tag, value)
-    return text
-
-
 # A name between commas or before a closing mark goes with the comma before it
 # ("Takk, %first_name%!" -> "Takk!"); one that opens a sentence or line, with what
 # follows it ("%first_name%, velkommen" -> "velkommen"); any other, with the spaces

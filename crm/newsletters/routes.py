@@ -23,6 +23,7 @@ from sqlalchemy import select
 
 from crm.auth.permissions import permission_required
 from crm.extensions import db
+from crm.mail.backends import substitute
 from crm.members.models import CONTACT_ROLES, Network
 from crm.newsletters import audience, compose, ledger, services, statistics
 from crm.newsletters.forms import (
@@ -238,7 +239,7 @@ def _preview_html(subject: str, preheader: str, body: str, archive_url: str) -> 
     rendered = compose.render_email(subject, preheader, body, archive_url, remote_images=False)
     first_name = (current_user.name or "").split(" ")[0] or "Kari"
     example = compose.Personalizer().substitutions(first_name, "#", "#")
-    return compose.apply_substitutions(rendered.html, example)
+    return substitute(rendered.html, example)
 
 
 @bp.route("/audience")

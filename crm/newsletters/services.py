@@ -14,6 +14,7 @@ from flask_babel import gettext as _
 from sqlalchemy import func, select, update
 
 from crm.extensions import db
+from crm.mail.backends import substitute
 from crm.mail.services import queue_email
 from crm.members.models import CONTACT_ROLES, Network
 from crm.newsletters import audience, compose, ledger
@@ -291,9 +292,9 @@ def test_send(newsletter: Newsletter, user) -> None:
         user.email,
         "newsletters/test",
         {
-            "subject": compose.apply_substitutions(rendered.subject, substitutions),
-            "html": compose.apply_substitutions(rendered.html, substitutions),
-            "text": compose.apply_substitutions(rendered.text, substitutions),
+            "subject": substitute(rendered.subject, substitutions),
+            "html": substitute(rendered.html, substitutions),
+            "text": substitute(rendered.text, substitutions),
         },
         to_name=user.name or "",
         category="newsletter-test",
