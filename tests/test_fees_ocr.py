@@ -10,15 +10,22 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
+from sqlalchemy.orm.attributes import set_committed_value
 
 from crm import audit
 from crm.audit import AuditEntry, acting_as
 from crm.extensions import db
 from crm.fees import kid as kidlib
-from crm.fees.errors import DuplicateTransmissionError, OcrFileError
+from crm.fees.errors import DuplicateTransmissionError, FeeError, OcrFileError
 from crm.fees.models import Invoice, OcrImport, Payment, UnmatchedPayment
 from crm.fees.ocr import parse_ocr
-from crm.fees.services import dashboard, import_ocr_file, invoice_status
+from crm.fees.services import (
+    assign_unmatched,
+    dashboard,
+    import_ocr_file,
+    invoice_status,
+    mark_unmatched_handled,
+)
 from tests.factories import build_ocr, make_invoiced_members
 
 
@@ -238,6 +245,31 @@ def test_a_reversal_subtracts_from_what_was_paid(app):
         db.session.commit()
         assert invoice.paid_ore == invoice.amount_ore - 10_000
         assert invoice.status == "partially_paid"
+
+
+def test_an_unmatched_payment_is_booked_once_even_from_a_stale_page(app):
+    with app.test_request_context("/?lang=en"):
+        invoice = make_invoiced_members(1)[0]
+        import_ocr_file(build_ocr([[("1234567897", 250_000)]]))
+        db.session.commit()
+        unmatched = db.session.scalar(select(UnmatchedPayment))
+        assign_unmatched(unmatched, invoice)
+        db.session.commit()
+        before = database_state()
+        # A second click (another tab) loaded the payment before the first committed.
+        for book in (
+            lambda: assign_unmatched(unmatched, invoice, "igjen"),
+            lambda: mark_unmatched_handled(unmatched, "Returnert"),
+        ):
+            assert unmatched.amount_ore == 250_000  # loaded again after the commit
+            set_committed_value(unmatched, "state", "open")
+            with pytest.raises(FeeError, match="a moment ago"):
+                book()
+            db.session.rollback()
+            assert database_state() == before
+        assert (invoice.paid_ore, invoice.status) == (250_000, "paid")
+        assert db.session.scalar(select(UnmatchedPayment.state)) == "assigned"
+        assert db.session.scalar(select(func.count()).select_from(Payment)) == 1
 
 
 # --- acceptance 2: repeats, damage and truncation are refused and change nothing ------

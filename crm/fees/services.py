@@ -11,7 +11,7 @@ from datetime import date, timedelta
 
 from flask_babel import force_locale
 from flask_babel import gettext as _
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from crm import audit
@@ -287,11 +287,25 @@ def set_status(invoice: Invoice) -> None:
 
 
 def refresh_invoices(invoices: Iterable[Invoice]) -> None:
-    """Recompute paid, written-off, credited and fee sums and the status from the rows."""
+    """Recompute paid, written-off, credited and fee sums and the status from the rows.
+
+    The invoice rows are locked first (SELECT … FOR UPDATE on PostgreSQL; SQLite has one
+    writer at a time anyway): a concurrent payment, import or credit note on the same
+    invoice waits for this transaction, and the sums read after the lock include every
+    committed row, so two requests cannot each write a total missing the other's.
+    """
     by_id = {invoice.id: invoice for invoice in invoices}
     if not by_id:
         return
     db.session.flush()
+    locked = sorted(by_id)  # one lock order everywhere, so two refreshes cannot deadlock
+    for start in range(0, len(locked), _IN_CHUNK):
+        db.session.execute(
+            select(Invoice.id)
+            .where(Invoice.id.in_(locked[start : start + _IN_CHUNK]))
+            .order_by(Invoice.id)
+            .with_for_update()
+        )
     paid = dict.fromkeys(by_id, 0)
     written_off = dict.fromkeys(by_id, 0)
     credited = dict.fromkeys(by_id, 0)
@@ -506,10 +520,31 @@ def find_invoice(reference: str) -> Invoice | None:
     return invoice
 
 
-def assign_unmatched(unmatched: UnmatchedPayment, invoice: Invoice, note: str = "") -> Payment:
-    """Book an unmatched OCR payment on `invoice`; the OCR details go along."""
+def _claim_unmatched(unmatched: UnmatchedPayment, state: str) -> None:
+    """Take an open unmatched payment for this transaction, or refuse (FeeError).
+
+    The object in hand may be stale (two clicks, two tabs): a conditional UPDATE on
+    state = 'open' decides in the database, which also holds the row until commit, so
+    only one of two concurrent requests books the payment. The ORM then sets the same
+    state again, which is what the audit log records.
+    """
     if unmatched.state != "open":
         raise FeeError(_("This payment has already been dealt with."))
+    claimed = db.session.execute(
+        update(UnmatchedPayment)
+        .where(UnmatchedPayment.id == unmatched.id, UnmatchedPayment.state == "open")
+        .values(state=state)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if claimed != 1:
+        raise FeeError(
+            _("This payment was dealt with a moment ago by someone else; nothing was changed.")
+        )
+
+
+def assign_unmatched(unmatched: UnmatchedPayment, invoice: Invoice, note: str = "") -> Payment:
+    """Book an unmatched OCR payment on `invoice`; the OCR details go along."""
+    _claim_unmatched(unmatched, "assigned")
     payment = Payment(
         invoice=invoice,
         kind="payment",
@@ -535,11 +570,10 @@ def assign_unmatched(unmatched: UnmatchedPayment, invoice: Invoice, note: str = 
 
 def mark_unmatched_handled(unmatched: UnmatchedPayment, note: str) -> None:
     """Close an unmatched payment that belongs to no invoice (returned, other income…)."""
-    if unmatched.state != "open":
-        raise FeeError(_("This payment has already been dealt with."))
     note = (note or "").strip()
     if not note:
         raise FeeError(_("Say what was done with the payment."))
+    _claim_unmatched(unmatched, "handled")
     unmatched.state = "handled"
     unmatched.handled_note = note[:300]
     unmatched.handled_at = utcnow()
