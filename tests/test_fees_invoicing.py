@@ -89,6 +89,9 @@ def test_running_the_invoice_run_again_creates_nothing_new(ctx, runner):
     make_member("Ny AS", employees=12)
     result = runner.invoke(args=["fees", "invoice", "--year", "2026"])
     assert "created 1 invoices for 2026; 4 existed already" in result.output
+    # The CLI speaks English, but the invoice's price basis is Norwegian like the rest.
+    new = db.session.scalar(select(Invoice).order_by(Invoice.id.desc()))
+    assert new.pricing_note.startswith("Trinn 10–49 ansatte"), new.pricing_note
 
 
 def test_the_database_refuses_a_second_invoice_for_the_same_company_and_year(ctx):

@@ -444,6 +444,20 @@ def test_a_malformed_or_truncated_file_changes_nothing(app, runner, tmp_path):
         assert "line 10: assignment end record total" in result.output
 
 
+def test_the_cli_gives_the_reason_on_one_line_in_one_language(app, runner, tmp_path):
+    with app.app_context():
+        make_invoiced_members(1)
+    lines = small_file(_kids()).split("\n")
+    lines[9] = lines[9][:20] + "7" + lines[9][21:]  # the first assignment's end: a count
+    path = tmp_path / "count.txt"
+    path.write_text("\n".join(lines))
+    result = runner.invoke(args=["fees", "import-ocr", str(path)])
+    assert result.exit_code != 0
+    message = result.output.strip()
+    assert "\n" not in message
+    assert "line 10: assignment end record counts 7009 records" in message  # the CLI's English
+
+
 def test_the_error_names_the_line_and_the_record():
     lines = small_file(_kids()).rstrip("\n").split("\n")
     lines[9] = lines[9][:20] + "7" + lines[9][21:]  # the first assignment's end: a count

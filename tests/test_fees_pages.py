@@ -133,6 +133,14 @@ def test_upload_page_imports_a_file_and_refuses_a_bad_one_with_its_line(app, cli
     text = bad.get_data(as_text=True)
     assert bad.status_code == 422
     assert "Linje 3:" in text and lines[2][:40] in text
+    # The reason is in the page's language too, not the parser's English.
+    assert "posten «beløpspost 1» er feilformatert" in text and "malformed" not in text
+    short = client.post(
+        "/fees/import",
+        data={"file": (io.BytesIO(b"NY000010" + b"0" * 70 + b"\n"), "short.txt")},
+        content_type="multipart/form-data",
+    ).get_data(as_text=True)
+    assert "Linje 1: posten er 78 tegn lang, ikke 80" in short
     with app.test_request_context():
         assert db.session.scalar(select(func.count()).select_from(OcrImport)) == 1
 

@@ -1,5 +1,7 @@
 """The one error type of the fees area: every refusal a treasurer may see."""
 
+from flask_babel import gettext
+
 
 class FeeError(Exception):
     """A rule of the fees area refused the request; the message says why, for people."""
@@ -17,11 +19,16 @@ class OcrFileError(FeeError):
         self.reason = message
         self.line = line
         self.record = record
+        # Worded now, in the language the reason was made in (the request's, or the
+        # CLI's English), not in whatever locale is current when it is printed.
+        self._text = (
+            message
+            if line is None
+            else gettext("line %(line)s: %(reason)s", line=line, reason=message)
+        )
 
     def __str__(self) -> str:
-        if self.line is None:
-            return self.reason
-        return f"line {self.line}: {self.reason}"
+        return self._text
 
 
 class DuplicateTransmissionError(OcrFileError):

@@ -6,12 +6,16 @@ does not: the structure of transmission and assignments, that each transaction's
 records agree with each other, and the counts, totals and dates in the assignment and
 transmission end records. Any problem raises `OcrFileError` and nothing else, so a
 caller can refuse the file with one clear message before it touches the database.
+The reasons are translated when they are made (the request's language on the upload
+page, Norwegian in the CLI), like every other message a treasurer reads.
 """
 
 import hashlib
 from dataclasses import dataclass, field, replace
 from datetime import date
 
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from netsgiro import records as nr
 from netsgiro.enums import AssignmentType, ServiceCode
 
@@ -38,16 +42,17 @@ _RECORD_CLASSES: dict[str, type] = {
     "88": nr.AssignmentEnd,
     "89": nr.TransmissionEnd,
 }
+# Lazy: each name is translated where a message is made, in the reader's language.
 RECORD_NAMES = {
-    "10": "transmission start",
-    "20": "assignment start",
-    "30": "amount item 1",
-    "31": "amount item 2",
-    "32": "amount item 3",
-    "49": "payment specification",
-    "70": "AvtaleGiro agreement",
-    "88": "assignment end",
-    "89": "transmission end",
+    "10": _l("transmission start"),
+    "20": _l("assignment start"),
+    "30": _l("amount item 1"),
+    "31": _l("amount item 2"),
+    "32": _l("amount item 3"),
+    "49": _l("payment specification"),
+    "70": _l("AvtaleGiro agreement"),
+    "88": _l("assignment end"),
+    "89": _l("transmission end"),
 }
 # Exceptions netsgiro's record classes raise for bad input (attrs validators and
 # converters, regexes, enums, strptime). Anything else would be our own bug.
@@ -121,48 +126,67 @@ def _lines(text: str) -> list[tuple[int, str]]:
 def _parse_record(number: int, line: str):
     if len(line) != RECORD_LENGTH:
         raise OcrFileError(
-            f"record is {len(line)} characters long, not {RECORD_LENGTH} (truncated or damaged)",
+            _(
+                "record is %(length)s characters long, not %(expected)s (truncated or damaged)",
+                length=len(line),
+                expected=RECORD_LENGTH,
+            ),
             number,
             line,
         )
     code = line[6:8]
     cls = _RECORD_CLASSES.get(code) if line.startswith("NY") else None
     if cls is None:
-        raise OcrFileError("not a Nets OCR record (unknown format or record type)", number, line)
+        raise OcrFileError(_("not a Nets OCR record (unknown format or record type)"), number, line)
     # Only free text (amount item 3) may hold letters outside ASCII.
     if code != "32" and not line.isascii():
         raise OcrFileError(
-            f"{RECORD_NAMES[code]} record contains characters that are not allowed",
+            _(
+                "%(record)s record contains characters that are not allowed",
+                record=RECORD_NAMES[code],
+            ),
             number,
             line,
         )
     if not line.isprintable():
-        raise OcrFileError(f"{RECORD_NAMES[code]} record contains control characters", number, line)
+        raise OcrFileError(
+            _("%(record)s record contains control characters", record=RECORD_NAMES[code]),
+            number,
+            line,
+        )
     try:
         return code, cls.from_string(line)
     except _NETSGIRO_ERRORS as exc:
-        raise OcrFileError(f"malformed {RECORD_NAMES[code]} record ({exc})", number, line) from exc
+        raise OcrFileError(
+            _("malformed %(record)s record (%(detail)s)", record=RECORD_NAMES[code], detail=exc),
+            number,
+            line,
+        ) from exc
 
 
 def _check_kid_field(number: int, line: str) -> None:
     kid_field = line[49:74].strip(" ")
     if " " in kid_field:
-        raise OcrFileError("KID field has spaces between its digits", number, line)
+        raise OcrFileError(_("KID field has spaces between its digits"), number, line)
 
 
 def _check_sign(number: int, line: str, record) -> None:
     reversal = int(record.transaction_type) in REVERSAL_TRANSACTION_TYPES
     if reversal and record.sign != REVERSAL_SIGN:
         raise OcrFileError(
-            f"transaction type {int(record.transaction_type)} is a reversal "
-            f"but its amount has no minus sign",
+            _(
+                "transaction type %(type)s is a reversal but its amount has no minus sign",
+                type=int(record.transaction_type),
+            ),
             number,
             line,
         )
     if not reversal and record.sign == REVERSAL_SIGN:
         raise OcrFileError(
-            f"amount has a minus sign but transaction type {int(record.transaction_type)} "
-            f"is not a reversal",
+            _(
+                "amount has a minus sign but transaction type %(type)s is not a reversal",
+                type=int(record.transaction_type),
+            ),
             number,
             line,
         )
@@ -171,17 +195,17 @@ def _check_sign(number: int, line: str, record) -> None:
 def _check_filler(number: int, line: str) -> None:
     # netsgiro accepts anything in this documented filler; Nets writes digits there.
     if not line[34:41].isdigit():
-        raise OcrFileError("malformed amount item 2 record (filler is not digits)", number, line)
+        raise OcrFileError(_("malformed amount item 2 record (filler is not digits)"), number, line)
 
 
 def parse_ocr(data: bytes | str) -> OcrTransmission:
     """The transmission in an OCR giro file, checked in full; raises only OcrFileError."""
     if not isinstance(data, bytes | str):
-        raise OcrFileError("an OCR file must be bytes or text")
+        raise OcrFileError(_("an OCR file must be bytes or text"))
     text = decode(data)
     lines = _lines(text)
     if not lines:
-        raise OcrFileError("the file is empty")
+        raise OcrFileError(_("the file is empty"))
     parsed = [(number, line, *_parse_record(number, line)) for number, line in lines]
     return _walk(parsed)
 
@@ -190,16 +214,18 @@ def _walk(parsed: list) -> OcrTransmission:  # noqa: C901 - one pass over the re
     first_number, first_line, code, start = parsed[0]
     if code != "10":
         raise OcrFileError(
-            "the file must begin with a transmission start record", first_number, first_line
+            _("the file must begin with a transmission start record"), first_number, first_line
         )
     last_number, last_line, code, end = parsed[-1]
     if code != "89":
         raise OcrFileError(
-            "the transmission end record is missing (truncated file?)", last_number, last_line
+            _("the transmission end record is missing (truncated file?)"),
+            last_number,
+            last_line,
         )
     if end.nets_date is None:
-        raise OcrFileError("transmission end record has no date", last_number, last_line)
-    digest = hashlib.sha256("\n".join(line for _, line, _, _ in parsed).encode()).hexdigest()
+        raise OcrFileError(_("transmission end record has no date"), last_number, last_line)
+    digest = hashlib.sha256("\n".join(p[1] for p in parsed).encode()).hexdigest()
     transmission = OcrTransmission(
         number=start.transmission_number,
         data_transmitter=start.data_transmitter,
@@ -223,21 +249,28 @@ def _walk(parsed: list) -> OcrTransmission:  # noqa: C901 - one pass over the re
         number, line, code, record = parsed[index]
         if code in ("10", "89"):
             raise OcrFileError(
-                f"unexpected {RECORD_NAMES[code]} record inside the transmission", number, line
+                _(
+                    "unexpected %(record)s record inside the transmission",
+                    record=RECORD_NAMES[code],
+                ),
+                number,
+                line,
             )
         if code in ("49", "70") or record.service_code != ServiceCode.OCR_GIRO:
             raise OcrFileError(
-                "not an OCR giro record (AvtaleGiro files cannot be imported here)", number, line
+                _("not an OCR giro record (AvtaleGiro files cannot be imported here)"),
+                number,
+                line,
             )
         if code == "20":
             if assignment is not None:
                 raise OcrFileError(
-                    "assignment start before the previous assignment ended", number, line
+                    _("assignment start before the previous assignment ended"), number, line
                 )
             if record.assignment_type != AssignmentType.TRANSACTIONS:
-                raise OcrFileError("assignment is not of the transactions type", number, line)
+                raise OcrFileError(_("assignment is not of the transactions type"), number, line)
             if record.assignment_number in seen_assignments:
-                raise OcrFileError("assignment number appears twice", number, line)
+                raise OcrFileError(_("assignment number appears twice"), number, line)
             seen_assignments.add(record.assignment_number)
             assignment = OcrAssignment(
                 number=record.assignment_number,
@@ -253,29 +286,33 @@ def _walk(parsed: list) -> OcrTransmission:  # noqa: C901 - one pass over the re
             seen_transactions = set()
             continue
         if assignment is None:
-            raise OcrFileError(f"{RECORD_NAMES[code]} record outside an assignment", number, line)
+            raise OcrFileError(
+                _("%(record)s record outside an assignment", record=RECORD_NAMES[code]),
+                number,
+                line,
+            )
         assignment_records += 1
         if code == "30":
             if pending is not None:
                 raise OcrFileError(
-                    "amount item 1 record without its amount item 2", pending[0], pending[1]
+                    _("amount item 1 record without its amount item 2"), pending[0], pending[1]
                 )
             if record.transaction_number in seen_transactions:
-                raise OcrFileError("transaction number appears twice", number, line)
+                raise OcrFileError(_("transaction number appears twice"), number, line)
             seen_transactions.add(record.transaction_number)
             _check_kid_field(number, line)
             _check_sign(number, line, record)
             pending = (number, line, record)
         elif code == "31":
             if pending is None:
-                raise OcrFileError("amount item 2 record without amount item 1", number, line)
+                raise OcrFileError(_("amount item 2 record without amount item 1"), number, line)
             item1 = pending[2]
             if (
                 record.transaction_number != item1.transaction_number
                 or record.transaction_type != item1.transaction_type
             ):
                 raise OcrFileError(
-                    "amount item 2 record does not belong to the transaction before it",
+                    _("amount item 2 record does not belong to the transaction before it"),
                     number,
                     line,
                 )
@@ -313,7 +350,7 @@ def _walk(parsed: list) -> OcrTransmission:  # noqa: C901 - one pass over the re
                 or previous.type not in TEXT_TRANSACTION_TYPES
             ):
                 raise OcrFileError(
-                    "amount item 3 record does not belong to the transaction before it",
+                    _("amount item 3 record does not belong to the transaction before it"),
                     number,
                     line,
                 )
@@ -321,7 +358,7 @@ def _walk(parsed: list) -> OcrTransmission:  # noqa: C901 - one pass over the re
         elif code == "88":
             if pending is not None:
                 raise OcrFileError(
-                    "amount item 1 record without its amount item 2", pending[0], pending[1]
+                    _("amount item 1 record without its amount item 2"), pending[0], pending[1]
                 )
             _check_assignment_end(
                 number,
@@ -339,28 +376,39 @@ def _walk(parsed: list) -> OcrTransmission:  # noqa: C901 - one pass over the re
             transmission_sum += assignment_sum
             assignment = None
         else:  # pragma: no cover - every code in _RECORD_CLASSES is handled above
-            raise OcrFileError("unexpected record", number, line)
+            raise OcrFileError(_("unexpected record"), number, line)
 
     if assignment is not None:
         number, line = parsed[assignment_start_index][:2]
-        raise OcrFileError("assignment has no end record (truncated file?)", number, line)
+        raise OcrFileError(_("assignment has no end record (truncated file?)"), number, line)
     if end.num_transactions != len(transactions):
         raise OcrFileError(
-            f"transmission end record counts {end.num_transactions} transactions, "
-            f"the file has {len(transactions)}",
+            _(
+                "transmission end record counts %(counted)s transactions, the file has %(found)s",
+                counted=end.num_transactions,
+                found=len(transactions),
+            ),
             last_number,
             last_line,
         )
     if end.num_records != len(parsed):
         raise OcrFileError(
-            f"transmission end record counts {end.num_records} records, the file has {len(parsed)}",
+            _(
+                "transmission end record counts %(counted)s records, the file has %(found)s",
+                counted=end.num_records,
+                found=len(parsed),
+            ),
             last_number,
             last_line,
         )
     if end.total_amount != transmission_sum:
         raise OcrFileError(
-            f"transmission end record total {end.total_amount} øre does not match "
-            f"the sum of the transactions, {transmission_sum} øre",
+            _(
+                "transmission end record total %(total)s øre does not match "
+                "the sum of the transactions, %(sum)s øre",
+                total=end.total_amount,
+                sum=transmission_sum,
+            ),
             last_number,
             last_line,
         )
@@ -369,31 +417,44 @@ def _walk(parsed: list) -> OcrTransmission:  # noqa: C901 - one pass over the re
 
 def _check_assignment_end(number, line, record, *, count, records, total, dates) -> None:
     if record.assignment_type != AssignmentType.TRANSACTIONS:
-        raise OcrFileError("assignment end record is of another type", number, line)
+        raise OcrFileError(_("assignment end record is of another type"), number, line)
     if record.num_transactions != count:
         raise OcrFileError(
-            f"assignment end record counts {record.num_transactions} transactions, "
-            f"the assignment has {count}",
+            _(
+                "assignment end record counts %(counted)s transactions, "
+                "the assignment has %(found)s",
+                counted=record.num_transactions,
+                found=count,
+            ),
             number,
             line,
         )
     if record.num_records != records:
         raise OcrFileError(
-            f"assignment end record counts {record.num_records} records, "
-            f"the assignment has {records}",
+            _(
+                "assignment end record counts %(counted)s records, the assignment has %(found)s",
+                counted=record.num_records,
+                found=records,
+            ),
             number,
             line,
         )
     if (record.total_amount or 0) != total:
         raise OcrFileError(
-            f"assignment end record total {record.total_amount or 0} øre does not match "
-            f"the sum of its transactions, {total} øre",
+            _(
+                "assignment end record total %(total)s øre does not match "
+                "the sum of its transactions, %(sum)s øre",
+                total=record.total_amount or 0,
+                sum=total,
+            ),
             number,
             line,
         )
     if record.nets_date is None:
-        raise OcrFileError("assignment end record has no settlement date", number, line)
+        raise OcrFileError(_("assignment end record has no settlement date"), number, line)
     if dates and (record.nets_date_earliest, record.nets_date_latest) != (min(dates), max(dates)):
         raise OcrFileError(
-            "assignment end record dates do not match its transactions' dates", number, line
+            _("assignment end record dates do not match its transactions' dates"),
+            number,
+            line,
         )

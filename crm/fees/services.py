@@ -220,7 +220,10 @@ def run_annual_invoicing(year: int, today: date | None = None) -> InvoiceRun:
         if company.id in invoiced:
             run.existing += 1
             continue
-        price = price_for(company, year, schedule)
+        # The price basis is stored on the invoice, a Norwegian document: in Norwegian,
+        # whichever language the person (or the CLI) running the invoicing uses.
+        with force_locale("nb"):
+            price = price_for(company, year, schedule)
         if price is None:
             run.problems.append(
                 _(
