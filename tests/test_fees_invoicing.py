@@ -44,8 +44,10 @@ def pdf_text(data: bytes) -> str:
     assert data.startswith(b"%PDF-")
     chunks = []
     for stream in re.findall(rb"stream\r?\n(.*?)\r?\nendstream", data, re.S):
+        # A decompressor object, not zlib.decompress: the regex may cut a stream's last
+        # byte when it happens to be "\r", and all the text is there before it.
         try:
-            chunks.append(zlib.decompress(stream).decode("latin-1"))
+            chunks.append(zlib.decompressobj().decompress(stream).decode("latin-1"))
         except zlib.error:
             chunks.append(stream.decode("latin-1"))
     return "".join(re.findall(r"\((.*?)\) ?Tj", "".join(chunks)))

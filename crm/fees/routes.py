@@ -510,18 +510,21 @@ def override_new():
     form.company_id.choices = [SelectChoice(c.id, f"{c.name} ({c.orgnr})") for c in companies]
     if form.validate_on_submit():
         is_amount = form.kind.data == "amount"
-        db.session.add(
-            FeeOverride(
-                company_id=form.company_id.data,
-                year=form.year.data,
+        try:
+            services.add_override(
+                form.company_id.data,
+                form.year.data,
                 amount_ore=form.amount.data if is_amount else None,
                 discount_percent=None if is_amount else form.discount_percent.data,
-                reason=form.reason.data.strip(),
+                reason=form.reason.data,
             )
-        )
-        db.session.commit()
-        flash(_("Price override saved."), "success")
-        return redirect(url_for(".schedule_list"))
+        except FeeError as exc:
+            db.session.rollback()
+            form.year.errors.append(str(exc))
+        else:
+            db.session.commit()
+            flash(_("Price override saved."), "success")
+            return redirect(url_for(".schedule_list"))
     return render_template("fees/override_form.html", form=form)
 
 
@@ -636,6 +639,7 @@ def init_app(app) -> None:
         unmatched_reason=unmatched_reason,
         unmatched_state=unmatched_state,
         company_fee_history=company_fee_history,
+        company_fee_overrides=lambda company: services.company_overrides(company.id),
     )
     from crm import ui
 

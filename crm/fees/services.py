@@ -121,14 +121,60 @@ def tier_for(schedule: FeeSchedule, employees: int | None) -> FeeTier | None:
 
 
 def override_for(company_id: int, year: int) -> FeeOverride | None:
-    """The company's override for `year`, else its standing one (year left empty)."""
-    overrides = db.session.scalars(
-        select(FeeOverride).where(
+    """The company's override for `year`, else its standing one (year left empty).
+
+    add_override keeps one per company and year; should older data hold two, the
+    oldest wins, the same one every time.
+    """
+    return db.session.scalars(
+        select(FeeOverride)
+        .where(
             FeeOverride.company_id == company_id,
             (FeeOverride.year == year) | FeeOverride.year.is_(None),
         )
+        .order_by(FeeOverride.year.is_(None), FeeOverride.id)
+        .limit(1)
+    ).first()
+
+
+def company_overrides(company_id: int) -> list[FeeOverride]:
+    """A company's price overrides: year by year, the standing one (every year) last."""
+    return db.session.scalars(
+        select(FeeOverride)
+        .where(FeeOverride.company_id == company_id)
+        .order_by(FeeOverride.year.is_(None), FeeOverride.year, FeeOverride.id)
     ).all()
-    return next((o for o in overrides if o.year == year), None) or next(iter(overrides), None)
+
+
+def add_override(
+    company_id: int,
+    year: int | None,
+    *,
+    amount_ore: int | None = None,
+    discount_percent: int | None = None,
+    reason: str,
+) -> FeeOverride:
+    """A company's own price for `year` (None: every year); one per company and year."""
+    same_year = FeeOverride.year.is_(None) if year is None else FeeOverride.year == year
+    existing = db.session.scalar(
+        select(FeeOverride.id).where(FeeOverride.company_id == company_id, same_year).limit(1)
+    )
+    if existing is not None:
+        if year is None:
+            raise FeeError(_("This company already has a price for every year; remove it first."))
+        raise FeeError(
+            _("This company already has a price for %(year)s; remove it first.", year=year)
+        )
+    override = FeeOverride(
+        company_id=company_id,
+        year=year,
+        amount_ore=amount_ore,
+        discount_percent=discount_percent,
+        reason=reason.strip()[:300],
+    )
+    db.session.add(override)
+    db.session.flush()
+    return override
 
 
 @dataclass
