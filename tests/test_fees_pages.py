@@ -8,12 +8,19 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from openpyxl import load_workbook
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from crm.extensions import db
 from crm.fees.models import FeeSchedule, Invoice, OcrImport, Payment, UnmatchedPayment
-from crm.fees.services import credit_invoice, dashboard, get_settings, import_ocr_file
-from crm.timeutil import utcnow
+from crm.fees.reminders import send_reminder
+from crm.fees.services import (
+    assign_unmatched,
+    credit_invoice,
+    dashboard,
+    get_settings,
+    import_ocr_file,
+)
+from crm.timeutil import today_oslo, utcnow
 from tests.factories import (
     build_ocr,
     make_fee_schedule,
@@ -509,3 +516,61 @@ def test_invoice_history_shows_field_labels_and_money_in_kroner(app, client, aut
 
     english = audit_history(client.get(f"{url}?lang=en"))
     assert "<th>Paid</th>" in english and "NOK\xa01,000.50</td>" in english
+
+
+def count_queries(app, client, url: str) -> int:
+    """SQL statements one GET of `url` sends to the database."""
+    statements = []
+
+    def count(*_args, **_kwargs):
+        statements.append(1)
+
+    with app.app_context():
+        engine = db.engine
+    client.get(url)  # warm up: anything done once per process is not per row
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        assert client.get(url).status_code == 200
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    return len(statements)
+
+
+def test_list_pages_and_exports_do_not_query_per_row(app, client, auth, monkeypatch):
+    def add_rows(count: int, number: str) -> None:
+        invoices = make_invoiced_members(count)
+        for invoice in invoices:
+            invoice.sent_at = utcnow()
+        paid = [(i.kid, 100) for i in invoices]
+        unknown = [("1234567897", 5 + k) for k in range(count)]
+        import_ocr_file(build_ocr([paid, unknown], number=number), f"{number}.txt")
+        db.session.commit()
+        booked = db.session.scalars(
+            select(UnmatchedPayment).where(UnmatchedPayment.state == "open")
+        ).all()
+        for k, unmatched in enumerate(booked):
+            assign_unmatched(unmatched, invoices[k % count])
+        db.session.commit()
+
+    urls = [
+        "/fees/unmatched?all=1",
+        "/fees/export/payments.csv?year=2026",
+        "/fees/export/invoices.csv?year=2026",
+        "/fees/invoices?year=2026",
+        "/fees/overdue",
+    ]
+    later = today_oslo() + timedelta(days=400)  # every invoice overdue, reminders due
+    monkeypatch.setattr("crm.fees.routes.today_oslo", lambda: later)
+    monkeypatch.setattr("crm.fees.reminders.today_oslo", lambda: later)
+    with app.test_request_context():
+        add_rows(4, "0000001")
+    auth.login("treasurer")
+    few = {url: count_queries(app, client, url) for url in urls}
+    with app.test_request_context():
+        add_rows(16, "0000002")
+        with_reminder = db.session.scalars(select(Invoice).limit(5)).all()
+        for invoice in with_reminder:
+            send_reminder(invoice, 1, later, with_fee=False)
+        db.session.commit()
+    many = {url: count_queries(app, client, url) for url in urls}
+    assert many == few

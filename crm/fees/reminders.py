@@ -11,6 +11,7 @@ from datetime import date, timedelta
 
 from flask_babel import gettext as _
 from sqlalchemy import select
+from sqlalchemy.orm import selectinload
 
 from crm.extensions import db
 from crm.fees.errors import FeeError
@@ -47,6 +48,7 @@ def reminders_due(today: date | None = None) -> list[tuple[Invoice, int]]:
     today = today or today_oslo()
     candidates = db.session.scalars(
         select(Invoice)
+        .options(selectinload(Invoice.reminders))  # next_level reads them per invoice
         .where(
             Invoice.status.in_(UNPAID_STATUSES),
             Invoice.due_date <= today - WAIT,

@@ -3,6 +3,7 @@
 from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from sqlalchemy import select
+from sqlalchemy.orm import selectinload
 from wtforms import SelectChoice
 
 from crm.audit import history_for
@@ -29,6 +30,7 @@ from crm.fees.models import (
     FeeSchedule,
     Invoice,
     OcrImport,
+    Payment,
     UnmatchedPayment,
 )
 from crm.fees.money import kroner
@@ -359,7 +361,12 @@ def import_detail(import_id: int):
 @permission_required(VIEW)
 def unmatched_list():
     show_all = request.args.get("all") == "1"
-    query = select(UnmatchedPayment).order_by(UnmatchedPayment.paid_on, UnmatchedPayment.id)
+    query = (
+        select(UnmatchedPayment)
+        # Booked ones link to their invoice: load those with the page, not per row.
+        .options(selectinload(UnmatchedPayment.payment).selectinload(Payment.invoice))
+        .order_by(UnmatchedPayment.paid_on, UnmatchedPayment.id)
+    )
     if not show_all:
         query = query.where(UnmatchedPayment.state == "open")
     return render_template(

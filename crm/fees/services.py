@@ -13,6 +13,7 @@ from flask_babel import force_locale
 from flask_babel import gettext as _
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import contains_eager, selectinload
 
 from crm import audit
 from crm.audit import current_actor
@@ -843,6 +844,7 @@ def overdue_invoices(today: date | None = None, year: int | None = None) -> list
     today = today or today_oslo()
     query = (
         select(Invoice)
+        .options(selectinload(Invoice.reminders))  # the list shows them per invoice
         .where(Invoice.status.in_(UNPAID_STATUSES), Invoice.due_date < today)
         .order_by(Invoice.due_date, Invoice.number)
     )
@@ -955,9 +957,11 @@ def payments_by_day(year: int) -> list[tuple[date, int]]:
 
 
 def payments_for_year(year: int) -> list[Payment]:
+    """`year`'s payments with their invoices, loaded in the same query."""
     return db.session.scalars(
         select(Payment)
         .join(Invoice, Payment.invoice_id == Invoice.id)
+        .options(contains_eager(Payment.invoice))
         .where(Invoice.year == year)
         .order_by(Payment.paid_on, Payment.id)
     ).all()
