@@ -332,6 +332,29 @@ def test_settings_check_orgnr_and_account_and_keep_the_number_series(app, client
         assert (settings.kid_scheme, settings.reminder_fee_ore) == ("mod11", 3_500)
 
 
+def test_reminder_fee_above_the_legal_maximum_is_refused(app, client, auth):
+    with app.test_request_context():
+        settings = make_fee_settings(reminder_fee_ore=0)
+        data = {
+            "cluster_name": settings.cluster_name,
+            "orgnr": settings.orgnr,
+            "bank_account": settings.bank_account,
+            "next_invoice_number": str(settings.next_invoice_number),
+            "kid_length": str(settings.kid_length),
+            "kid_scheme": settings.kid_scheme,
+            "due_days": "30",
+        }
+    auth.login("treasurer")
+    page = client.post("/fees/settings", data={**data, "reminder_fee": "35,01"})
+    assert page.status_code == 200
+    assert "Purregebyret kan være høyst kr 35,00" in page.get_data(as_text=True)
+    with app.test_request_context():
+        assert get_settings().reminder_fee_ore == 0
+    assert client.post("/fees/settings", data={**data, "reminder_fee": "35"}).status_code == 302
+    with app.test_request_context():
+        assert get_settings().reminder_fee_ore == 3_500
+
+
 def test_next_invoice_number_cannot_reuse_a_credit_note_number(app, client, auth):
     with app.test_request_context():
         invoice = make_invoiced_members(1)[0]

@@ -106,3 +106,12 @@ def test_an_invoice_never_sent_gets_no_reminder(ctx):
     db.session.commit()
     assert [r.invoice for r in run.sent] == [sent_one]
     assert never_sent.reminders == [] and never_sent.fees_ore == 0
+
+
+def test_a_reminder_fee_saved_above_the_legal_maximum_is_charged_at_the_maximum(ctx):
+    from crm.fees.reminders import MAX_REMINDER_FEE_ORE
+
+    (invoice,) = sent(*make_invoiced_members(1))
+    make_fee_settings(reminder_fee_ore=10_000)  # from before the cap was checked
+    (reminder,) = send_due_reminders(invoice.due_date + timedelta(days=14)).sent
+    assert reminder.fee_ore == MAX_REMINDER_FEE_ORE == 3_500

@@ -78,6 +78,19 @@ def _valid_account(form, field):
         raise ValidationError(_l("Not a valid Norwegian account number.")) from exc
 
 
+def _lawful_reminder_fee(form, field):
+    from crm.fees.reminders import MAX_REMINDER_FEE_ORE
+
+    if field.data is not None and field.data > MAX_REMINDER_FEE_ORE:
+        raise ValidationError(
+            _l(
+                "The reminder fee may be at most %(max)s (1/20 of the inkassosats, "
+                "inkassoforskriften § 1-2).",
+                max="kr " + plain(MAX_REMINDER_FEE_ORE).replace(".", ","),
+            )
+        )
+
+
 class SettingsForm(FlaskForm):
     cluster_name = StringField(_l("Cluster name"), [DataRequired(), Length(max=200)])
     orgnr = StringField(_l("Organisation number"), [DataRequired(), _valid_orgnr])
@@ -99,7 +112,7 @@ class SettingsForm(FlaskForm):
         choices=[SelectChoice(MOD10, _l("MOD10 (Luhn)")), SelectChoice(MOD11, _l("MOD11"))],
     )
     due_days = WholeNumberField(_l("Days to pay"), [InputRequired(), NumberRange(min=1, max=365)])
-    reminder_fee = KronerField(_l("Reminder fee"), [Optional()])
+    reminder_fee = KronerField(_l("Reminder fee"), [Optional(), _lawful_reminder_fee])
 
 
 class TierForm(Form):

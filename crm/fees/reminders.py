@@ -22,6 +22,11 @@ from crm.timeutil import today_oslo
 WAIT = timedelta(days=14)  # after the due date before a reminder may go out
 DEADLINE = timedelta(days=14)  # the new time to pay that a reminder gives
 MAX_LEVEL = 2
+# The highest reminder fee (purregebyr) the law allows: 1/20 of the inkassosats
+# (inkassoforskriften § 1-2). The inkassosats is set each year; for 2026 it is 700 kr,
+# so the cap is 35 kr. Update both when the sats changes (usually 1 January).
+INKASSOSATS_ORE = 70_000  # 2026
+MAX_REMINDER_FEE_ORE = INKASSOSATS_ORE // 20
 
 
 def reference_due_date(invoice: Invoice, level: int) -> date | None:
@@ -114,7 +119,8 @@ def send_reminder(
         level=level,
         sent_on=today,
         new_due_date=today + DEADLINE,
-        fee_ore=settings.reminder_fee_ore if with_fee else 0,
+        # A fee saved before the cap existed is still held to it.
+        fee_ore=min(settings.reminder_fee_ore, MAX_REMINDER_FEE_ORE) if with_fee else 0,
         email_key=f"reminder:{invoice.id}:{level}",
     )
     db.session.add(reminder)
