@@ -259,11 +259,16 @@ def test_unmatched_payment_is_booked_on_an_invoice_or_marked_handled(app, client
 
     client.post(f"/fees/unmatched/{ids[0]}/assign", data={"invoice": "999"})
     assert "Ingen faktura" in client.get("/fees/unmatched").get_data(as_text=True)
-    client.post(f"/fees/unmatched/{ids[0]}/assign", data={"invoice": str(number)})
+    assert 'name="note" size="16" maxlength="300"' in page  # the Book form takes a note
+    client.post(
+        f"/fees/unmatched/{ids[0]}/assign",
+        data={"invoice": str(number), "note": "Betalt med feil KID"},
+    )
     client.post(f"/fees/unmatched/{ids[1]}/handled", data={"note": "Returnert til betaler"})
     with app.test_request_context():
         invoice = db.session.scalar(select(Invoice))
         assert (invoice.status, invoice.paid_ore) == ("paid", 250_000)
+        assert invoice.payments[0].note == "Betalt med feil KID"
         states = db.session.scalars(select(UnmatchedPayment.state).order_by(UnmatchedPayment.id))
         assert list(states) == ["assigned", "handled"]
     assert "Ingenting å følge opp" in client.get("/fees/unmatched").get_data(as_text=True)
