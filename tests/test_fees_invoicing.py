@@ -325,3 +325,48 @@ def test_payments_of_credited_invoices_are_kept(ctx):
     assert invoice.status == "credited"
     assert db.session.scalar(select(func.count()).select_from(Payment)) == 1
     assert invoice.paid_ore == invoice.amount_ore
+
+
+def test_two_payments_at_once_on_one_invoice_are_both_counted(app):
+    """Two requests registering payments on one invoice at the same moment: the second
+    waits for the first (the invoice row is locked before the sums are read), so the
+    stored paid sum holds both. PostgreSQL only: SQLite has one writer at a time."""
+    import threading
+
+    from crm.audit import acting_as
+
+    with app.app_context():
+        if db.engine.dialect.name != "postgresql":
+            pytest.skip("concurrent writers need PostgreSQL")
+        invoice_id = make_invoiced_members(1)[0].id
+    first_holds_lock, first_may_commit = threading.Event(), threading.Event()
+    errors = []
+
+    def pay(amount_ore: int, before_commit) -> None:
+        try:
+            with app.app_context(), acting_as("test"):
+                invoice = db.session.get(Invoice, invoice_id)
+                register_payment(invoice, amount_ore, date(2026, 3, 1))
+                before_commit()
+                db.session.commit()
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+            first_holds_lock.set()
+
+    def hold_then_commit():
+        first_holds_lock.set()
+        first_may_commit.wait(10)
+
+    first = threading.Thread(target=pay, args=(100_000, hold_then_commit))
+    second = threading.Thread(target=pay, args=(50_000, lambda: None))
+    first.start()
+    first_holds_lock.wait(10)
+    second.start()
+    second.join(1)  # the second is waiting for the first's lock
+    first_may_commit.set()
+    first.join(10)
+    second.join(10)
+    assert not errors, errors
+    with app.app_context():
+        invoice = db.session.get(Invoice, invoice_id)
+        assert (invoice.paid_ore, invoice.status) == (150_000, "partially_paid")
