@@ -2,12 +2,19 @@
 
 Each test starts its own `worker.py` processes (not in burst mode: they run the RQ
 scheduler, the reconciler and the rate limiter as in production) and checks what the
-server saw: every recipient exactly once, with their own unsubscribe link, nobody
-skipped, the newsletter `finished` — also when a worker is SIGKILLed mid-send, when
-Redis restarts and loses its queues, and when the server answers 429 and 500.
+server saw: every recipient exactly once, with their own address, greeting and
+unsubscribe link, nobody skipped, the newsletter `finished` — also when a worker is
+SIGKILLed while SendGrid holds its request (and accepts it after the worker died), when
+Redis restarts and loses its queues, when the server answers 429 and 500, and when
+SendGrid accepts a request but the client sees a 500 or a timeout anyway.
+
+The fault tests also check that the hard path was really taken (the server used the
+fault, the batch was re-enqueued, settled from webhook events without a resend), so
+they cannot pass by luck of timing.
 
 Timings are shortened through the environment (leases of seconds, a reconciler every
-second), so each test takes seconds.
+second, a client timeout shorter than the lease as in production), so each test takes
+seconds.
 """
 
 import os
@@ -23,11 +30,14 @@ from urllib.parse import urlsplit
 
 import pytest
 from rq import Worker
+from rq.job import Job
 
 from crm.extensions import db
+from crm.members.models import Contact
 from crm.newsletters import services
 from crm.newsletters.models import Newsletter, NewsletterBatch, NewsletterRecipient
-from crm.queue import get_redis
+from crm.newsletters.queueing import QUEUE, batch_job_id
+from crm.queue import get_queue, get_redis
 from crm.redis_server import redis_server_binary
 from crm.subscriptions.tokens import read_link_token
 from tests.factories import bulk_subscribers, make_newsletter
@@ -44,7 +54,9 @@ FAST = {
     "NEWSLETTER_RETRY_MAX_SECONDS": "1",
     "NEWSLETTER_RECONCILE_SECONDS": "1",
     "WORKER_HOOK_SECONDS": "1",
-    "SENDGRID_TIMEOUT_SECONDS": "5",
+    # Shorter than the lease (as 10 s vs 120 s in production): a request never outlives
+    # the lease of the sender that made it.
+    "SENDGRID_TIMEOUT_SECONDS": "2",
 }
 
 
@@ -79,6 +91,25 @@ class Workers:
         process.send_signal(signal.SIGKILL)
         process.wait()
         return process.pid
+
+    def running_batch(self, newsletter_id: int, batch_id: int) -> tuple[int, str]:
+        """The worker process (index) running a job of this batch, and that job's id.
+        Waits until exactly one does (a spare job of the batch may be finding its lease
+        taken at that moment)."""
+        prefix = batch_job_id(newsletter_id, batch_id, 0)[:-1]
+        found: list[tuple[int, str]] = []
+
+        def one_worker() -> bool:
+            jobs = {w.pid: w.get_current_job_id() for w in Worker.all(connection=get_redis())}
+            found[:] = [
+                (i, jobs[p.pid])
+                for i, p in enumerate(self.processes)
+                if p.poll() is None and (jobs.get(p.pid) or "").startswith(prefix)
+            ]
+            return len(found) == 1
+
+        wait_for(one_worker, timeout=10)
+        return found[0]
 
     def replace_dead(self) -> int:
         dead = [p for p in self.processes if p.poll() is not None]
@@ -200,28 +231,80 @@ def assert_each_recipient_exactly_once(app, server, newsletter_id: int, expected
     with app.app_context():
         rows = db.session.execute(
             db.select(
-                NewsletterRecipient.id, NewsletterRecipient.contact_id, NewsletterRecipient.state
-            ).where(NewsletterRecipient.newsletter_id == newsletter_id)
+                NewsletterRecipient.id,
+                NewsletterRecipient.contact_id,
+                NewsletterRecipient.state,
+                Contact.email,
+                Contact.first_name,
+            )
+            .join(Contact, Contact.id == NewsletterRecipient.contact_id)
+            .where(NewsletterRecipient.newsletter_id == newsletter_id)
         ).all()
-        assert Counter(state for _, _, state in rows) == {"sent": expected}
-        contact_of_row = {row_id: contact_id for row_id, contact_id, _ in rows}
+        assert Counter(row.state for row in rows) == {"sent": expected}
+        row_of = {row.id: row for row in rows}
         batches = db.session.scalars(
             db.select(NewsletterBatch).where(NewsletterBatch.newsletter_id == newsletter_id)
         ).all()
         assert all(b.state == "sent" and b.lease_owner is None for b in batches)
-    # Each personalization carries the recipient's own unsubscribe link and headers.
+        assert all(b.in_flight_since is None and b.ambiguous_since is None for b in batches)
+    # Each personalization goes to its row's contact, greets them by their own first
+    # name and carries their own unsubscribe link and headers.
     for request in server.requests:
         assert len(request.body["personalizations"]) <= 1000
         for p in request.body["personalizations"]:
-            row_id = int(p["custom_args"]["klynge_recipient"])
+            row = row_of[int(p["custom_args"]["klynge_recipient"])]
+            assert [to["email"] for to in p["to"]] == [row.email]
+            assert p["substitutions"]["%first_name%"] == row.first_name
+            assert p["substitutions"]["%greeting%"] == f"Hei {row.first_name},"
             link = p["substitutions"]["%unsubscribe_url%"]
             assert p["headers"]["List-Unsubscribe"] == f"<{link}>"
             assert p["headers"]["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
             with app.app_context():
                 claim = read_link_token(urlsplit(link).path.rsplit("/", 1)[1])
-            assert claim.contact_id == contact_of_row[row_id]
+            assert claim.contact_id == row.contact_id
             assert p["custom_args"]["klynge_newsletter"] == str(newsletter_id)
             assert p["custom_args"]["klynge_batch"]
+
+
+def batch_of(body: dict) -> int:
+    """The batch a mail/send request body belongs to (from its custom_args)."""
+    batches = {int(p["custom_args"]["klynge_batch"]) for p in body["personalizations"]}
+    assert len(batches) == 1, batches
+    return batches.pop()
+
+
+def batches_by_id(app, newsletter_id: int) -> dict[int, NewsletterBatch]:
+    with app.app_context():
+        batches = db.session.scalars(
+            db.select(NewsletterBatch).where(NewsletterBatch.newsletter_id == newsletter_id)
+        ).all()
+        db.session.expunge_all()
+    return {b.id: b for b in batches}
+
+
+def assert_settled_from_events_without_resend(app, server, newsletter_id: int, request):
+    """The batch of `request` (accepted by the server, but the sender never saw the 202)
+    was marked sent from the webhook's events: one request, no resend, and the message
+    id it carries can only have come from the events."""
+    batch_id = batch_of(request.body)
+    batch = batches_by_id(app, newsletter_id)[batch_id]
+    assert batch.state == "sent"
+    assert batch.resends == 0
+    assert batch.attempts == 1
+    assert batch.provider_message_id == request.message_id
+    assert batch.last_error == ""
+    assert [r for r in server.requests if batch_of(r.body) == batch_id] == [request]
+    with app.app_context():
+        ids = set(
+            db.session.scalars(
+                db.select(NewsletterRecipient.provider_message_id).where(
+                    NewsletterRecipient.newsletter_id == newsletter_id,
+                    NewsletterRecipient.batch_number == batch.number,
+                )
+            )
+        )
+    assert ids == {request.message_id}
+    return batch
 
 
 @pytest.fixture
@@ -249,18 +332,41 @@ def test_5000_recipients_two_workers_each_exactly_once(
     assert first["substitutions"]["%greeting%"].startswith("Hei Person")
 
 
-def test_a_worker_sigkilled_mid_send_and_restarted_sends_nobody_twice(
+def test_a_worker_sigkilled_while_sendgrid_holds_its_request_sends_nobody_twice(
     app, sendgrid_server, workers, big_newsletter, monkeypatch
 ):
-    workers.env["NEWSLETTER_BATCH_SIZE"] = "500"
+    """SendGrid holds a request; its worker is SIGKILLed meanwhile; SendGrid then accepts
+    it (the 202 reaches nobody). The batch stays in flight with no owner: once its lease
+    expires the reconciler enqueues it again, and the next sender finds the webhook's
+    events for it and marks it sent without sending it again."""
     start_newsletter_with_small_batches(app, big_newsletter, monkeypatch)
+    sendgrid_server.delay_next(1, seconds=2)
     with EventFeed(app, sendgrid_server):
         workers.start(2)
-        wait_for(lambda: len(sendgrid_server.requests) >= 2)
-        workers.kill(0)  # wait_until_finished starts a new one, as a supervisor would
+        wait_for(lambda: sendgrid_server.holding)
+        held_batch = batch_of(sendgrid_server.holding[0].body)
+        with app.app_context():
+            wait_for(lambda: _in_flight(held_batch) is not None)
+            victim, killed_job = workers.running_batch(big_newsletter, held_batch)
+        killed_at = time.time()
+        workers.kill(victim)  # wait_until_finished starts a new one, as a supervisor would
         status = wait_until_finished(app, big_newsletter, workers)
     assert status["state"] == "finished", workers.logs()
     assert_each_recipient_exactly_once(app, sendgrid_server, big_newsletter, RECIPIENTS)
+    assert workers.started == 3  # the killed worker was replaced
+    assert sendgrid_server.faults_used == {"delay": 1}
+    (held,) = [r for r in sendgrid_server.requests if r.fault == "delay"]
+    assert batch_of(held.body) == held_batch
+    assert held.at > killed_at  # accepted after its sender was dead
+    batch = assert_settled_from_events_without_resend(app, sendgrid_server, big_newsletter, held)
+    # Its job died with the worker; a job enqueued again for it (by the reconciler, once
+    # the lease expired) took the lease and settled it.
+    assert batch.enqueued_count > 1
+    with app.app_context():
+        results = job_results(big_newsletter, held_batch, batch.enqueued_count)
+    assert results.pop(killed_job) is None
+    assert "done" in results.values(), results
+    assert len(sendgrid_server.requests) == RECIPIENTS // 500  # one request per batch
 
 
 def test_redis_restarted_mid_send_loses_the_queues_and_still_everyone_gets_it_once(
@@ -271,15 +377,36 @@ def test_redis_restarted_mid_send_loses_the_queues_and_still_everyone_gets_it_on
         monkeypatch.setitem(app.config, "REDIS_URL", redis.url)
         monkeypatch.delitem(app.extensions, "crm_redis", raising=False)
         workers.env["REDIS_URL"] = redis.url
-        workers.env["NEWSLETTER_BATCH_SIZE"] = "500"
-        start_newsletter_with_small_batches(app, big_newsletter, monkeypatch)
+        # Both workers busy with a held request: the other batches' jobs wait in Redis.
+        sendgrid_server.delay_next(2, seconds=2)
         with EventFeed(app, sendgrid_server):
             workers.start(2)
-            wait_for(lambda: len(sendgrid_server.requests) >= 2)
+            with app.app_context():  # both listening before the jobs come
+                wait_for(lambda: len(Worker.all(connection=get_redis())) >= 2)
+            start_newsletter_with_small_batches(app, big_newsletter, monkeypatch)
+            wait_for(lambda: len(sendgrid_server.holding) == 2)
+            held = {batch_of(h.body) for h in sendgrid_server.holding}
+            with app.app_context():
+                queued = set(
+                    db.session.scalars(
+                        db.select(NewsletterBatch.id).where(
+                            NewsletterBatch.newsletter_id == big_newsletter,
+                            NewsletterBatch.state == "pending",
+                            NewsletterBatch.id.not_in(held),
+                        )
+                    )
+                )
+                assert len(queued) == RECIPIENTS // 500 - 2
+                assert len(get_queue(QUEUE)) == len(queued)  # their jobs, about to be lost
             redis.restart()  # SIGKILL, then a fresh, empty server on the same socket
             status = wait_until_finished(app, big_newsletter, workers)
         assert status["state"] == "finished", workers.logs()
         assert_each_recipient_exactly_once(app, sendgrid_server, big_newsletter, RECIPIENTS)
+        # Their jobs were lost with Redis: each got sent only through a new job.
+        batches = batches_by_id(app, big_newsletter)
+        assert {b for b in queued if batches[b].enqueued_count > 1} == queued
+        assert all(b.resends == 0 for b in batches.values())
+        assert len(sendgrid_server.requests) == RECIPIENTS // 500
     finally:
         app.extensions.pop("crm_redis", None)
         workers.stop()
@@ -289,19 +416,82 @@ def test_redis_restarted_mid_send_loses_the_queues_and_still_everyone_gets_it_on
 def test_429_and_500_for_a_while_delay_but_never_duplicate_or_drop(
     app, sendgrid_server, workers, big_newsletter
 ):
+    """500s before SendGrid accepted anything: with the event feed on, those batches get
+    no events, so each is sent again once the grace period is over."""
     sendgrid_server.rate_limit_next(2, reset_in=1)
     sendgrid_server.fail_next(3, status=500)
     sendgrid_server.rate_limit_next(1, reset_in=1)
     assert start(app, big_newsletter) == RECIPIENTS
-    workers.start(2)
-    status = wait_until_finished(app, big_newsletter, workers)
+    with EventFeed(app, sendgrid_server):
+        workers.start(2)
+        status = wait_until_finished(app, big_newsletter, workers)
     assert status["state"] == "finished", workers.logs()
     assert_each_recipient_exactly_once(app, sendgrid_server, big_newsletter, RECIPIENTS)
     refused = Counter(status for status, _body in sendgrid_server.refused)
     assert refused == {429: 3, 500: 3}
-    with app.app_context():
-        resends = db.session.scalar(db.select(db.func.sum(NewsletterBatch.resends)))
-    assert resends >= 1  # 500s are ambiguous: resent only after the grace period
+    assert sendgrid_server.faults_used == {"status": 6}
+    failed = {batch_of(e.body) for e in sendgrid_server.exchanges if e.status == 500}
+    assert failed
+    batches = batches_by_id(app, big_newsletter)
+    for batch_id, batch in batches.items():
+        if batch_id in failed:
+            assert batch.resends >= 1  # ambiguous, no events: resent after the grace
+        else:
+            assert batch.resends == 0
+    assert len(sendgrid_server.requests) == len(batches)  # each accepted exactly once
+
+
+def test_accepted_then_500_is_settled_from_the_events_without_a_resend(
+    app, sendgrid_server, workers, big_newsletter, monkeypatch
+):
+    """SendGrid took the request, but the client got a 500: the batch is ambiguous; the
+    webhook's events show it went out, so it is marked sent and not sent again."""
+    start_newsletter_with_small_batches(app, big_newsletter, monkeypatch)
+    sendgrid_server.accept_then_fail_next(2, status=500)
+    with EventFeed(app, sendgrid_server):
+        workers.start(2)
+        status = wait_until_finished(app, big_newsletter, workers)
+    assert status["state"] == "finished", workers.logs()
+    assert_each_recipient_exactly_once(app, sendgrid_server, big_newsletter, RECIPIENTS)
+    assert sendgrid_server.faults_used == {"accept_then_status": 2}
+    assert sendgrid_server.refused == []
+    failed = [r for r in sendgrid_server.requests if r.answer == 500]
+    assert len(failed) == 2
+    for request in failed:
+        assert_settled_from_events_without_resend(app, sendgrid_server, big_newsletter, request)
+    assert all(b.resends == 0 for b in batches_by_id(app, big_newsletter).values())
+    assert len(sendgrid_server.requests) == RECIPIENTS // 500
+
+
+def test_accepted_then_timed_out_is_settled_from_the_events_without_a_resend(
+    app, sendgrid_server, workers, big_newsletter, monkeypatch
+):
+    """SendGrid took the request, then the connection hung until the client timed out:
+    the same, through a timeout instead of a 5xx."""
+    start_newsletter_with_small_batches(app, big_newsletter, monkeypatch)
+    timeout = float(FAST["SENDGRID_TIMEOUT_SECONDS"])
+    sendgrid_server.accept_then_stall_next(1, seconds=timeout + 1.5)
+    with EventFeed(app, sendgrid_server):
+        workers.start(2)
+        wait_for(lambda: sendgrid_server.holding)
+        with app.app_context():
+            held_batch = batch_of(sendgrid_server.holding[0].body)
+            enqueued = db.session.scalar(
+                db.select(NewsletterBatch.enqueued_count).where(NewsletterBatch.id == held_batch)
+            )
+        status = wait_until_finished(app, big_newsletter, workers)
+    assert status["state"] == "finished", workers.logs()
+    assert_each_recipient_exactly_once(app, sendgrid_server, big_newsletter, RECIPIENTS)
+    assert sendgrid_server.faults_used == {"accept_then_stall": 1}
+    assert sendgrid_server.stalled == 1 and sendgrid_server.refused == []
+    (stalled,) = [r for r in sendgrid_server.requests if r.answer is None]
+    batch = assert_settled_from_events_without_resend(app, sendgrid_server, big_newsletter, stalled)
+    assert batch.id == held_batch
+    # Not enqueued again after the request went out: its own sender, which saw the
+    # timeout, settled it (the client timeout is shorter than the lease).
+    assert batch.enqueued_count == enqueued
+    assert all(b.resends == 0 for b in batches_by_id(app, big_newsletter).values())
+    assert len(sendgrid_server.requests) == RECIPIENTS // 500
 
 
 def test_send_wait_shows_a_live_progress_bar_until_the_last_email(
@@ -340,6 +530,21 @@ def wait_for(condition, timeout: float = 30) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("timed out")
         time.sleep(0.005)
+
+
+def job_results(newsletter_id: int, batch_id: int, rounds: int) -> dict[str, str | None]:
+    """What each RQ job of the batch returned (None: never finished). In an app context."""
+    ids = [batch_job_id(newsletter_id, batch_id, n) for n in range(1, rounds + 1)]
+    jobs = Job.fetch_many(ids, connection=get_redis())
+    return {i: (job.return_value() if job else None) for i, job in zip(ids, jobs, strict=True)}
+
+
+def _in_flight(batch_id: int):
+    """The batch's in_flight_since as committed now (call in an app context)."""
+    db.session.rollback()  # a fresh snapshot each time
+    return db.session.scalar(
+        db.select(NewsletterBatch.in_flight_since).where(NewsletterBatch.id == batch_id)
+    )
 
 
 def start_newsletter_with_small_batches(app, newsletter_id: int, monkeypatch) -> None:
