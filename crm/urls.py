@@ -1,4 +1,4 @@
-"""URL converters: ids in URLs stay within what the database can hold."""
+"""What URLs carry: ids within what the database can hold, query text a person could type."""
 
 from werkzeug.routing import IntegerConverter
 
@@ -10,6 +10,13 @@ class IdConverter(IntegerConverter):
 
     def __init__(self, map, fixed_digits=0, min=None, max=MAX_ID, signed=False):
         super().__init__(map, fixed_digits=fixed_digits, min=min, max=max, signed=signed)
+
+
+def clean_query(value, limit: int = 200) -> str:
+    """Typed search text from a query string: printable characters only, at most `limit`."""
+    # Control characters (NUL above all) cannot reach PostgreSQL in a string literal.
+    text = "".join(ch for ch in str(value or "") if ch.isprintable())
+    return text.strip()[:limit]
 
 
 def init_app(app) -> None:

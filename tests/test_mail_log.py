@@ -48,6 +48,12 @@ def test_staff_filter_the_log_by_state_category_and_address(app, client, auth):
     assert "kari@example.no" in search and "ola@example.no" not in search
     odd = client.get("/mail/messages?q=%25_\\&state=nonsense&page=-3")
     assert odd.status_code == 200
+    # Control characters typed into the URL are dropped (PostgreSQL refuses a NUL).
+    nul = client.get("/mail/messages?q=ka%00ri&category=in%00voice").get_data(as_text=True)
+    assert "kari@example.no" not in nul  # "kari" in no invoice's address
+    assert client.get("/mail/messages?q=ka%00ri").status_code == 200
+    assert "kari@example.no" in client.get("/mail/messages?q=ka%00ri").get_data(as_text=True)
+    assert client.get("/mail/suppressions?q=%00").status_code == 200
 
 
 def test_the_log_is_for_staff_and_admins_only(app, client, auth):

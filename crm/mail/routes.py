@@ -25,6 +25,7 @@ from crm.mail import services
 from crm.mail.forms import LiftSuppressionForm, ResendForm, TestEmailForm
 from crm.mail.models import STATES, EmailMessage, Suppression
 from crm.pagination import requested_page
+from crm.urls import clean_query
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +92,8 @@ def _like(term: str) -> str:
 @permission_required("newsletters.view")
 def message_list():
     state = request.args.get("state", "")
-    category = request.args.get("category", "")[:50]
-    q = request.args.get("q", "").strip()[:254]
+    category = clean_query(request.args.get("category"), 50)
+    q = clean_query(request.args.get("q"), 254)
     statement = select(EmailMessage)
     if state in STATES:
         statement = statement.where(EmailMessage.state == state)
@@ -230,7 +231,7 @@ def message_resend(message_id: int):
 @bp.route("/mail/suppressions")
 @permission_required("newsletters.view")
 def suppression_list():
-    q = request.args.get("q", "").strip()[:254]
+    q = clean_query(request.args.get("q"), 254)
     statement = select(Suppression)
     if q:
         statement = statement.where(Suppression.email.like(_like(q), escape="\\"))

@@ -28,10 +28,7 @@ from crm.members.models import (
 from crm.members.municipalities import CLUSTER_MUNICIPALITIES
 from crm.members.search import matching_ids, query_words
 from crm.pagination import parse_page  # noqa: F401  (re-exported for the routes)
-
-# Ids in URLs and filters beyond this cannot exist (and PostgreSQL's integer would
-# overflow on them): treat them as not found instead of failing.
-MAX_ID = 2**31 - 1
+from crm.urls import MAX_ID, clean_query  # noqa: F401  (re-exported for the members area)
 
 # Lists count their rows only up to a cap and then say "more than …": counting 100,000
 # rows is most of the time of a list page on PostgreSQL, and nobody pages that far.
@@ -55,13 +52,6 @@ def parse_id(value) -> int | None:
         return None
     number = int(text)
     return number if 0 < number <= MAX_ID else None
-
-
-def clean_query(value) -> str:
-    """Typed search text: printable characters only, at most 200."""
-    # Control characters (NUL above all) cannot reach PostgreSQL in a string literal.
-    text = "".join(ch for ch in str(value or "") if ch.isprintable())
-    return text.strip()[:200]
 
 
 def _choice(value, allowed) -> str:

@@ -37,13 +37,13 @@ from crm.subscriptions.forms import (
     SubscribeForm,
     topic_choices,
 )
+from crm.urls import MAX_ID
 
 bp = Blueprint("subscriptions", __name__)
 # Staff pages live apart: everything in `subscriptions` is public, everything here
 # needs a members permission.
 staff_bp = Blueprint("consent", __name__)
 
-MAX_ID = 2**31 - 1
 # Requests to the public form are small; anything bigger is not a person typing.
 MAX_SIGNUP_BYTES = 64 * 1024
 # Per address, silently: an inbox cannot be flooded with confirmation emails, and
