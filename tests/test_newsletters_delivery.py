@@ -325,6 +325,7 @@ def test_5000_recipients_two_workers_each_exactly_once(
         "sent": RECIPIENTS,
         "failed": 0,
         "pending": 0,
+        "skipped": 0,
     }, workers.logs()
     assert_each_recipient_exactly_once(app, sendgrid_server, big_newsletter, RECIPIENTS)
     assert len(sendgrid_server.requests) == RECIPIENTS // 1000

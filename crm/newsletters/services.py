@@ -308,7 +308,8 @@ RATE_WINDOW = timedelta(seconds=30)
 
 
 def status(newsletter: Newsletter) -> dict:
-    """The CLI's status: state and the ledger's counts."""
+    """The CLI's status: state and the ledger's counts (SPEC.md's keys, and `skipped`
+    so that sent + failed + skipped + pending = total)."""
     counts = ledger.counts(newsletter.id)
     return {
         "state": newsletter.state,
@@ -316,6 +317,7 @@ def status(newsletter: Newsletter) -> dict:
         "sent": counts["sent"],
         "failed": counts["failed"],
         "pending": counts["pending"],
+        "skipped": counts["skipped"],
     }
 
 
