@@ -130,6 +130,16 @@ def auth(app, client):
 
 
 @pytest.fixture
+def outbox(app) -> Path:
+    """The outbox folder (MAIL_BACKEND=outbox) the worker writes to, emptied first."""
+    path = Path(app.config["OUTBOX_DIR"])
+    path.mkdir(parents=True, exist_ok=True)
+    for old in path.glob("*.eml"):
+        old.unlink()
+    return path
+
+
+@pytest.fixture
 def run_worker():
     """Run a real RQ worker process in burst mode until the queues are empty."""
 

@@ -4,7 +4,6 @@ import email
 import email.policy
 import time
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 
@@ -19,16 +18,6 @@ UNSUBSCRIBE = {
     "List-Unsubscribe": "<http://127.0.0.1:5000/unsubscribe/TOKEN>",
     "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
 }
-
-
-@pytest.fixture
-def outbox(app):
-    """The outbox folder the worker writes to, emptied before the test."""
-    path = Path(app.config["OUTBOX_DIR"])
-    path.mkdir(parents=True, exist_ok=True)
-    for old in path.glob("*.eml"):
-        old.unlink()
-    return path
 
 
 def queue(app, to="kari@example.no", **fields) -> int:

@@ -5,7 +5,6 @@ import email
 import email.policy
 import re
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 
@@ -236,15 +235,6 @@ def _sent_newsletter(subject: str = "Publisert", **fields) -> int:
     services.start_sending(newsletter)
     db.session.commit()
     return newsletter.id
-
-
-@pytest.fixture
-def outbox(app):
-    path = Path(app.config["OUTBOX_DIR"])
-    path.mkdir(parents=True, exist_ok=True)
-    for old in path.glob("*.eml"):
-        old.unlink()
-    return path
 
 
 def test_a_first_name_is_escaped_in_the_html_title_and_body_and_raw_in_the_text(

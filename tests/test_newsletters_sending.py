@@ -11,7 +11,6 @@ import email.policy
 import json
 import time
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy.exc import IntegrityError
@@ -27,15 +26,6 @@ from crm.timeutil import utcnow
 from tests.factories import bulk_subscribers, make_newsletter, make_subscriber, make_user
 
 pytest_plugins = ["tests.sendgrid_server"]
-
-
-@pytest.fixture
-def outbox(app):
-    path = Path(app.config["OUTBOX_DIR"])
-    path.mkdir(parents=True, exist_ok=True)
-    for old in path.glob("*.eml"):
-        old.unlink()
-    return path
 
 
 @pytest.fixture

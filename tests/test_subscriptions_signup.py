@@ -6,7 +6,6 @@ worker writing to the outbox, like `scripts/subscribe_smoke.py` does against `ma
 
 import re
 import urllib.parse
-from pathlib import Path
 
 import pytest
 from werkzeug.datastructures import MultiDict
@@ -25,15 +24,6 @@ from scripts.subscribe_smoke import (
     text_of,
 )
 from tests.factories import make_contact, make_subscriber
-
-
-@pytest.fixture
-def outbox(app) -> Path:
-    path = Path(app.config["OUTBOX_DIR"])
-    path.mkdir(parents=True, exist_ok=True)
-    for old in path.glob("*.eml"):
-        old.unlink()
-    return path
 
 
 @pytest.fixture

@@ -53,20 +53,25 @@ def start_due_newsletters() -> int:
     return started
 
 
-def orphaned_batches(connection) -> list[NewsletterBatch]:
-    """Pending batches of sending newsletters with no live lease and no waiting job."""
-    now = utcnow()
+def _unleased_pending_batches(newsletter_state: str, now) -> list[NewsletterBatch]:
+    """Pending batches of newsletters in this state that no sender holds a lease on."""
     B = NewsletterBatch
-    candidates = db.session.scalars(
+    return db.session.scalars(
         select(B)
         .join(Newsletter, Newsletter.id == B.newsletter_id)
         .where(
-            Newsletter.state == "sending",
+            Newsletter.state == newsletter_state,
             B.state == "pending",
             or_(B.lease_expires_at.is_(None), B.lease_expires_at < now),
         )
         .order_by(B.newsletter_id, B.number)
     ).all()
+
+
+def orphaned_batches(connection) -> list[NewsletterBatch]:
+    """Pending batches of sending newsletters with no live lease and no waiting job."""
+    now = utcnow()
+    candidates = _unleased_pending_batches("sending", now)
     if not candidates:
         return []
     jobs = Job.fetch_many([b.job_id or "-" for b in candidates], connection=connection)
@@ -91,16 +96,7 @@ def settle_cancelled_batches() -> int:
     from crm.newsletters import sending
 
     now = utcnow()
-    B = NewsletterBatch
-    batches = db.session.scalars(
-        select(B)
-        .join(Newsletter, Newsletter.id == B.newsletter_id)
-        .where(
-            Newsletter.state == "cancelled",
-            B.state == "pending",
-            or_(B.lease_expires_at.is_(None), B.lease_expires_at < now),
-        )
-    ).all()
+    batches = _unleased_pending_batches("cancelled", now)
     grace = timedelta(seconds=setting("NEWSLETTER_AMBIGUOUS_GRACE_SECONDS"))
     settled = 0
     for batch in batches:
