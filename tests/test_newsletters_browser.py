@@ -198,6 +198,7 @@ def test_compose_preview_send_and_watch_the_progress_bar_reach_100(
     assert page.inner_text("[data-progress=done]") == "40"
     expect(page.locator(".send-card")).to_have_count(0)  # the page reloaded: sent
     page.frame_locator("iframe.email-preview").locator("text=Lunsj og nettverksmøte").wait_for()
+    page.wait_for_load_state("load")  # the reloaded page's frame laid out, not half-way
     page.screenshot(path=str(artifacts_dir / "newsletter-sent.png"), full_page=True)
 
     with app.app_context():
