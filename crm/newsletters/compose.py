@@ -25,6 +25,7 @@ from flask_babel import force_locale
 from flask_babel import gettext as _
 
 from crm import PROJECT_ROOT
+from crm.mail.backends import substitute
 
 # Substitution tags. HTML and text get separate tags for values that need escaping in
 # HTML (names come from a public form), so each part gets its value in its own form.
@@ -306,9 +307,7 @@ _HTML_TAGS = {TAG_FIRST_NAME: TAG_FIRST_NAME_HTML, TAG_GREETING: TAG_GREETING_HT
 
 
 def _html_tags(text: str) -> str:
-    for tag, html_tag in _HTML_TAGS.items():
-        text = text.replace(tag, html_tag)
-    return text
+    return substitute(text, _HTML_TAGS)
 
 
 def _content_css() -> str:
