@@ -1,5 +1,6 @@
 """The RQ worker: one app, each job in its own app context (and database session)."""
 
+import gc
 import logging
 import threading
 from collections.abc import Callable
@@ -69,4 +70,10 @@ def run_worker(app: Flask, burst: bool = False, queues: tuple[str, ...] = QUEUE_
     worker = AppWorker(list(queues), connection=connection)
     worker.app = app
     _start_upkeep(app, worker, burst)
+    # What is loaded by now (the app, its modules and mappers) lives as long as the
+    # worker: the cyclic collector need not walk it again and again. A full collection
+    # took ~90 ms every few newsletter batches (each allocates some 50,000 objects);
+    # now only what jobs allocate is walked. (Also keeps the forked scheduler's pages
+    # shared.)
+    gc.freeze()
     return worker.work(burst=burst, with_scheduler=True, logging_level="INFO")

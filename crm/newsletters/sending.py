@@ -40,6 +40,7 @@ from flask_babel import gettext as _
 from sqlalchemy import exists, func, or_, select, update
 from sqlalchemy.exc import DBAPIError
 
+from crm.bulk import id_in
 from crm.extensions import db
 from crm.mail.backends import (
     ConfigurationError,
@@ -183,7 +184,7 @@ def _set_rows(row_ids: list[int], **values) -> None:
     for start in range(0, len(row_ids), 1000):
         db.session.execute(
             update(R)
-            .where(R.id.in_(row_ids[start : start + 1000]))
+            .where(id_in(R.id, row_ids[start : start + 1000]))
             .values(**values)
             .execution_options(synchronize_session=False)
         )
@@ -324,6 +325,12 @@ def confirm_sent_from_events(batch: NewsletterBatch) -> None:
 def _finish_batch(batch: NewsletterBatch) -> Step:
     ledger.refresh_batch(batch.id, lease_owner=None, lease_expires_at=None, in_flight_since=None)
     db.session.commit()
+    return _finish_newsletter_if_done(batch)
+
+
+def _finish_newsletter_if_done(batch: NewsletterBatch) -> Step:
+    # In a transaction of its own, after the batch's: two senders finishing the last two
+    # batches at once then cannot each miss the other's rows.
     if ledger.finish_if_done(batch.newsletter_id):
         log.info("newsletter %s finished", batch.newsletter_id)
     db.session.commit()
@@ -423,7 +430,7 @@ def attempt(batch: NewsletterBatch, owner: str, limiter: RateLimiter) -> Step:
     except (PermanentSendError, ValueError) as exc:
         return _refused(batch, owner, rows, exc)
     _record_sent_persistently(batch, rows, provider_id)
-    return _finish_batch(batch)
+    return _finish_newsletter_if_done(batch)
 
 
 RECORD_TRIES = 5
@@ -446,7 +453,8 @@ def _record_sent_persistently(batch, rows: list[Row], provider_id: str | None) -
 
 
 def _record_sent(batch: NewsletterBatch, rows: list[Row], provider_id: str | None) -> None:
-    """The 202: the request's rows are sent, with the X-Message-Id, in one transaction.
+    """The 202: the request's rows are sent, with the X-Message-Id, in one transaction,
+    and the batch (settled: its other rows were skipped or failed before) is released.
 
     Recorded even if our lease ran out meanwhile: the provider has them, that is the
     fact the ledger must show.
@@ -458,6 +466,8 @@ def _record_sent(batch: NewsletterBatch, rows: list[Row], provider_id: str | Non
     )
     ledger.refresh_batch(
         batch.id,
+        lease_owner=None,
+        lease_expires_at=None,
         in_flight_since=None,
         ambiguous_since=None,
         provider_message_id=provider_id,

@@ -18,6 +18,7 @@ from flask_babel import lazy_gettext as _l
 from sqlalchemy import and_, delete, func, or_, select, update
 
 from crm.audit import AuditEntry, _plain  # the audit log's JSON-safe rendering
+from crm.bulk import id_in
 from crm.extensions import db
 from crm.mail.services import queue_email
 from crm.members.models import Contact, Network
@@ -40,6 +41,7 @@ from crm.subscriptions.tokens import (
     TokenInvalid,
     make_confirm_token,
     make_link_token,
+    make_link_tokens,
     read_link_token,
 )
 from crm.timeutil import utcnow
@@ -620,7 +622,7 @@ def _token_versions(contact_ids: Iterable[int]) -> dict[int, int]:
         versions.update(
             db.session.execute(
                 select(Subscriber.contact_id, Subscriber.token_version).where(
-                    Subscriber.contact_id.in_(chunk)
+                    id_in(Subscriber.contact_id, chunk)
                 )
             ).all()
         )
@@ -652,9 +654,9 @@ def unsubscribe_urls(contact_ids: Iterable[int]) -> dict[int, str]:
     """Unsubscribe URLs for many contacts with one query per 1,000 (newsletter sends)."""
     ids = list(contact_ids)
     versions = _token_versions(ids)
-    return {
-        cid: public_url(f"/unsubscribe/{make_link_token(cid, versions.get(cid, 1))}") for cid in ids
-    }
+    tokens = make_link_tokens((cid, versions.get(cid, 1)) for cid in ids)
+    base = public_url("/unsubscribe/")
+    return {cid: base + token for cid, token in zip(ids, tokens, strict=True)}
 
 
 def contact_for_link(token: str) -> Contact | None:
