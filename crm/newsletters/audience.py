@@ -125,10 +125,9 @@ def recipient_contacts(audience: Audience) -> Select:
 
     Two contact records sharing an address are one mailbox: it gets one copy.
     """
-    eligible = eligible_contacts(audience).subquery()
     return (
-        select(func.min(Contact.id).label("contact_id"))
-        .join(eligible, eligible.c.id == Contact.id)
+        eligible_contacts(audience)
+        .with_only_columns(func.min(Contact.id).label("contact_id"))
         .group_by(func.lower(Contact.email))
     )
 
