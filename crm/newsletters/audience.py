@@ -125,9 +125,10 @@ def recipient_contacts(audience: Audience) -> Select:
 
     Two contact records sharing an address are one mailbox: it gets one copy.
     """
+    eligible = eligible_contacts(audience).subquery()
     return (
-        eligible_contacts(audience)
-        .with_only_columns(func.min(Contact.id).label("contact_id"))
+        select(func.min(Contact.id).label("contact_id"))
+        .join(eligible, eligible.c.id == Contact.id)
         .group_by(func.lower(Contact.email))
     )
 
