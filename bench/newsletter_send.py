@@ -273,7 +273,6 @@ def payloads(app) -> list[bytes]:
     """The request bodies the pipeline sends, built by the same code (not timed)."""
     from crm.extensions import db
     from crm.mail.backends import SendGridBackend
-    from crm.members.models import Contact
     from crm.newsletters import sending
     from crm.newsletters.models import Newsletter, NewsletterBatch
 
@@ -284,18 +283,7 @@ def payloads(app) -> list[bytes]:
         for batch in db.session.scalars(
             db.select(NewsletterBatch).where(NewsletterBatch.newsletter_id == newsletter.id)
         ):
-            R = sending.NewsletterRecipient
-            rows = [
-                sending.Row(*values)
-                for values in db.session.execute(
-                    db.select(
-                        R.id, R.contact_id, Contact.email, Contact.first_name, Contact.last_name
-                    )
-                    .join(Contact, Contact.id == R.contact_id)
-                    .where(R.newsletter_id == newsletter.id, R.batch_number == batch.number)
-                    .order_by(R.id)
-                )
-            ]
+            rows = sending.batch_rows(batch)  # all of them: the pipeline sent them
             mail, _rows, _bad = sending.build_mail(newsletter, batch, rows)
             bodies.append(json.dumps(backend.build_request(mail)).encode())
     return bodies
@@ -437,7 +425,7 @@ def main() -> None:
         server.stop()
 
     ratios = sorted(r.ratio for r in rounds)
-    middle = statistics.median_low([r.ratio for r in rounds])
+    middle = statistics.median_low(ratios)
     typical = next(r for r in rounds if r.ratio == middle)
     rate = RECIPIENTS / typical.seconds
     single_rate = SAMPLE / single_seconds

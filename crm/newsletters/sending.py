@@ -166,15 +166,20 @@ class Row:
     last_name: str
 
 
-def pending_rows(batch: NewsletterBatch) -> list[Row]:
+def batch_rows(batch: NewsletterBatch, *conditions) -> list[Row]:
+    """The batch's ledger rows with their contacts' addresses and names, in id order."""
     R = NewsletterRecipient
     result = db.session.execute(
         select(R.id, R.contact_id, Contact.email, Contact.first_name, Contact.last_name)
         .join(Contact, Contact.id == R.contact_id)
-        .where(*ledger.in_batch(batch), R.state == "pending")
+        .where(*ledger.in_batch(batch), *conditions)
         .order_by(R.id)
     )
     return [Row(*values) for values in result]
+
+
+def pending_rows(batch: NewsletterBatch) -> list[Row]:
+    return batch_rows(batch, NewsletterRecipient.state == "pending")
 
 
 def _set_rows(row_ids: list[int], **values) -> None:
