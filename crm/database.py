@@ -3,6 +3,8 @@
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
+from crm.numbers import is_digits
+
 
 @event.listens_for(Engine, "connect")
 def _sqlite_pragmas(dbapi_connection, connection_record) -> None:
@@ -25,7 +27,7 @@ def init_app(app) -> None:
     def load_user(user_id: str):
         from crm.auth.models import User
 
-        if not user_id.isdigit():
+        if not is_digits(user_id):
             return None
         return db.session.get(User, int(user_id))
 

@@ -8,6 +8,8 @@ need it are skipped when generating, so every KID we issue is digits only.
 
 from stdnum import luhn
 
+from crm.numbers import is_digits
+
 MOD10 = "mod10"
 MOD11 = "mod11"
 SCHEMES = (MOD10, MOD11)
@@ -43,7 +45,7 @@ def check_digit(base: str, scheme: str = MOD10) -> str:
 
 def is_valid(kid: str | None, scheme: str = MOD10) -> bool:
     """True when `kid` is digits only, of a KID's length, with a right check digit."""
-    if not kid or not kid.isascii() or not kid.isdigit():
+    if not kid or not is_digits(kid):
         return False
     if not MIN_LENGTH <= len(kid) <= MAX_LENGTH:
         return False

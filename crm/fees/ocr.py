@@ -20,6 +20,7 @@ from netsgiro import records as nr
 from netsgiro.enums import AssignmentType, ServiceCode
 
 from crm.fees.errors import OcrFileError
+from crm.numbers import is_digits
 
 RECORD_LENGTH = 80
 # Transaction types that carry a third amount record (free text).
@@ -194,7 +195,7 @@ def _check_sign(number: int, line: str, record) -> None:
 
 def _check_filler(number: int, line: str) -> None:
     # netsgiro accepts anything in this documented filler; Nets writes digits there.
-    if not line[34:41].isdigit():
+    if not is_digits(line[34:41]):
         raise OcrFileError(_("malformed amount item 2 record (filler is not digits)"), number, line)
 
 

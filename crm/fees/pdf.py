@@ -17,6 +17,7 @@ from fpdf import FPDF
 from crm.fees.models import FeeSettings, Invoice, Reminder
 from crm.fees.money import kroner
 from crm.fees.services import amount_to_pay_ore
+from crm.numbers import is_digits
 
 INK = (29, 39, 51)
 MUTED = (95, 107, 122)
@@ -39,7 +40,7 @@ def _orgnr(orgnr: str) -> str:
 
 
 def _account(account: str) -> str:
-    if len(account) == 11 and account.isdigit():
+    if len(account) == 11 and is_digits(account):
         return f"{account[:4]}.{account[4:6]}.{account[6:]}"
     return account
 

@@ -37,6 +37,7 @@ from crm.fees.models import (
 from crm.fees.money import plain
 from crm.fees.ocr import OcrTransmission, parse_ocr
 from crm.members.models import Company, Contact
+from crm.numbers import is_digits
 from crm.timeutil import today_oslo, utcnow
 
 SETTINGS_ID = 1
@@ -505,7 +506,7 @@ def email_context(invoice: Invoice, settings: FeeSettings, reminder: Reminder | 
 
 def format_account(account: str) -> str:
     """`1234.56.78903`, as Norwegian account numbers are written."""
-    if len(account) == 11 and account.isdigit():
+    if len(account) == 11 and is_digits(account):
         return f"{account[:4]}.{account[4:6]}.{account[6:]}"
     return account
 
@@ -559,8 +560,7 @@ MAX_INVOICE_NUMBER = 2**31  # above PostgreSQL's INTEGER
 def find_invoice(reference: str) -> Invoice | None:
     """An invoice by its number or its KID, as a treasurer would type either."""
     reference = (reference or "").strip()
-    # str.isdigit() also takes "²" and other digits int() refuses or reads differently.
-    if not reference or not reference.isascii() or not reference.isdigit():
+    if not is_digits(reference):
         return None
     invoice = db.session.scalar(select(Invoice).where(Invoice.kid == reference))
     # Invoice numbers are INTEGER columns: a longer number (a KID that matched nothing)

@@ -28,6 +28,7 @@ from email.message import EmailMessage as MimeMessage
 from pathlib import Path
 from urllib.error import URLError
 
+from crm.numbers import is_digits
 from crm.timeutil import utcnow
 
 MAX_RECIPIENTS_PER_REQUEST = 1000
@@ -408,7 +409,7 @@ def retry_after_seconds(headers, now: float | None = None) -> float | None:
     value = headers.get("Retry-After")
     if value:
         value = value.strip()
-        if value.isdigit():
+        if is_digits(value):
             return float(value)
         try:
             return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - now)

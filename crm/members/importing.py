@@ -36,6 +36,7 @@ from crm.members.forms import ORG_FORMS  # the organisation form codes staff cho
 from crm.members.models import Company
 from crm.members.municipalities import CLUSTER_MUNICIPALITIES
 from crm.members.normalize import normalize_orgnr
+from crm.numbers import is_digits
 
 Progress = Callable[[int], None]
 
@@ -583,7 +584,7 @@ def _csv_record(line: int, header: list[str], cells: list[str]) -> Record:
 def _set_employees(record: Record, raw: Any) -> None:
     if isinstance(raw, str):
         digits = raw.replace(" ", "")
-        number = int(digits) if digits.isdigit() else None
+        number = int(digits) if is_digits(digits) else None
     elif isinstance(raw, int) and not isinstance(raw, bool):
         number = raw if raw >= 0 else None
     else:

@@ -27,6 +27,7 @@ from crm.members.models import (
 )
 from crm.members.municipalities import CLUSTER_MUNICIPALITIES
 from crm.members.search import matching_ids, query_words
+from crm.numbers import is_digits
 from crm.pagination import parse_page  # noqa: F401  (re-exported for the routes)
 from crm.urls import MAX_ID, clean_query  # noqa: F401  (re-exported for the members area)
 
@@ -48,7 +49,7 @@ DEFERRED_JOIN_OFFSET = 1_000
 def parse_id(value) -> int | None:
     """A positive database id from untrusted input, or None."""
     text = str(value or "").strip()
-    if not text.isdigit() or len(text) > 10:
+    if not is_digits(text) or len(text) > 10:
         return None
     number = int(text)
     return number if 0 < number <= MAX_ID else None

@@ -35,6 +35,7 @@ from crm.newsletters.forms import (
     municipality_labels,
 )
 from crm.newsletters.models import MEMBERSHIP_FILTERS, NEWSLETTER_STATES, Newsletter
+from crm.numbers import is_digits
 from crm.pagination import requested_page
 from crm.subscriptions.models import Topic
 from crm.subscriptions.services import sync_topics
@@ -250,13 +251,13 @@ def audience_count():
     known_topics = set(db.session.scalars(select(Topic.slug)))
     networks = []
     for value in args.getlist("networks")[:100]:
-        if value.isdigit() and len(value) < 10:
+        if is_digits(value) and len(value) < 10:
             networks.append(int(value))
     rule = audience.Audience(
         topics=tuple(t for t in args.getlist("topics")[:100] if t in known_topics),
         network_ids=tuple(networks),
         municipalities=tuple(
-            m for m in args.getlist("municipalities")[:100] if m.isdigit() and len(m) == 4
+            m for m in args.getlist("municipalities")[:100] if is_digits(m) and len(m) == 4
         ),
         membership=args.get("membership", "")
         if args.get("membership", "") in MEMBERSHIP_FILTERS

@@ -26,6 +26,7 @@ from crm.newsletters.models import (
     NewsletterRecipient,
 )
 from crm.newsletters.queueing import after_commit
+from crm.numbers import is_digits
 from crm.subscriptions.models import GENERAL_TOPIC, Topic
 from crm.subscriptions.services import public_url
 from crm.timeutil import utcnow
@@ -74,7 +75,7 @@ def _check(content: Content) -> Content:
         if found != set(network_ids):
             raise NewsletterError(_("Unknown network."))
     municipalities = tuple(dict.fromkeys(str(m).strip() for m in content.municipalities))
-    if any(not (m.isdigit() and len(m) == 4) for m in municipalities):
+    if any(not (is_digits(m) and len(m) == 4) for m in municipalities):
         raise NewsletterError(_("A municipality number has four digits."))
     if content.membership not in MEMBERSHIP_FILTERS:
         raise NewsletterError(_("Unknown membership filter."))
