@@ -1,0 +1,60 @@
+"""Reading single values: text, employee counts, dates, place names."""
+
+import re
+from datetime import date, datetime
+from typing import Any
+
+from crm.members.importing.messages import N_, Message
+from crm.members.importing.records import Record
+from crm.numbers import is_digits
+
+MAX_EMPLOYEES = 1_000_000
+CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# NUL and lone surrogates: PostgreSQL refuses them in text, so a value holding one is an error.
+UNSTORABLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
+
+
+def clean_text(value: str) -> str:
+    return value.replace("\u00a0", " ").strip()
+
+
+def set_employees(record: Record, raw: Any) -> None:
+    if isinstance(raw, str):
+        digits = raw.replace(" ", "")
+        number = int(digits) if is_digits(digits) else None
+    elif isinstance(raw, int) and not isinstance(raw, bool):
+        number = raw if raw >= 0 else None
+    else:
+        number = None
+    if number is None or number > MAX_EMPLOYEES:
+        record.errors.append(
+            Message(
+                N_("employees: %(value)s is not a whole number of employees."),
+                value=repr(str(raw)[:50]),
+            )
+        )
+    else:
+        record.values["employees"] = number
+
+
+def parse_date(raw: str) -> date | None:
+    for pattern in ("%d.%m.%Y", "%Y-%m-%d"):
+        try:
+            return datetime.strptime(raw, pattern).date()
+        except ValueError:
+            continue
+    return None
+
+
+def place_name(value: str) -> str:
+    """KONGSVINGER → Kongsvinger, VÅLER I SOLØR → Våler i Solør (the register shouts)."""
+    if not value.isupper():
+        return value
+    small = {"i", "på", "og"}
+    words = value.title().split(" ")
+    return " ".join(w.lower() if i and w.lower() in small else w for i, w in enumerate(words))
+
+
+def printable(text: str) -> str:
+    """Text safe to show and print: a lone surrogate from a JSON escape becomes '?'."""
+    return text.encode("utf-8", "replace").decode("utf-8")
