@@ -11,6 +11,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "members.edit": frozenset({"admin", "staff"}),
     "newsletters.view": frozenset({"admin", "staff"}),
     "newsletters.edit": frozenset({"admin", "staff"}),
+    "events.view": frozenset({"admin", "staff", "treasurer"}),
+    "events.edit": frozenset({"admin", "staff"}),
     "fees.view": frozenset({"admin", "treasurer"}),
     "fees.edit": frozenset({"admin", "treasurer"}),
     "users.manage": frozenset({"admin"}),

@@ -1,0 +1,2 @@
+"""Events: seminars, network meetings and course packages; registration, waitlist,
+attendance and certificates."""
