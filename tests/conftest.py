@@ -16,6 +16,13 @@ import pytest
 pytest_plugins = ["tests.browser"]
 
 ROOT = Path(__file__).resolve().parent.parent
+# The steering repo's shared/ (real sample files) sits beside the checkout: ROOT.parent in
+# CI and in /work/main, one level higher in a helper's worktree (/work/wt/NAME). Tests that
+# use it skip when it is absent (a user's clone).
+SHARED = next(
+    (p / "shared" for p in ROOT.parents[:2] if (p / "shared" / "fixtures").is_dir()),
+    ROOT.parent / "shared",
+)
 _tmp = Path(tempfile.mkdtemp(prefix="klynge-test-"))
 
 
