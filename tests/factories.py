@@ -78,17 +78,16 @@ def make_subscriber(
     email: str = "kari@example.no", topics: tuple[str, ...] = ("generelt",), **fields
 ) -> Contact:
     """A contact with confirmed web-form consent for `topics`, as after double opt-in."""
-    from crm.subscriptions import services as subscriptions
+    from crm.subscriptions import ledger
+    from crm.subscriptions import topics as topic_rules
 
-    subscriptions.sync_topics()
-    wording = subscriptions.current_wording()
+    topic_rules.sync_topics()
+    wording = topic_rules.current_wording()
     contact = make_contact(email=email, **fields)
     for slug in topics:
-        topic = subscriptions.topic_by_slug(slug)
-        subscriptions.record_event(
-            contact, topic, "granted", "web_form", ip="192.0.2.1", wording=wording
-        )
-        subscriptions.record_event(contact, topic, "confirmed", "email_link", ip="192.0.2.1")
+        topic = topic_rules.topic_by_slug(slug)
+        ledger.record_event(contact, topic, "granted", "web_form", ip="192.0.2.1", wording=wording)
+        ledger.record_event(contact, topic, "confirmed", "email_link", ip="192.0.2.1")
     db.session.commit()
     return contact
 
@@ -279,12 +278,12 @@ def bulk_subscribers(
     from sqlalchemy import insert
 
     from crm.members.models import Contact
-    from crm.subscriptions import services as subscriptions
+    from crm.subscriptions import topics as topic_rules
     from crm.subscriptions.models import ConsentEvent, ConsentState
     from crm.timeutil import utcnow
 
-    subscriptions.sync_topics()
-    wording = subscriptions.current_wording()
+    topic_rules.sync_topics()
+    wording = topic_rules.current_wording()
     now = utcnow()
     contact_ids = db.session.scalars(
         insert(Contact).returning(Contact.id, sort_by_parameter_order=True),
@@ -299,7 +298,7 @@ def bulk_subscribers(
         ],
     ).all()
     for slug in topics:
-        topic = subscriptions.topic_by_slug(slug)
+        topic = topic_rules.topic_by_slug(slug)
         event_ids = db.session.scalars(
             insert(ConsentEvent).returning(ConsentEvent.id, sort_by_parameter_order=True),
             [
@@ -335,7 +334,7 @@ def bulk_subscribers(
 def make_newsletter(subject: str = "Nytt fra klyngen", body: str | None = None, **fields):
     """A draft newsletter (topics default to the general newsletter)."""
     from crm.newsletters import services
-    from crm.subscriptions.services import sync_topics
+    from crm.subscriptions.topics import sync_topics
 
     sync_topics()
     content = services.Content(

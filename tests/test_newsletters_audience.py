@@ -5,7 +5,7 @@ from crm.mail.services import suppress
 from crm.members.models import Network
 from crm.newsletters import audience
 from crm.newsletters.audience import Audience
-from crm.subscriptions import services as subscriptions
+from crm.subscriptions import gdpr, ledger, topics
 from tests.factories import make_company, make_contact, make_subscriber, make_user
 
 
@@ -21,11 +21,11 @@ def test_without_active_consent_suppressed_or_erased_nobody_gets_it(app, app_ctx
     make_subscriber("other-topic@example.no", topics=("logistikk",))
     make_contact("No", "Consent", email="noconsent@example.no")
     withdrawn = make_subscriber("withdrawn@example.no")
-    subscriptions.withdraw_all(withdrawn, source="staff", user=make_user(), note="asked")
+    ledger.withdraw_all(withdrawn, source="staff", user=make_user(), note="asked")
     make_subscriber("suppressed@example.no")
     suppress("SUPPRESSED@example.no", "spamreport")
     erased = make_subscriber("erased@example.no")
-    subscriptions.erase_person(erased, user=make_user("admin"))
+    gdpr.erase_person(erased, user=make_user("admin"))
     archived = make_subscriber("archived@example.no")
     archived.archived_at = archived.created_at
     db.session.commit()
@@ -41,13 +41,13 @@ def test_without_active_consent_suppressed_or_erased_nobody_gets_it(app, app_ctx
 
 def test_a_signup_awaiting_confirmation_is_not_consent(app, app_ctx):
     contact = make_contact(email="pending@example.no")
-    subscriptions.sync_topics()
-    subscriptions.record_event(
+    topics.sync_topics()
+    ledger.record_event(
         contact,
-        subscriptions.topic_by_slug("generelt"),
+        topics.topic_by_slug("generelt"),
         "granted",
         "web_form",
-        wording=subscriptions.current_wording(),
+        wording=topics.current_wording(),
     )
     db.session.commit()
     assert eligible(Audience()) == set()
@@ -88,7 +88,7 @@ def test_two_contacts_sharing_an_address_get_one_copy(app, app_ctx):
 
 def test_exclusion_reasons_say_why(app, app_ctx):
     withdrawn = make_subscriber("w@example.no")
-    subscriptions.withdraw_all(withdrawn, source="staff", user=make_user(), note="asked")
+    ledger.withdraw_all(withdrawn, source="staff", user=make_user(), note="asked")
     suppressed = make_subscriber("s@example.no")
     suppress("s@example.no", "bounce")
     db.session.commit()

@@ -21,7 +21,7 @@ from crm.mail.services import record_event
 from crm.members.models import Contact, Network
 from crm.newsletters import services
 from crm.newsletters.models import Newsletter, NewsletterRecipient
-from crm.subscriptions import services as subscriptions
+from crm.subscriptions import links
 from tests.browser import login
 from tests.factories import (
     PASSWORD,
@@ -142,7 +142,7 @@ def _webhook_events(app, newsletter_id: int) -> None:
                 )
         db.session.commit()
         # One person follows the unsubscribe link in the email.
-        subscriptions.unsubscribe(db.session.get(Contact, rows[3].contact_id), ip="192.0.2.7")
+        links.unsubscribe(db.session.get(Contact, rows[3].contact_id), ip="192.0.2.7")
         db.session.commit()
 
 

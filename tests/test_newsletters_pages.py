@@ -15,7 +15,7 @@ from crm.mail.services import record_event
 from crm.members.models import Network
 from crm.newsletters import compose, sending, services
 from crm.newsletters.models import Newsletter, NewsletterBatch, NewsletterRecipient
-from crm.subscriptions import services as subscriptions
+from crm.subscriptions import links
 from crm.timeutil import OSLO, utcnow
 from tests.factories import make_company, make_newsletter, make_subscriber
 
@@ -187,7 +187,7 @@ def test_statistics_per_network_and_municipality(app, client, auth):
                 record_event(_event(kind, by_contact[contact.id], n))
         record_event(_event("spamreport", by_contact[b.id], 99))
         db.session.commit()
-        subscriptions.unsubscribe(db.session.merge(a), ip="192.0.2.9")  # the link in the email
+        links.unsubscribe(db.session.merge(a), ip="192.0.2.9")  # the link in the email
         db.session.commit()
         newsletter_id = newsletter.id
 

@@ -21,7 +21,8 @@ from crm.newsletters import ledger, reconciler, sending, services
 from crm.newsletters.models import Newsletter, NewsletterBatch, NewsletterRecipient
 from crm.newsletters.ratelimit import RateLimiter
 from crm.queue import get_redis
-from crm.subscriptions import services as subscriptions
+from crm.subscriptions import gdpr, links
+from crm.subscriptions import ledger as consent_ledger
 from crm.timeutil import utcnow
 from tests.factories import bulk_subscribers, make_newsletter, make_subscriber, make_user
 
@@ -99,7 +100,7 @@ def test_a_small_newsletter_reaches_each_subscriber_once_with_their_own_links(
     kari_mail = messages["kari@example.no"]
     unsubscribe = str(kari_mail["List-Unsubscribe"]).strip()
     assert unsubscribe.startswith("<http://127.0.0.1:5000/unsubscribe/")
-    assert subscriptions.contact_for_link(unsubscribe.strip("<>").rsplit("/", 1)[1]).id == kari.id
+    assert links.contact_for_link(unsubscribe.strip("<>").rsplit("/", 1)[1]).id == kari.id
     assert kari_mail["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     html = kari_mail.get_body(preferencelist=("html",)).get_content()
     text = kari_mail.get_body(preferencelist=("plain",)).get_content()
@@ -175,9 +176,9 @@ def test_people_who_withdraw_are_suppressed_or_erased_during_a_send_are_skipped(
     newsletter = make_newsletter()
     assert start(newsletter) == 4
     # After the ledger was made, before the batch goes out:
-    subscriptions.withdraw_all(withdraws, source="email_link", note="test")
+    consent_ledger.withdraw_all(withdraws, source="email_link", note="test")
     suppress("bounces@example.no", "bounce")
-    subscriptions.erase_person(erased, user=make_user("admin"))
+    gdpr.erase_person(erased, user=make_user("admin"))
     db.session.commit()
     send_all(newsletter.id)
 

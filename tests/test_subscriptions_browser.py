@@ -7,7 +7,7 @@ import pytest
 from crm.extensions import db
 from crm.mail.models import EmailMessage
 from crm.members.models import Contact
-from crm.subscriptions import services
+from crm.subscriptions import ledger, subscribers
 
 pytestmark = pytest.mark.browser
 
@@ -59,11 +59,11 @@ def test_subscribing_on_a_phone(app, phone, live_server, artifacts_dir, monkeypa
     phone.wait_for_selector("text=Du er påmeldt")
     with app.app_context():
         contact = db.session.scalar(db.select(Contact).filter_by(email="kari@example.no"))
-        assert sorted(t.slug for t in services.subscribed_topics(contact)) == [
+        assert sorted(t.slug for t in ledger.subscribed_topics(contact)) == [
             "generelt",
             "logistikk",
         ]
-        assert services.subscriber_profile(contact).company_name == "Glåmdal Sag AS"
+        assert subscribers.subscriber_profile(contact).company_name == "Glåmdal Sag AS"
 
 
 def test_the_form_on_a_desktop_screen_and_embedded(app, page, live_server, artifacts_dir):

@@ -11,7 +11,7 @@ from crm.mail.services import record_event as record_mail_event
 from crm.mail.services import suppress
 from crm.members.models import Contact
 from crm.members.services import merge_contacts
-from crm.subscriptions import services
+from crm.subscriptions import ledger, links, staff_consent, topics
 from crm.subscriptions.models import (
     CONSENT_KINDS,
     CONSENT_SOURCES,
@@ -24,22 +24,22 @@ from tests.factories import make_contact, make_subscriber, make_user
 
 
 def statuses(contact) -> dict[str, str]:
-    return {s.topic.slug: s.status for s in services.consent_states(contact).values()}
+    return {s.topic.slug: s.status for s in ledger.consent_states(contact).values()}
 
 
 def test_web_form_grant_waits_for_confirmation_and_staff_grant_counts_at_once(app_ctx):
-    services.sync_topics()
-    wording = services.current_wording()
+    topics.sync_topics()
+    wording = topics.current_wording()
     staff = make_user("staff")
     contact = make_contact(email="kari@example.no")
-    general, hr = services.topic_by_slug("generelt"), services.topic_by_slug("hr")
-    services.record_event(contact, general, "granted", "web_form", ip="192.0.2.1", wording=wording)
-    services.record_event(contact, hr, "granted", "staff", user=staff, wording=wording, note="x")
+    general, hr = topics.topic_by_slug("generelt"), topics.topic_by_slug("hr")
+    ledger.record_event(contact, general, "granted", "web_form", ip="192.0.2.1", wording=wording)
+    ledger.record_event(contact, hr, "granted", "staff", user=staff, wording=wording, note="x")
     assert statuses(contact) == {"generelt": "pending", "hr": "active"}
-    services.record_event(contact, general, "confirmed", "email_link", ip="192.0.2.1")
+    ledger.record_event(contact, general, "confirmed", "email_link", ip="192.0.2.1")
     assert statuses(contact) == {"generelt": "active", "hr": "active"}
     db.session.commit()
-    ids = db.session.scalars(services.contacts_with_active_consent("hr")).all()
+    ids = db.session.scalars(ledger.contacts_with_active_consent("hr")).all()
     assert ids == [contact.id]
 
 
@@ -54,7 +54,7 @@ def test_ledger_rows_can_be_neither_changed_nor_deleted(app_ctx):
     with pytest.raises(LedgerIsAppendOnly):
         db.session.flush()
     db.session.rollback()
-    assert len(services.consent_history(contact)) == 2
+    assert len(ledger.consent_history(contact)) == 2
 
 
 def test_every_consent_change_is_in_the_audit_log(app_ctx):
@@ -76,8 +76,8 @@ event_lists = st.lists(
 
 
 def test_maintained_state_always_equals_the_state_derived_from_the_ledger(app_ctx):
-    services.sync_topics()
-    wording = services.current_wording()
+    topics.sync_topics()
+    wording = topics.current_wording()
     db.session.commit()
     staff_id = make_user("staff").id
     contact_id = make_contact(email=None).id
@@ -88,15 +88,15 @@ def test_maintained_state_always_equals_the_state_derived_from_the_ledger(app_ct
         staff, contact = db.session.get(User, staff_id), db.session.get(Contact, contact_id)
         for kind, source, slug in events:
             user = staff if source == "staff" else None
-            services.record_event(
-                contact, services.topic_by_slug(slug), kind, source, user=user, wording=wording
+            ledger.record_event(
+                contact, topics.topic_by_slug(slug), kind, source, user=user, wording=wording
             )
         db.session.flush()
-        derived = services.derive_states(contact.id)
-        maintained = {s.topic_id: s.status for s in services.consent_states(contact).values()}
+        derived = ledger.derive_states(contact.id)
+        maintained = {s.topic_id: s.status for s in ledger.consent_states(contact).values()}
         assert maintained == derived
-        services.rebuild_states(contact.id)
-        rebuilt = {s.topic_id: s.status for s in services.consent_states(contact).values()}
+        ledger.rebuild_states(contact.id)
+        rebuilt = {s.topic_id: s.status for s in ledger.consent_states(contact).values()}
         assert rebuilt == derived
         db.session.rollback()
 
@@ -173,7 +173,7 @@ def test_provider_events_withdraw_consent(app_ctx, event, kind):
     record_mail_event(dict(event, email="Kari@example.no", sg_event_id=f"ev-{kind}-1"))
     db.session.commit()
     assert set(statuses(contact).values()) == {kind}
-    events = services.consent_history(contact)[:2]
+    events = ledger.consent_history(contact)[:2]
     assert {(e.kind, e.source) for e in events} == {(kind, "webhook")}
 
 
@@ -188,29 +188,29 @@ def test_a_soft_bounce_or_a_delivery_changes_no_consent(app_ctx):
 def test_merging_contacts_moves_their_consent_to_the_survivor(app_ctx):
     target = make_subscriber("ola@example.no", topics=("generelt",))
     other = make_subscriber("ola.nordmann@example.no", topics=("hr",))
-    old_link = services.link_token(other)
+    old_link = links.link_token(other)
     merge_contacts(target, other)
     db.session.commit()
     assert statuses(target) == {"generelt": "active", "hr": "active"}
     assert statuses(other) == {}
-    assert len(services.consent_history(target)) == 4
+    assert len(ledger.consent_history(target)) == 4
     # A link mailed to the merged contact now speaks for the survivor.
-    assert services.contact_for_link(old_link).id == target.id
+    assert links.contact_for_link(old_link).id == target.id
 
 
 def test_new_consent_lifts_an_unsubscribe_suppression_but_not_a_manual_one(app_ctx):
     contact = make_subscriber("kari@example.no")
     staff = make_user("staff")
     suppress("kari@example.no", "unsubscribe")
-    services.record_staff_consent(
-        contact, [services.topic_by_slug("hr")], user=staff, channel="phone", note="ok"
+    staff_consent.record_staff_consent(
+        contact, [topics.topic_by_slug("hr")], user=staff, channel="phone", note="ok"
     )
     from crm.mail.services import is_suppressed
 
     assert not is_suppressed("kari@example.no")
     suppress("kari@example.no", "manual")
-    services.record_staff_consent(
-        contact, [services.topic_by_slug("logistikk")], user=staff, channel="phone", note="ok"
+    staff_consent.record_staff_consent(
+        contact, [topics.topic_by_slug("logistikk")], user=staff, channel="phone", note="ok"
     )
     assert is_suppressed("kari@example.no")
     db.session.rollback()
@@ -220,9 +220,9 @@ def test_consent_state_table_answers_audience_questions(app_ctx):
     make_subscriber("a@example.no", topics=("generelt", "hr"))
     make_subscriber("b@example.no", topics=("hr",))
     gone = make_subscriber("c@example.no", topics=("hr",))
-    services.withdraw_all(gone, source="email_link")
+    ledger.withdraw_all(gone, source="email_link")
     db.session.commit()
-    hr = db.session.scalars(services.contacts_with_active_consent("hr")).all()
+    hr = db.session.scalars(ledger.contacts_with_active_consent("hr")).all()
     emails = db.session.scalars(db.select(Contact.email).where(Contact.id.in_(hr))).all()
     assert sorted(emails) == ["a@example.no", "b@example.no"]
     assert db.session.scalar(db.select(db.func.count()).select_from(ConsentState)) == 4
@@ -241,8 +241,8 @@ def test_crm_demo_creates_confirmed_public_subscribers(app, runner):
         assert len({c.email for c in subscribers}) == 40
         for contact in subscribers:
             assert statuses(contact) and set(statuses(contact).values()) == {"active"}
-            assert services.derive_states(contact.id) == {
-                s.topic_id: s.status for s in services.consent_states(contact).values()
+            assert ledger.derive_states(contact.id) == {
+                s.topic_id: s.status for s in ledger.consent_states(contact).values()
             }
         grants = db.session.scalars(db.select(ConsentEvent).filter_by(kind="granted")).all()
         assert {(g.source, g.wording.version) for g in grants} == {("web_form", 1)}

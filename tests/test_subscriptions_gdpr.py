@@ -9,7 +9,7 @@ from crm.extensions import db
 from crm.mail.models import EmailMessage
 from crm.mail.services import queue_email
 from crm.members.models import Activity, Contact
-from crm.subscriptions import services
+from crm.subscriptions import ledger, links, subscribers, topics
 from crm.subscriptions.models import ConsentEvent, PendingSignup, Subscriber
 from tests.factories import make_company, make_subscriber
 
@@ -44,7 +44,7 @@ def seed_person(app) -> tuple[int, str]:
                 ),
             ]
         )
-        services.subscriber_profile(contact, create=True).company_name = "Stål"
+        subscribers.subscriber_profile(contact, create=True).company_name = "Stål"
         queue_email(
             to="kari@example.no",
             to_name="Kari Nordmann",
@@ -57,12 +57,12 @@ def seed_person(app) -> tuple[int, str]:
                 nonce="n",
                 email="kari@example.no",
                 first_name="Kari",
-                wording_id=services.current_wording().id,
+                wording_id=topics.current_wording().id,
                 ip="192.0.2.9",
             )
         )
         db.session.commit()
-        return contact.id, urllib.parse.urlsplit(services.unsubscribe_url(contact)).path
+        return contact.id, urllib.parse.urlsplit(links.unsubscribe_url(contact)).path
 
 
 def test_staff_download_everything_held_about_a_person(app, client, auth):
@@ -110,7 +110,7 @@ def test_erase_anonymises_the_person_and_keeps_minimal_consent_evidence(app, cli
         )
         assert contact.notes == "" and contact.job_title == "" and contact.networks == []
         assert contact.company_id is None and contact.archived_at is not None
-        assert services.subscribed_topics(contact) == []
+        assert ledger.subscribed_topics(contact) == []
 
         events = db.session.scalars(db.select(ConsentEvent).order_by(ConsentEvent.id)).all()
         assert [(e.kind, e.source) for e in events][:4] == [

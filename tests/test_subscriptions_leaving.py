@@ -9,7 +9,7 @@ from itsdangerous import URLSafeSerializer
 
 from crm.extensions import db
 from crm.members.models import Contact
-from crm.subscriptions import services
+from crm.subscriptions import ledger, links, tokens
 from crm.subscriptions.models import ConsentEvent
 from tests.factories import make_subscriber
 
@@ -21,7 +21,7 @@ def path(url: str) -> str:
 def active(app, contact_id) -> list[str]:
     with app.app_context():
         contact = db.session.get(Contact, contact_id)
-        return sorted(t.slug for t in services.subscribed_topics(contact))
+        return sorted(t.slug for t in ledger.subscribed_topics(contact))
 
 
 def subscriber(app, topics=("generelt", "hr")) -> tuple[int, str, str]:
@@ -29,8 +29,8 @@ def subscriber(app, topics=("generelt", "hr")) -> tuple[int, str, str]:
         contact = make_subscriber("kari@example.no", topics=topics)
         return (
             contact.id,
-            path(services.unsubscribe_url(contact)),
-            path(services.preferences_url(contact)),
+            path(links.unsubscribe_url(contact)),
+            path(links.preferences_url(contact)),
         )
 
 
@@ -83,14 +83,14 @@ def test_preferences_change_topics_with_csrf(app, client):
 def test_revoked_links_stop_working(app, client):
     contact_id, unsubscribe, preferences = subscriber(app)
     with app.app_context():
-        services.revoke_links(db.session.get(Contact, contact_id))
+        links.revoke_links(db.session.get(Contact, contact_id))
         db.session.commit()
     assert client.get(unsubscribe).status_code == 404
     assert client.post(unsubscribe).status_code == 404
     assert client.get(preferences).status_code == 404
     assert active(app, contact_id) == ["generelt", "hr"]
     with app.test_request_context():
-        fresh = path(services.unsubscribe_url(db.session.get(Contact, contact_id)))
+        fresh = path(links.unsubscribe_url(db.session.get(Contact, contact_id)))
     assert fresh != unsubscribe and client.get(fresh).status_code == 200
 
 
@@ -98,14 +98,14 @@ def test_unsubscribe_headers_and_bulk_urls_for_the_newsletter_area(app):
     contact_id, unsubscribe, _ = subscriber(app)
     with app.app_context():
         contact = db.session.get(Contact, contact_id)
-        headers = services.unsubscribe_headers(contact)
+        headers = links.unsubscribe_headers(contact)
         assert headers == {
             "List-Unsubscribe": f"<http://127.0.0.1:5000{unsubscribe}>",
             "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
         }
-        assert services.unsubscribe_urls([contact_id, 999]) == {
+        assert links.unsubscribe_urls([contact_id, 999]) == {
             contact_id: f"http://127.0.0.1:5000{unsubscribe}",
-            999: services.public_url(f"/unsubscribe/{services.make_link_token(999, 1)}"),
+            999: links.public_url(f"/unsubscribe/{tokens.make_link_token(999, 1)}"),
         }
 
 

@@ -13,7 +13,7 @@ from werkzeug.datastructures import MultiDict
 from crm.extensions import db
 from crm.mail.models import EmailMessage
 from crm.members.models import Contact
-from crm.subscriptions import services, tokens
+from crm.subscriptions import ledger, links, subscribers, tokens, topics
 from crm.subscriptions.models import ConsentEvent, PendingSignup
 from scripts.subscribe_smoke import (
     CONFIRM_LINK,
@@ -108,7 +108,7 @@ def test_visitor_subscribes_confirms_and_unsubscribes_over_http_with_a_real_work
             ("withdrawn", "email_link"),
         ]
         assert events[0].wording.version == 1 and events[0].ip == "127.0.0.1"
-        assert services.subscribed_topics(contact) == []
+        assert ledger.subscribed_topics(contact) == []
 
 
 def test_known_and_unknown_addresses_get_identical_answers(app, client, quick_forms):
@@ -135,7 +135,7 @@ def test_signup_for_a_known_address_adds_no_duplicate_contact(app, client, quick
         contacts = db.session.scalars(db.select(Contact)).all()
         assert [c.id for c in contacts] == [existing.id]
         assert contacts[0].first_name == "Ola"  # a form never renames a known person
-        assert [t.slug for t in services.subscribed_topics(contacts[0])] == ["logistikk"]
+        assert [t.slug for t in ledger.subscribed_topics(contacts[0])] == ["logistikk"]
 
 
 def test_nothing_enters_the_register_before_confirmation(app, client, quick_forms):
@@ -179,7 +179,7 @@ def test_tampered_and_expired_links_get_a_friendly_page(app, client, quick_forms
     # An unsubscribe token is no confirmation token, and the other way round.
     with app.app_context():
         contact = make_subscriber("ola@example.no")
-        link = services.link_token(contact)
+        link = links.link_token(contact)
     assert client.get(f"/subscribe/confirm/{link}").status_code == 404
     assert client.get(f"/unsubscribe/{token}").status_code == 404
 
@@ -223,11 +223,11 @@ def test_form_errors_are_shown_and_nothing_is_sent(app, client, quick_forms):
 
 def test_the_wording_shown_is_the_wording_stored(app, client, quick_forms):
     with app.app_context():
-        services.current_wording()
-        old = services.wording_by_version(1)
+        topics.current_wording()
+        old = topics.wording_by_version(1)
         page = client.get("/subscribe")
         assert old.text_nb in page.get_data(as_text=True)
-        services.add_wording("Ny tekst v2.", "New text v2.")
+        topics.add_wording("Ny tekst v2.", "New text v2.")
         db.session.commit()
     # The form was shown with version 1 and is posted after version 2 appeared.
     form = signup_form(page.get_data(as_text=True))
@@ -263,9 +263,9 @@ def test_role_addresses_are_flagged_as_company_addresses(app, client, quick_form
     client.post(confirmation_path(app))
     with app.app_context():
         contact = db.session.scalar(db.select(Contact))
-        assert services.is_company_address(contact)
+        assert subscribers.is_company_address(contact)
         person = make_contact(email="kari@bedrift.example.no")
-        assert not services.is_company_address(person)
+        assert not subscribers.is_company_address(person)
 
 
 def test_only_the_embedded_form_may_be_framed(client):
@@ -295,12 +295,12 @@ def test_expired_signups_are_purged_by_a_background_job(app, client, run_worker,
     from crm.timeutil import utcnow
 
     with app.app_context():
-        services.current_wording()
+        topics.current_wording()
         db.session.add(
             PendingSignup(
                 nonce="old",
                 email="old@example.no",
-                wording_id=services.current_wording().id,
+                wording_id=topics.current_wording().id,
                 created_at=utcnow() - timedelta(days=5),
             )
         )

@@ -5,7 +5,7 @@ each batch just before it is sent (consent may be withdrawn, an address suppress
 a person erased while a large newsletter is going out):
 
 - active consent for at least one of the newsletter's topics (the consent ledger's
-  current state; `crm.subscriptions.services.contacts_with_active_consent`) — always;
+  current state; `crm.subscriptions.ledger.contacts_with_active_consent`) — always;
 - an email address, not archived, not erased, not on the suppression list — always;
 - then the contact filters staff chose: networks, municipalities (of the contact's
   company), member / non-member companies, contact roles. Within one filter any value
@@ -22,8 +22,8 @@ from sqlalchemy import Select, exists, false, func, or_, select
 from crm.extensions import db
 from crm.mail.models import Suppression
 from crm.members.models import ROLE_COLUMNS, Company, Contact, contact_network
+from crm.subscriptions.ledger import active_consent_exists, contacts_with_active_consent
 from crm.subscriptions.models import GENERAL_TOPIC, Subscriber
-from crm.subscriptions.services import active_consent_exists, contacts_with_active_consent
 
 
 @dataclass(frozen=True)

@@ -57,7 +57,7 @@ def create_command(subject, body_file, preheader, topics, networks, municipaliti
     from crm.members.models import Network
     from crm.newsletters import services
     from crm.subscriptions.models import GENERAL_TOPIC
-    from crm.subscriptions.services import sync_topics
+    from crm.subscriptions.topics import sync_topics
 
     try:
         body = body_file.read_text(encoding="utf-8")

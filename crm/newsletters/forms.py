@@ -21,7 +21,7 @@ from crm.members.models import CONTACT_ROLES
 from crm.members.municipalities import municipality_label
 from crm.members.services import network_choices
 from crm.newsletters.compose import MAX_BODY_LENGTH
-from crm.subscriptions.services import active_topics
+from crm.subscriptions.topics import active_topics
 from crm.timeutil import OSLO
 
 # The audience's words, shared by the compose form and the newsletter's page.

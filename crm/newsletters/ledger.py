@@ -16,7 +16,7 @@ from crm.newsletters import audience, compose
 from crm.newsletters.models import Newsletter, NewsletterBatch, NewsletterRecipient
 from crm.newsletters.queueing import after_commit, batch_job_id
 from crm.newsletters.settings import batch_size
-from crm.subscriptions.services import public_url
+from crm.subscriptions.links import public_url
 from crm.timeutil import utcnow
 
 

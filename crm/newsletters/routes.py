@@ -38,7 +38,7 @@ from crm.newsletters.models import MEMBERSHIP_FILTERS, NEWSLETTER_STATES, Newsle
 from crm.numbers import is_digits
 from crm.pagination import requested_page
 from crm.subscriptions.models import Topic
-from crm.subscriptions.services import sync_topics
+from crm.subscriptions.topics import sync_topics
 
 bp = Blueprint("newsletters", __name__, url_prefix="/newsletters")
 archive_bp = Blueprint("archive", __name__)

@@ -57,7 +57,8 @@ from crm.newsletters.backend import newsletter_backend
 from crm.newsletters.models import Newsletter, NewsletterBatch, NewsletterRecipient
 from crm.newsletters.ratelimit import RateLimiter
 from crm.newsletters.settings import setting
-from crm.subscriptions.services import header_safe, unsubscribe_urls
+from crm.subscriptions.links import unsubscribe_urls
+from crm.subscriptions.subscribers import header_safe
 from crm.timeutil import utcnow
 
 log = logging.getLogger(__name__)
@@ -228,7 +229,7 @@ def skip_ineligible(newsletter: Newsletter, batch: NewsletterBatch, rows: list[R
 
 
 def _preferences_url(unsubscribe_url: str) -> str:
-    # Both links carry the same per-contact token (crm.subscriptions.services).
+    # Both links carry the same per-contact token (crm.subscriptions.links).
     return unsubscribe_url.replace("/unsubscribe/", "/preferences/", 1)
 
 

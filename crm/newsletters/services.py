@@ -27,8 +27,8 @@ from crm.newsletters.models import (
 )
 from crm.newsletters.queueing import after_commit
 from crm.numbers import is_digits
+from crm.subscriptions.links import public_url
 from crm.subscriptions.models import GENERAL_TOPIC, Topic
-from crm.subscriptions.services import public_url
 from crm.timeutil import utcnow
 
 

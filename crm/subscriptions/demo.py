@@ -4,7 +4,7 @@ Public subscribers without a company record, each with the ledger a real double
 opt-in leaves behind: granted through the web form (wording version 1, an IP from the
 documentation ranges) and confirmed by email link a little later. Written in batches
 through the ORM, so the audit log and the search index see them; the current state is
-derived with `services.next_status`, the one rule.
+derived with `ledger.next_status`, the one rule.
 """
 
 import random
@@ -14,8 +14,9 @@ from sqlalchemy import select
 
 from crm.extensions import db
 from crm.members.models import Contact
-from crm.subscriptions import services
+from crm.subscriptions import ledger
 from crm.subscriptions.models import GENERAL_TOPIC, ConsentEvent, ConsentState, Subscriber
+from crm.subscriptions.topics import current_wording, sync_topics
 from crm.timeutil import OSLO
 
 BATCH = 500
@@ -32,8 +33,8 @@ def create_demo_subscribers(rng: random.Random, companies, contacts, options: di
         return None
     from crm.members.demo import FIRST_NAMES, SURNAMES, ascii_slug
 
-    topics = services.sync_topics()
-    wording = services.current_wording()
+    topics = sync_topics()
+    wording = current_wording()
     general = next(t for t in topics if t.slug == GENERAL_TOPIC)
     others = [t for t in topics if t.slug != GENERAL_TOPIC]
     taken = set(db.session.scalars(select(Contact.email).where(Contact.email.is_not(None))))
@@ -116,7 +117,7 @@ def create_demo_subscribers(rng: random.Random, companies, contacts, options: di
         for event in events:
             key = (event.contact_id, event.topic_id)
             state = states.get(key)
-            status = services.next_status(state.status if state else None, event.kind, event.source)
+            status = ledger.next_status(state.status if state else None, event.kind, event.source)
             if state is None:
                 states[key] = ConsentState(
                     contact_id=key[0],

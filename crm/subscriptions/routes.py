@@ -27,7 +27,19 @@ from crm.auth.permissions import permission_required
 from crm.extensions import csrf, db, limiter
 from crm.members.models import Contact
 from crm.queue import get_queue, get_redis
-from crm.subscriptions import services, tasks, tokens
+from crm.subscriptions import (
+    gdpr,
+    ledger,
+    links,
+    models,
+    services,
+    signup,
+    staff_consent,
+    subscribers,
+    tasks,
+    tokens,
+)
+from crm.subscriptions import topics as topic_rules
 from crm.subscriptions.forms import (
     ConfirmForm,
     EraseForm,
@@ -81,11 +93,11 @@ def _render_public(template: str, status: int = 200, **context) -> Response:
 
 def _reference_data():
     """The active topics and the current wording, created and committed on first use."""
-    services.sync_topics()
-    services.current_wording()
+    topic_rules.sync_topics()
+    topic_rules.current_wording()
     db.session.commit()
     # Loaded after the commit, which would otherwise expire them attribute by attribute.
-    return services.active_topics(), services.current_wording()
+    return topic_rules.active_topics(), topic_rules.current_wording()
 
 
 def _invalid_link(expired: bool = False) -> Response:
@@ -139,7 +151,7 @@ def subscribe():
     if request.method == "POST":
         # The version the form showed is what the person agreed to (if it exists).
         if re.fullmatch(r"[0-9]{1,8}", form.wording.data or ""):
-            wording = services.wording_by_version(int(form.wording.data)) or wording
+            wording = topic_rules.wording_by_version(int(form.wording.data)) or wording
         chosen = _chosen_topics(form, topics)
         valid = form.validate()
         if valid and not chosen:
@@ -148,7 +160,7 @@ def subscribe():
         if valid:
             # Bots get the same friendly answer as people, and nothing happens.
             if not _signup_looks_automated(form) and _address_allowed(form.email.data):
-                services.start_signup(
+                signup.start_signup(
                     name=form.name.data,
                     email=form.email.data,
                     company=form.company.data or "",
@@ -162,7 +174,7 @@ def subscribe():
             return _render_public("subscriptions/check_inbox.html")
     else:
         form.started.data = tokens.make_form_token()
-        form.topics.data = [services.GENERAL_TOPIC]
+        form.topics.data = [models.GENERAL_TOPIC]
     form.wording.data = str(wording.version)
     return _render_public(
         "subscriptions/subscribe.html", form=form, wording=wording, locale=_locale()
@@ -178,22 +190,22 @@ def confirm(token: str):
         return _invalid_link(expired=True)
     except tokens.TokenInvalid:
         return _invalid_link()
-    pending = services.pending_for_claim(claim.pending_id, claim.nonce)
+    pending = signup.pending_for_claim(claim.pending_id, claim.nonce)
     if pending is None:
         return _invalid_link()
-    topics = services.pending_topics(pending)
+    topics = signup.pending_topics(pending)
     form = ConfirmForm()
     if pending.confirmed_at is None and not form.validate_on_submit():
         return _render_public(
             "subscriptions/confirm.html", form=form, topics=topics, pending=pending
         )
-    result = services.confirm_signup(pending, ip=_client_ip())
+    result = signup.confirm_signup(pending, ip=_client_ip())
     db.session.commit()
     return _render_public(
         "subscriptions/confirmed.html",
-        topics=services.subscribed_topics(result.contact),
+        topics=ledger.subscribed_topics(result.contact),
         preferences_url=url_for(
-            "subscriptions.preferences", token=services.link_token(result.contact)
+            "subscriptions.preferences", token=links.link_token(result.contact)
         ),
     )
 
@@ -205,25 +217,25 @@ def confirm(token: str):
 @csrf.exempt  # RFC 8058 one-click: mail providers POST without any token of ours
 @limiter.limit("60 per minute", methods=["POST"])
 def unsubscribe(token: str):
-    contact = services.contact_for_link(token)
+    contact = links.contact_for_link(token)
     if contact is None:
         return _invalid_link()
     if request.method == "POST":
         # Any body will do, RFC 8058's "List-Unsubscribe=One-Click" included.
-        services.unsubscribe(contact, ip=_client_ip())
+        links.unsubscribe(contact, ip=_client_ip())
         db.session.commit()
         return _render_public("subscriptions/unsubscribed.html", token=token)
     return _render_public(
         "subscriptions/unsubscribe.html",
         token=token,
-        topics=services.subscribed_topics(contact),
+        topics=ledger.subscribed_topics(contact),
     )
 
 
 @bp.route("/preferences/<token>", methods=["GET", "POST"])
 @limiter.limit("30 per minute", methods=["POST"])
 def preferences(token: str):
-    contact = services.contact_for_link(token)
+    contact = links.contact_for_link(token)
     if contact is None:
         return _invalid_link()
     topics, wording = _reference_data()
@@ -231,17 +243,17 @@ def preferences(token: str):
     form.topics.choices = topic_choices(topics, _locale())
     if form.validate_on_submit():
         if "unsubscribe_all" in request.form:
-            services.unsubscribe(contact, ip=_client_ip())
+            links.unsubscribe(contact, ip=_client_ip())
             db.session.commit()
             return _render_public("subscriptions/unsubscribed.html", token=token)
-        services.update_preferences(
+        links.update_preferences(
             contact, _chosen_topics(form, topics), ip=_client_ip(), wording=wording
         )
         db.session.commit()
         flash(_("Your choices are saved."), "success")
         return redirect(url_for("subscriptions.preferences", token=token, **_public_args()))
     if request.method == "GET":
-        form.topics.data = [t.slug for t in services.subscribed_topics(contact)]
+        form.topics.data = [t.slug for t in ledger.subscribed_topics(contact)]
     return _render_public(
         "subscriptions/preferences.html",
         form=form,
@@ -270,7 +282,7 @@ def _contact_page(contact: Contact) -> str:
 
 def _topics_from(form) -> list:
     wanted = set(form.topics.data or [])
-    return [t for t in services.sync_topics() if t.slug in wanted]
+    return [t for t in topic_rules.sync_topics() if t.slug in wanted]
 
 
 @staff_bp.route("/contacts/<int:contact_id>/consent")
@@ -291,14 +303,14 @@ def record_consent(contact_id: int):
         flash(" ".join(str(e) for errors in form.errors.values() for e in errors), "error")
         return redirect(_contact_page(contact))
     try:
-        events = services.record_staff_consent(
+        events = staff_consent.record_staff_consent(
             contact,
             _topics_from(form),
             user=current_user,
             channel=form.channel.data,
             note=form.note.data,
         )
-    except services.ConsentError as exc:
+    except ledger.ConsentError as exc:
         db.session.rollback()
         flash(str(exc), "error")
         return redirect(_contact_page(contact))
@@ -322,7 +334,7 @@ def withdraw_consent(contact_id: int):
     if not topics:
         flash(_("Choose at least one topic."), "error")
         return redirect(_contact_page(contact))
-    events = services.staff_withdraw(contact, topics, user=current_user, note=form.note.data)
+    events = staff_consent.staff_withdraw(contact, topics, user=current_user, note=form.note.data)
     db.session.commit()
     flash(_("Consent withdrawn.") if events else _("Nothing to withdraw."), "success")
     return redirect(_contact_page(contact))
@@ -332,7 +344,7 @@ def withdraw_consent(contact_id: int):
 @permission_required("members.view")
 def export_personal_data(contact_id: int):
     contact = _contact_or_404(contact_id)
-    data = services.export_person(contact)
+    data = gdpr.export_person(contact)
     body = json.dumps(data, ensure_ascii=False, indent=2, sort_keys=True)
     response = Response(body, mimetype="application/json")
     response.headers["Content-Disposition"] = (
@@ -349,8 +361,8 @@ def erase_contact(contact_id: int):
     form = EraseForm()
     if form.validate_on_submit():
         try:
-            services.erase_person(contact, user=current_user)
-        except services.ConsentError as exc:
+            gdpr.erase_person(contact, user=current_user)
+        except ledger.ConsentError as exc:
             db.session.rollback()
             flash(str(exc), "error")
             return redirect(_contact_page(contact))
@@ -365,8 +377,8 @@ def erase_contact(contact_id: int):
 
 def consent_panel(contact: Contact) -> dict:
     """What the consent panel on a contact page shows (a template global)."""
-    topics = services.sync_topics()
-    states = services.consent_states(contact)
+    topics = topic_rules.sync_topics()
+    states = ledger.consent_states(contact)
     active_slugs = [t.slug for t in topics if getattr(states.get(t.id), "status", "") == "active"]
     grant_form = StaffConsentForm(formdata=None)
     grant_form.topics.choices = topic_choices(
@@ -377,20 +389,20 @@ def consent_panel(contact: Contact) -> dict:
         [t for t in topics if t.slug in active_slugs], _locale()
     )
     withdraw_form.topics.data = active_slugs
-    all_topics = {t.id: t for t in db.session.scalars(db.select(services.Topic))}
+    all_topics = {t.id: t for t in db.session.scalars(db.select(models.Topic))}
     return {
         "topics": topics,
         "all_topics": all_topics,
         "states": states,
-        "history": services.consent_history(contact),
-        "company_address": services.is_company_address(contact),
-        "profile": services.subscriber_profile(contact),
-        "wording": services.current_wording(),
+        "history": ledger.consent_history(contact),
+        "company_address": subscribers.is_company_address(contact),
+        "profile": subscribers.subscriber_profile(contact),
+        "wording": topic_rules.current_wording(),
         "grant_form": grant_form,
         "withdraw_form": withdraw_form,
-        "status_labels": services.STATUS_LABELS,
-        "kind_labels": services.KIND_LABELS,
-        "source_labels": services.SOURCE_LABELS,
+        "status_labels": ledger.STATUS_LABELS,
+        "kind_labels": ledger.KIND_LABELS,
+        "source_labels": ledger.SOURCE_LABELS,
     }
 
 

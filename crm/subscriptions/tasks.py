@@ -1,11 +1,11 @@
 """RQ jobs of the subscriptions area."""
 
 from crm.extensions import db
-from crm.subscriptions import services
+from crm.subscriptions import signup
 
 
 def purge_expired_signups() -> int:
     """Delete pending signups whose confirmation link has expired."""
-    purged = services.purge_expired_signups()
+    purged = signup.purge_expired_signups()
     db.session.commit()
     return purged

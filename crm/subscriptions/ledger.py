@@ -1,0 +1,291 @@
+"""The consent ledger: one append-only event per grant, confirmation or withdrawal.
+
+`record_event` is the only writer, and it keeps `ConsentState` in step in the same
+transaction (`next_status` is the rule). Functions here change the session but never
+commit: the request or job that calls them decides.
+"""
+
+from collections.abc import Iterable
+from datetime import datetime
+
+from flask_babel import lazy_gettext as _l
+from sqlalchemy import delete, select
+
+from crm.extensions import db
+from crm.members.models import Contact
+from crm.subscriptions.models import (
+    CONSENT_KINDS,
+    CONSENT_SOURCES,
+    ConsentEvent,
+    ConsentState,
+    ConsentWording,
+    Topic,
+)
+from crm.timeutil import utcnow
+
+ACTIVE_STATUSES = ("active",)
+
+
+# Statuses a withdrawal, bounce or complaint ends (pending: a grant awaiting confirmation).
+LIVE_STATUSES = ("active", "pending")
+
+
+WITHDRAWING_KINDS = ("withdrawn", "bounced", "complained")
+
+
+STATUS_LABELS = {
+    "active": _l("Subscribed"),
+    "pending": _l("Awaiting confirmation"),
+    "withdrawn": _l("Withdrawn"),
+    "bounced": _l("Bounced"),
+    "complained": _l("Marked as spam"),
+}
+
+
+KIND_LABELS = {
+    "granted": _l("Consent given"),
+    "confirmed": _l("Confirmed by email"),
+    "withdrawn": _l("Withdrawn"),
+    "bounced": _l("Bounced"),
+    "complained": _l("Spam complaint"),
+}
+
+
+SOURCE_LABELS = {
+    "web_form": _l("Web form"),
+    "staff": _l("Staff"),
+    "import": _l("Import"),
+    "email_link": _l("Email link"),
+    "webhook": _l("Email provider"),
+}
+
+
+class ConsentError(ValueError):
+    """A consent change that breaks a rule; the message is fit to show staff."""
+
+
+def next_status(status: str | None, kind: str, source: str) -> str | None:
+    """The rule: a contact's status for a topic after one more event.
+
+    A grant through the web form only counts once the address owner confirms it by
+    email (double opt-in); a grant recorded by staff, by import or through a link sent
+    to the address is active at once. Withdrawals, bounces and complaints always end
+    consent; a confirmation never revives consent that ended after its grant.
+    """
+    if kind == "granted":
+        if source == "web_form":
+            return "active" if status == "active" else "pending"
+        return "active"
+    if kind == "confirmed":
+        return "active" if status in LIVE_STATUSES else status
+    if kind in WITHDRAWING_KINDS:
+        return kind
+    raise ValueError(f"unknown consent event kind {kind!r}")
+
+
+def record_event(
+    contact: Contact,
+    topic: Topic,
+    kind: str,
+    source: str,
+    *,
+    at: datetime | None = None,
+    ip: str | None = None,
+    user=None,
+    wording: ConsentWording | None = None,
+    note: str = "",
+) -> ConsentEvent:
+    """Append one event to the ledger and bring the contact's current state in line."""
+    if kind not in CONSENT_KINDS:
+        raise ValueError(f"unknown consent event kind {kind!r}")
+    if source not in CONSENT_SOURCES:
+        raise ValueError(f"unknown consent source {source!r}")
+    if source == "staff" and user is None:
+        raise ValueError("staff events name the staff user")
+    if kind == "granted" and wording is None:
+        raise ValueError("a grant records the wording the person agreed to")
+    event = ConsentEvent(
+        contact_id=contact.id,
+        topic_id=topic.id,
+        kind=kind,
+        source=source,
+        at=at or utcnow(),
+        ip=(ip or None) and ip[:45],
+        user_id=user.id if user is not None else None,
+        wording_id=wording.id if wording is not None else None,
+        note=note,
+    )
+    db.session.add(event)
+    db.session.flush()
+    state = db.session.get(ConsentState, (contact.id, topic.id))
+    status = next_status(state.status if state else None, kind, source)
+    if status is None:
+        return event  # e.g. a confirmation without a grant: evidence, but no consent
+    if state is None:
+        db.session.add(
+            ConsentState(
+                contact_id=contact.id,
+                topic_id=topic.id,
+                status=status,
+                changed_at=event.at,
+                event_id=event.id,
+            )
+        )
+    else:
+        if status != state.status:
+            state.changed_at = event.at
+        state.status = status
+        state.event_id = event.id
+    return event
+
+
+def derive_states(contact_id: int) -> dict[int, str]:
+    """Status per topic id replayed from the ledger alone (in the order it was written)."""
+    statuses: dict[int, str] = {}
+    events = db.session.execute(
+        select(ConsentEvent.topic_id, ConsentEvent.kind, ConsentEvent.source)
+        .where(ConsentEvent.contact_id == contact_id)
+        .order_by(ConsentEvent.id)
+    )
+    for topic_id, kind, source in events:
+        status = next_status(statuses.get(topic_id), kind, source)
+        if status is not None:
+            statuses[topic_id] = status
+    return statuses
+
+
+def rebuild_states(contact_id: int) -> None:
+    """Recompute a contact's ConsentState rows from the ledger (after a merge)."""
+    db.session.execute(delete(ConsentState).where(ConsentState.contact_id == contact_id))
+    statuses: dict[int, tuple[str, int, datetime]] = {}
+    events = db.session.execute(
+        select(ConsentEvent.id, ConsentEvent.topic_id, ConsentEvent.kind, ConsentEvent.source)
+        .add_columns(ConsentEvent.at)
+        .where(ConsentEvent.contact_id == contact_id)
+        .order_by(ConsentEvent.id)
+    )
+    for event_id, topic_id, kind, source, at in events:
+        previous = statuses.get(topic_id)
+        status = next_status(previous[0] if previous else None, kind, source)
+        if status is None:
+            continue
+        changed = at if previous is None or previous[0] != status else previous[2]
+        statuses[topic_id] = (status, event_id, changed)
+    for topic_id, (status, event_id, changed) in statuses.items():
+        db.session.add(
+            ConsentState(
+                contact_id=contact_id,
+                topic_id=topic_id,
+                status=status,
+                changed_at=changed,
+                event_id=event_id,
+            )
+        )
+    db.session.flush()
+
+
+def consent_states(contact: Contact) -> dict[int, ConsentState]:
+    """The contact's current state per topic id."""
+    rows = db.session.scalars(select(ConsentState).where(ConsentState.contact_id == contact.id))
+    return {row.topic_id: row for row in rows}
+
+
+def subscribed_topics(contact: Contact) -> list[Topic]:
+    """Topics the contact has active consent for."""
+    return [
+        state.topic for state in consent_states(contact).values() if state.status in ACTIVE_STATUSES
+    ]
+
+
+def consent_history(contact: Contact) -> list[ConsentEvent]:
+    """Every ledger event of the contact, newest first."""
+    return list(
+        db.session.scalars(
+            select(ConsentEvent)
+            .where(ConsentEvent.contact_id == contact.id)
+            .order_by(ConsentEvent.id.desc())
+        )
+    )
+
+
+def contacts_with_active_consent(topic: Topic | str):
+    """A select of contact ids with active consent for a topic (object or slug).
+
+    For the newsletter audience: join or `in_()` it; archived contacts and contacts
+    without an email address are left out.
+    """
+    topic_id = (
+        topic.id
+        if isinstance(topic, Topic)
+        else (select(Topic.id).where(Topic.slug == topic).scalar_subquery())
+    )
+    return (
+        select(ConsentState.contact_id)
+        .join(Contact, Contact.id == ConsentState.contact_id)
+        .where(
+            ConsentState.topic_id == topic_id,
+            ConsentState.status == "active",
+            Contact.email.is_not(None),
+            Contact.archived_at.is_(None),
+        )
+    )
+
+
+def active_consent_exists(contact_id, topic_slugs: Iterable[str]):
+    """(Added for newsletters.) An EXISTS clause: the contact whose id is `contact_id`
+    (a column, e.g. `Contact.id`) has active consent for any of the topics.
+
+    Correlated, so it is answered by key lookups: the fast form for a known set of
+    contacts (a newsletter batch) where `contacts_with_active_consent` would read
+    every subscriber of the topic.
+    """
+    return (
+        select(ConsentState.contact_id)
+        .where(
+            ConsentState.contact_id == contact_id,
+            ConsentState.topic_id.in_(select(Topic.id).where(Topic.slug.in_(list(topic_slugs)))),
+            ConsentState.status == "active",
+        )
+        .exists()
+    )
+
+
+def end_consent(
+    contact: Contact,
+    topics: Iterable[Topic] | None,
+    kind: str,
+    source: str,
+    **details,
+) -> list[ConsentEvent]:
+    """Record `kind` for each of the topics (all, when None) whose consent is live."""
+    wanted = None if topics is None else {t.id for t in topics}
+    events = []
+    for state in consent_states(contact).values():
+        if state.status in LIVE_STATUSES and (wanted is None or state.topic_id in wanted):
+            events.append(record_event(contact, state.topic, kind, source, **details))
+    return events
+
+
+def withdraw_all(
+    contact: Contact, *, source: str, ip: str | None = None, user=None, note: str = ""
+) -> list[ConsentEvent]:
+    """Withdraw every live consent of the contact; nothing is recorded if none is live."""
+    return end_consent(contact, None, "withdrawn", source, ip=ip, user=user, note=note)
+
+
+def allow_mail_again(email: str | None, *, deliverable: bool) -> None:
+    """Lift the mail suppression of an address whose owner asked for mail again.
+
+    An unsubscribe or complaint is superseded by new consent; a bounce only when the
+    new consent came through a link mailed to the address (it is deliverable after
+    all). A suppression staff set by hand stays.
+    """
+    if not email:
+        return
+    from crm.mail.models import Suppression
+    from crm.mail.services import lift_suppression
+
+    reason = db.session.scalar(select(Suppression.reason).where(Suppression.email == email))
+    lifting = {"unsubscribe", "spamreport"} | ({"bounce", "dropped"} if deliverable else set())
+    if reason in lifting:
+        lift_suppression(email)

@@ -1,0 +1,42 @@
+"""Provider events (the SendGrid webhook) that end consent: bounce, spam report, unsubscribe."""
+
+from crm.extensions import db
+from crm.members.models import Contact
+from crm.members.normalize import normalize_email
+from crm.subscriptions.ledger import end_consent
+from crm.subscriptions.models import (
+    ConsentEvent,
+)
+from crm.subscriptions.subscribers import find_contact_by_email, follow_merges, header_safe
+
+MAIL_EVENT_KINDS = {
+    "bounce": "bounced",
+    "dropped": "bounced",
+    "spamreport": "complained",
+    "unsubscribe": "withdrawn",
+    "group_unsubscribe": "withdrawn",
+}
+
+
+def handle_mail_event(event: dict, message=None) -> list[ConsentEvent]:
+    """Withdraw consent on a bounce, drop, spam report or unsubscribe from the provider.
+
+    The contact is the message's, else the owner of the event's address. Registered
+    with the mail area's webhook (`crm.mail.services.register_event_handler`).
+    """
+    kind = MAIL_EVENT_KINDS.get(str(event.get("event", "")))
+    if kind is None or (event.get("event") == "bounce" and event.get("type") == "blocked"):
+        return []  # a "blocked" bounce is temporary: the address still exists
+    contact = None
+    if message is not None and getattr(message, "contact_id", None):
+        contact = follow_merges(db.session.get(Contact, message.contact_id))
+    if contact is None:
+        try:
+            contact = find_contact_by_email(normalize_email(str(event.get("email") or "")))
+        except ValueError:
+            return []
+    if contact is None:
+        return []
+    reason = header_safe(str(event.get("reason") or event.get("type") or ""), 300)
+    note = f"{event.get('event')}: {reason}".strip(": ")
+    return end_consent(contact, None, kind, "webhook", note=note)
