@@ -45,6 +45,8 @@ FIELD_LABELS = {
     "notes": _l("Notes"),
     "bankrupt": _l("Bankrupt"),
     "winding_up": _l("Being wound up"),
+    "forced_dissolution": _l("Forced dissolution"),
+    "parent_orgnr": _l("Main unit"),
     "deleted_in_registry_on": _l("Deleted from the register"),
     "archived_at": _l("Archived"),
     "first_name": _l("First name"),

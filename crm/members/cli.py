@@ -25,19 +25,42 @@ def _progress(length: int, label: str):
     return click.progressbar(length=length, label=label, file=sys.stderr)
 
 
+def _municipality_numbers(_ctx, _param, value: str | None) -> tuple[str, ...]:
+    numbers = tuple(n.strip() for n in (value or "").split(",") if n.strip())
+    for number in numbers:
+        if len(number) != 4 or not number.isascii() or not number.isdigit():
+            raise click.BadParameter(f"{number!r} is not a 4-digit municipality number")
+    return numbers
+
+
 @companies_cli.command("import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--dry-run", is_flag=True, help="Show what would change; write nothing.")
+@click.option(
+    "--new-in-municipalities",
+    callback=_municipality_numbers,
+    metavar="NUMBERS",
+    help="Comma-separated municipality numbers (e.g. 3401,3414): new companies only from "
+    "these. Needed to add any from a bulk download.",
+)
 @with_appcontext
-def import_command(file: Path, dry_run: bool):
+def import_command(file: Path, dry_run: bool, new_in_municipalities: tuple[str, ...]):
     """Import companies from a CSV file or Brønnøysund (Enhetsregisteret) JSON.
 
     Companies are matched by organisation number: known ones are updated, new ones come
-    in as prospects. Nothing is written when any row has an error.
+    in as prospects. Nothing is written when any row has an error. Brønnøysund's bulk
+    download (gzip, or any JSON file over 64 MB) is streamed in bounded memory: it
+    updates the companies we have, and adds prospects only with --new-in-municipalities.
     """
     from crm.members.importing import ImportRejected, apply_plan, plan_import, read_file
+    from crm.members.importing.register_file import is_register_stream
 
-    parsed = read_file(file.read_bytes())
+    if is_register_stream(file):
+        parsed = _read_stream(file, new_in_municipalities)
+    else:
+        parsed = read_file(file.read_bytes())
+        if new_in_municipalities:
+            _keep_new_in(parsed, new_in_municipalities)
     with _progress(len(parsed.records), "Checking") as bar:
         plan = plan_import(parsed, file.name, progress=bar.update if bar else None)
     _print_plan(plan)
@@ -61,6 +84,44 @@ def import_command(file: Path, dry_run: bool):
         db.session.rollback()
         raise click.ClickException(f"Nothing was imported: {exc}") from exc
     click.echo("Import done.")
+
+
+def _read_stream(file: Path, municipalities: tuple[str, ...]):
+    from crm.members.importing.register_file import (
+        StreamCounts,
+        open_register,
+        read_register_stream,
+    )
+
+    counts = StreamCounts()
+    with file.open("rb") as raw:
+        with click.progressbar(length=file.stat().st_size, label="Reading", file=sys.stderr) as bar:
+            # Progress in bytes of the file as stored: the number of units is not known.
+            parsed = read_register_stream(
+                open_register(raw),
+                new_in_municipalities=municipalities,
+                progress=lambda _units: bar.update(raw.tell() - bar.pos),
+                counts=counts,
+            )
+    click.echo(f"{file.name}: {counts.units} units read, {counts.relevant} for us")
+    return parsed
+
+
+def _keep_new_in(parsed, municipalities: tuple[str, ...]) -> None:
+    """Only known companies, and new ones located in `municipalities`."""
+    from crm.members.models import Company
+    from crm.members.normalize import normalize_orgnr
+
+    known = set(db.session.scalars(db.select(Company.orgnr)))
+
+    def wanted(record) -> bool:
+        try:
+            orgnr = normalize_orgnr(record.orgnr)
+        except ValueError:
+            return True  # kept, so that planning reports the unusable number
+        return orgnr in known or record.values.get("municipality_number") in municipalities
+
+    parsed.records = [r for r in parsed.records if wanted(r)]
 
 
 def _print_plan(plan) -> None:

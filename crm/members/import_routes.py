@@ -101,6 +101,7 @@ def render_preview(plan: importing.ImportPlan, token: str) -> str:
         flag_labels={
             "bankrupt": WARNING_LABELS["bankrupt"],
             "winding_up": WARNING_LABELS["winding_up"],
+            "forced_dissolution": WARNING_LABELS["forced_dissolution"],
             "deleted_in_registry_on": WARNING_LABELS["deleted"],
         },
         confirm_label=ngettext(

@@ -324,6 +324,7 @@ def _company_table_columns():
         Company.member_since,
         Company.bankrupt,
         Company.winding_up,
+        Company.forced_dissolution,
         Company.deleted_in_registry_on,
         Company.archived_at,
         raiseload=True,

@@ -57,7 +57,11 @@ class Company(Audited, Timestamps, db.Model):
     # Flags from Brønnøysund (Enhetsregisteret).
     bankrupt: Mapped[bool] = mapped_column(default=False)
     winding_up: Mapped[bool] = mapped_column(default=False)
+    # Tvangsavvikling or tvangsoppløsning: wound up by the court, not by the owners.
+    forced_dissolution: Mapped[bool] = mapped_column(default=False)
     deleted_in_registry_on: Mapped[date | None] = mapped_column()
+    # A sub-unit (underenhet, e.g. a local plant) names its main unit (overordnetEnhet).
+    parent_orgnr: Mapped[str] = mapped_column(String(9), default="")
     archived_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     contacts: Mapped[list["Contact"]] = relationship(
@@ -78,6 +82,7 @@ class Company(Audited, Timestamps, db.Model):
             for flag, present in (
                 ("bankrupt", self.bankrupt),
                 ("winding_up", self.winding_up),
+                ("forced_dissolution", self.forced_dissolution),
                 ("deleted", self.deleted_in_registry_on is not None),
             )
             if present

@@ -50,6 +50,7 @@ ACTIVITY_LABELS = {
 WARNING_LABELS = {
     "bankrupt": _l("Bankrupt"),
     "winding_up": _l("Being wound up"),
+    "forced_dissolution": _l("Forced dissolution"),
     "deleted": _l("Deleted from the register"),
 }
 

@@ -2,6 +2,7 @@
 
 import re
 from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 
 from crm.members.importing.messages import N_, Message
@@ -19,18 +20,22 @@ def clean_text(value: str) -> str:
 
 
 def set_employees(record: Record, raw: Any) -> None:
+    # Length first: int() and str() refuse numbers of over 4,300 digits with a ValueError.
     if isinstance(raw, str):
         digits = raw.replace(" ", "")
-        number = int(digits) if is_digits(digits) else None
+        number = int(digits) if is_digits(digits) and len(digits) <= 9 else None
+        shown = raw[:50]
     elif isinstance(raw, int) and not isinstance(raw, bool):
-        number = raw if raw >= 0 else None
+        number = raw if 0 <= raw <= MAX_EMPLOYEES else None
+        shown = str(raw) if number is not None or abs(raw) < 10**40 else "…"
     else:
         number = None
+        shown = type(raw).__name__ if not isinstance(raw, (float, Decimal)) else str(raw)[:50]
     if number is None or number > MAX_EMPLOYEES:
         record.errors.append(
             Message(
                 N_("employees: %(value)s is not a whole number of employees."),
-                value=repr(str(raw)[:50]),
+                value=repr(shown[:50]),
             )
         )
     else:

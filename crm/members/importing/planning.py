@@ -101,7 +101,7 @@ def plan_import(parsed: ParsedFile, filename: str, progress: Progress | None = N
                 Message(
                     N_("Organisation number %(orgnr)s is in the file twice (also line %(line)s)."),
                     orgnr=row.orgnr,
-                    line=first_line_of[row.orgnr],
+                    line=first_line_of[row.orgnr] or row.unit,
                 )
             )
             row.action = "error"
@@ -212,7 +212,7 @@ def _plan_update(row: PlanRow, company: Company, case_insensitive: bool) -> None
     ]
     row.name = company.name
     # Flags shown are those after the import: stored ones stay unless the file changes them.
-    for flag in ("bankrupt", "winding_up", "deleted_in_registry_on"):
+    for flag in REGISTRY_FLAGS:
         values.setdefault(flag, getattr(company, flag))
     row.action = "update" if row.changes else "unchanged"
     if company.archived_at is not None and row.changes:

@@ -80,12 +80,13 @@ IMPORT_FIELDS = tuple(
         "name org_form_code org_form_name nace_code nace_text employees street_address "
         "postal_code postal_place municipality_number municipality_name website "
         "membership_status member_since resigned_on notes bankrupt winding_up "
-        "deleted_in_registry_on"
+        "forced_dissolution deleted_in_registry_on parent_orgnr"
     ).split()
 )
 REGISTRY_FLAGS = {
     "bankrupt": N_("Bankrupt according to the register"),
     "winding_up": N_("Being wound up according to the register"),
+    "forced_dissolution": N_("Under forced dissolution according to the register"),
     "deleted_in_registry_on": N_("Deleted from the register on %(date)s"),
 }
 
@@ -144,7 +145,10 @@ class PlanRow:
 
     @property
     def where(self) -> str:
-        """`line 7`, or `line 1 (unit 5)` in a JSON file with several units on one line."""
+        """`line 7`, or `line 1 (unit 5)` in a JSON file with several units on one line,
+        or `unit 5` in a streamed bulk download (which has no line numbers)."""
+        if not self.line and self.unit is not None:
+            return f"unit {self.unit}"
         if self.shares_line and self.unit is not None:
             return f"line {self.line} (unit {self.unit})"
         return f"line {self.line}"
@@ -176,11 +180,7 @@ class PlanRow:
     @property
     def flags(self) -> list[str]:
         """Registry flags the company carries after the import."""
-        return [
-            flag
-            for flag in ("bankrupt", "winding_up", "deleted_in_registry_on")
-            if self.values.get(flag)
-        ]
+        return [flag for flag in REGISTRY_FLAGS if self.values.get(flag)]
 
 
 # Fields shown together in a preview: (code field, text field, the label to show them under).
