@@ -96,12 +96,13 @@ def test_running_the_invoice_run_again_creates_nothing_new(ctx, runner):
     assert new.pricing_note.startswith("Trinn 10–49 ansatte"), new.pricing_note
 
 
-def test_the_database_refuses_a_second_invoice_for_the_same_company_and_year(ctx):
+def test_the_database_refuses_a_second_membership_invoice_for_the_same_company_and_year(ctx):
     invoice = make_invoiced_members(1)[0]
     db.session.add(
         Invoice(
-            number=99_999, company_id=invoice.company_id, year=2026, kid="0000999993",
-            amount_ore=1, issue_date=date(2026, 1, 1), due_date=date(2026, 2, 1),
+            number=99_999, company_id=invoice.company_id, year=2026, membership_year=2026,
+            kid="0000999993", amount_ore=1, issue_date=date(2026, 1, 1),
+            due_date=date(2026, 2, 1),
         )
     )  # fmt: skip
     with pytest.raises(IntegrityError):
@@ -300,9 +301,12 @@ def test_fees_list_cli_prints_the_spec_columns(ctx, runner):
     result = runner.invoke(args=["fees", "list", "--year", "2026", "--format", "csv"])
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader(io.StringIO(result.output)))
+    # SPEC.md's columns first; the kind and the VAT split follow them.
     assert list(rows[0]) == [
-        "invoice_number", "orgnr", "company", "kid", "amount", "paid", "status", "due_date"
+        "invoice_number", "orgnr", "company", "kid", "amount", "paid", "status", "due_date",
+        "kind", "net", "vat",
     ]  # fmt: skip
+    assert (rows[0]["kind"], rows[0]["net"], rows[0]["vat"]) == ("membership", "25000.00", "0.00")
     assert rows[0]["amount"] == "25000.00" and rows[0]["paid"] == "0.00"
     assert rows[0]["status"] == "open"
     assert rows[1]["amount"] == "2500.00" and rows[1]["paid"] == "1000.00"

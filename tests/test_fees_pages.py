@@ -40,8 +40,10 @@ def seed_everything(app) -> dict:
 
         override = FeeOverride(company_id=invoice.company_id, amount_ore=1, reason="test")
         db.session.add(override)
+        note = credit_invoice(make_invoiced_members(1, year=2025)[0], "test")
         db.session.commit()
         return {
+            "note_id": note.id,
             "invoice_id": invoice.id,
             "import_id": result.ocr_import.id,
             "payment_id": db.session.scalar(select(UnmatchedPayment.id)),

@@ -12,7 +12,10 @@ from flask_babel import force_locale
 from crm.audit import acting_as
 from crm.extensions import db
 
-LIST_COLUMNS = ("invoice_number", "orgnr", "company", "kid", "amount", "paid", "status", "due_date")
+LIST_COLUMNS = (
+    "invoice_number", "orgnr", "company", "kid", "amount", "paid", "status", "due_date",
+    "kind", "net", "vat",
+)  # fmt: skip
 
 
 @contextmanager
@@ -64,6 +67,9 @@ def invoice_rows(year: int) -> list[tuple]:
             kroner(invoice.paid_ore),
             invoice.status,
             invoice.due_date,
+            invoice.kind,
+            kroner(invoice.net_ore),
+            kroner(invoice.vat_ore),
         )
         for invoice in invoices_for_year(year)
     ]

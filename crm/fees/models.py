@@ -9,6 +9,7 @@ on it; every change to it is in the audit log like any other field.
 
 from collections.abc import Mapping
 from datetime import date, datetime
+from decimal import Decimal
 
 from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -28,6 +29,11 @@ PAYMENT_SOURCES = ("ocr", "manual")
 UNMATCHED_REASONS = ("no_kid", "invalid_kid", "unknown_kid")
 UNMATCHED_STATES = ("open", "assigned", "handled")
 REMINDER_LEVELS = (1, 2)
+INVOICE_KINDS = ("membership", "event", "other")
+# VAT category codes of EN 16931 (UNCL5305 subset used by Peppol BIS Billing 3.0):
+# S standard rate, Z zero rated, E exempt, O outside the scope of VAT (membership fees),
+# AE reverse charge, K intra-community, G export outside the EEA.
+VAT_CATEGORIES = ("S", "Z", "E", "O", "AE", "K", "G")
 
 
 class FeeSettings(Audited, db.Model):
@@ -147,22 +153,42 @@ class FeeOverride(Audited, db.Model):
 
 
 class Invoice(Audited, db.Model):
-    """A membership fee invoice; never deleted, cancelled by credit notes."""
+    """An invoice (membership fee, course fee, other); never deleted, cancelled by
+    credit notes.
+
+    Its lines (`InvoiceLine`) are what is sold; `net_ore` and `vat_ore` are their sums
+    and `amount_ore` the gross total (net + VAT), which is what is paid with the KID and
+    what statuses, OCR matching and reminders work from. All three are set together by
+    `crm.fees.services.create_invoice` and never change afterwards.
+
+    `year` is the invoice's year in lists and figures (the membership year for membership
+    fees, the issue year otherwise). Only membership invoices carry `membership_year`:
+    the unique (company_id, membership_year) constraint allows one membership invoice per
+    company and year, while event and other invoices (NULL there) are not limited.
+    `company_id` is empty for an invoice to a person.
+    """
 
     __tablename__ = "invoice"
     __audit_exclude__ = ("created_at",)
     __table_args__ = (
-        UniqueConstraint("company_id", "year", name="uq_invoice_company_id_year"),
+        UniqueConstraint(
+            "company_id", "membership_year", name="uq_invoice_company_id_membership_year"
+        ),
         CheckConstraint("amount_ore >= 0", name="amount_not_negative"),
         Index("ix_invoice_year_status", "year", "status"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     number: Mapped[int] = mapped_column(unique=True)
-    company_id: Mapped[int] = mapped_column(ForeignKey("company.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(20), default="membership")
+    company_id: Mapped[int | None] = mapped_column(ForeignKey("company.id"), index=True)
     year: Mapped[int] = mapped_column()
+    membership_year: Mapped[int | None] = mapped_column()
     kid: Mapped[str] = mapped_column(String(25), unique=True)
+    # Gross (net + VAT): what the customer pays with the KID.
     amount_ore: Mapped[int] = mapped_column(BigInteger)
+    net_ore: Mapped[int] = mapped_column(BigInteger, default=0)
+    vat_ore: Mapped[int] = mapped_column(BigInteger, default=0)
     issue_date: Mapped[date] = mapped_column()
     due_date: Mapped[date] = mapped_column(index=True)
     description: Mapped[str] = mapped_column(String(300), default="")
@@ -174,6 +200,8 @@ class Invoice(Audited, db.Model):
     customer_address: Mapped[str] = mapped_column(String(300), default="")
     customer_postal_code: Mapped[str] = mapped_column(String(10), default="")
     customer_postal_place: Mapped[str] = mapped_column(String(100), default="")
+    # Where an invoice without a company (a person) is emailed.
+    customer_email: Mapped[str] = mapped_column(String(254), default="")
     # Derived from payments, reminders and credit notes (services.refresh_invoice).
     status: Mapped[str] = mapped_column(String(20), default="open")
     paid_ore: Mapped[int] = mapped_column(BigInteger, default=0)
@@ -184,7 +212,10 @@ class Invoice(Audited, db.Model):
     send_count: Mapped[int] = mapped_column(default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
-    company: Mapped[Company] = relationship()
+    company: Mapped[Company | None] = relationship()
+    lines: Mapped[list["InvoiceLine"]] = relationship(
+        back_populates="invoice", order_by="InvoiceLine.position", cascade="all, delete-orphan"
+    )
     payments: Mapped[list["Payment"]] = relationship(
         back_populates="invoice", order_by="Payment.paid_on, Payment.id"
     )
@@ -224,9 +255,17 @@ class Invoice(Audited, db.Model):
     def is_overdue(self, today: date) -> bool:
         return self.status in UNPAID_STATUSES and self.due_date < today
 
+    def vat_breakdown(self) -> list["VatGroup"]:
+        """Net and VAT per (category, rate), as the invoice shows them."""
+        return vat_breakdown(self.lines)
+
 
 class CreditNote(Audited, db.Model):
-    """Cancels all or part of an invoice; numbered in the invoice series."""
+    """Cancels all or part of an invoice; numbered in the invoice series.
+
+    Like a UBL credit note, its amounts are positive: `amount_ore` is the gross credited
+    (net + VAT), `net_ore` and `vat_ore` the sums of its lines (`CreditNoteLine`).
+    """
 
     __tablename__ = "credit_note"
     __table_args__ = (CheckConstraint("amount_ore > 0", name="amount_positive"),)
@@ -235,14 +274,129 @@ class CreditNote(Audited, db.Model):
     number: Mapped[int] = mapped_column(unique=True)
     invoice_id: Mapped[int] = mapped_column(ForeignKey("invoice.id"), index=True)
     amount_ore: Mapped[int] = mapped_column(BigInteger)
+    net_ore: Mapped[int] = mapped_column(BigInteger, default=0)
+    vat_ore: Mapped[int] = mapped_column(BigInteger, default=0)
     issue_date: Mapped[date] = mapped_column()
     reason: Mapped[str] = mapped_column(String(300))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     invoice: Mapped[Invoice] = relationship(back_populates="credit_notes")
+    lines: Mapped[list["CreditNoteLine"]] = relationship(
+        back_populates="credit_note",
+        order_by="CreditNoteLine.position",
+        cascade="all, delete-orphan",
+    )
 
     def audit_label(self) -> str:
         return str(self.number)
+
+    def vat_breakdown(self) -> list["VatGroup"]:
+        """Net and VAT per (category, rate) credited."""
+        return vat_breakdown(self.lines)
+
+
+QUANTITY_SCALE = 1000  # quantities are stored in integer thousandths (1.5 = 1500)
+RATE_SCALE = 100  # VAT rates are stored in hundredths of a percent (25 % = 2500)
+
+
+class _LineColumns:
+    """What an invoice line and a credit note line have in common.
+
+    Integers only, so SQLite stores no floats: `quantity_milli` is the quantity in
+    thousandths (1 = 1000, 2.5 = 2500), `unit_price_ore` the net price of one unit in
+    øre (without VAT), `vat_rate_centi` the VAT rate in hundredths of a percent (25 % =
+    2500). `quantity` and `vat_rate` give them as `Decimal`. `net_ore` is quantity ×
+    unit price rounded half up to the øre; `vat_ore` is the line's share of its VAT
+    group's VAT (see `crm.fees.lines`), so a document's lines add up to its VAT per rate.
+    """
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    position: Mapped[int] = mapped_column(default=1)
+    description: Mapped[str] = mapped_column(String(300))
+    quantity_milli: Mapped[int] = mapped_column(BigInteger, default=QUANTITY_SCALE)
+    unit_price_ore: Mapped[int] = mapped_column(BigInteger)
+    vat_category: Mapped[str] = mapped_column(String(2), default="O")
+    vat_rate_centi: Mapped[int] = mapped_column(default=0)
+    net_ore: Mapped[int] = mapped_column(BigInteger)
+    vat_ore: Mapped[int] = mapped_column(BigInteger, default=0)
+
+    @property
+    def quantity(self) -> Decimal:
+        return Decimal(self.quantity_milli) / QUANTITY_SCALE
+
+    @property
+    def vat_rate(self) -> Decimal:
+        """The VAT rate in percent, e.g. Decimal("25.00")."""
+        return (Decimal(self.vat_rate_centi) / RATE_SCALE).quantize(Decimal("0.01"))
+
+    @property
+    def gross_ore(self) -> int:
+        return self.net_ore + self.vat_ore
+
+    def audit_label(self) -> str:
+        return f"{self.position} {self.description}"[:300]
+
+
+class InvoiceLine(_LineColumns, Audited, db.Model):
+    """One line of an invoice (see `_LineColumns` for the units)."""
+
+    __tablename__ = "invoice_line"
+    __table_args__ = (
+        UniqueConstraint("invoice_id", "position", name="uq_invoice_line_invoice_id_position"),
+    )
+
+    invoice_id: Mapped[int] = mapped_column(ForeignKey("invoice.id", ondelete="CASCADE"))
+    invoice: Mapped[Invoice] = relationship(back_populates="lines")
+
+
+class CreditNoteLine(_LineColumns, Audited, db.Model):
+    """One line of a credit note, positive like the note (see `_LineColumns`)."""
+
+    __tablename__ = "credit_note_line"
+    __table_args__ = (
+        UniqueConstraint(
+            "credit_note_id", "position", name="uq_credit_note_line_credit_note_id_position"
+        ),
+    )
+
+    credit_note_id: Mapped[int] = mapped_column(ForeignKey("credit_note.id", ondelete="CASCADE"))
+    credit_note: Mapped[CreditNote] = relationship(back_populates="lines")
+
+
+class VatGroup:
+    """The lines of one VAT category and rate: their net sum and VAT."""
+
+    __slots__ = ("category", "net_ore", "rate_centi", "vat_ore")
+
+    def __init__(self, category: str, rate_centi: int, net_ore: int = 0, vat_ore: int = 0):
+        self.category = category
+        self.rate_centi = rate_centi
+        self.net_ore = net_ore
+        self.vat_ore = vat_ore
+
+    @property
+    def rate(self) -> Decimal:
+        return (Decimal(self.rate_centi) / RATE_SCALE).quantize(Decimal("0.01"))
+
+    vat_rate = rate  # the same name as on lines
+
+    @property
+    def gross_ore(self) -> int:
+        return self.net_ore + self.vat_ore
+
+    def __repr__(self) -> str:
+        return f"VatGroup({self.category!r}, {self.rate_centi}, {self.net_ore}, {self.vat_ore})"
+
+
+def vat_breakdown(lines) -> list[VatGroup]:
+    """Lines summed per (VAT category, rate), highest rate first."""
+    groups: dict[tuple[str, int], VatGroup] = {}
+    for line in lines:
+        key = (line.vat_category, line.vat_rate_centi)
+        group = groups.setdefault(key, VatGroup(*key))
+        group.net_ore += line.net_ore
+        group.vat_ore += line.vat_ore
+    return sorted(groups.values(), key=lambda g: (-g.rate_centi, g.category))
 
 
 class OcrImport(Audited, db.Model):

@@ -14,7 +14,7 @@ from flask_babel import force_locale
 from flask_babel import gettext as _
 from fpdf import FPDF
 
-from crm.fees.models import FeeSettings, Invoice, Reminder
+from crm.fees.models import CreditNote, FeeSettings, Invoice, Reminder, vat_breakdown
 from crm.fees.money import kroner
 from crm.fees.services import amount_to_pay_ore
 from crm.numbers import is_digits
@@ -80,51 +80,37 @@ def invoice_pdf(invoice: Invoice, settings: FeeSettings, reminder: Reminder | No
         return _draw(invoice, settings, reminder)
 
 
-def _draw(invoice: Invoice, settings: FeeSettings, reminder: Reminder | None) -> bytes:
-    footer = " · ".join(
-        part
-        for part in (
-            settings.cluster_name,
-            _("Org. no. %(orgnr)s", orgnr=_orgnr(settings.orgnr)) if settings.orgnr else "",
-            settings.email,
-        )
-        if part
-    )
-    pdf = _Document(footer)
-    pdf.set_title(_latin1(f"{settings.cluster_name} {invoice.number}"))
-    pdf.set_author(_latin1(settings.cluster_name))
-    pdf.add_page()
+def _seller_orgnr(settings: FeeSettings, invoice: Invoice) -> str:
+    """`Org. no. 999 999 999`, followed by MVA when the invoice charges VAT (a seller
+    registered for VAT shows it so, bokføringsforskriften § 5-1-1)."""
+    if not settings.orgnr:
+        return ""
+    text = _("Org. no. %(orgnr)s", orgnr=_orgnr(settings.orgnr))
+    if any(line.vat_category == "S" for line in invoice.lines):
+        text += " MVA"
+    return text
 
-    # Sender, top left.
+
+def _footer(settings: FeeSettings, invoice: Invoice) -> str:
+    parts = (settings.cluster_name, _seller_orgnr(settings, invoice), settings.email)
+    return " · ".join(part for part in parts if part)
+
+
+def _sender(pdf: "_Document", settings: FeeSettings, invoice: Invoice) -> None:
+    """Sender, top left."""
     pdf.text_line(settings.cluster_name, size=14, style="B", color=ACCENT, h=7)
     for line in (
         settings.street_address,
         f"{settings.postal_code} {settings.postal_place}".strip(),
-        _("Org. no. %(orgnr)s", orgnr=_orgnr(settings.orgnr)) if settings.orgnr else "",
+        _seller_orgnr(settings, invoice),
         settings.email,
     ):
         if line:
             pdf.text_line(line, size=9, color=MUTED, h=4.5)
 
-    # Title and facts, top right.
-    if reminder is None:
-        title = _("INVOICE")
-    else:
-        title = _("REMINDER %(level)s", level=reminder.level)
-    due = reminder.new_due_date if reminder else invoice.due_date
-    facts = [
-        (_("Invoice number"), str(invoice.number)),
-        (_("Invoice date"), _date(invoice.issue_date)),
-    ]
-    if reminder is not None:
-        facts.append((_("Reminder date"), _date(reminder.sent_on)))
-        facts.append((_("Original due date"), _date(invoice.due_date)))
-    facts += [
-        (_("Due date"), _date(due)),
-        (_("Customer org. no."), _orgnr(invoice.customer_orgnr)),
-        (_("KID"), invoice.kid),
-        (_("Account number"), _account(settings.bank_account)),
-    ]
+
+def _facts(pdf: "_Document", title: str, facts: list[tuple[str, str]]) -> None:
+    """Title and facts, top right."""
     pdf.set_xy(120, 18)
     pdf.set_font("Helvetica", style="B", size=20)
     pdf.set_text_color(*INK)
@@ -139,7 +125,9 @@ def _draw(invoice: Invoice, settings: FeeSettings, reminder: Reminder | None) ->
         pdf.set_text_color(*INK)
         pdf.cell(38, 5.5, _latin1(value), align="R", new_x="LEFT", new_y="NEXT")
 
-    # Recipient, where a C5 window envelope shows it.
+
+def _recipient(pdf: "_Document", invoice: Invoice) -> None:
+    """Recipient, where a C5 window envelope shows it."""
     pdf.set_xy(20, 50)
     pdf.text_line(invoice.customer_name, size=11, style="B", h=6)
     for line in (
@@ -148,6 +136,36 @@ def _draw(invoice: Invoice, settings: FeeSettings, reminder: Reminder | None) ->
     ):
         if line:
             pdf.text_line(line, size=10.5, h=5.5)
+
+
+def _draw(invoice: Invoice, settings: FeeSettings, reminder: Reminder | None) -> bytes:
+    pdf = _Document(_footer(settings, invoice))
+    pdf.set_title(_latin1(f"{settings.cluster_name} {invoice.number}"))
+    pdf.set_author(_latin1(settings.cluster_name))
+    pdf.add_page()
+    _sender(pdf, settings, invoice)
+
+    if reminder is None:
+        title = _("INVOICE")
+    else:
+        title = _("REMINDER %(level)s", level=reminder.level)
+    due = reminder.new_due_date if reminder else invoice.due_date
+    facts = [
+        (_("Invoice number"), str(invoice.number)),
+        (_("Invoice date"), _date(invoice.issue_date)),
+    ]
+    if reminder is not None:
+        facts.append((_("Reminder date"), _date(reminder.sent_on)))
+        facts.append((_("Original due date"), _date(invoice.due_date)))
+    facts.append((_("Due date"), _date(due)))
+    if invoice.customer_orgnr:
+        facts.append((_("Customer org. no."), _orgnr(invoice.customer_orgnr)))
+    facts += [
+        (_("KID"), invoice.kid),
+        (_("Account number"), _account(settings.bank_account)),
+    ]
+    _facts(pdf, title, facts)
+    _recipient(pdf, invoice)
 
     # The fee lines.
     pdf.set_y(max(pdf.get_y(), 88) + 6)
@@ -171,8 +189,7 @@ def _draw(invoice: Invoice, settings: FeeSettings, reminder: Reminder | None) ->
             new_y="NEXT",
         )
         pdf.ln(4)
-    _table_row(pdf, _("Description"), _("Amount"), header=True)
-    _table_row(pdf, invoice.description, nok(invoice.amount_ore))
+    _lines_table(pdf, invoice.lines, invoice.net_ore, invoice.amount_ore)
     for note in invoice.credit_notes:
         _table_row(
             pdf,
@@ -197,13 +214,11 @@ def _draw(invoice: Invoice, settings: FeeSettings, reminder: Reminder | None) ->
     pdf.ln(2)
     pdf.set_font("Helvetica", size=8.5)
     pdf.set_text_color(*MUTED)
-    pdf.multi_cell(
-        0,
-        4.5,
-        _latin1(_("Membership fees are not subject to VAT. Please use the KID when you pay.")),
-        new_x="LMARGIN",
-        new_y="NEXT",
-    )
+    if all(line.vat_category == "O" for line in invoice.lines):
+        closing = _("Membership fees are not subject to VAT. Please use the KID when you pay.")
+    else:
+        closing = _("Please use the KID when you pay.")
+    pdf.multi_cell(0, 4.5, _latin1(closing), new_x="LMARGIN", new_y="NEXT")
 
     # Payment block, like the bottom of a giro.
     top = 222
@@ -237,12 +252,116 @@ def _draw(invoice: Invoice, settings: FeeSettings, reminder: Reminder | None) ->
     return bytes(pdf.output())
 
 
-def _table_row(pdf: FPDF, text: str, amount: str, header: bool = False) -> None:
+def _rate(rate) -> str:
+    return f"{rate.normalize():f}".replace(".", ",") + " %"
+
+
+def _quantity(quantity) -> str:
+    return f"{quantity.normalize():f}".replace(".", ",")
+
+
+def _lines_table(pdf: FPDF, lines, net_ore: int, gross_ore: int) -> None:
+    """The document's lines (description, quantity, unit price, VAT rate, net amount),
+    then the total without VAT, the VAT per rate and the total with VAT."""
+    widths = (82, 18, 28, 14, 28)
+    header = (_("Description"), _("Quantity"), _("Unit price"), _("VAT"), _("Amount"))
+    pdf.set_font("Helvetica", style="B", size=8.5)
+    pdf.set_text_color(*MUTED)
+    for index, (width, text) in enumerate(zip(widths, header, strict=True)):
+        pdf.cell(width, 7, _latin1(text), align="L" if index == 0 else "R")
+    pdf.ln(7)
+    pdf.set_draw_color(*LINE)
+    pdf.line(20, pdf.get_y(), 190, pdf.get_y())
+    for line in lines:
+        values = (
+            _latin1(line.description)[:48],
+            _quantity(line.quantity),
+            nok(line.unit_price_ore),
+            _rate(line.vat_rate),
+            nok(line.net_ore),
+        )
+        pdf.set_font("Helvetica", size=9.5)
+        pdf.set_text_color(*INK)
+        for index, (width, text) in enumerate(zip(widths, values, strict=True)):
+            pdf.cell(width, 7, _latin1(text), align="L" if index == 0 else "R")
+        pdf.ln(7)
+        pdf.line(20, pdf.get_y(), 190, pdf.get_y())
+    _table_row(pdf, _("Total excl. VAT"), nok(net_ore))
+    for group in vat_breakdown(lines):
+        if group.category == "O":
+            label = _("No VAT (outside the scope of VAT) on %(amount)s", amount=nok(group.net_ore))
+        else:
+            label = _(
+                "VAT %(rate)s of %(amount)s", rate=_rate(group.rate), amount=nok(group.net_ore)
+            )
+        _table_row(pdf, label, nok(group.vat_ore))
+    _table_row(pdf, _("Total incl. VAT"), nok(gross_ore), bold=True)
+
+
+def credit_note_pdf(note: CreditNote, settings: FeeSettings) -> bytes:
+    """The credit note as PDF bytes: its lines, VAT per rate and totals."""
+    with force_locale("nb"):
+        return _draw_credit_note(note, settings)
+
+
+def credit_note_filename(note: CreditNote) -> str:
+    return f"kreditnota-{note.number}.pdf"
+
+
+def _draw_credit_note(note: CreditNote, settings: FeeSettings) -> bytes:
+    invoice = note.invoice
+    pdf = _Document(_footer(settings, invoice))
+    pdf.set_title(_latin1(f"{settings.cluster_name} {note.number}"))
+    pdf.set_author(_latin1(settings.cluster_name))
+    pdf.add_page()
+    _sender(pdf, settings, invoice)
+    facts = [
+        (_("Credit note number"), str(note.number)),
+        (_("Credit note date"), _date(note.issue_date)),
+        (_("Credits invoice"), str(invoice.number)),
+        (_("Invoice date"), _date(invoice.issue_date)),
+    ]
+    if invoice.customer_orgnr:
+        facts.append((_("Customer org. no."), _orgnr(invoice.customer_orgnr)))
+    _facts(pdf, _("CREDIT NOTE"), facts)
+    _recipient(pdf, invoice)
+    pdf.set_y(max(pdf.get_y(), 88) + 6)
+    pdf.set_font("Helvetica", size=10)
+    pdf.set_text_color(*INK)
+    pdf.multi_cell(
+        0,
+        5,
+        _latin1(_("Reason: %(reason)s", reason=note.reason)),
+        new_x="LMARGIN",
+        new_y="NEXT",
+    )
+    pdf.ln(3)
+    _lines_table(pdf, note.lines, note.net_ore, note.amount_ore)
+    pdf.ln(3)
+    pdf.set_font("Helvetica", size=8.5)
+    pdf.set_text_color(*MUTED)
+    pdf.multi_cell(
+        0,
+        4.5,
+        _latin1(
+            _(
+                "The amount is credited on invoice %(number)s (KID %(kid)s).",
+                number=invoice.number,
+                kid=invoice.kid,
+            )
+        ),
+        new_x="LMARGIN",
+        new_y="NEXT",
+    )
+    return bytes(pdf.output())
+
+
+def _table_row(pdf: FPDF, text: str, amount: str, header: bool = False, bold: bool = False) -> None:
     if header:
         pdf.set_font("Helvetica", style="B", size=8.5)
         pdf.set_text_color(*MUTED)
     else:
-        pdf.set_font("Helvetica", size=10)
+        pdf.set_font("Helvetica", style="B" if bold else "", size=10)
         pdf.set_text_color(*INK)
     pdf.cell(130, 7, _latin1(text)[:90])
     pdf.cell(40, 7, _latin1(amount), align="R", new_x="LMARGIN", new_y="NEXT")

@@ -16,7 +16,7 @@ from sqlalchemy.orm import selectinload
 from crm.extensions import db
 from crm.fees.errors import FeeError
 from crm.fees.models import UNPAID_STATUSES, Invoice, Reminder
-from crm.fees.services import email_context, get_settings, invoice_contact, refresh_invoices
+from crm.fees.services import email_context, get_settings, invoice_recipient, refresh_invoices
 from crm.timeutil import today_oslo
 
 WAIT = timedelta(days=14)  # after the due date before a reminder may go out
@@ -112,7 +112,7 @@ def send_reminder(
                 date=earliest.strftime("%d.%m.%Y"),
             )
         )
-    contact = invoice_contact(invoice.company)
+    contact = invoice_recipient(invoice)
     settings = get_settings()
     reminder = Reminder(
         invoice=invoice,
@@ -132,7 +132,7 @@ def send_reminder(
         context=email_context(invoice, settings, reminder),
         key=reminder.email_key,
         category="fee",
-        contact_id=contact.id,
+        contact_id=contact.contact_id,
         attachments=[
             (
                 pdf_filename(invoice, reminder),

@@ -26,6 +26,7 @@ from crm.fees.forms import (
 )
 from crm.fees.models import (
     INVOICE_STATUSES,
+    CreditNote,
     FeeOverride,
     FeeSchedule,
     Invoice,
@@ -187,6 +188,24 @@ def invoice_pdf(invoice_id: int):
     response = Response(draw(invoice, services.get_settings()), mimetype="application/pdf")
     disposition = "attachment" if request.args.get("download") else "inline"
     response.headers["Content-Disposition"] = f'{disposition}; filename="{pdf_filename(invoice)}"'
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.route("/credit-notes/<int:note_id>.pdf")
+@permission_required(VIEW)
+def credit_note_pdf(note_id: int):
+    from crm.fees.pdf import credit_note_filename
+    from crm.fees.pdf import credit_note_pdf as draw
+
+    note = db.session.get(CreditNote, note_id)
+    if note is None:
+        abort(404)
+    response = Response(draw(note, services.get_settings()), mimetype="application/pdf")
+    disposition = "attachment" if request.args.get("download") else "inline"
+    response.headers["Content-Disposition"] = (
+        f'{disposition}; filename="{credit_note_filename(note)}"'
+    )
     response.headers["Cache-Control"] = "no-store"
     return response
 
@@ -565,6 +584,9 @@ def export(kind: str, fmt: str):
             _("KID"),
             _("Invoice date"),
             _("Due date"),
+            _("Kind of invoice"),
+            _("Net amount"),
+            _("VAT"),
             _("Amount"),
             _("Credited"),
             _("Reminder fees"),
@@ -581,6 +603,9 @@ def export(kind: str, fmt: str):
                 i.kid,
                 i.issue_date,
                 i.due_date,
+                invoice_kind_label(i.kind),
+                kroner(i.net_ore),
+                kroner(i.vat_ore),
                 kroner(i.amount_ore),
                 kroner(i.credited_ore),
                 kroner(i.fees_ore),
@@ -643,6 +668,9 @@ def init_app(app) -> None:
         fee_status_badge=STATUS_BADGES,
         fee_status_label=status_label,
         fee_kind_label=kind_label,
+        invoice_kind_label=invoice_kind_label,
+        fee_quantity=services.format_quantity,
+        fee_rate=services.format_rate,
         unmatched_reason=unmatched_reason,
         unmatched_state=unmatched_state,
         company_fee_history=company_fee_history,
@@ -655,6 +683,7 @@ def init_app(app) -> None:
         {
             ("invoice", "status"): status_label,
             ("payment", "kind"): kind_label,
+            ("invoice", "kind"): invoice_kind_label,
             ("unmatched_payment", "reason"): unmatched_reason,
             ("unmatched_payment", "state"): unmatched_state,
         }
@@ -683,6 +712,15 @@ def status_label(status: str) -> str:
 
 def kind_label(kind: str) -> str:
     labels = {"payment": _("Payment"), "refund": _("Refund"), "write_off": _("Write-off")}
+    return labels.get(kind, kind)
+
+
+def invoice_kind_label(kind: str) -> str:
+    labels = {
+        "membership": _("Membership fee"),
+        "event": _("Event or course"),
+        "other": _("Other invoice"),
+    }
     return labels.get(kind, kind)
 
 

@@ -21,7 +21,10 @@ from crm.bulk import paused_gc
 from crm.extensions import db
 from crm.fees import kid as kidlib
 from crm.fees.errors import DuplicateTransmissionError, FeeError
+from crm.fees.lines import LineSpec, build_lines, credit_lines
+from crm.fees.lines import totals as line_totals
 from crm.fees.models import (
+    INVOICE_KINDS,
     UNPAID_STATUSES,
     CreditNote,
     FeeOverride,
@@ -246,11 +249,143 @@ def member_companies() -> list[Company]:
     ).all()
 
 
-def run_annual_invoicing(year: int, today: date | None = None) -> InvoiceRun:
-    """One invoice per member company for `year`; companies that have one are left alone.
+@dataclass
+class Customer:
+    """Who an invoice is to, as it will be printed on it.
 
-    Running it again creates nothing new (and the (company, year) unique constraint
-    makes sure of it even when two runs race).
+    A company (`Customer.of_company(company)`) or a person: name, email (where the
+    invoice is emailed when there is no company), postal address, and no orgnr.
+    """
+
+    name: str
+    orgnr: str = ""
+    email: str = ""
+    address: str = ""
+    postal_code: str = ""
+    postal_place: str = ""
+    company: Company | None = None
+
+    @classmethod
+    def of_company(cls, company: Company) -> "Customer":
+        return cls(
+            name=company.name,
+            orgnr=company.orgnr or "",
+            address=company.street_address or "",
+            postal_code=company.postal_code or "",
+            postal_place=company.postal_place or "",
+            company=company,
+        )
+
+
+def create_invoice(
+    customer: Customer | Company,
+    lines: Sequence[LineSpec],
+    *,
+    kind: str = "other",
+    today: date | None = None,
+    year: int | None = None,
+    membership_year: int | None = None,
+    description: str = "",
+    pricing_note: str = "",
+    flush: bool = True,
+) -> Invoice:
+    """Issue one invoice: the next number of the one series, its KID, lines with VAT.
+
+    customer: a `Company` (its name, orgnr and address are copied onto the invoice) or
+        a `Customer` (a person: name, email, address; orgnr empty).
+    lines: `crm.fees.lines.LineSpec`s, in order. Unit prices are net øre WITHOUT VAT;
+        e.g. a course fee of 1 000 kr + 25 % VAT is
+        `LineSpec("Kurs X 12.03.2027", 100_000, vat_category="S", vat_rate=25)` and gives
+        an invoice of 1 250,00 kr. A membership fee is category "O", rate 0.
+    kind: "membership" | "event" | "other". A membership invoice needs a company and
+        `membership_year`; there is one per company and membership year (FeeError if
+        there is one already).
+    today: the issue date (default: today in Oslo); due date = today + the settings'
+        payment terms.
+    year: the year the invoice counts in lists and figures (default: membership_year,
+        else today's year).
+    description: a summary for lists (default: the first line's description).
+    pricing_note: how the price was found, shown on the invoice page.
+    flush: False leaves flushing to the caller (the annual run flushes once).
+
+    Returns the Invoice, added to the session (flushed unless flush=False, never
+    committed) with `amount_ore` = gross, `net_ore` and `vat_ore` from the lines, and
+    status "open". Raises FeeError when the fee settings are incomplete, the lines are
+    invalid (see `build_lines`), or numbers no longer fit the KID length.
+    """
+    if kind not in INVOICE_KINDS:
+        raise FeeError(_("Unknown kind of invoice."))
+    if isinstance(customer, Company):
+        customer = Customer.of_company(customer)
+    if not (customer.name or "").strip():
+        raise FeeError(_("An invoice needs the customer's name."))
+    if kind == "membership" and (customer.company is None or membership_year is None):
+        raise FeeError(_("A membership invoice needs a company and a membership year."))
+    if kind != "membership":
+        membership_year = None
+
+    def duplicate() -> str:
+        return _(
+            "%(customer)s already has a membership invoice for %(year)s.",
+            customer=customer.name,
+            year=membership_year,
+        )
+
+    if flush and membership_year is not None:
+        taken = db.session.scalar(
+            select(Invoice.id).where(
+                Invoice.company_id == customer.company.id,
+                Invoice.membership_year == membership_year,
+            )
+        )
+        if taken is not None:
+            raise FeeError(duplicate())
+    invoice_lines = build_lines(lines)
+    net, vat, gross = line_totals(invoice_lines)
+    settings = _locked_settings()
+    problems = settings_problems(settings)
+    if problems:
+        raise FeeError(" ".join(problems))
+    today = today or today_oslo()
+    number, kid = allocate_number(settings)
+    invoice = Invoice(
+        number=number,
+        kid=kid,
+        kind=kind,
+        company=customer.company,
+        year=year or membership_year or today.year,
+        membership_year=membership_year,
+        amount_ore=gross,
+        net_ore=net,
+        vat_ore=vat,
+        issue_date=today,
+        due_date=today + timedelta(days=settings.due_days),
+        description=(description or invoice_lines[0].description)[:300],
+        pricing_note=(pricing_note or "")[:400],
+        customer_name=customer.name.strip()[:200],
+        customer_orgnr=(customer.orgnr or "")[:9],
+        customer_email=(customer.email or "").strip()[:254],
+        customer_address=(customer.address or "")[:300],
+        customer_postal_code=(customer.postal_code or "")[:10],
+        customer_postal_place=(customer.postal_place or "")[:100],
+        lines=invoice_lines,
+    )
+    set_status(invoice)
+    db.session.add(invoice)
+    if flush:
+        try:
+            db.session.flush()
+        except IntegrityError as exc:  # a membership invoice made at the same moment
+            raise FeeError(duplicate()) from exc
+    return invoice
+
+
+def run_annual_invoicing(year: int, today: date | None = None) -> InvoiceRun:
+    """One membership invoice per member company for `year`; companies that have one
+    are left alone. Each is made by `create_invoice`: one line, outside the scope of VAT.
+
+    Running it again creates nothing new (and the (company, membership year) unique
+    constraint makes sure of it even when two runs race).
     """
     today = today or today_oslo()
     settings = _locked_settings()
@@ -260,7 +395,9 @@ def run_annual_invoicing(year: int, today: date | None = None) -> InvoiceRun:
     schedule = schedule_for_year(year)
     if schedule is None:
         raise FeeError(_("There is no fee schedule for %(year)s or any year before.", year=year))
-    invoiced = set(db.session.scalars(select(Invoice.company_id).where(Invoice.year == year)))
+    invoiced = set(
+        db.session.scalars(select(Invoice.company_id).where(Invoice.membership_year == year))
+    )
     run = InvoiceRun(year=year)
     with force_locale("nb"):
         description = _("Membership fee %(year)s", year=year)
@@ -281,25 +418,16 @@ def run_annual_invoicing(year: int, today: date | None = None) -> InvoiceRun:
                 )
             )
             continue
-        number, kid = allocate_number(settings)
-        invoice = Invoice(
-            number=number,
-            kid=kid,
-            company=company,
-            year=year,
-            amount_ore=price.amount_ore,
-            issue_date=today,
-            due_date=today + timedelta(days=settings.due_days),
+        invoice = create_invoice(
+            company,
+            [LineSpec(description, price.amount_ore, vat_category="O", vat_rate=0)],
+            kind="membership",
+            membership_year=year,
+            today=today,
             description=description,
-            pricing_note=price.note[:400],
-            customer_name=company.name,
-            customer_orgnr=company.orgnr,
-            customer_address=company.street_address,
-            customer_postal_code=company.postal_code,
-            customer_postal_place=company.postal_place,
+            pricing_note=price.note,
+            flush=False,
         )
-        set_status(invoice)
-        db.session.add(invoice)
         run.created.append(invoice)
     try:
         db.session.flush()
@@ -394,7 +522,11 @@ def refresh_invoices(invoices: Iterable[Invoice]) -> None:
 def credit_invoice(
     invoice: Invoice, reason: str, amount_ore: int | None = None, today: date | None = None
 ) -> CreditNote:
-    """A credit note for all (default) or part of what is left to credit on `invoice`."""
+    """A credit note for all (default) or part of what is left to credit on `invoice`.
+
+    `amount_ore` is gross (VAT included); its lines split it over the invoice's VAT
+    rates as `crm.fees.lines.credit_lines` describes.
+    """
     reason = (reason or "").strip()
     if not reason:
         raise FeeError(_("A credit note needs a reason."))
@@ -407,12 +539,17 @@ def credit_invoice(
             _("A credit note must be more than zero and at most what is left to credit.")
         )
     number, _kid = allocate_number(_locked_settings())
+    lines = credit_lines(invoice, amount_ore)
+    net, vat, gross = line_totals(lines)
     note = CreditNote(
         number=number,
         invoice=invoice,
-        amount_ore=amount_ore,
+        amount_ore=gross,
+        net_ore=net,
+        vat_ore=vat,
         issue_date=today or today_oslo(),
         reason=reason[:300],
+        lines=lines,
     )
     db.session.add(note)
     refresh_invoices([invoice])
@@ -443,8 +580,27 @@ def invoice_contact(company: Company) -> Contact:
     return contact
 
 
+@dataclass
+class Recipient:
+    email: str
+    name: str
+    contact_id: int | None = None
+
+
+def invoice_recipient(invoice: Invoice) -> Recipient:
+    """Where an invoice (or its reminder) is emailed: the company's invoice contact
+    (see `invoice_contact`), or for an invoice to a person their email on the invoice;
+    FeeError when there is none."""
+    if invoice.company is not None:
+        contact = invoice_contact(invoice.company)
+        return Recipient(contact.email, contact.name, contact.id)
+    if not invoice.customer_email:
+        raise FeeError(_("%(customer)s has no email address.", customer=invoice.customer_name))
+    return Recipient(invoice.customer_email, invoice.customer_name)
+
+
 def queue_invoice_email(invoice: Invoice):
-    """Queue the invoice with its PDF to the company's invoice contact; re-sendable.
+    """Queue the invoice with its PDF to its recipient (`invoice_recipient`); re-sendable.
 
     Each sending gets its own key (`invoice:<id>:<n>`), so a resend is a new email
     while a retried job of the same sending is not.
@@ -454,18 +610,18 @@ def queue_invoice_email(invoice: Invoice):
 
     if invoice.status == "credited":
         raise FeeError(_("A credited invoice is not sent."))
-    contact = invoice_contact(invoice.company)
+    recipient = invoice_recipient(invoice)
     settings = get_settings()
     invoice.send_count = (invoice.send_count or 0) + 1
     invoice.sent_at = utcnow()
     message = queue_email(
-        to=contact.email,
-        to_name=contact.name,
+        to=recipient.email,
+        to_name=recipient.name,
         template="fees/invoice",
         context=email_context(invoice, settings),
         key=f"invoice:{invoice.id}:{invoice.send_count}",
         category="fee",
-        contact_id=contact.id,
+        contact_id=recipient.contact_id,
         attachments=[(pdf_filename(invoice), "application/pdf", invoice_pdf(invoice, settings))],
         locale="nb",
     )
@@ -501,7 +657,37 @@ def email_context(invoice: Invoice, settings: FeeSettings, reminder: Reminder | 
         ),
         "reminder_level": reminder.level if reminder else None,
         "reminder_fee_ore": reminder.fee_ore if reminder else 0,
+        "kind": invoice.kind,
+        "description": invoice.description,
+        "lines": [
+            {
+                "description": line.description,
+                "quantity": format_quantity(line.quantity),
+                "unit_price_ore": line.unit_price_ore,
+                "vat_rate": format_rate(line),
+                "net_ore": line.net_ore,
+            }
+            for line in invoice.lines
+        ],
+        "vat_groups": [
+            {"rate": format_rate(g), "net_ore": g.net_ore, "vat_ore": g.vat_ore}
+            for g in invoice.vat_breakdown()
+            if g.vat_ore
+        ],
+        "net_ore": invoice.net_ore,
+        "vat_ore": invoice.vat_ore,
     }
+
+
+def format_quantity(quantity) -> str:
+    """`1`, `2,5`: a quantity as Norwegians write it, without trailing zeros."""
+    text = f"{quantity.normalize():f}"
+    return text.replace(".", ",")
+
+
+def format_rate(line_or_group) -> str:
+    """`25 %` for a rate, `0 %` where there is none."""
+    return f"{format_quantity(line_or_group.vat_rate)} %"
 
 
 def format_account(account: str) -> str:
