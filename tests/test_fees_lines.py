@@ -289,7 +289,7 @@ def test_the_migration_gives_old_invoices_one_line_with_unchanged_totals_and_kid
         }
     )
     with app.app_context():
-        upgrade(revision="0005_newsletters")
+        upgrade(revision="0007_registry_fields")
         metadata = sa.MetaData()
         metadata.reflect(db.engine)
         with db.engine.begin() as conn:

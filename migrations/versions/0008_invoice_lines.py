@@ -6,15 +6,15 @@ likewise. The one-invoice-per-company-and-year rule becomes one membership invoi
 company and membership year (membership_year is NULL for other kinds, and NULLs never
 collide in a unique constraint on SQLite or PostgreSQL).
 
-Revision ID: 0006_invoice_lines
-Revises: 0005_newsletters
+Revision ID: 0008_invoice_lines
+Revises: 0007_registry_fields
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0006_invoice_lines"
-down_revision = "0005_newsletters"
+revision = "0008_invoice_lines"
+down_revision = "0007_registry_fields"
 branch_labels = None
 depends_on = None
 
