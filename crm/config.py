@@ -93,6 +93,23 @@ def load_settings(instance_path: Path) -> dict:
         "WORKER_HOOK_SECONDS": _number("WORKER_HOOK_SECONDS", 30.0),
         **_mail_settings(),
         **_newsletter_settings(),
+        **_ehf_settings(instance_path),
+    }
+
+
+def _ehf_settings(instance_path: Path) -> dict:
+    """Sending invoices as EHF (crm/fees/access_point.py) and checking them."""
+    return {
+        # none | local (test double) | http (a Peppol access point's HTTP API)
+        "EHF_BACKEND": os.environ.get("EHF_BACKEND", "none"),
+        "EHF_ACCESS_POINT_URL": os.environ.get("EHF_ACCESS_POINT_URL", ""),
+        "EHF_ACCESS_POINT_API_KEY": os.environ.get("EHF_ACCESS_POINT_API_KEY", ""),
+        "EHF_ACCESS_POINT_TIMEOUT_SECONDS": _number("EHF_ACCESS_POINT_TIMEOUT_SECONDS", 20.0),
+        "EHF_LOCAL_RECEIVERS": os.environ.get("EHF_LOCAL_RECEIVERS", ""),
+        "EHF_OUTBOX_DIR": os.environ.get("EHF_OUTBOX_DIR", str(instance_path / "ehf-outbox")),
+        # A folder with the official CEN-EN16931-UBL.sch and PEPPOL-EN16931-UBL.sch: then
+        # every EHF is checked against them (needs saxonche) before it is sent.
+        "PEPPOL_RULES_DIR": os.environ.get("PEPPOL_RULES_DIR", ""),
     }
 
 

@@ -148,5 +148,44 @@ def remind_command(no_fee: bool):
         click.echo(f"skipped: {problem}", err=True)
 
 
+@fees_cli.command("ehf")
+@click.argument("number", type=int)
+@click.option(
+    "--validate",
+    is_flag=True,
+    help="Check it against the UBL 2.1 schema (and the official rules in PEPPOL_RULES_DIR); "
+    "the report goes to standard error, exit 1 when it is not valid.",
+)
+@with_appcontext
+def ehf_command(number: int, validate: bool):
+    """Write invoice or credit note NUMBER as EHF Billing 3.0 (UBL XML) to standard output."""
+    from flask import current_app
+
+    from crm.fees.ehf import document_for_number
+    from crm.fees.errors import FeeError
+    from crm.fees.services import get_settings
+
+    try:
+        with command_context():
+            _kind, document = document_for_number(number, get_settings())
+    except FeeError as exc:
+        db.session.rollback()
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        db.session.rollback()  # only read; get_settings may have made the row
+    sys.stdout.buffer.write(document)
+    sys.stdout.flush()
+    if validate:
+        from crm.fees.ehf_validation import ValidationUnavailable, validate_ehf
+
+        try:
+            report = validate_ehf(document, current_app.config.get("PEPPOL_RULES_DIR") or None)
+        except ValidationUnavailable as exc:
+            raise click.ClickException(str(exc)) from exc
+        click.echo(report.summary(), err=True)
+        if not report.valid:
+            sys.exit(1)
+
+
 def init_app(app) -> None:
     app.cli.add_command(fees_cli)

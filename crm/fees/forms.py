@@ -113,6 +113,8 @@ class SettingsForm(FlaskForm):
     )
     due_days = WholeNumberField(_l("Days to pay"), [InputRequired(), NumberRange(min=1, max=365)])
     reminder_fee = KronerField(_l("Reminder fee"), [Optional(), _lawful_reminder_fee])
+    vat_registered = BooleanField(_l("Registered for VAT (Merverdiavgiftsregisteret)"))
+    foretaksregisteret = BooleanField(_l("Registered in Foretaksregisteret (AS, ASA, branch)"))
 
 
 class TierForm(Form):

@@ -34,6 +34,7 @@ INVOICE_KINDS = ("membership", "event", "other")
 # S standard rate, Z zero rated, E exempt, O outside the scope of VAT (membership fees),
 # AE reverse charge, K intra-community, G export outside the EEA.
 VAT_CATEGORIES = ("S", "Z", "E", "O", "AE", "K", "G")
+DELIVERY_CHANNELS = ("email", "ehf", "post")
 
 
 class FeeSettings(Audited, db.Model):
@@ -54,6 +55,10 @@ class FeeSettings(Audited, db.Model):
     kid_scheme: Mapped[str] = mapped_column(String(5), default=MOD10)
     due_days: Mapped[int] = mapped_column(default=30)
     reminder_fee_ore: Mapped[int] = mapped_column(BigInteger, default=0)
+    # EHF: the seller's VAT number (NO…MVA) only when VAT-registered; "Foretaksregisteret"
+    # on every sales document of an AS/ASA (foretaksregisterloven § 10-2).
+    vat_registered: Mapped[bool] = mapped_column(default=False)
+    foretaksregisteret: Mapped[bool] = mapped_column(default=False)
 
     def audit_label(self) -> str:
         return self.cluster_name or "fee settings"
@@ -224,6 +229,9 @@ class Invoice(Audited, db.Model):
     )
     reminders: Mapped[list["Reminder"]] = relationship(
         back_populates="invoice", order_by="Reminder.level"
+    )
+    deliveries: Mapped[list["InvoiceDelivery"]] = relationship(
+        back_populates="invoice", order_by="InvoiceDelivery.delivered_at, InvoiceDelivery.id"
     )
 
     def audit_label(self) -> str:
@@ -524,3 +532,26 @@ class Reminder(Audited, db.Model):
 
     def audit_label(self) -> str:
         return f"{self.level}"
+
+
+class InvoiceDelivery(Audited, db.Model):
+    """One sending of an invoice or credit note: by email (PDF), as EHF, or by post."""
+
+    __tablename__ = "invoice_delivery"
+    __table_args__ = (CheckConstraint("channel IN ('email', 'ehf', 'post')", name="known_channel"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    invoice_id: Mapped[int] = mapped_column(ForeignKey("invoice.id"), index=True)
+    credit_note_id: Mapped[int | None] = mapped_column(ForeignKey("credit_note.id"))
+    channel: Mapped[str] = mapped_column(String(10))
+    delivered_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The email address, or the Peppol participant (0192:orgnr), or the postal address.
+    recipient: Mapped[str] = mapped_column(String(300), default="")
+    # The mail key or the access point's message id: what to ask about if it went astray.
+    reference: Mapped[str] = mapped_column(String(200), default="")
+
+    invoice: Mapped[Invoice] = relationship(back_populates="deliveries")
+    credit_note: Mapped[CreditNote | None] = relationship()
+
+    def audit_label(self) -> str:
+        return f"{self.channel} {self.recipient}".strip()

@@ -216,14 +216,65 @@ def send_invoice(invoice_id: int):
     invoice = _invoice_or_404(invoice_id)
     if not ActionForm().validate():
         abort(400)
+    from crm.fees.delivery import deliver_invoice
+
     try:
-        services.queue_invoice_email(invoice)
+        delivery = deliver_invoice(invoice)
         db.session.commit()
     except FeeError as exc:
         _commit_or_flash(exc)
     else:
-        flash(_("Invoice %(number)s is queued for sending.", number=invoice.number), "success")
+        if delivery.channel == "ehf":
+            flash(_("Invoice %(number)s is sent as EHF.", number=invoice.number), "success")
+        else:
+            flash(_("Invoice %(number)s is queued for sending.", number=invoice.number), "success")
     return redirect(url_for(".invoice_detail", invoice_id=invoice_id))
+
+
+def _ehf_response(kind: str, number: int, build) -> Response:
+    from crm.fees.ehf import ehf_filename
+
+    try:
+        document = build()
+    except FeeError as exc:
+        flash(str(exc), "error")
+        return None
+    response = Response(document, mimetype="application/xml")
+    response.headers["Content-Disposition"] = f'attachment; filename="{ehf_filename(number, kind)}"'
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.route("/invoices/<int:invoice_id>/ehf.xml")
+@permission_required(VIEW)
+def invoice_ehf(invoice_id: int):
+    """The invoice as EHF Billing 3.0 (UBL XML), to download."""
+    from crm.fees.ehf import invoice_document
+
+    invoice = _invoice_or_404(invoice_id)
+    response = _ehf_response(
+        "invoice",
+        invoice.number,
+        lambda: invoice_document(invoice, services.get_settings()),
+    )
+    return response or redirect(url_for(".invoice_detail", invoice_id=invoice_id))
+
+
+@bp.route("/credit-notes/<int:note_id>/ehf.xml")
+@permission_required(VIEW)
+def credit_note_ehf(note_id: int):
+    """A credit note as EHF Billing 3.0 (UBL XML), to download."""
+    from crm.fees.ehf import credit_note_document
+
+    note = db.session.get(CreditNote, note_id)
+    if note is None:
+        abort(404)
+    response = _ehf_response(
+        "credit_note",
+        note.number,
+        lambda: credit_note_document(note, services.get_settings()),
+    )
+    return response or redirect(url_for(".invoice_detail", invoice_id=note.invoice_id))
 
 
 @bp.route("/invoices/<int:invoice_id>/payments", methods=["POST"])
@@ -466,6 +517,8 @@ def settings():
         ):
             setattr(current, name, getattr(form, name).data or ("" if name != "due_days" else 30))
         current.reminder_fee_ore = form.reminder_fee.data or 0
+        current.vat_registered = bool(form.vat_registered.data)
+        current.foretaksregisteret = bool(form.foretaksregisteret.data)
         # Credit notes are numbered in the same series: the next number must pass both.
         used = services.highest_used_number()
         if current.next_invoice_number <= used:
@@ -671,6 +724,7 @@ def init_app(app) -> None:
         invoice_kind_label=invoice_kind_label,
         fee_quantity=services.format_quantity,
         fee_rate=services.format_rate,
+        fee_delivery_channel=delivery_channel,
         unmatched_reason=unmatched_reason,
         unmatched_state=unmatched_state,
         company_fee_history=company_fee_history,
@@ -684,6 +738,7 @@ def init_app(app) -> None:
             ("invoice", "status"): status_label,
             ("payment", "kind"): kind_label,
             ("invoice", "kind"): invoice_kind_label,
+            ("invoice_delivery", "channel"): delivery_channel,
             ("unmatched_payment", "reason"): unmatched_reason,
             ("unmatched_payment", "state"): unmatched_state,
         }
@@ -722,6 +777,11 @@ def invoice_kind_label(kind: str) -> str:
         "other": _("Other invoice"),
     }
     return labels.get(kind, kind)
+
+
+def delivery_channel(channel: str) -> str:
+    labels = {"email": _("Email with PDF"), "ehf": _("EHF"), "post": _("Post")}
+    return labels.get(channel, channel)
 
 
 def unmatched_reason(reason: str) -> str:

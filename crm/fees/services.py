@@ -625,6 +625,9 @@ def queue_invoice_email(invoice: Invoice):
         attachments=[(pdf_filename(invoice), "application/pdf", invoice_pdf(invoice, settings))],
         locale="nb",
     )
+    from crm.fees.delivery import record_delivery
+
+    record_delivery(invoice, "email", contact.email, f"invoice:{invoice.id}:{invoice.send_count}")
     db.session.flush()
     return message
 

@@ -8,13 +8,13 @@ log = logging.getLogger(__name__)
 
 
 def send_invoices(invoice_ids: list[int]) -> dict:
-    """Queue the invoice email of each invoice; one refusal does not stop the others."""
+    """Send each invoice (EHF or email); one refusal does not stop the others."""
     from flask_babel import force_locale
 
     from crm.audit import acting_as
+    from crm.fees.delivery import deliver_invoice
     from crm.fees.errors import FeeError
     from crm.fees.models import Invoice
-    from crm.fees.services import queue_invoice_email
 
     sent, problems = 0, []
     # A job has no request to take a language from: invoices go out in Norwegian.
@@ -24,7 +24,7 @@ def send_invoices(invoice_ids: list[int]) -> dict:
             if invoice is None or invoice.send_count:
                 continue  # gone, or sent meanwhile: a retried job must not send twice
             try:
-                queue_invoice_email(invoice)
+                deliver_invoice(invoice)  # EHF where the company takes it, else email
                 db.session.commit()
                 sent += 1
             except FeeError as exc:
