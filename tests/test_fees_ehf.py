@@ -8,7 +8,6 @@ still checked against the UBL 2.1 schema, and the rule checks skip.
 
 import json
 import threading
-from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -21,10 +20,11 @@ from crm.fees.delivery import deliver_invoice
 from crm.fees.ehf import credit_note_document, invoice_document
 from crm.fees.ehf_validation import validate_ehf
 from crm.fees.errors import FeeError
+from crm.fees.lines import LineSpec
 from crm.fees.models import InvoiceDelivery
-from crm.fees.services import credit_invoice, get_settings
+from crm.fees.services import create_invoice, credit_invoice, get_settings
 from tests.conftest import SHARED
-from tests.factories import make_invoiced_members
+from tests.factories import make_invoiced_members, make_member
 
 PEPPOL = SHARED / "fixtures" / "peppol"
 RULES = PEPPOL if (PEPPOL / "PEPPOL-EN16931-UBL.sch").is_file() else None
@@ -90,30 +90,57 @@ def test_vat_registered_cluster_in_foretaksregisteret_passes_without_no_r_002(ct
     assert report.warnings == []
 
 
-@needs_rules
-def test_course_fee_with_25_percent_vat_passes_and_carries_the_vat_number(ctx, monkeypatch):
-    # Until invoices have lines of their own: the line function says 25 % VAT.
-    invoice = make_invoiced_members(1)[0]
-    monkeypatch.setattr(
-        ehf,
-        "invoice_lines",
-        lambda inv: [
-            ehf.EhfLine("LEAN-kurs, 3 samlinger", Decimal(2), 200_000, 400_000, "S", Decimal(25))
-        ],
-    )
+def course_fee_invoice(company=None, vat_registered=True):
+    """A course fee with 25 % VAT, as an event invoices it (two seats at 2 000 kr)."""
     settings = get_settings()
-    settings.vat_registered = True
+    settings.vat_registered = vat_registered
     settings.foretaksregisteret = True
+    company = company or make_member("Kursdeltaker AS")
+    invoice = create_invoice(
+        company,
+        [
+            LineSpec("LEAN-kurs, 3 samlinger", 200_000, quantity=2, vat_category="S", vat_rate=25),
+            LineSpec("Kursmateriell", 12_345, vat_category="S", vat_rate=25),
+        ],
+        kind="event",
+    )
+    db.session.commit()
+    return invoice
 
-    document = invoice_document(invoice, settings)
+
+@needs_rules
+def test_course_fee_with_25_percent_vat_passes_and_carries_the_vat_number(ctx):
+    make_invoiced_members(1)
+    invoice = course_fee_invoice()
+
+    document = invoice_document(invoice, get_settings())
 
     check(document)
     assert xpath(document, "//cac:AccountingSupplierParty//cac:PartyTaxScheme/cbc:CompanyID") == [
         "NO974760673MVA",
         "Foretaksregisteret",
     ]
-    assert xpath(document, "/*/cac:TaxTotal/cbc:TaxAmount") == ["1000.00"]
-    assert xpath(document, "//cac:LegalMonetaryTotal/cbc:PayableAmount") == ["5000.00"]
+    assert xpath(document, "//cac:TaxSubtotal/cac:TaxCategory/cbc:ID") == ["S"]
+    assert xpath(document, "//cac:TaxSubtotal/cac:TaxCategory/cbc:Percent") == ["25"]
+    # 4 123.45 net, VAT 25 % of it rounded half up: 1 030.86; the KID amount is the total.
+    assert xpath(document, "/*/cac:TaxTotal/cbc:TaxAmount") == ["1030.86"]
+    assert xpath(document, "//cac:LegalMonetaryTotal/cbc:PayableAmount") == ["5154.31"]
+    assert invoice.amount_ore == 515_431
+    assert xpath(document, "//cac:InvoiceLine/cbc:InvoicedQuantity") == ["2", "1"]
+
+
+@needs_rules
+def test_credit_note_of_a_course_fee_passes_with_its_vat(ctx):
+    make_invoiced_members(1)
+    invoice = course_fee_invoice()
+    full = credit_invoice(invoice, "Kurset ble avlyst", amount_ore=100_000)
+    db.session.commit()
+
+    document = credit_note_document(full, get_settings())
+
+    check(document)
+    assert xpath(document, "//cac:TaxSubtotal/cac:TaxCategory/cbc:ID") == ["S"]
+    assert xpath(document, "//cac:LegalMonetaryTotal/cbc:PayableAmount") == ["1000.00"]
 
 
 @needs_rules
@@ -183,15 +210,26 @@ def test_a_buyer_without_organisation_number_gets_a_clear_refusal(ctx):
         invoice_document(invoice, get_settings())
 
 
-def test_vat_charged_by_a_cluster_not_registered_for_vat_is_refused(ctx, monkeypatch):
-    invoice = make_invoiced_members(1)[0]
-    monkeypatch.setattr(
-        ehf,
-        "invoice_lines",
-        lambda inv: [ehf.EhfLine("Kurs", Decimal(1), 100_000, 100_000, "S", Decimal(25))],
-    )
+def test_vat_charged_by_a_cluster_not_registered_for_vat_is_refused(ctx):
+    make_invoiced_members(1)
+    invoice = course_fee_invoice(vat_registered=False)
 
     with pytest.raises(FeeError, match="not VAT-registered"):
+        invoice_document(invoice, get_settings())
+
+
+def test_an_invoice_mixing_vat_and_outside_scope_lines_is_refused_as_ehf(ctx):
+    make_invoiced_members(1)
+    get_settings().vat_registered = True
+    invoice = create_invoice(
+        make_member("Blandet AS"),
+        [
+            LineSpec("Kontingent", 100_000),
+            LineSpec("Kurs", 100_000, vat_category="S", vat_rate=25),
+        ],
+    )
+
+    with pytest.raises(FeeError, match="cannot mix"):
         invoice_document(invoice, get_settings())
 
 

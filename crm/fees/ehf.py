@@ -47,9 +47,15 @@ CBC = "urn:oasis:names:specification:ubl:schema:xsd:CommonBasicComponents-2"
 
 OUTSIDE_SCOPE = "O"
 STANDARD_RATE = "S"
-# VATEX-EU-O: "Not subject to VAT" (the code list for BT-121); the text says why.
-OUTSIDE_SCOPE_REASON_CODE = "VATEX-EU-O"
-OUTSIDE_SCOPE_REASON = "Medlemskontingent er utenfor merverdiavgiftsområdet"
+# The VAT exemption reason (BT-120/121) that categories other than S must carry
+# (BR-O-10, BR-E-10, BR-AE-10, BR-IC-10, BR-G-10; VATEX code list), in the buyer's language.
+EXEMPTION_REASONS = {
+    "O": ("VATEX-EU-O", "Utenfor merverdiavgiftsområdet (medlemskontingent)"),
+    "E": (None, "Fritatt for merverdiavgift"),
+    "AE": ("VATEX-EU-AE", "Omvendt avgiftsplikt"),
+    "K": ("VATEX-EU-IC", "Leveranse innen EØS"),
+    "G": ("VATEX-EU-G", "Eksport utenfor EØS"),
+}
 
 
 @dataclass(frozen=True)
@@ -58,51 +64,36 @@ class EhfLine:
 
     name: str
     quantity: Decimal
-    unit_price_ore: int
+    unit_price_ore: int  # never negative (BR-27): a discount is a negative quantity
     net_ore: int
     category: str  # "O" outside the scope of VAT, "S" standard rate, …
     percent: Decimal | None  # None for O
+    vat_ore: int = 0  # the line's share of its VAT group's VAT (crm/fees/lines.py)
+
+
+def _ehf_line(line) -> EhfLine:
+    quantity, price = line.quantity, line.unit_price_ore
+    if price < 0:
+        quantity, price = -quantity, -price
+    return EhfLine(
+        name=line.description,
+        quantity=quantity,
+        unit_price_ore=price,
+        net_ore=line.net_ore,
+        category=line.vat_category,
+        percent=None if line.vat_category == OUTSIDE_SCOPE else line.vat_rate,
+        vat_ore=line.vat_ore,
+    )
 
 
 def invoice_lines(invoice: Invoice) -> list[EhfLine]:
-    """The lines of an invoice. Today an invoice is one amount, the membership fee,
-    outside the scope of VAT; this is the one place that reads an invoice's lines."""
-    return [
-        EhfLine(
-            name=invoice.description or f"Faktura {invoice.number}",
-            quantity=Decimal(1),
-            unit_price_ore=invoice.amount_ore,
-            net_ore=invoice.amount_ore,
-            category=OUTSIDE_SCOPE,
-            percent=None,
-        )
-    ]
+    """The invoice's lines (`InvoiceLine`) as EHF lines."""
+    return [_ehf_line(line) for line in invoice.lines]
 
 
 def credit_note_lines(note: CreditNote) -> list[EhfLine]:
-    """A credit note credits part or all of its invoice: one line per VAT group of the
-    invoice, the credited amount shared out in proportion (in whole øre)."""
-    lines = invoice_lines(note.invoice)
-    total = sum(line.net_ore for line in lines) or 1
-    credited, result = 0, []
-    for index, line in enumerate(lines):
-        share = (
-            note.amount_ore - credited
-            if index == len(lines) - 1
-            else note.amount_ore * line.net_ore // total
-        )
-        credited += share
-        result.append(
-            EhfLine(
-                name=f"Kreditnota for faktura {note.invoice.number}: {line.name}",
-                quantity=Decimal(1),
-                unit_price_ore=share,
-                net_ore=share,
-                category=line.category,
-                percent=line.percent,
-            )
-        )
-    return result
+    """The credit note's lines (`CreditNoteLine`, positive like the note) as EHF lines."""
+    return [_ehf_line(line) for line in note.lines]
 
 
 # --- building ---------------------------------------------------------------------------
@@ -120,15 +111,10 @@ def _amount(parent, tag: str, ore: int):
     return _el(parent, tag, plain(ore), currencyID=CURRENCY)
 
 
-def _percent(value: Decimal) -> str:
-    return format(value.normalize(), "f")
-
-
-def _vat_amount_ore(net_ore: int, percent: Decimal | None) -> int:
-    """VAT of a category's taxable amount, rounded half up to whole øre (BR-CO-17)."""
-    if not percent:
-        return 0
-    return int((Decimal(net_ore) * percent / 100).quantize(Decimal(1), rounding="ROUND_HALF_UP"))
+def _number(value: Decimal) -> str:
+    """A decimal without trailing zeros and never in exponent form ("1", "2.5", "25")."""
+    text = format(value, "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def _check(settings: FeeSettings, buyer_orgnr: str) -> None:
@@ -196,6 +182,8 @@ def buyer_reference(invoice: Invoice) -> str:
     """The buyer's reference (BT-10): the invoice contact's name, else the orgnr."""
     from crm.fees.services import invoice_contact
 
+    if invoice.company is None:
+        return invoice.customer_orgnr or invoice.customer_name
     try:
         contact = invoice_contact(invoice.company)
     except FeeError:
@@ -204,34 +192,42 @@ def buyer_reference(invoice: Invoice) -> str:
 
 
 def _tax_and_totals(root, lines: list[EhfLine]) -> None:
-    groups: dict[tuple[str, Decimal | None], int] = {}
+    """TaxTotal with one TaxSubtotal per (category, rate), then LegalMonetaryTotal.
+
+    A group's VAT is the sum of its lines' shares, which crm/fees/lines.py made equal to
+    the group's net × rate rounded half up (BR-CO-17), so the document's totals are the
+    invoice's own (the KID amount is the PayableAmount)."""
+    groups: dict[tuple[str, Decimal | None], list[int]] = {}
     for line in lines:
-        key = (line.category, line.percent)
-        groups[key] = groups.get(key, 0) + line.net_ore
-    vat = {key: _vat_amount_ore(net, key[1]) for key, net in groups.items()}
+        net_and_vat = groups.setdefault((line.category, line.percent), [0, 0])
+        net_and_vat[0] += line.net_ore
+        net_and_vat[1] += line.vat_ore
+    vat_total = sum(vat for _net, vat in groups.values())
     tax_total = _el(root, "cac:TaxTotal")
-    _amount(tax_total, "cbc:TaxAmount", sum(vat.values()))
-    for (category, percent), net in groups.items():
+    _amount(tax_total, "cbc:TaxAmount", vat_total)
+    for (category, percent), (net, vat) in groups.items():
         subtotal = _el(tax_total, "cac:TaxSubtotal")
         _amount(subtotal, "cbc:TaxableAmount", net)
-        _amount(subtotal, "cbc:TaxAmount", vat[(category, percent)])
+        _amount(subtotal, "cbc:TaxAmount", vat)
         _tax_category(subtotal, "cac:TaxCategory", category, percent, with_reason=True)
-    net_total = sum(groups.values())
+    net_total = sum(net for net, _vat in groups.values())
     totals = _el(root, "cac:LegalMonetaryTotal")
     _amount(totals, "cbc:LineExtensionAmount", net_total)
     _amount(totals, "cbc:TaxExclusiveAmount", net_total)
-    _amount(totals, "cbc:TaxInclusiveAmount", net_total + sum(vat.values()))
-    _amount(totals, "cbc:PayableAmount", net_total + sum(vat.values()))
+    _amount(totals, "cbc:TaxInclusiveAmount", net_total + vat_total)
+    _amount(totals, "cbc:PayableAmount", net_total + vat_total)
 
 
 def _tax_category(parent, tag, category: str, percent: Decimal | None, with_reason: bool):
     element = _el(parent, tag)
     _el(element, "cbc:ID", category)
     if category != OUTSIDE_SCOPE:
-        _el(element, "cbc:Percent", _percent(percent or Decimal(0)))
-    if with_reason and category == OUTSIDE_SCOPE:
-        _el(element, "cbc:TaxExemptionReasonCode", OUTSIDE_SCOPE_REASON_CODE)
-        _el(element, "cbc:TaxExemptionReason", OUTSIDE_SCOPE_REASON)
+        _el(element, "cbc:Percent", _number(percent or Decimal(0)))
+    if with_reason and category in EXEMPTION_REASONS:
+        code, reason = EXEMPTION_REASONS[category]
+        if code:
+            _el(element, "cbc:TaxExemptionReasonCode", code)
+        _el(element, "cbc:TaxExemptionReason", reason)
     _el(_el(element, "cac:TaxScheme"), "cbc:ID", "VAT")
 
 
@@ -242,7 +238,7 @@ def _lines(root, lines: list[EhfLine], credit: bool) -> None:
         _el(
             element,
             "cbc:CreditedQuantity" if credit else "cbc:InvoicedQuantity",
-            format(line.quantity.normalize(), "f"),
+            _number(line.quantity),
             unitCode="C62",  # "one" (UN/ECE rec. 20): a unit without a measure
         )
         _amount(element, "cbc:LineExtensionAmount", line.net_ore)

@@ -627,7 +627,7 @@ def queue_invoice_email(invoice: Invoice):
     )
     from crm.fees.delivery import record_delivery
 
-    record_delivery(invoice, "email", contact.email, f"invoice:{invoice.id}:{invoice.send_count}")
+    record_delivery(invoice, "email", recipient.email, f"invoice:{invoice.id}:{invoice.send_count}")
     db.session.flush()
     return message
 
