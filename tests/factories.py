@@ -346,3 +346,35 @@ def make_newsletter(subject: str = "Nytt fra klyngen", body: str | None = None, 
     db.session.commit()
     db.session.refresh(newsletter)
     return newsletter
+
+
+def bulk_network_members(
+    count: int, network, company=None, prefix: str = "member", **contact_fields
+) -> list[int]:
+    """`count` contacts of a member company in `network` (no newsletter consent),
+    inserted in bulk; their ids. Addresses are `{prefix}{n}@example.no`."""
+    from sqlalchemy import insert
+
+    from crm.members.models import contact_network
+
+    if company is None:
+        company = make_company(f"{prefix.title()} AS", membership_status="member")
+    contact_ids = db.session.scalars(
+        insert(Contact).returning(Contact.id, sort_by_parameter_order=True),
+        [
+            {
+                "first_name": f"Person{n}",
+                "last_name": "Medlem",
+                "email": f"{prefix}{n}@example.no",
+                "company_id": company.id,
+                **contact_fields,
+            }
+            for n in range(count)
+        ],
+    ).all()
+    db.session.execute(
+        insert(contact_network),
+        [{"contact_id": cid, "network_id": network.id} for cid in contact_ids],
+    )
+    db.session.commit()
+    return list(contact_ids)

@@ -1,15 +1,22 @@
-"""Who receives a newsletter: the one place that decides.
+"""Who may be mailed, and why: the one place that decides.
 
 `eligible_contacts` is the rule, used both when the ledger is created and again for
-each batch just before it is sent (consent may be withdrawn, an address suppressed or
-a person erased while a large newsletter is going out):
+each batch just before it is sent (consent may be withdrawn, an objection made, an
+address suppressed or a person erased while a large mailing is going out). Each
+recipient has a *basis* (`recipients_with_basis`, stored on their ledger row):
 
-- active consent for at least one of the newsletter's topics (the consent ledger's
-  current state; `crm.subscriptions.ledger.contacts_with_active_consent`) — always;
-- an email address, not archived, not erased, not on the suppression list — always;
-- then the contact filters staff chose: networks, municipalities (of the contact's
-  company), member / non-member companies, contact roles. Within one filter any value
-  matches; different filters must all match.
+- **consent**: active consent for at least one of the mailing's topics (the consent
+  ledger's current state; `crm.subscriptions.ledger.contacts_with_active_consent`).
+  A newsletter (marketing) reaches nobody on any other basis.
+- **membership of network N**: network mail (and invitations) of network N reach the
+  contacts in N of member companies without newsletter consent, unless the person has
+  objected to N's mail (an `objected` event in the consent ledger for N's topic). An
+  objection to any of the mailing's networks also stops it reaching them on consent.
+- always: an email address, not archived, not erased, not on the suppression list;
+- then the contact filters staff chose: networks (for a newsletter; for network mail
+  its networks are the basis instead), municipalities (of the contact's company),
+  member / non-member companies, contact roles. Within one filter any value matches;
+  different filters must all match.
 """
 
 from __future__ import annotations
@@ -17,13 +24,19 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import Select, exists, false, func, or_, select
+from sqlalchemy import Integer, Select, and_, case, exists, false, func, literal, null, or_, select
 
+from crm.bulk import id_in
 from crm.extensions import db
 from crm.mail.models import Suppression
 from crm.members.models import ROLE_COLUMNS, Company, Contact, contact_network
 from crm.subscriptions.ledger import active_consent_exists, contacts_with_active_consent
-from crm.subscriptions.models import GENERAL_TOPIC, Subscriber
+from crm.subscriptions.models import GENERAL_TOPIC, ConsentState, Subscriber, Topic
+
+BASIS_CONSENT = "consent"
+BASIS_MEMBERSHIP = "membership"
+# Kinds of mail whose networks are a basis (membership), not just a filter.
+MEMBERSHIP_KINDS = ("network_mail", "event_invitation")
 
 
 @dataclass(frozen=True)
@@ -33,6 +46,7 @@ class Audience:
     municipalities: tuple[str, ...] = ()
     membership: str = ""  # "" | "member" | "non_member"
     roles: tuple[str, ...] = ()
+    kind: str = "newsletter"
 
     @classmethod
     def of(cls, newsletter) -> Audience:
@@ -42,7 +56,13 @@ class Audience:
             municipalities=tuple(str(m) for m in newsletter.municipalities or ()),
             membership=newsletter.membership or "",
             roles=tuple(newsletter.roles or ()),
+            kind=getattr(newsletter, "kind", None) or "newsletter",
         )
+
+    @property
+    def basis_networks(self) -> tuple[int, ...]:
+        """The networks whose membership is a basis for this mail (none for newsletters)."""
+        return self.network_ids if self.kind in MEMBERSHIP_KINDS else ()
 
 
 def _not_suppressed():
@@ -64,9 +84,71 @@ def _has_consent(topics: Iterable[str], among=None):
     return or_(*[Contact.id.in_(contacts_with_active_consent(slug)) for slug in slugs])
 
 
+def _objected(contact_id, network_id):
+    """The contact objected to the network's mail: its topic's state is `objected`.
+
+    Correlated on both (columns of enclosing queries, however deep, or values): key
+    lookups on consent_state's primary key.
+    """
+    return (
+        select(ConsentState.contact_id)
+        .join(Topic, Topic.id == ConsentState.topic_id)
+        .where(
+            ConsentState.contact_id == contact_id,
+            ConsentState.status == "objected",
+            Topic.network_id == network_id,
+        )
+        .correlate_except(ConsentState, Topic)
+        .exists()
+    )
+
+
+def _objected_to_any(networks: tuple[int, ...]):
+    return (
+        select(ConsentState.contact_id)
+        .join(Topic, Topic.id == ConsentState.topic_id)
+        .where(
+            ConsentState.contact_id == Contact.id,
+            ConsentState.status == "objected",
+            Topic.network_id.in_(networks),
+        )
+        .correlate_except(ConsentState, Topic)
+        .exists()
+    )
+
+
+def _of_member_company():
+    return Contact.company_id.in_(select(Company.id).where(Company.membership_status == "member"))
+
+
+def _membership_basis(networks: tuple[int, ...]):
+    """In one of the networks, at a member company, without objecting to that network."""
+    cn = contact_network
+    return and_(
+        _of_member_company(),
+        select(cn.c.contact_id)
+        .where(
+            cn.c.contact_id == Contact.id,
+            cn.c.network_id.in_(networks),
+            ~_objected(Contact.id, cn.c.network_id),
+        )
+        .correlate_except(cn)
+        .exists(),
+    )
+
+
+def _basis(audience: Audience, among):
+    """Some basis to mail the contact: consent, or (network mail) membership."""
+    consent = _has_consent(audience.topics, among)
+    networks = audience.basis_networks
+    if not networks:
+        return consent
+    return or_(_membership_basis(networks), and_(consent, ~_objected_to_any(networks)))
+
+
 def _filters(audience: Audience) -> list:
     conditions = []
-    if audience.network_ids:
+    if audience.network_ids and not audience.basis_networks:
         conditions.append(
             exists().where(
                 contact_network.c.contact_id == Contact.id,
@@ -104,20 +186,30 @@ def eligible_contacts(audience: Audience, among: Select | Iterable[int] | None =
     `among` restricts it to some contacts: a select of contact ids (a batch's ledger
     rows — the fast way at 100,000 recipients) or a list of ids.
     """
+    if among is not None and audience.basis_networks:
+        # Network mail: the batch's ids as one array. With the membership test beside
+        # the consent test (an OR) PostgreSQL cannot estimate the contact rows and, given
+        # the batch as a subquery, re-read it for every contact (2 s for 1,000 rows).
+        among = db.session.scalars(among).all() if isinstance(among, Select) else list(among)
+        return _eligible(audience, among).where(id_in(Contact.id, among))
     if among is not None and not isinstance(among, Select):
         among = list(among)
-    statement = select(Contact.id).where(
+    statement = _eligible(audience, among)
+    if among is not None:
+        statement = statement.where(Contact.id.in_(among))
+    return statement
+
+
+def _eligible(audience: Audience, among) -> Select:
+    return select(Contact.id).where(
         Contact.email.is_not(None),
         Contact.email != "",
         Contact.archived_at.is_(None),
-        _has_consent(audience.topics, among),
+        _basis(audience, among),
         _not_suppressed(),
         _not_erased(),
         *_filters(audience),
     )
-    if among is not None:
-        statement = statement.where(Contact.id.in_(among))
-    return statement
 
 
 def recipient_contacts(audience: Audience) -> Select:
@@ -133,11 +225,68 @@ def recipient_contacts(audience: Audience) -> Select:
     )
 
 
+def recipients_with_basis(audience: Audience) -> Select:
+    """`recipient_contacts` with why each may be mailed: (contact_id, basis, network_id).
+
+    Membership of the lowest-numbered of the mail's networks that holds wins over
+    consent, so the email carries the objection link for that network's mail. A
+    newsletter's recipients all have consent: no per-row work for it.
+    """
+    chosen = recipient_contacts(audience).subquery()
+    networks = audience.basis_networks
+    if not networks:
+        return select(
+            chosen.c.contact_id,
+            literal(BASIS_CONSENT).label("basis"),
+            null().cast(Integer).label("network_id"),
+        )
+    cn = contact_network
+    member = (
+        select(Contact.id)
+        .where(Contact.id == chosen.c.contact_id, _of_member_company())
+        .correlate_except(Contact, Company)
+        .exists()
+    )
+    network = (
+        select(func.min(cn.c.network_id))
+        .where(
+            cn.c.contact_id == chosen.c.contact_id,
+            cn.c.network_id.in_(networks),
+            ~_objected(chosen.c.contact_id, cn.c.network_id),
+            member,
+        )
+        .correlate_except(cn)
+        .scalar_subquery()
+    )
+    with_network = select(chosen.c.contact_id, network.label("network_id")).subquery()
+    return select(
+        with_network.c.contact_id,
+        case((with_network.c.network_id.is_(None), BASIS_CONSENT), else_=BASIS_MEMBERSHIP).label(
+            "basis"
+        ),
+        with_network.c.network_id,
+    )
+
+
 def count(audience: Audience) -> int:
     """How many would receive it now."""
     return db.session.scalar(
         select(func.count()).select_from(recipient_contacts(audience).subquery())
     )
+
+
+def count_by_basis(audience: Audience) -> dict[int | None, int]:
+    """How many would receive it now, per basis: None = consent, else a network id."""
+    if not audience.basis_networks:
+        total = count(audience)
+        return {None: total} if total else {}
+    rows = recipients_with_basis(audience).subquery()
+    return {
+        network_id: int(number)
+        for network_id, number in db.session.execute(
+            select(rows.c.network_id, func.count()).group_by(rows.c.network_id)
+        )
+    }
 
 
 def exclusion_reasons(audience: Audience, contact_ids: Iterable[int]) -> dict[int, str]:
@@ -163,7 +312,9 @@ def exclusion_reasons(audience: Audience, contact_ids: Iterable[int]) -> dict[in
         or_(Contact.email.is_(None), Contact.email == "", Contact.archived_at.is_not(None)),
     )
     mark("suppressed", ~_not_suppressed())
-    mark("no_consent", ~_has_consent(audience.topics, among=ids))
+    if audience.basis_networks:
+        mark("objected", _objected_to_any(audience.basis_networks))
+    mark("no_consent", ~_basis(audience, among=ids))
     for contact_id in ids:
         reasons.setdefault(contact_id, "filter")
     return reasons

@@ -51,8 +51,16 @@ def newsletters_cli():
 @click.option("--network", "networks", multiple=True, help="Network name (or slug).")
 @click.option("--municipality", "municipalities", multiple=True, help="Municipality number.")
 @click.option("--archive/--no-archive", default=False, help="Publish in the public archive.")
+@click.option(
+    "--network-mail",
+    is_flag=True,
+    help="The --network(s)' own mail: their contacts at member companies get it without "
+    "consent (each email carries a one-click objection to that network's mail).",
+)
 @with_appcontext
-def create_command(subject, body_file, preheader, topics, networks, municipalities, archive):
+def create_command(
+    subject, body_file, preheader, topics, networks, municipalities, archive, network_mail
+):
     """Create a draft from a Markdown file; prints {"id": …, "recipients": …}."""
     from crm.members.models import Network
     from crm.newsletters import services
@@ -79,10 +87,11 @@ def create_command(subject, body_file, preheader, topics, networks, municipaliti
             subject=subject,
             body=body,
             preheader=preheader,
-            topics=tuple(topics) or (GENERAL_TOPIC,),
+            topics=tuple(topics) or (() if network_mail else (GENERAL_TOPIC,)),
             network_ids=tuple(network_ids),
             municipalities=tuple(municipalities),
             in_archive=archive,
+            kind="network_mail" if network_mail else "newsletter",
         )
         try:
             newsletter = services.create_newsletter(content)

@@ -269,13 +269,22 @@ def newsletter_locale() -> str:
 
 
 def render_email(
-    subject: str, preheader: str, body: str, archive_url: str = "", *, remote_images: bool = True
+    subject: str,
+    preheader: str,
+    body: str,
+    archive_url: str = "",
+    *,
+    remote_images: bool = True,
+    network_names: tuple[str, ...] = (),
 ) -> RenderedEmail:
     """The email for every recipient, with substitution tags for their own values.
 
     `remote_images=False` is for showing it on our pages (the preview), which load
-    nothing from other hosts.
+    nothing from other hosts. `network_names`: network mail, whose footer says why it
+    came and that its unsubscribe link stops the network's mail.
     """
+    from crm.subscriptions.network_mail import network_notice
+
     content = body_html(body) if remote_images else page_html(body)
     context = {
         "subject": subject,
@@ -290,6 +299,7 @@ def render_email(
         "public_base_url": current_app.config["PUBLIC_BASE_URL"],
     }
     with force_locale(newsletter_locale()):
+        context["notice"] = network_notice(network_names) if network_names else ""
         html = render_template(
             "email/newsletters/newsletter.html",
             **{**context, "subject": _html_tags(subject), "preheader": _html_tags(preheader)},

@@ -35,6 +35,13 @@ ROLE_LABELS = {
     "invoice": _l("Invoice contacts"),
     "board": _l("Board representatives"),
 }
+KIND_LABELS = {
+    "newsletter": _l("Newsletter: to subscribers of the chosen topics"),
+    "network_mail": _l(
+        "Network mail: to the chosen networks' contacts at member companies (no consent needed)"
+    ),
+}
+KIND_CHOICES = tuple(SelectChoice(value, label) for value, label in KIND_LABELS.items())
 MEMBERSHIP_CHOICES = tuple(SelectChoice(value, label) for value, label in MEMBERSHIP_LABELS.items())
 ROLE_CHOICES = tuple(SelectChoice(role, ROLE_LABELS[role]) for role in CONTACT_ROLES)
 
@@ -62,6 +69,7 @@ class NewsletterForm(FlaskForm):
         validators=[DataRequired(), Length(max=MAX_BODY_LENGTH)],
         filters=[_body_text],
     )
+    kind = SelectField(_l("Kind of mail"), choices=KIND_CHOICES, default="newsletter")
     topics = MultiCheckboxField(_l("Topics"))
     networks = MultiCheckboxField(_l("Networks"), coerce=int)
     municipalities = MultiCheckboxField(_l("Municipalities"))

@@ -12,6 +12,7 @@ from __future__ import annotations
 from sqlalchemy import exists, func, insert, literal, select, update
 
 from crm.extensions import db
+from crm.members.models import Network
 from crm.newsletters import audience, compose
 from crm.newsletters.models import Newsletter, NewsletterBatch, NewsletterRecipient
 from crm.newsletters.queueing import after_commit, batch_job_id
@@ -24,10 +25,26 @@ def archive_url(newsletter: Newsletter) -> str:
     return public_url(f"/nyhetsbrev/{newsletter.id}") if newsletter.in_archive else ""
 
 
+def network_names(newsletter: Newsletter) -> tuple[str, ...]:
+    """The networks whose mail it is (network mail), by name; () for a newsletter."""
+    networks = audience.Audience.of(newsletter).basis_networks
+    if not networks:
+        return ()
+    return tuple(
+        db.session.scalars(
+            select(Network.name).where(Network.id.in_(networks)).order_by(Network.name)
+        )
+    )
+
+
 def freeze_content(newsletter: Newsletter) -> None:
     """Render the email once; every batch (and any resend) sends exactly this."""
     rendered = compose.render_email(
-        newsletter.subject, newsletter.preheader, newsletter.body, archive_url(newsletter)
+        newsletter.subject,
+        newsletter.preheader,
+        newsletter.body,
+        archive_url(newsletter),
+        network_names=network_names(newsletter),
     )
     newsletter.html = rendered.html
     newsletter.text = rendered.text
@@ -37,7 +54,7 @@ def create_ledger(newsletter: Newsletter) -> int:
     """One pending row per recipient and the batches they go out in; the row count."""
     size = batch_size()
     now = utcnow()
-    recipients = audience.recipient_contacts(audience.Audience.of(newsletter)).subquery()
+    recipients = audience.recipients_with_basis(audience.Audience.of(newsletter)).subquery()
     numbered = select(
         literal(newsletter.id),
         recipients.c.contact_id,
@@ -45,10 +62,21 @@ def create_ledger(newsletter: Newsletter) -> int:
         literal("pending"),
         literal(""),
         literal(""),
+        recipients.c.basis,
+        recipients.c.network_id,
     )
     db.session.execute(
         insert(NewsletterRecipient).from_select(
-            ["newsletter_id", "contact_id", "batch_number", "state", "skip_reason", "error"],
+            [
+                "newsletter_id",
+                "contact_id",
+                "batch_number",
+                "state",
+                "skip_reason",
+                "error",
+                "basis",
+                "basis_network_id",
+            ],
             numbered,
         )
     )
@@ -103,6 +131,19 @@ def create_ledger(newsletter: Newsletter) -> int:
     return db.session.scalar(
         select(func.count()).select_from(R).where(R.newsletter_id == newsletter.id)
     )
+
+
+def counts_by_basis(newsletter_id: int) -> dict[int | None, int]:
+    """Ledger rows per basis: None = consent, else the network of a membership basis."""
+    R = NewsletterRecipient
+    return {
+        network_id: int(number)
+        for network_id, number in db.session.execute(
+            select(R.basis_network_id, func.count())
+            .where(R.newsletter_id == newsletter_id)
+            .group_by(R.basis_network_id)
+        )
+    }
 
 
 def counts(newsletter_id: int) -> dict[str, int]:

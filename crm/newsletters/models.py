@@ -24,6 +24,12 @@ EDITABLE_STATES = ("draft", "scheduled")
 RECIPIENT_STATES = ("pending", "sent", "failed", "skipped")
 BATCH_STATES = ("pending", "sent", "failed")
 MEMBERSHIP_FILTERS = ("", "member", "non_member")
+# newsletter: to consent holders of its topics. network_mail: a network's own mail
+# (meeting notes …), which contacts of member companies in the network get on the basis
+# of that membership, without newsletter consent (see crm.newsletters.audience).
+NEWSLETTER_KINDS = ("newsletter", "network_mail")
+# Why a ledger row may be mailed: consent for a topic, or membership of a network.
+BASES = ("consent", "membership")
 
 
 class Newsletter(Audited, db.Model):
@@ -36,8 +42,10 @@ class Newsletter(Audited, db.Model):
     preheader: Mapped[str] = mapped_column(String(200), default="")
     body: Mapped[str] = mapped_column(Text, default="")  # Markdown
 
-    # Audience: consent for any of `topics` (slugs) is always required; the contact
-    # filters narrow it further (empty = no restriction).
+    # Audience: consent for any of `topics` (slugs); for network mail also membership
+    # of `network_ids` (then not a filter but the networks whose mail it is). The
+    # contact filters narrow it further (empty = no restriction).
+    kind: Mapped[str] = mapped_column(String(20), default="newsletter", server_default="newsletter")
     topics: Mapped[list] = mapped_column(JSON, default=list)
     network_ids: Mapped[list] = mapped_column(JSON, default=list)
     municipalities: Mapped[list] = mapped_column(JSON, default=list)
@@ -134,8 +142,14 @@ class NewsletterRecipient(db.Model):
     )
     batch_number: Mapped[int] = mapped_column()
     state: Mapped[str] = mapped_column(String(10), default="pending")
-    # no_consent | suppressed | erased | no_email | filter | duplicate | cancelled
+    # no_consent | objected | suppressed | erased | no_email | filter | duplicate | cancelled
     skip_reason: Mapped[str] = mapped_column(String(20), default="")
+    # Why this person may be mailed (decided by crm.newsletters.audience when the ledger
+    # is made): "consent" for a topic, or "membership" of network `basis_network_id`,
+    # whose one-click objection link the email then carries. No foreign key: the ledger
+    # is history, and per-row key checks slow its 100,000-row INSERT.
+    basis: Mapped[str] = mapped_column(String(12), default="consent", server_default="consent")
+    basis_network_id: Mapped[int | None] = mapped_column()
     error: Mapped[str] = mapped_column(Text, default="")
     provider_message_id: Mapped[str | None] = mapped_column(String(100))
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -27,6 +27,7 @@ from crm.mail.backends import substitute
 from crm.members.models import CONTACT_ROLES, Network
 from crm.newsletters import audience, compose, ledger, services, statistics
 from crm.newsletters.forms import (
+    KIND_LABELS,
     MEMBERSHIP_LABELS,
     ROLE_LABELS,
     ActionForm,
@@ -34,7 +35,12 @@ from crm.newsletters.forms import (
     ScheduleForm,
     municipality_labels,
 )
-from crm.newsletters.models import MEMBERSHIP_FILTERS, NEWSLETTER_STATES, Newsletter
+from crm.newsletters.models import (
+    MEMBERSHIP_FILTERS,
+    NEWSLETTER_KINDS,
+    NEWSLETTER_STATES,
+    Newsletter,
+)
 from crm.numbers import is_digits
 from crm.pagination import requested_page
 from crm.subscriptions.models import Topic
@@ -65,6 +71,7 @@ SKIP_LABELS = {
     "erased": _l("Erased"),
     "no_email": _l("No email address"),
     "filter": _l("No longer in the audience"),
+    "objected": _l("Objected to the network's mail"),
     "duplicate": _l("Same address twice"),
     "cancelled": _l("Cancelled"),
 }
@@ -137,6 +144,7 @@ def _content(form: NewsletterForm) -> services.Content:
         membership=form.membership.data or "",
         roles=tuple(form.roles.data or ()),
         in_archive=bool(form.in_archive.data),
+        kind=form.kind.data or "newsletter",
     )
 
 
@@ -263,8 +271,36 @@ def audience_count():
         if args.get("membership", "") in MEMBERSHIP_FILTERS
         else "",
         roles=tuple(r for r in args.getlist("roles") if r in CONTACT_ROLES),
+        kind=args.get("kind") if args.get("kind") in NEWSLETTER_KINDS else "newsletter",
     )
-    return jsonify(recipients=audience.count(rule))
+    by_basis = audience.count_by_basis(rule)
+    return jsonify(
+        recipients=sum(by_basis.values()),
+        by_basis=[
+            {"label": label, "recipients": number} for label, number in basis_lines(by_basis)
+        ],
+    )
+
+
+def basis_lines(by_basis: dict[int | None, int]) -> list[tuple[str, int]]:
+    """Counts per basis in words: "Consent for a topic", "Membership of Logistikk"."""
+    names = dict(
+        db.session.execute(
+            select(Network.id, Network.name).where(
+                Network.id.in_([n for n in by_basis if n is not None])
+            )
+        ).all()
+    )
+    lines = [(_("Consent for a topic"), by_basis[None])] if by_basis.get(None) else []
+    networks = sorted((n for n in by_basis if n is not None), key=lambda n: names.get(n, ""))
+    for network_id in networks:
+        lines.append(
+            (
+                _("Membership of %(network)s", network=names.get(network_id, f"#{network_id}")),
+                by_basis[network_id],
+            )
+        )
+    return lines
 
 
 # -- one newsletter -------------------------------------------------------------------------
@@ -283,6 +319,8 @@ def _audience_summary(newsletter: Newsletter) -> dict:
         "municipalities": [places.get(n, n) for n in newsletter.municipalities or ()],
         "membership": MEMBERSHIP_LABELS.get(newsletter.membership or "", ""),
         "roles": [ROLE_LABELS.get(r, r) for r in newsletter.roles or ()],
+        "kind": KIND_LABELS.get(newsletter.kind or "newsletter", ""),
+        "network_mail": newsletter.kind != "newsletter",
     }
 
 
@@ -294,6 +332,7 @@ def newsletter_detail(newsletter_id: int):
         "newsletters/detail.html",
         newsletter=newsletter,
         recipients=services.recipient_count(newsletter),
+        by_basis=basis_lines(services.recipients_by_basis(newsletter)),
         progress=services.progress(newsletter) if not newsletter.editable else None,
         summary=_audience_summary(newsletter),
         action_form=ActionForm(),

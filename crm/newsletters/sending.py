@@ -165,13 +165,22 @@ class Row:
     email: str | None
     first_name: str
     last_name: str
+    # The network whose membership is the basis for mailing them (None: consent).
+    network_id: int | None = None
 
 
 def batch_rows(batch: NewsletterBatch, *conditions) -> list[Row]:
     """The batch's ledger rows with their contacts' addresses and names, in id order."""
     R = NewsletterRecipient
     result = db.session.execute(
-        select(R.id, R.contact_id, Contact.email, Contact.first_name, Contact.last_name)
+        select(
+            R.id,
+            R.contact_id,
+            Contact.email,
+            Contact.first_name,
+            Contact.last_name,
+            R.basis_network_id,
+        )
         .join(Contact, Contact.id == R.contact_id)
         .where(*ledger.in_batch(batch), *conditions)
         .order_by(R.id)
@@ -241,7 +250,13 @@ def build_mail(
     Returns the mail, the rows in it (in personalization order) and rows that cannot
     be mailed at all (with the reason).
     """
-    links = unsubscribe_urls([r.contact_id for r in rows])
+    # Network mail: every link is the one-click objection to a network's mail (that of
+    # the row's membership basis; for consent holders, the mail's first network).
+    networks = audience.Audience.of(newsletter).basis_networks
+    links = unsubscribe_urls(
+        [r.contact_id for r in rows],
+        {r.contact_id: r.network_id or networks[0] for r in rows} if networks else None,
+    )
     personalizer = compose.Personalizer()
     recipients, included, unmailable = [], [], []
     for row in rows:

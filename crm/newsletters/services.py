@@ -21,6 +21,7 @@ from crm.newsletters import audience, compose, ledger
 from crm.newsletters.models import (
     EDITABLE_STATES,
     MEMBERSHIP_FILTERS,
+    NEWSLETTER_KINDS,
     Newsletter,
     NewsletterBatch,
     NewsletterRecipient,
@@ -47,6 +48,7 @@ class Content:
     membership: str = ""
     roles: tuple[str, ...] = ()
     in_archive: bool = False
+    kind: str = "newsletter"
 
 
 def _clean_line(value: str, limit: int) -> str:
@@ -62,9 +64,11 @@ def _check(content: Content) -> Content:
         raise NewsletterError(_("A newsletter needs some text."))
     if len(body) > compose.MAX_BODY_LENGTH:
         raise NewsletterError(_("The text is too long."))
+    if content.kind not in NEWSLETTER_KINDS:
+        raise NewsletterError(_("Unknown kind of mail."))
     known_topics = set(db.session.scalars(select(Topic.slug)))
     topics = tuple(dict.fromkeys(t for t in content.topics if t))
-    if not topics:
+    if not topics and content.kind == "newsletter":
         raise NewsletterError(_("Choose at least one topic: only its subscribers can get it."))
     unknown = [t for t in topics if t not in known_topics]
     if unknown:
@@ -77,6 +81,8 @@ def _check(content: Content) -> Content:
     municipalities = tuple(dict.fromkeys(str(m).strip() for m in content.municipalities))
     if any(not (is_digits(m) and len(m) == 4) for m in municipalities):
         raise NewsletterError(_("A municipality number has four digits."))
+    if content.kind == "network_mail" and not network_ids:
+        raise NewsletterError(_("Network mail goes to the members of at least one network."))
     if content.membership not in MEMBERSHIP_FILTERS:
         raise NewsletterError(_("Unknown membership filter."))
     roles = tuple(dict.fromkeys(r for r in content.roles))
@@ -92,6 +98,7 @@ def _check(content: Content) -> Content:
         membership=content.membership,
         roles=roles,
         in_archive=bool(content.in_archive),
+        kind=content.kind,
     )
 
 
@@ -105,6 +112,7 @@ def _apply(newsletter: Newsletter, content: Content) -> None:
     newsletter.membership = content.membership
     newsletter.roles = list(content.roles)
     newsletter.in_archive = content.in_archive
+    newsletter.kind = content.kind
 
 
 def content_of(newsletter: Newsletter) -> Content:
@@ -118,6 +126,7 @@ def content_of(newsletter: Newsletter) -> Content:
         membership=newsletter.membership,
         roles=tuple(newsletter.roles or ()),
         in_archive=newsletter.in_archive,
+        kind=newsletter.kind or "newsletter",
     )
 
 
@@ -178,6 +187,14 @@ def delete_draft(newsletter: Newsletter) -> None:
     if newsletter.state != "draft":
         raise NewsletterError(_("Only drafts can be deleted."))
     db.session.delete(newsletter)
+
+
+def recipients_by_basis(newsletter: Newsletter) -> dict[int | None, int]:
+    """Recipients per basis (None = consent, else a network id): if it were sent now
+    (drafts), or the ledger's (once sending)."""
+    if newsletter.editable:
+        return audience.count_by_basis(audience.Audience.of(newsletter))
+    return ledger.counts_by_basis(newsletter.id)
 
 
 def recipient_count(newsletter: Newsletter) -> int:

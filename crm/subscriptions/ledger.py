@@ -39,6 +39,7 @@ STATUS_LABELS = {
     "withdrawn": _l("Withdrawn"),
     "bounced": _l("Bounced"),
     "complained": _l("Marked as spam"),
+    "objected": _l("Objected to the network's mail"),
 }
 
 
@@ -48,6 +49,7 @@ KIND_LABELS = {
     "withdrawn": _l("Withdrawn"),
     "bounced": _l("Bounced"),
     "complained": _l("Spam complaint"),
+    "objected": _l("Objection to network mail"),
 }
 
 
@@ -78,7 +80,7 @@ def next_status(status: str | None, kind: str, source: str) -> str | None:
         return "active"
     if kind == "confirmed":
         return "active" if status in LIVE_STATUSES else status
-    if kind in WITHDRAWING_KINDS:
+    if kind in WITHDRAWING_KINDS or kind == "objected":
         return kind
     raise ValueError(f"unknown consent event kind {kind!r}")
 

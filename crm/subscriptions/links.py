@@ -1,13 +1,14 @@
 """The links in every email: one-click unsubscribe and the preferences page."""
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from flask import current_app
 from sqlalchemy import select
 
 from crm.bulk import id_in
 from crm.extensions import db
-from crm.members.models import Contact
+from crm.members.models import Contact, Network
 from crm.subscriptions.ledger import (
     LIVE_STATUSES,
     allow_mail_again,
@@ -72,20 +73,51 @@ def unsubscribe_headers(contact: Contact) -> dict[str, str]:
     }
 
 
-def unsubscribe_urls(contact_ids: Iterable[int]) -> dict[int, str]:
-    """Unsubscribe URLs for many contacts with one query per 1,000 (newsletter sends)."""
+def unsubscribe_urls(
+    contact_ids: Iterable[int], networks: dict[int, int] | None = None
+) -> dict[int, str]:
+    """Unsubscribe URLs for many contacts with one query per 1,000 (newsletter sends).
+
+    `networks` maps a contact id to the network whose mail reached them (network mail):
+    their link then objects to that network's mail instead (`crm.subscriptions.network_mail`).
+    """
     ids = list(contact_ids)
     versions = _token_versions(ids)
-    tokens = make_link_tokens((cid, versions.get(cid, 1)) for cid in ids)
+    if networks:
+        claims = (
+            (cid, versions.get(cid, 1), networks[cid])
+            if cid in networks
+            else (cid, versions.get(cid, 1))
+            for cid in ids
+        )
+    else:
+        claims = ((cid, versions.get(cid, 1)) for cid in ids)
+    tokens = make_link_tokens(claims)
     base = public_url("/unsubscribe/")
     return {cid: base + token for cid, token in zip(ids, tokens, strict=True)}
 
 
-def contact_for_link(token: str) -> Contact | None:
-    """The contact an unsubscribe/preferences token speaks for, or None if it is void.
+def network_unsubscribe_headers(contact: Contact, network_id: int) -> dict[str, str]:
+    """RFC 8058 headers for one email of network mail: one click objects to its mail."""
+    url = unsubscribe_urls([contact.id], {contact.id: network_id})[contact.id]
+    return {"List-Unsubscribe": f"<{url}>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
 
-    Void: forged, or revoked by a token-version bump (erase, rotation). A token of a
-    contact merged into another speaks for the surviving contact.
+
+@dataclass(frozen=True)
+class LinkHolder:
+    """Whom an unsubscribe/preferences link speaks for, and (network mail) which
+    network's mail it stops."""
+
+    contact: Contact
+    network: Network | None = None
+
+
+def link_holder(token: str) -> LinkHolder | None:
+    """The contact (and network) a link token speaks for, or None if it is void.
+
+    Void: forged, revoked by a token-version bump (erase, rotation), or naming a
+    network that no longer exists. A token of a contact merged into another speaks for
+    the surviving contact.
     """
     try:
         claim: LinkClaim = read_link_token(token)
@@ -96,7 +128,18 @@ def contact_for_link(token: str) -> Contact | None:
         return None
     if _token_versions([contact.id]).get(contact.id, 1) != claim.version:
         return None
-    return follow_merges(contact)
+    network = None
+    if claim.network_id is not None:
+        network = db.session.get(Network, claim.network_id)
+        if network is None:
+            return None
+    return LinkHolder(follow_merges(contact), network)
+
+
+def contact_for_link(token: str) -> Contact | None:
+    """The contact an unsubscribe/preferences token speaks for, or None if it is void."""
+    holder = link_holder(token)
+    return holder.contact if holder is not None else None
 
 
 def revoke_links(contact: Contact) -> None:

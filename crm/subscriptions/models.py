@@ -20,10 +20,12 @@ from crm.types import UTCDateTime
 
 GENERAL_TOPIC = "generelt"
 
-CONSENT_KINDS = ("granted", "confirmed", "withdrawn", "bounced", "complained")
+# objected: the person objects to a network's mail (sent on the basis of membership,
+# not consent); recorded against the network's topic, see services.object_to_network_mail.
+CONSENT_KINDS = ("granted", "confirmed", "withdrawn", "bounced", "complained", "objected")
 CONSENT_SOURCES = ("web_form", "staff", "import", "email_link", "webhook")
 # pending: granted through the web form, waiting for the email confirmation.
-CONSENT_STATUSES = ("pending", "active", "withdrawn", "bounced", "complained")
+CONSENT_STATUSES = ("pending", "active", "withdrawn", "bounced", "complained", "objected")
 
 
 class Topic(db.Model):

@@ -32,6 +32,7 @@ from crm.subscriptions import (
     ledger,
     links,
     models,
+    network_mail,
     services,
     signup,
     staff_consent,
@@ -217,9 +218,12 @@ def confirm(token: str):
 @csrf.exempt  # RFC 8058 one-click: mail providers POST without any token of ours
 @limiter.limit("60 per minute", methods=["POST"])
 def unsubscribe(token: str):
-    contact = links.contact_for_link(token)
-    if contact is None:
+    holder = links.link_holder(token)
+    if holder is None:
         return _invalid_link()
+    contact = holder.contact
+    if holder.network is not None:
+        return _object_to_network_mail(token, contact, holder.network)
     if request.method == "POST":
         # Any body will do, RFC 8058's "List-Unsubscribe=One-Click" included.
         links.unsubscribe(contact, ip=_client_ip())
@@ -229,6 +233,24 @@ def unsubscribe(token: str):
         "subscriptions/unsubscribe.html",
         token=token,
         topics=ledger.subscribed_topics(contact),
+    )
+
+
+def _object_to_network_mail(token: str, contact: Contact, network) -> Response:
+    """A network mail's link: one click (RFC 8058 POST) objects to that network's mail."""
+    if request.method == "POST":
+        network_mail.object_to_network_mail(
+            contact, network, source="email_link", ip=_client_ip(), note="unsubscribe link"
+        )
+        db.session.commit()
+        return _render_public(
+            "subscriptions/network_unsubscribed.html", token=token, network=network
+        )
+    return _render_public(
+        "subscriptions/network_unsubscribe.html",
+        token=token,
+        network=network,
+        objected=network.id in network_mail.objected_network_ids(contact),
     )
 
 

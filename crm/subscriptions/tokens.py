@@ -3,6 +3,7 @@
 - confirmation links: expire (CONFIRM_MAX_AGE), name a pending signup and its nonce;
 - unsubscribe/preferences links: long-lived, name a contact and its token version,
   so bumping `Subscriber.token_version` (erase, rotation) revokes every old link;
+  a network mail's link also names the network whose mail it stops;
 - the signup form's start time: proves the form came from us and how long it took
   to fill in (bots post at once).
 
@@ -53,6 +54,8 @@ class ConfirmClaim:
 class LinkClaim:
     contact_id: int
     version: int
+    # Set in the links of network mail: unsubscribing objects to this network's mail.
+    network_id: int | None = None
 
 
 def _secret() -> str:
@@ -122,10 +125,11 @@ def make_link_token(contact_id: int, version: int) -> str:
     return make_link_tokens([(contact_id, version)])[0]
 
 
-def make_link_tokens(claims: Iterable[tuple[int, int]]) -> list[str]:
-    """A token for each (contact_id, version), signed with one lookup of the secret."""
+def make_link_tokens(claims: Iterable[tuple[int, ...]]) -> list[str]:
+    """A token for each (contact_id, version) or (contact_id, version, network_id),
+    signed with one lookup of the secret."""
     dumps = _link_serializer(_secret()).dumps
-    return [dumps([contact_id, version]) for contact_id, version in claims]
+    return [dumps(list(claim)) for claim in claims]
 
 
 def read_link_token(token: str) -> LinkClaim:
@@ -139,6 +143,8 @@ def read_link_token(token: str) -> LinkClaim:
     match payload:
         case [int(contact_id), int(version)]:
             return LinkClaim(contact_id, version)
+        case [int(contact_id), int(version), int(network_id)]:
+            return LinkClaim(contact_id, version, network_id)
     raise TokenInvalid
 
 

@@ -29,8 +29,9 @@
       });
       previewForm.submit();
     };
-    var audienceNames = ["topics", "networks", "municipalities", "membership", "roles"];
+    var audienceNames = ["kind", "topics", "networks", "municipalities", "membership", "roles"];
     var countTarget = compose.querySelector("[data-recipient-count]");
+    var basisTarget = compose.querySelector("[data-basis-counts]");
     var countController = null;
     var refreshCount = function () {
       if (!countTarget) return;
@@ -46,7 +47,18 @@
         signal: countController.signal,
       })
         .then(function (r) { return r.ok ? r.json() : Promise.reject(r.status); })
-        .then(function (body) { countTarget.textContent = numbers.format(body.recipients); })
+        .then(function (body) {
+          countTarget.textContent = numbers.format(body.recipients);
+          if (basisTarget) {
+            // Why they may be mailed: consent, or membership of a network (network mail).
+            basisTarget.textContent = "";
+            (body.by_basis || []).forEach(function (line) {
+              var item = document.createElement("li");
+              item.textContent = line.label + ": " + numbers.format(line.recipients);
+              basisTarget.appendChild(item);
+            });
+          }
+        })
         .catch(function () {});
     };
     var previewSoon = debounce(refreshPreview, 450);
