@@ -350,3 +350,49 @@ def test_the_batch_recheck_stays_fast_on_thousands_of_network_contacts(app_ctx):
     assert len(kept) == 1000
     print(f"ledger of 3,000: {created:.2f} s, recheck of a 1,000 batch: {recheck:.3f} s")
     assert created < 20 and recheck < 5, (created, recheck)
+
+
+@pytest.mark.browser
+def test_compose_network_mail_in_the_browser_shows_counts_per_basis(
+    app, page, live_server, artifacts_dir
+):
+    from tests.browser import login
+    from tests.factories import PASSWORD
+
+    with app.app_context():
+        logistikk = network()
+        member = make_company("Glåmdal Transport AS", membership_status="member")
+        for n in range(3):
+            make_contact(
+                f"Mia{n}",
+                "Medlem",
+                email=f"mia{n}@example.no",
+                company_id=member.id,
+                networks=[logistikk],
+            )
+        make_subscriber("abonnent@example.no")
+        make_user("staff", email="redaktor@example.no")
+        mia = db.session.scalar(db.select(Contact).filter_by(email="mia0@example.no"))
+        objection_url = subscriptions.unsubscribe_urls([mia.id], {mia.id: logistikk.id})[mia.id]
+    login(page, live_server, "redaktor@example.no", PASSWORD)
+    page.set_viewport_size({"width": 1440, "height": 1300})
+    page.goto(f"{live_server.url}/newsletters/new")
+    page.fill("input[name=subject]", "Møtereferat fra Logistikk-nettverket")
+    page.fill("textarea[name=body]", "Takk for et godt møte! Referatet følger her.")
+    page.select_option("select[name=kind]", "network_mail")
+    page.locator("ul#networks li:has-text('Logistikk') input").check()
+    from playwright.sync_api import expect
+
+    expect(page.locator("[data-recipient-count]")).to_have_text("4")
+    expect(page.locator("[data-basis-counts]")).to_contain_text("Medlemskap i Logistikk: 3")
+    expect(page.locator("[data-basis-counts]")).to_contain_text("Samtykke til et tema: 1")
+    page.evaluate("window.scrollTo(0, 0)")
+    page.screenshot(path=str(artifacts_dir / "network-mail-compose.png"), full_page=True)
+
+    path = urllib.parse.urlsplit(objection_url).path
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(f"{live_server.url}{path}")
+    page.screenshot(path=str(artifacts_dir / "network-mail-objection.png"), full_page=True)
+    page.click("button[type=submit]")
+    expect(page.locator("h1")).to_have_text("Du får ikke mer post fra nettverket")
+    page.screenshot(path=str(artifacts_dir / "network-mail-objected.png"), full_page=True)

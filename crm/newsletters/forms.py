@@ -36,10 +36,8 @@ ROLE_LABELS = {
     "board": _l("Board representatives"),
 }
 KIND_LABELS = {
-    "newsletter": _l("Newsletter: to subscribers of the chosen topics"),
-    "network_mail": _l(
-        "Network mail: to the chosen networks' contacts at member companies (no consent needed)"
-    ),
+    "newsletter": _l("Newsletter (needs consent)"),
+    "network_mail": _l("Network mail (to the networks' member contacts)"),
 }
 KIND_CHOICES = tuple(SelectChoice(value, label) for value, label in KIND_LABELS.items())
 MEMBERSHIP_CHOICES = tuple(SelectChoice(value, label) for value, label in MEMBERSHIP_LABELS.items())
