@@ -14,7 +14,7 @@ from crm.mail.services import suppress
 from crm.members.models import Contact, Network
 from crm.newsletters import audience, sending, services
 from crm.newsletters.models import Newsletter, NewsletterBatch, NewsletterRecipient
-from crm.subscriptions import services as subscriptions
+from crm.subscriptions import gdpr, links, network_mail, staff_consent, topics
 from crm.subscriptions.models import ConsentEvent, ConsentState
 from tests.factories import (
     bulk_network_members,
@@ -101,9 +101,9 @@ def test_network_mail_reaches_exactly_the_networks_member_company_contacts(
 
 
 def test_a_marketing_newsletter_still_needs_consent(app_ctx, logistikk_people):
-    topic = subscriptions.topic_by_slug("logistikk")
+    topic = topics.topic_by_slug("logistikk")
     mons = db.session.scalar(db.select(Contact).filter_by(email="mons@example.no"))
-    subscriptions.record_staff_consent(
+    staff_consent.record_staff_consent(
         mons, [topic], user=make_user(), channel="phone", note="Ringte 1.12."
     )
     db.session.commit()
@@ -136,7 +136,7 @@ def test_suppressed_erased_and_archived_members_are_never_mailed(app_ctx, logist
         )
     suppress("SUPP@example.no", "bounce")
     erased = db.session.scalar(db.select(Contact).filter_by(email="erased@example.no"))
-    subscriptions.erase_person(erased, user=make_user("admin"))
+    gdpr.erase_person(erased, user=make_user("admin"))
     archived = db.session.scalar(db.select(Contact).filter_by(email="archived@example.no"))
     archived.archived_at = archived.created_at
     db.session.commit()
@@ -164,7 +164,7 @@ def test_network_mail_carries_the_one_click_objection_and_a_post_stops_the_next_
     text = mia.get_body(preferencelist=("plain",)).get_content()
     assert link in text
     assert "Logistikk" in text  # the notice says why it came
-    holder = subscriptions.link_holder(link.rsplit("/", 1)[1])
+    holder = links.link_holder(link.rsplit("/", 1)[1])
     assert holder.network.id == logistikk_people.id
     assert holder.contact.email == "mia@example.no"
 
@@ -189,8 +189,8 @@ def test_network_mail_carries_the_one_click_objection_and_a_post_stops_the_next_
     assert event.source == "email_link"
     assert event.ip == "192.0.2.7"
     assert event.at is not None
-    assert f"notice v{subscriptions.NETWORK_NOTICE_VERSION}" in event.note
-    assert subscriptions.objected_network_ids(contact) == {logistikk_people.id}
+    assert f"notice v{network_mail.NETWORK_NOTICE_VERSION}" in event.note
+    assert network_mail.objected_network_ids(contact) == {logistikk_people.id}
 
     # A second click records nothing new.
     client.post(urllib.parse.urlsplit(link).path, data={"List-Unsubscribe": "One-Click"})
@@ -216,7 +216,7 @@ def test_an_objection_made_during_a_send_skips_the_person_with_the_reason(
     mail = make_newsletter(kind="network_mail", topics=(), network_ids=(logistikk_people.id,))
     start(mail)
     mia = db.session.scalar(db.select(Contact).filter_by(email="mia@example.no"))
-    subscriptions.object_to_network_mail(mia, logistikk_people, source="staff", user=make_user())
+    network_mail.object_to_network_mail(mia, logistikk_people, source="staff", user=make_user())
     db.session.commit()
     send_all(mail.id)
     rows = ledger_rows(mail.id)
@@ -232,7 +232,7 @@ def test_an_objection_to_one_network_leaves_another_networks_mail(app_ctx, logis
     hr = network("HR")
     mia.networks.append(hr)
     db.session.commit()
-    subscriptions.object_to_network_mail(mia, logistikk_people, source="staff", user=make_user())
+    network_mail.object_to_network_mail(mia, logistikk_people, source="staff", user=make_user())
     db.session.commit()
     both = audience.Audience(
         kind="network_mail", topics=(), network_ids=(logistikk_people.id, hr.id)
@@ -244,27 +244,25 @@ def test_an_objection_to_one_network_leaves_another_networks_mail(app_ctx, logis
 
 def test_choosing_the_networks_topic_again_lifts_the_objection(app_ctx, logistikk_people):
     mia = db.session.scalar(db.select(Contact).filter_by(email="mia@example.no"))
-    subscriptions.object_to_network_mail(mia, logistikk_people, source="staff", user=make_user())
+    network_mail.object_to_network_mail(mia, logistikk_people, source="staff", user=make_user())
     db.session.commit()
-    topic = subscriptions.topic_by_slug("logistikk")
+    topic = topics.topic_by_slug("logistikk")
     assert db.session.get(ConsentState, (mia.id, topic.id)).status == "objected"
-    subscriptions.update_preferences(
-        mia, [topic], ip="192.0.2.1", wording=subscriptions.current_wording()
-    )
+    links.update_preferences(mia, [topic], ip="192.0.2.1", wording=topics.current_wording())
     db.session.commit()
-    assert subscriptions.objected_network_ids(mia) == set()
+    assert network_mail.objected_network_ids(mia) == set()
 
 
 def test_the_network_link_page_explains_and_a_forged_network_is_refused(
     app, client, logistikk_people
 ):
     mia = db.session.scalar(db.select(Contact).filter_by(email="mia@example.no"))
-    url = subscriptions.unsubscribe_urls([mia.id], {mia.id: logistikk_people.id})[mia.id]
+    url = links.unsubscribe_urls([mia.id], {mia.id: logistikk_people.id})[mia.id]
     page = client.get(urllib.parse.urlsplit(url).path)
     assert page.status_code == 200
     assert "Logistikk" in page.get_data(as_text=True)
-    assert subscriptions.objected_network_ids(mia) == set()  # a GET changes nothing
-    gone = subscriptions.unsubscribe_urls([mia.id], {mia.id: 999_999})[mia.id]
+    assert network_mail.objected_network_ids(mia) == set()  # a GET changes nothing
+    gone = links.unsubscribe_urls([mia.id], {mia.id: 999_999})[mia.id]
     assert client.get(urllib.parse.urlsplit(gone).path).status_code == 404
     assert client.post(urllib.parse.urlsplit(gone).path).status_code == 404
 
@@ -373,7 +371,7 @@ def test_compose_network_mail_in_the_browser_shows_counts_per_basis(
         make_subscriber("abonnent@example.no")
         make_user("staff", email="redaktor@example.no")
         mia = db.session.scalar(db.select(Contact).filter_by(email="mia0@example.no"))
-        objection_url = subscriptions.unsubscribe_urls([mia.id], {mia.id: logistikk.id})[mia.id]
+        objection_url = links.unsubscribe_urls([mia.id], {mia.id: logistikk.id})[mia.id]
     login(page, live_server, "redaktor@example.no", PASSWORD)
     page.set_viewport_size({"width": 1440, "height": 1300})
     page.goto(f"{live_server.url}/newsletters/new")
