@@ -1,7 +1,7 @@
 """mail basis: network mail, and why each ledger row may be mailed
 
-Revision ID: 0009_mail_basis
-Revises: 0008_invoice_lines
+Revision ID: 0010_mail_basis
+Revises: 0009_ehf
 Create Date: 2026-12-06 16:00:00
 
 """
@@ -10,8 +10,8 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = '0009_mail_basis'
-down_revision = '0008_invoice_lines'
+revision = '0010_mail_basis'
+down_revision = '0009_ehf'
 branch_labels = None
 depends_on = None
 
