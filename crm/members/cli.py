@@ -127,7 +127,11 @@ def _keep_new_in(parsed, municipalities: tuple[str, ...]) -> None:
 def _print_plan(plan) -> None:
     from crm.members.importing import display_value
 
-    kind = {"csv": f"CSV ({_delimiter_name(plan.delimiter)})", "brreg": "Brønnøysund JSON"}
+    kind = {
+        "csv": f"CSV ({_delimiter_name(plan.delimiter)})",
+        "xlsx": "Excel workbook",
+        "brreg": "Brønnøysund JSON",
+    }
     click.echo(f"{plan.filename}: {kind.get(plan.source, 'unreadable')}, {len(plan.rows)} rows")
     if plan.creates:
         click.echo("\nNew companies (as prospects unless the file says otherwise):")
@@ -152,6 +156,51 @@ def _print_plan(plan) -> None:
     counts = plan.counts()
     click.echo(
         f"\nCreated: {counts['created']}  Updated: {counts['updated']}  "
+        f"Unchanged: {counts['unchanged']}  Errors: {counts['errors']}"
+    )
+
+
+@click.group("contacts")
+def contacts_cli():
+    """Contact records."""
+
+
+@contacts_cli.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--dry-run", is_flag=True, help="Show what would change; write nothing.")
+@with_appcontext
+def import_contacts_command(file: Path, dry_run: bool):
+    """Import contacts from a CSV or XLSX file (the contact export's columns).
+
+    Contacts are matched by email, else by name within their company; their companies
+    must be in the register. Nothing is written when any row has an error.
+    """
+    from crm.members.importing import display_value
+    from crm.members.importing.contacts import apply_contact_plan, plan_contact_import
+
+    plan = plan_contact_import(file.read_bytes(), file.name)
+    click.echo(f"{plan.filename}: {plan.source or 'unreadable'}, {len(plan.rows)} rows")
+    for row in plan.creates + plan.updates:
+        click.echo(f"  {row.where}: {row.name or row.values.get('email', '')} ({row.action})")
+        for change in row.changes:
+            click.echo(
+                f"      {change.field}: {display_value(change.old)} → {display_value(change.new)}"
+            )
+    for issue in plan.warnings:
+        click.echo(f"  {issue.where}: {issue.message}")
+    if not plan.ok:
+        for issue in plan.errors:
+            click.echo(str(issue), err=True)
+        click.echo("Nothing was imported. Fix the errors above and run again.", err=True)
+        sys.exit(1)
+    if dry_run:
+        db.session.rollback()
+        click.echo("Dry run: nothing was written.")
+        return
+    counts = apply_contact_plan(plan)
+    db.session.commit()
+    click.echo(
+        f"Created: {counts['created']}  Updated: {counts['updated']}  "
         f"Unchanged: {counts['unchanged']}  Errors: {counts['errors']}"
     )
 
@@ -211,4 +260,5 @@ def demo_command(companies: int, subscribers: int, seed: int, append: bool):
 
 def init_app(app) -> None:
     app.cli.add_command(companies_cli)
+    app.cli.add_command(contacts_cli)
     app.cli.add_command(demo_command)

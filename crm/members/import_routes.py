@@ -36,7 +36,7 @@ PREVIEW_ROWS = 500
 
 class ImportUploadForm(FlaskForm):
     file = FileField(
-        _l("File (CSV or Brønnøysund JSON)"),
+        _l("File (CSV, Excel workbook or Brønnøysund JSON)"),
         validators=[
             FileRequired(_l("Choose a file to import.")),
             FileSize(MAX_UPLOAD_BYTES, message=_l("The file is larger than 10 MB.")),

@@ -15,7 +15,7 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import selectinload
 
 from crm.extensions import db
-from crm.members import listing
+from crm.members import columns, listing
 from crm.members.models import (
     ACTIVITY_KINDS,
     MEMBERSHIP_STATUSES,
@@ -118,29 +118,8 @@ def unarchive(record: Company | Contact) -> None:
 
 
 def company_table(companies) -> tuple[list[str], list[list]]:
-    """Headers and rows of the company export."""
-    headers = [
-        _("Organisation number"),
-        _("Name"),
-        _("Organisation form"),
-        _("Industry code"),
-        _("Industry"),
-        _("Employees"),
-        _("Municipality number"),
-        _("Municipality"),
-        _("Address"),
-        _("Postal code"),
-        _("Postal place"),
-        _("Website"),
-        _("Membership"),
-        _("Member since"),
-        _("Resigned"),
-        _("Primary contact"),
-        _("Primary contact email"),
-        _("Invoice contact email"),
-        _("Register warnings"),
-        _("Archived"),
-    ]
+    """Headers and rows of the company export (crm.members.columns; the import reads it)."""
+    headers = columns.headers(columns.COMPANY_COLUMNS)
     rows = []
     for c in companies:
         current = [p for p in c.contacts if p.archived_at is None and p.active]
@@ -166,7 +145,8 @@ def company_table(companies) -> tuple[list[str], list[list]]:
                 primary.name if primary else "",
                 (primary.email or "") if primary else "",
                 invoice.email if invoice else "",
-                ", ".join(str(WARNING_LABELS[w]) for w in c.registry_warnings),
+                ", ".join(str(WARNING_LABELS[w]) for w in c.registry_warnings if w != "deleted"),
+                c.deleted_in_registry_on,
                 c.archived_at,
             ]
         )
@@ -249,21 +229,8 @@ def export_phone(value: str | None) -> str:
 
 
 def contact_table(contacts) -> tuple[list[str], list[list]]:
-    """Headers and rows of the contact export."""
-    headers = [
-        _("First name"),
-        _("Last name"),
-        _("Email"),
-        _("Phone"),
-        _("Job title"),
-        _("Company"),
-        _("Organisation number"),
-        _("Municipality"),
-        _("Roles"),
-        _("Networks"),
-        _("Status"),
-        _("Archived"),
-    ]
+    """Headers and rows of the contact export (crm.members.columns; the import reads it)."""
+    headers = columns.headers(columns.CONTACT_COLUMNS)
     rows = []
     for p in contacts:
         rows.append(

@@ -1,13 +1,14 @@
 """Reading single values: text, employee counts, dates, place names."""
 
 import re
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
 from crm.members.importing.messages import N_, Message
 from crm.members.importing.records import Record
 from crm.numbers import is_digits
+from crm.timeutil import OSLO
 
 MAX_EMPLOYEES = 1_000_000
 CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -40,6 +41,19 @@ def set_employees(record: Record, raw: Any) -> None:
         )
     else:
         record.values["employees"] = number
+
+
+def parse_datetime(raw: str) -> datetime | None:
+    """A time as our exports write it (Oslo wall clock, or ISO with its offset), in UTC."""
+    for pattern in ("%d.%m.%Y %H:%M", "%d.%m.%Y %H:%M:%S", "%Y-%m-%dT%H:%M:%S%z"):
+        try:
+            moment = datetime.strptime(raw, pattern)
+        except ValueError:
+            continue
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=OSLO)
+        return moment.astimezone(UTC)
+    return None
 
 
 def parse_date(raw: str) -> date | None:

@@ -1,13 +1,16 @@
 """Bytes to records: encoding, then CSV or Brønnøysund JSON by content."""
 
 from crm.members.importing.brreg import read_json
-from crm.members.importing.csv_rows import read_csv
+from crm.members.importing.csv_rows import csv_rows, read_company_rows, xlsx_rows
 from crm.members.importing.fields import CONTROL
 from crm.members.importing.messages import N_, Message
 from crm.members.importing.records import ParsedFile
 
+# An XLSX workbook is a zip archive.
+XLSX_MAGIC = b"PK\x03\x04"
 
-def _decode(data: bytes, parsed: ParsedFile) -> str | None:
+
+def decode(data: bytes, parsed: ParsedFile) -> str | None:
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         try:
             parsed.encoding = "utf-16"
@@ -15,11 +18,6 @@ def _decode(data: bytes, parsed: ParsedFile) -> str | None:
         except UnicodeDecodeError:
             parsed.error(Message(N_("The file's character encoding could not be read.")))
             return None
-    if data.startswith(b"PK\x03\x04"):
-        parsed.error(
-            Message(N_("This looks like an Excel workbook. Save it as CSV and upload that."))
-        )
-        return None
     if b"\x00" in data:
         parsed.error(Message(N_("This is not a CSV or JSON file.")))
         return None
@@ -48,12 +46,16 @@ def _decode(data: bytes, parsed: ParsedFile) -> str | None:
 
 
 def read_file(data: bytes) -> ParsedFile:
-    """Records with line numbers from a CSV or Brønnøysund JSON file, detected by content."""
+    """Records with line numbers from a CSV, XLSX or Brønnøysund JSON file, by content."""
     parsed = ParsedFile(source="")
     if not data.strip():
         parsed.error(Message(N_("The file is empty.")))
         return parsed
-    text = _decode(data, parsed)
+    if data.startswith(XLSX_MAGIC):
+        parsed.source = "xlsx"
+        read_company_rows(xlsx_rows(data, parsed), parsed)
+        return _finish(parsed)
+    text = decode(data, parsed)
     if text is None:
         return parsed
     start = text.lstrip()[:1]
@@ -62,7 +64,11 @@ def read_file(data: bytes) -> ParsedFile:
         read_json(text, parsed)
     else:
         parsed.source = "csv"
-        read_csv(text, parsed)
+        read_company_rows(csv_rows(text, parsed), parsed)
+    return _finish(parsed)
+
+
+def _finish(parsed: ParsedFile) -> ParsedFile:
     if not parsed.errors and not parsed.records:
         parsed.warning(Message(N_("The file has no companies.")))
     return parsed

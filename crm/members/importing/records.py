@@ -8,7 +8,7 @@ from datetime import date
 from typing import Any
 
 from crm.members.importing.messages import N_, Message
-from crm.members.models import Company
+from crm.members.models import Company, Contact
 
 Progress = Callable[[int], None]
 
@@ -19,7 +19,7 @@ CSV_COLUMNS = tuple(
     (
         "orgnr name org_form nace_code nace_text employees street_address postal_code "
         "postal_place municipality_number municipality_name website membership_status "
-        "member_since resigned_on notes"
+        "member_since resigned_on notes registry_warnings deleted_in_registry_on archived"
     ).split()
 )
 
@@ -74,13 +74,18 @@ LIMITED = {
     if getattr(column.type, "length", None)
 }
 LIMITED["notes"] = 10_000
+LIMITED_CONTACT = {
+    column.name: column.type.length
+    for column in Contact.__table__.columns
+    if getattr(column.type, "length", None)
+}
 # The fields, in the order a person reads a company, that an import compares and sets.
 IMPORT_FIELDS = tuple(
     (
         "name org_form_code org_form_name nace_code nace_text employees street_address "
         "postal_code postal_place municipality_number municipality_name website "
         "membership_status member_since resigned_on notes bankrupt winding_up "
-        "forced_dissolution deleted_in_registry_on parent_orgnr"
+        "forced_dissolution deleted_in_registry_on parent_orgnr archived_at"
     ).split()
 )
 REGISTRY_FLAGS = {
@@ -139,6 +144,7 @@ class PlanRow:
     errors: list[Message] = field(default_factory=list)
     warnings: list[Message] = field(default_factory=list)
     company_id: int | None = None
+    contact_id: int | None = None  # in a contact import: the contact matched
     before: dict[str, Any] = field(default_factory=dict)  # the stored values, for updates
     unit: int | None = None
     shares_line: bool = False
