@@ -78,6 +78,8 @@ def register_blueprints(app: Flask) -> None:
     from crm import main
     from crm.auth import routes as auth_routes
     from crm.fees import routes as fees_routes
+    from crm.followups import routes as followups_routes
+    from crm.home import routes as home_routes
     from crm.mail import routes as mail_routes
     from crm.members import import_routes
     from crm.members import routes as members_routes
@@ -89,6 +91,8 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(auth_routes.admin_bp)
     members_routes.init_app(app)
     fees_routes.init_app(app)
+    followups_routes.init_app(app)
+    home_routes.init_app(app)
     import_routes.init_app(app)
     subscriptions_routes.init_app(app)
     mail_routes.init_app(app)

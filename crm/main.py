@@ -14,7 +14,9 @@ bp = Blueprint("main", __name__)
 def index():
     if not current_user.is_authenticated:
         return redirect(url_for("auth.login"))
-    return redirect(url_for("members.company_list"))
+    from crm.home.routes import landing_endpoint
+
+    return redirect(url_for(landing_endpoint(current_user)))
 
 
 @bp.route("/healthz")

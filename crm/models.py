@@ -4,6 +4,7 @@ import crm.audit  # noqa: F401
 import crm.auth.models  # noqa: F401
 import crm.events.models  # noqa: F401
 import crm.fees.models  # noqa: F401
+import crm.followups.models  # noqa: F401
 import crm.mail.models  # noqa: F401
 import crm.members.models  # noqa: F401
 import crm.members.search  # noqa: F401  (registers the search-term listener)

@@ -12,9 +12,11 @@ from crm.i18n import format_date, format_datetime, format_money
 
 # (endpoint, label, permission): shown when the endpoint exists and the user may see it.
 NAV_ITEMS = (
+    ("home.overview", _l("Home"), "home.view"),
     ("members.company_list", _l("Companies"), "members.view"),
     ("members.contact_list", _l("Contacts"), "members.view"),
     ("members.network_list", _l("Networks"), "members.view"),
+    ("followups.followup_list", _l("Follow-ups"), "members.view"),
     ("newsletters.newsletter_list", _l("Newsletters"), "newsletters.view"),
     ("mail.message_list", _l("Email log"), "newsletters.view"),
     ("fees.dashboard", _l("Fees"), "fees.view"),

@@ -6,6 +6,7 @@ from tests.routes import fill_url, is_public, staff_rules
 
 # The business rule, stated here on its own (not read from crm/auth/permissions.py):
 AREA_ROLES = {
+    "home.view": {"admin", "staff"},
     "members.view": {"admin", "staff", "treasurer"},
     "members.edit": {"admin", "staff"},
     "newsletters.view": {"admin", "staff"},
@@ -21,6 +22,8 @@ AREA_OF_PREFIX = {
     "/companies": ("members.",),
     "/contacts": ("members.",),
     "/networks": ("members.",),
+    "/followups": ("members.",),
+    "/home": ("home.",),
     "/fees": ("fees.",),
     "/events": ("events.",),
     "/admin": ("users.",),

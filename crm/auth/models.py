@@ -28,6 +28,8 @@ class User(Audited, UserMixin, db.Model):
     active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The morning email of one's due follow-ups (crm/followups/tasks.py); off per user.
+    followup_digest: Mapped[bool] = mapped_column(default=True)
 
     @property
     def is_active(self) -> bool:  # Flask-Login refuses inactive users.

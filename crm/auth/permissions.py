@@ -7,6 +7,7 @@ from flask_login import current_user, login_required
 
 # permission -> roles that hold it
 PERMISSIONS: dict[str, frozenset[str]] = {
+    "home.view": frozenset({"admin", "staff"}),
     "members.view": frozenset({"admin", "staff", "treasurer"}),
     "members.edit": frozenset({"admin", "staff"}),
     "newsletters.view": frozenset({"admin", "staff"}),

@@ -26,6 +26,24 @@ contact_network = Table(
     Index("ix_contact_network_network_id", "network_id"),
 )
 
+# The contacts who lead a network (a network's "leaders"), named on its page.
+network_leader = Table(
+    "network_leader",
+    db.metadata,
+    Column("network_id", ForeignKey("network.id", ondelete="CASCADE"), primary_key=True),
+    Column("contact_id", ForeignKey("contact.id", ondelete="CASCADE"), primary_key=True),
+    Index("ix_network_leader_contact_id", "contact_id"),
+)
+
+# Who took part in an activity (a meeting, a seminar, a call).
+activity_participant = Table(
+    "activity_participant",
+    db.metadata,
+    Column("activity_id", ForeignKey("activity.id", ondelete="CASCADE"), primary_key=True),
+    Column("contact_id", ForeignKey("contact.id", ondelete="CASCADE"), primary_key=True),
+    Index("ix_activity_participant_contact_id", "contact_id"),
+)
+
 
 class Timestamps:
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -101,6 +119,9 @@ class Network(Audited, db.Model):
     contacts: Mapped[list["Contact"]] = relationship(
         secondary=contact_network, back_populates="networks", viewonly=True
     )
+    leaders: Mapped[list["Contact"]] = relationship(
+        secondary=network_leader, order_by="Contact.last_name, Contact.first_name"
+    )
 
 
 class Contact(Audited, Timestamps, db.Model):
@@ -158,6 +179,8 @@ class Contact(Audited, Timestamps, db.Model):
 
 class Activity(Audited, db.Model):
     __tablename__ = "activity"
+    # Upcoming meetings on the home page: a range scan on the date.
+    __table_args__ = (Index("ix_activity_occurred_on", "occurred_on"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     kind: Mapped[str] = mapped_column(String(20))
@@ -170,11 +193,19 @@ class Activity(Audited, db.Model):
     contact_id: Mapped[int | None] = mapped_column(
         ForeignKey("contact.id", ondelete="CASCADE"), index=True
     )
+    # A meeting of a network (its page lists them); None for a company's own activities.
+    network_id: Mapped[int | None] = mapped_column(
+        ForeignKey("network.id", ondelete="SET NULL"), index=True
+    )
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     company: Mapped[Company | None] = relationship(back_populates="activities")
     contact: Mapped[Contact | None] = relationship(back_populates="activities")
+    network: Mapped[Network | None] = relationship()
+    participants: Mapped[list[Contact]] = relationship(
+        secondary=activity_participant, order_by="Contact.last_name, Contact.first_name"
+    )
     created_by = relationship("User")
 
     def audit_label(self) -> str:

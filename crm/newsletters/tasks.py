@@ -36,7 +36,11 @@ def start_scheduled(newsletter_id: int) -> str:
 
 def reconcile_job() -> dict:
     """The periodic reconciler (enqueued by `reconcile_tick`)."""
-    return reconciler.reconcile()
+    from crm.home.services import record_reconciler_run
+
+    result = reconciler.reconcile()
+    record_reconciler_run()  # shown to admins on the home page
+    return result
 
 
 def reconcile_tick(app) -> None:

@@ -1,0 +1,1 @@
+"""The home page: each role's overview after login."""

@@ -1,0 +1,231 @@
+"""What each role sees first after logging in: the boxes of the home page.
+
+Every box is a fixed number of queries with a LIMIT, so the page costs the same with
+200 contacts or 200,000 (tests/test_home.py counts them).
+
+Other areas add to the page without this module knowing them:
+- `UPCOMING_SOURCES`: functions `(today, limit) -> list[Upcoming]` whose items join the
+  "upcoming" box (the events area adds its events here);
+- `HOME_PANELS`: template names included at the end of the staff boxes, like the
+  company page's panels (e.g. event registrations this week).
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+
+from flask import url_for
+from sqlalchemy import and_, exists, func, select
+from sqlalchemy.orm import selectinload
+
+from crm.extensions import db
+from crm.members.models import Activity, Company, Contact
+from crm.timeutil import OSLO, today_oslo, utcnow
+
+LIMIT = 8
+BOUNCE_EVENTS = ("bounce", "dropped", "spamreport")
+UPCOMING_KINDS = ("meeting", "seminar")
+# Redis key the newsletter reconciler stamps with the time of its last run.
+RECONCILER_LAST_RUN_KEY = "klynge:reconciler:last-run"
+
+
+@dataclass
+class Upcoming:
+    """One thing coming up: a meeting, a seminar, an event."""
+
+    when: date | datetime
+    title: str
+    url: str
+    kind: str  # a label, already translated
+    detail: str = ""
+
+    @property
+    def sort_key(self) -> datetime:
+        if isinstance(self.when, datetime):
+            return self.when.astimezone(OSLO).replace(tzinfo=None)
+        return datetime(self.when.year, self.when.month, self.when.day)
+
+
+UPCOMING_SOURCES: list[Callable[[date, int], list[Upcoming]]] = []
+HOME_PANELS: list[str] = []
+
+
+def week_start(today: date | None = None) -> datetime:
+    """Monday 00:00 Oslo time of this week, as UTC."""
+    today = today or today_oslo()
+    monday = today - timedelta(days=today.weekday())
+    return datetime(monday.year, monday.month, monday.day, tzinfo=OSLO)
+
+
+def upcoming_meetings(today: date, limit: int = LIMIT) -> list[Upcoming]:
+    """Meetings and seminars recorded as activities, from today on."""
+    from crm.members.services import ACTIVITY_LABELS
+
+    activities = db.session.scalars(
+        select(Activity)
+        .options(
+            selectinload(Activity.company).load_only(Company.id, Company.name),
+            selectinload(Activity.network),
+        )
+        .where(Activity.occurred_on >= today, Activity.kind.in_(UPCOMING_KINDS))
+        .order_by(Activity.occurred_on, Activity.id)
+        .limit(limit)
+    ).all()
+    items = []
+    for a in activities:
+        if a.network is not None:
+            url, detail = url_for("members.network_detail", network_id=a.network.id), a.network.name
+        elif a.company is not None:
+            url, detail = url_for("members.company_detail", company_id=a.company.id), a.company.name
+        else:
+            url, detail = url_for("members.contact_detail", contact_id=a.contact_id), ""
+        kind = str(ACTIVITY_LABELS.get(a.kind, a.kind))
+        items.append(Upcoming(a.occurred_on, a.summary, url, kind, detail))
+    return items
+
+
+def upcoming(today: date | None = None, limit: int = LIMIT) -> list[Upcoming]:
+    """Meetings, seminars and whatever other areas add (events), soonest first."""
+    today = today or today_oslo()
+    items = upcoming_meetings(today, limit)
+    for source in UPCOMING_SOURCES:
+        items.extend(source(today, limit))
+    return sorted(items, key=lambda item: item.sort_key)[:limit]
+
+
+@dataclass
+class NewPeople:
+    subscribers: int = 0
+    pending: int = 0
+    latest: list = field(default_factory=list)  # (Subscriber, Contact)
+
+
+def new_people(since: datetime, limit: int = LIMIT) -> NewPeople:
+    """Newsletter subscribers who confirmed since `since`, and signups still waiting
+    for their confirmation."""
+    from crm.subscriptions.models import PendingSignup, Subscriber
+
+    subscribers = db.session.scalar(
+        select(func.count(Subscriber.id)).where(
+            Subscriber.created_at >= since, Subscriber.erased_at.is_(None)
+        )
+    )
+    pending = db.session.scalar(
+        select(func.count(PendingSignup.id)).where(PendingSignup.created_at >= since)
+    )
+    latest = db.session.execute(
+        select(Subscriber, Contact)
+        .join(Contact, Contact.id == Subscriber.contact_id)
+        .where(Subscriber.created_at >= since, Subscriber.erased_at.is_(None))
+        .order_by(Subscriber.created_at.desc(), Subscriber.id.desc())
+        .limit(limit)
+    ).all()
+    return NewPeople(subscribers or 0, pending or 0, [tuple(row) for row in latest])
+
+
+def mail_problems(since: datetime, limit: int = LIMIT):
+    """Bounces, drops and spam complaints since `since` (newest first), and how many."""
+    from crm.mail.models import EmailEvent
+
+    condition = and_(EmailEvent.event.in_(BOUNCE_EVENTS), EmailEvent.received_at >= since)
+    events = db.session.scalars(
+        select(EmailEvent).where(condition).order_by(EmailEvent.id.desc()).limit(limit)
+    ).all()
+    total = db.session.scalar(select(func.count(EmailEvent.id)).where(condition))
+    return events, total or 0
+
+
+def _without_primary_contact():
+    return and_(
+        Company.membership_status == "member",
+        Company.archived_at.is_(None),
+        ~exists().where(
+            Contact.company_id == Company.id,
+            Contact.is_primary_contact.is_(True),
+            Contact.active.is_(True),
+            Contact.archived_at.is_(None),
+        ),
+    )
+
+
+def companies_without_primary_contact(limit: int = LIMIT):
+    """Member companies nobody is the primary contact of (by name), and how many."""
+    condition = _without_primary_contact()
+    companies = db.session.scalars(
+        select(Company)
+        .options(_company_columns())
+        .where(condition)
+        .order_by(Company.name, Company.id)
+        .limit(limit)
+    ).all()
+    total = db.session.scalar(select(func.count(Company.id)).where(condition))
+    return companies, total or 0
+
+
+def _company_columns():
+    from sqlalchemy.orm import load_only
+
+    return load_only(
+        Company.id, Company.name, Company.municipality_number, Company.municipality_name
+    )
+
+
+# -- admins: system health -----------------------------------------------------------
+
+
+@dataclass
+class QueueHealth:
+    name: str
+    queued: int
+    started: int
+    failed: int
+    scheduled: int
+
+
+@dataclass
+class SystemHealth:
+    redis_ok: bool
+    queues: list[QueueHealth]
+    workers: int
+    reconciler_last_run: datetime | None
+    reconciler_late: bool
+    error: str = ""
+
+
+def system_health(connection=None) -> SystemHealth:
+    """RQ queues (waiting, running, failed, scheduled jobs), live workers, and when the
+    newsletter reconciler last ran. Redis being down is a finding, not an error."""
+    from flask import current_app
+    from rq import Queue, Worker
+
+    from crm.queue import QUEUE_NAMES, get_redis
+
+    try:
+        connection = connection or get_redis()
+        queues = []
+        for name in QUEUE_NAMES:
+            queue = Queue(name, connection=connection)
+            queues.append(
+                QueueHealth(
+                    name,
+                    queue.count,
+                    queue.started_job_registry.count,
+                    queue.failed_job_registry.count,
+                    queue.scheduled_job_registry.count,
+                )
+            )
+        workers = Worker.count(connection=connection)
+        stamp = connection.get(RECONCILER_LAST_RUN_KEY)
+    except Exception as exc:  # noqa: BLE001 - any Redis failure is shown as such
+        return SystemHealth(False, [], 0, None, True, type(exc).__name__)
+    last_run = datetime.fromisoformat(stamp.decode()) if stamp else None
+    interval = float(current_app.config.get("NEWSLETTER_RECONCILE_SECONDS", 60) or 60)
+    late = last_run is None or utcnow() - last_run > timedelta(seconds=max(interval * 5, 300))
+    return SystemHealth(True, queues, workers, last_run, late)
+
+
+def record_reconciler_run(connection=None) -> None:
+    """Stamp the reconciler's last run (read by `system_health`)."""
+    from crm.queue import get_redis
+
+    (connection or get_redis()).set(RECONCILER_LAST_RUN_KEY, utcnow().isoformat())

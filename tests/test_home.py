@@ -1,0 +1,216 @@
+"""The home page: each role lands on its own overview, and it costs the same number of
+queries however much data there is."""
+
+import re
+from contextlib import contextmanager
+from datetime import timedelta
+
+from sqlalchemy import event
+
+from crm.extensions import db
+from crm.followups.models import FollowUp
+from crm.mail.models import EmailEvent
+from crm.members.models import Activity
+from crm.subscriptions.models import PendingSignup, Subscriber
+from crm.timeutil import today_oslo, utcnow
+from tests.factories import make_company, make_contact, make_user
+
+BOXES = re.compile(r'data-box="([a-z-]+)"')
+STAFF_BOXES = {"followups", "upcoming", "subscribers", "mail-problems", "no-primary"}
+
+
+def _boxes(response) -> set[str]:
+    return set(BOXES.findall(response.get_data(as_text=True)))
+
+
+def test_staff_land_on_their_day(client, auth):
+    auth.login("staff")
+    response = client.get("/", follow_redirects=True)
+    assert response.request.path == "/home"
+    boxes = _boxes(response)
+    assert STAFF_BOXES <= boxes
+    assert "fees" not in boxes and "health" not in boxes
+
+
+def test_treasurers_land_on_the_fee_dashboard(client, auth):
+    auth.login("treasurer")
+    response = client.get("/", follow_redirects=True)
+    assert response.request.path == "/fees/"
+    assert client.get("/home").status_code == 403
+
+
+def test_admins_see_the_staff_boxes_plus_fees_and_system_health(client, auth):
+    auth.login("admin")
+    response = client.get("/", follow_redirects=True)
+    assert response.request.path == "/home"
+    assert STAFF_BOXES | {"fees", "health"} <= _boxes(response)
+    page = response.get_data(as_text=True)
+    assert "newsletters" in page and "Siste kjøring av avstemmingen" in page
+
+
+def test_login_sends_each_role_to_its_landing_page(app, client):
+    with app.app_context():
+        staff = make_user("staff")
+    response = client.post("/login", data={"email": staff.email, "password": _password()})
+    assert client.get(response.headers["Location"], follow_redirects=True).request.path == "/home"
+
+
+def _password():
+    from tests.factories import PASSWORD
+
+    return PASSWORD
+
+
+def test_my_due_follow_ups_come_first_then_everyone_elses(app, client, auth):
+    me = auth.login("staff")
+    today = today_oslo()
+    with app.app_context():
+        colleague = make_user("staff")
+        company = make_company("Glåmdal Tre AS")
+        db.session.add_all(
+            [
+                FollowUp(
+                    what="Colleague's old call",
+                    due_on=today - timedelta(days=9),
+                    assignee_id=colleague.id,
+                    company_id=company.id,
+                ),
+                FollowUp(
+                    what="My call today", due_on=today, assignee_id=me.id, company_id=company.id
+                ),
+                FollowUp(
+                    what="Not due yet",
+                    due_on=today + timedelta(days=3),
+                    assignee_id=me.id,
+                    company_id=company.id,
+                ),
+                FollowUp(
+                    what="Already done",
+                    due_on=today - timedelta(days=1),
+                    assignee_id=me.id,
+                    company_id=company.id,
+                    done_at=utcnow(),
+                ),
+            ]
+        )
+        db.session.commit()
+    page = client.get("/home").get_data(as_text=True)
+    box = page.split('data-box="followups"')[1].split("</section>")[0]
+    assert box.index("My call today") < box.index("Colleague&#39;s old call")
+    assert "Not due yet" not in box and "Already done" not in box
+    assert "Forfalt" in box  # the colleague's is overdue
+
+
+def test_members_without_a_primary_contact_are_listed(app, client, auth):
+    auth.login("staff")
+    with app.app_context():
+        lonely = make_company("Ensom Industri AS", membership_status="member")
+        covered = make_company("Dekket AS", membership_status="member")
+        make_contact("Per", "Primær", company_id=covered.id, is_primary_contact=True)
+        make_company("Prospekt AS", membership_status="prospect")
+        lonely_id = lonely.id
+    box = client.get("/home").get_data(as_text=True).split('data-box="no-primary"')[1]
+    box = box.split("</section>")[0]
+    assert f"/companies/{lonely_id}" in box
+    assert "Dekket AS" not in box and "Prospekt AS" not in box
+
+
+def test_upcoming_meetings_bounces_and_new_subscribers_show(app, client, auth):
+    auth.login("staff")
+    today = today_oslo()
+    with app.app_context():
+        company = make_company("Møtebedrift AS")
+        db.session.add(
+            Activity(
+                kind="meeting",
+                occurred_on=today + timedelta(days=2),
+                summary="Nettverksmøte logistikk",
+                company_id=company.id,
+            )
+        )
+        db.session.add(
+            Activity(
+                kind="meeting",
+                occurred_on=today - timedelta(days=2),
+                summary="Old meeting",
+                company_id=company.id,
+            )
+        )
+        person = make_contact("Siri", "Ny", email="siri@example.no")
+        db.session.add(Subscriber(contact_id=person.id))
+        db.session.add(EmailEvent(sg_event_id="e1", event="spamreport", email="sinna@example.no"))
+        db.session.add(EmailEvent(sg_event_id="e2", event="delivered", email="glad@example.no"))
+        db.session.commit()
+    page = client.get("/home").get_data(as_text=True)
+    assert "Nettverksmøte logistikk" in page and "Old meeting" not in page
+    assert "sinna@example.no" in page and "glad@example.no" not in page
+    assert "Siri Ny" in page
+
+
+@contextmanager
+def counting_queries():
+    statements = []
+
+    def count(conn, cursor, statement, parameters, context, executemany):
+        statements.append(statement)
+
+    engine = db.engine
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+
+
+def _add_data(n: int, users) -> None:
+    today = today_oslo()
+    for i in range(n):
+        company = make_company(f"Bedrift {n}-{i} AS", membership_status="member")
+        contact = make_contact(
+            "Person", f"{n}-{i}", email=f"p{n}-{i}@example.no", company_id=company.id
+        )
+        db.session.add_all(
+            [
+                FollowUp(
+                    what=f"Ring {i}",
+                    due_on=today - timedelta(days=i % 5),
+                    assignee_id=users[i % len(users)],
+                    company_id=company.id,
+                    contact_id=contact.id,
+                ),
+                Activity(
+                    kind="meeting",
+                    occurred_on=today + timedelta(days=i % 9),
+                    summary=f"Møte {i}",
+                    company_id=company.id,
+                ),
+                Subscriber(contact_id=contact.id),
+                PendingSignup(
+                    nonce=f"n{n}-{i}", email=f"s{n}-{i}@example.no", wording_id=_wording_id()
+                ),
+                EmailEvent(sg_event_id=f"ev{n}-{i}", event="bounce", email=contact.email),
+            ]
+        )
+    db.session.commit()
+
+
+def _wording_id() -> int:
+    from crm.subscriptions.services import current_wording
+
+    return current_wording().id
+
+
+def test_the_home_page_costs_the_same_queries_with_little_or_much_data(app, client, auth):
+    me = auth.login("admin")
+    with app.app_context():
+        users = [me.id] + [make_user("staff").id for _ in range(3)]
+        _add_data(2, users)
+    client.get("/home")  # warm caches (topics, wording)
+    with app.app_context(), counting_queries() as small:
+        assert client.get("/home").status_code == 200
+    with app.app_context():
+        _add_data(40, users)
+    with app.app_context(), counting_queries() as large:
+        assert client.get("/home").status_code == 200
+    assert len(small) == len(large), (len(small), len(large))
+    assert len(large) <= 30
