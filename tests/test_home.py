@@ -115,6 +115,24 @@ def test_members_without_a_primary_contact_are_listed(app, client, auth):
     assert "Dekket AS" not in box and "Prospekt AS" not in box
 
 
+def _event(title: str, starts_at) -> None:
+    from crm.events.models import Event, EventSession
+
+    event = Event(title=title, published=True)
+    event.sessions.append(EventSession(starts_at=starts_at, ends_at=starts_at + timedelta(hours=2)))
+    db.session.add(event)
+
+
+def test_upcoming_event_sessions_show_beside_meetings(app, client, auth):
+    auth.login("staff")
+    with app.app_context():
+        _event("Styrketrening for ledere", utcnow() + timedelta(days=3))
+        _event("Fjorårets seminar", utcnow() - timedelta(days=300))
+        db.session.commit()
+    box = client.get("/home").get_data(as_text=True).split('data-box="upcoming"')[1]
+    assert "Styrketrening for ledere" in box and "Fjorårets seminar" not in box
+
+
 def test_upcoming_meetings_bounces_and_new_subscribers_show(app, client, auth):
     auth.login("staff")
     today = today_oslo()
@@ -191,11 +209,12 @@ def _add_data(n: int, users) -> None:
                 EmailEvent(sg_event_id=f"ev{n}-{i}", event="bounce", email=contact.email),
             ]
         )
+        _event(f"Kurs {n}-{i}", utcnow() + timedelta(days=i % 7, hours=1))
     db.session.commit()
 
 
 def _wording_id() -> int:
-    from crm.subscriptions.services import current_wording
+    from crm.subscriptions.topics import current_wording
 
     return current_wording().id
 

@@ -311,7 +311,7 @@ def queue_digests(today: date | None = None) -> int:
     emails are new (a second run the same morning queues none)."""
     from crm.mail.models import EmailMessage
     from crm.mail.services import queue_email
-    from crm.subscriptions.services import public_url
+    from crm.subscriptions.links import public_url
 
     today = today or today_oslo()
     queued = 0

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
 from flask import url_for
+from flask_babel import lazy_gettext as _l
 from sqlalchemy import and_, exists, func, select
 from sqlalchemy.orm import selectinload
 
@@ -84,10 +85,49 @@ def upcoming_meetings(today: date, limit: int = LIMIT) -> list[Upcoming]:
     return items
 
 
+# The events area's pages, in the order they are tried for a link to an event (its
+# staff page is being built alongside this one; the public page is in SPEC.md).
+EVENT_ENDPOINTS = ("events.event_detail", "events.detail", "public_events.event_detail")
+
+
+def _event_url(event_id: int) -> str:
+    from flask import current_app
+
+    for endpoint in EVENT_ENDPOINTS:
+        if endpoint in current_app.view_functions:
+            try:
+                return url_for(endpoint, event_id=event_id)
+            except Exception:  # noqa: BLE001 - another argument name: try the next page
+                continue
+    return f"/arrangementer/{event_id}"
+
+
+def upcoming_event_sessions(today: date, limit: int = LIMIT) -> list[Upcoming]:
+    """Sessions of events (crm/events) from today on."""
+    from crm.events.models import Event, EventSession
+
+    rows = db.session.execute(
+        select(EventSession.starts_at, Event.id, Event.title, Event.kind, Event.venue)
+        .join(Event, Event.id == EventSession.event_id)
+        .where(EventSession.starts_at >= _start_of(today))
+        .order_by(EventSession.starts_at, EventSession.id)
+        .limit(limit)
+    ).all()
+    label = str(_l("Event"))
+    return [
+        Upcoming(starts_at, title, _event_url(event_id), label, venue or "")
+        for starts_at, event_id, title, _kind, venue in rows
+    ]
+
+
+def _start_of(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=OSLO)
+
+
 def upcoming(today: date | None = None, limit: int = LIMIT) -> list[Upcoming]:
-    """Meetings, seminars and whatever other areas add (events), soonest first."""
+    """Meetings, seminars, event sessions and whatever other areas add, soonest first."""
     today = today or today_oslo()
-    items = upcoming_meetings(today, limit)
+    items = upcoming_meetings(today, limit) + upcoming_event_sessions(today, limit)
     for source in UPCOMING_SOURCES:
         items.extend(source(today, limit))
     return sorted(items, key=lambda item: item.sort_key)[:limit]
@@ -98,6 +138,7 @@ class NewPeople:
     subscribers: int = 0
     pending: int = 0
     latest: list = field(default_factory=list)  # (Subscriber, Contact)
+    registrations: int = 0  # event registrations
 
 
 def new_people(since: datetime, limit: int = LIMIT) -> NewPeople:
@@ -120,7 +161,14 @@ def new_people(since: datetime, limit: int = LIMIT) -> NewPeople:
         .order_by(Subscriber.created_at.desc(), Subscriber.id.desc())
         .limit(limit)
     ).all()
-    return NewPeople(subscribers or 0, pending or 0, [tuple(row) for row in latest])
+    from crm.events.models import Registration
+
+    registrations = db.session.scalar(
+        select(func.count(Registration.id)).where(Registration.created_at >= since)
+    )
+    return NewPeople(
+        subscribers or 0, pending or 0, [tuple(row) for row in latest], registrations or 0
+    )
 
 
 def mail_problems(since: datetime, limit: int = LIMIT):
