@@ -1,7 +1,7 @@
 """follow-ups, activity participants, network leaders
 
-Revision ID: 0008_followups
-Revises: 0007_registry_fields
+Revision ID: 0011_followups
+Revises: 0010_mail_basis
 
 """
 from alembic import op
@@ -10,8 +10,8 @@ import crm.types  # noqa: F401  (custom column types)
 
 
 # revision identifiers, used by Alembic.
-revision = '0008_followups'
-down_revision = '0007_registry_fields'
+revision = '0011_followups'
+down_revision = '0010_mail_basis'
 branch_labels = None
 depends_on = None
 
