@@ -351,6 +351,24 @@ def test_each_sending_is_recorded_with_channel_and_time(ctx, tmp_path):
     assert invoice.send_count == 2
 
 
+def test_sending_unsent_invoices_uses_ehf_where_registered_and_email_elsewhere(ctx, tmp_path):
+    from crm.fees.tasks import send_invoices
+
+    registered, other = make_invoiced_members(2)
+    ctx.config.update(
+        EHF_BACKEND="local", EHF_LOCAL_RECEIVERS=registered.customer_orgnr, EHF_OUTBOX_DIR=tmp_path
+    )
+    try:
+        result = send_invoices([registered.id, other.id])
+    finally:
+        ctx.config.update(EHF_BACKEND="none", EHF_LOCAL_RECEIVERS="")
+
+    assert result == {"sent": 2, "problems": []}
+    db.session.expire_all()
+    assert [d.channel for d in registered.deliveries] == ["ehf"]
+    assert [d.channel for d in other.deliveries] == ["email"]
+
+
 class _AccessPointServer:
     """A local HTTP access point: records requests, answers as told."""
 

@@ -743,6 +743,16 @@ def init_app(app) -> None:
             ("unmatched_payment", "state"): unmatched_state,
         }
     )
+    from flask_babel import lazy_gettext as _l
+
+    ui.FIELD_LABELS.update(
+        {
+            "fee_settings.vat_registered": _l("Registered for VAT (Merverdiavgiftsregisteret)"),
+            "fee_settings.foretaksregisteret": _l(
+                "Registered in Foretaksregisteret (AS, ASA, branch)"
+            ),
+        }
+    )
 
 
 STATUS_BADGES = {
