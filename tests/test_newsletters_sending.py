@@ -503,10 +503,12 @@ def test_finished_only_when_nothing_is_pending(app, app_ctx):
     assert db.session.get(Newsletter, newsletter.id).state == "finished"
 
 
-def test_an_empty_audience_finishes_at_once(app, app_ctx):
+def test_an_empty_audience_is_refused_and_stays_a_draft(app, app_ctx):
     newsletter = make_newsletter()
-    assert start(newsletter) == 0
-    assert db.session.get(Newsletter, newsletter.id).state == "finished"
+    with pytest.raises(services.NoRecipients):
+        start(newsletter)
+    db.session.rollback()
+    assert db.session.get(Newsletter, newsletter.id).state == "draft"
 
 
 def test_merging_contacts_moves_their_newsletter_rows(app, app_ctx):

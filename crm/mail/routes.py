@@ -68,6 +68,23 @@ REASON_LABELS = {
     "unsubscribe": _l("Unsubscribed"),
     "manual": _l("Added by staff"),
 }
+# What each category of email is, in words (queue_email's `category`).
+CATEGORY_LABELS = {
+    "subscription": _l("Newsletter signup"),
+    "fee": _l("Membership fees"),
+    "newsletter-test": _l("Newsletter test copy"),
+    "test": _l("Test email"),
+}
+
+
+def category_label(category: str) -> str:
+    """A category in words; one without a label yet reads as its name, spaced out."""
+    label = CATEGORY_LABELS.get(category)
+    if label is not None:
+        return str(label)
+    return category.replace("-", " ").replace("_", " ").capitalize() if category else "—"
+
+
 # (label, states counted, css class when non-zero) of the figures above the log.
 STAT_GROUPS = (
     (_l("Waiting"), ("queued", "retrying", "sending"), "is-warn"),
@@ -147,6 +164,7 @@ def _labels() -> dict:
         "state_labels": STATE_LABELS,
         "outcome_labels": OUTCOME_LABELS,
         "reason_labels": REASON_LABELS,
+        "category_label": category_label,
     }
 
 

@@ -36,6 +36,21 @@ TAG_FIRST_NAME_HTML = "%first_name_html%"
 TAG_UNSUBSCRIBE = "%unsubscribe_url%"
 TAG_PREFERENCES = "%preferences_url%"
 
+# The same merge fields in Norwegian, for staff who write in Norwegian. They are turned
+# into the tags above (through the one `substitute`) before anything else sees the text.
+MERGE_FIELD_ALIASES = {"%fornavn%": TAG_FIRST_NAME, "%hilsen%": TAG_GREETING}
+
+
+def merge_field_tag(locale: str) -> str:
+    """The first-name merge field as the compose page shows it in that language."""
+    return "%fornavn%" if locale == "nb" else TAG_FIRST_NAME
+
+
+def canonical_merge_fields(text: str) -> str:
+    """Staff-written text with Norwegian merge fields (`%fornavn%`) as the English tags."""
+    return substitute(text, MERGE_FIELD_ALIASES) if text else text
+
+
 ALLOWED_TAGS = {
     "a",
     "abbr",
@@ -105,7 +120,7 @@ def _absolute_urls(tag: str, attribute: str, value: str) -> str | None:
 def body_html(body_markdown: str) -> str:
     """The Markdown body as sanitised HTML (no scripts, styles, forms or event handlers)."""
     raw = markdown.markdown(
-        (body_markdown or "")[:MAX_BODY_LENGTH].replace("\x00", ""),
+        canonical_merge_fields((body_markdown or "")[:MAX_BODY_LENGTH].replace("\x00", "")),
         extensions=["extra", "sane_lists"],
         output_format="html",
     )
@@ -285,6 +300,7 @@ def render_email(
     """
     from crm.subscriptions.network_mail import network_notice
 
+    subject, preheader = canonical_merge_fields(subject), canonical_merge_fields(preheader)
     content = body_html(body) if remote_images else page_html(body)
     context = {
         "subject": subject,
@@ -372,6 +388,7 @@ def without_name(text: str, *, html: bool = False) -> str:
     without one ("Hei,"), as Personalizer gives a recipient without a first name; any
     other %first_name% goes without leaving a stray comma or space.
     """
+    text = canonical_merge_fields(text)
     personalizer = Personalizer()
     with_name, without = personalizer.greeting(TAG_FIRST_NAME), personalizer.greeting("")
     if html:

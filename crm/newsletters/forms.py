@@ -21,6 +21,7 @@ from crm.members.models import CONTACT_ROLES
 from crm.members.municipalities import municipality_label
 from crm.members.services import network_choices
 from crm.newsletters.compose import MAX_BODY_LENGTH
+from crm.subscriptions.forms import valid_email
 from crm.subscriptions.topics import active_topics
 from crm.timeutil import OSLO
 
@@ -95,3 +96,16 @@ class ScheduleForm(FlaskForm):
 
 class ActionForm(FlaskForm):
     """Buttons that change a newsletter's state: only the CSRF token."""
+
+
+class TestSendForm(FlaskForm):
+    """Where a test copy goes: the staff user's own address, or a colleague's."""
+
+    email = StringField(
+        _l("Send a test copy to"),
+        validators=[
+            DataRequired(_l("Please enter a valid email address.")),
+            Length(max=254),
+            valid_email,
+        ],
+    )

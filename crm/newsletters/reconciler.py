@@ -43,8 +43,14 @@ def start_due_newsletters() -> int:
     ).all()
     started = 0
     for newsletter in due:
+        newsletter_id = newsletter.id
         try:
             services.start_sending(newsletter)
+        except services.NoRecipients as exc:
+            db.session.rollback()
+            services.back_to_draft_if_scheduled(newsletter_id, str(exc))
+            db.session.commit()
+            continue
         except services.NewsletterError:
             db.session.rollback()  # its own start job (or another reconciler) was first
             continue

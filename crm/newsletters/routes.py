@@ -33,6 +33,7 @@ from crm.newsletters.forms import (
     ActionForm,
     NewsletterForm,
     ScheduleForm,
+    TestSendForm,
     municipality_labels,
 )
 from crm.newsletters.models import (
@@ -43,7 +44,7 @@ from crm.newsletters.models import (
 )
 from crm.numbers import is_digits
 from crm.pagination import requested_page
-from crm.subscriptions.models import Topic
+from crm.subscriptions.models import Topic, in_display_order
 from crm.subscriptions.topics import sync_topics
 
 bp = Blueprint("newsletters", __name__, url_prefix="/newsletters")
@@ -176,7 +177,7 @@ def _render_form(form: NewsletterForm, newsletter: Newsletter | None = None):
         "newsletters/form.html",
         form=form,
         newsletter=newsletter,
-        merge_fields=(compose.TAG_FIRST_NAME,),
+        merge_fields=(compose.merge_field_tag(str(get_locale())),),
     )
 
 
@@ -246,7 +247,7 @@ def newsletter_preview(newsletter_id: int):
 
 def _preview_html(subject: str, preheader: str, body: str, archive_url: str) -> str:
     rendered = compose.render_email(subject, preheader, body, archive_url, remote_images=False)
-    first_name = (current_user.name or "").split(" ")[0] or "Kari"
+    first_name = services.sample_first_name(current_user)
     example = compose.Personalizer().substitutions(first_name, "#", "#")
     return substitute(rendered.html, example)
 
@@ -308,7 +309,9 @@ def basis_lines(by_basis: dict[int | None, int]) -> list[tuple[str, int]]:
 
 def _audience_summary(newsletter: Newsletter) -> dict:
     """The audience in the words of the compose form."""
-    topics = db.session.scalars(select(Topic).where(Topic.slug.in_(newsletter.topics or []))).all()
+    topics = in_display_order(
+        db.session.scalars(select(Topic).where(Topic.slug.in_(newsletter.topics or [])))
+    )
     networks = db.session.scalars(
         select(Network.name).where(Network.id.in_(newsletter.network_ids or []))
     ).all()
@@ -337,6 +340,7 @@ def newsletter_detail(newsletter_id: int):
         summary=_audience_summary(newsletter),
         action_form=ActionForm(),
         schedule_form=ScheduleForm(),
+        test_form=TestSendForm(email=current_user.email),
     )
 
 
@@ -385,11 +389,23 @@ def _act(newsletter_id: int, action, success: str):
 @bp.route("/<int:newsletter_id>/test", methods=["POST"])
 @permission_required("newsletters.edit")
 def newsletter_test(newsletter_id: int):
-    return _act(
-        newsletter_id,
-        lambda n: services.test_send(n, current_user),
-        _("A test copy is on its way to %(email)s.", email=current_user.email),
-    )
+    newsletter = _newsletter_or_404(newsletter_id)
+    form = TestSendForm()
+    if "email" not in request.form:
+        form.email.data = current_user.email  # a bare button: to oneself
+    if not form.validate_on_submit():
+        message = next(iter(form.email.errors), None) or _("The form has expired; try again.")
+        flash(message, "error")
+        return redirect(url_for(".newsletter_detail", newsletter_id=newsletter.id))
+    try:
+        to = services.test_send(newsletter, current_user, form.email.data)
+    except services.NewsletterError as exc:
+        db.session.rollback()
+        flash(str(exc), "error")
+        return redirect(url_for(".newsletter_detail", newsletter_id=newsletter.id))
+    db.session.commit()
+    flash(_("A test copy is on its way to %(email)s.", email=to), "success")
+    return redirect(url_for(".newsletter_detail", newsletter_id=newsletter.id))
 
 
 @bp.route("/<int:newsletter_id>/send", methods=["POST"])

@@ -37,6 +37,19 @@ class NewsletterError(ValueError):
     """A change that breaks a rule; the message is fit to show staff."""
 
 
+class NoRecipients(NewsletterError):
+    """Nobody would get the newsletter: sending it would only lock it as "sent 0/0"."""
+
+    def __init__(self):
+        super().__init__(
+            _(
+                "Nobody would get this newsletter: no one with an address that may be "
+                "mailed has active consent for the chosen topics and filters. Change who "
+                "gets it, or wait for subscribers, then send it."
+            )
+        )
+
+
 @dataclass
 class Content:
     subject: str
@@ -212,6 +225,8 @@ def schedule(newsletter: Newsletter, at: datetime) -> None:
         raise NewsletterError(_("Only a draft can be scheduled."))
     if at <= utcnow() + timedelta(minutes=1):
         raise NewsletterError(_("Choose a time in the future."))
+    if recipient_count(newsletter) == 0:
+        raise NoRecipients()
     newsletter.state = "scheduled"
     newsletter.scheduled_at = at
     after_commit("start", newsletter.id, at)
@@ -228,7 +243,8 @@ def start_sending(newsletter: Newsletter) -> int:
     """Freeze the content, create the recipient ledger and its batches: state `sending`.
 
     All in the caller's transaction; the batch jobs are enqueued after it commits.
-    Returns the number of recipients (0: the newsletter is finished at once).
+    Returns the number of recipients. Raises NoRecipients when nobody would get it
+    (nothing is changed then; the caller rolls back).
     """
     if not _lock_while_editable(newsletter):
         raise NewsletterError(_("This newsletter has already been sent."))
@@ -239,9 +255,18 @@ def start_sending(newsletter: Newsletter) -> int:
     db.session.flush()
     total = ledger.create_ledger(newsletter)
     if total == 0:
-        newsletter.state = "finished"
-        newsletter.finished_at = utcnow()
+        raise NoRecipients()
     return total
+
+
+def back_to_draft_if_scheduled(newsletter_id: int, reason: str) -> None:
+    """A scheduled newsletter that could not start (nobody to send to) waits as a draft,
+    with the reason shown on its page (call after rolling back the failed start)."""
+    newsletter = db.session.get(Newsletter, newsletter_id)
+    if newsletter is not None and newsletter.state == "scheduled":
+        newsletter.state = "draft"
+        newsletter.scheduled_at = None
+        newsletter.pause_reason = reason
 
 
 def pause(newsletter: Newsletter) -> None:
@@ -297,27 +322,35 @@ def cancel(newsletter: Newsletter) -> int:
     return ledger.skip_unsent(newsletter, "cancelled")
 
 
-def test_send(newsletter: Newsletter, user) -> None:
-    """Send the newsletter as a recipient would see it to the staff user alone."""
+def sample_first_name(user) -> str:
+    """The first name that shows in the preview and in test copies: the staff user's own,
+    or an example one, so a greeting never reads "Hei !"."""
+    return (user.name or "").split(" ")[0] or "Kari"
+
+
+def test_send(newsletter: Newsletter, user, to: str | None = None) -> str:
+    """Send the newsletter as a recipient would see it to one address: the staff user's
+    own, or a colleague's (`to`, already validated). Returns the address it went to."""
     rendered = compose.render_email(
         newsletter.subject, newsletter.preheader, newsletter.body, ledger.archive_url(newsletter)
     )
-    first_name = (user.name or "").split(" ")[0]
     substitutions = compose.Personalizer().substitutions(
-        first_name, public_url("/unsubscribe/test"), public_url("/preferences/test")
+        sample_first_name(user), public_url("/unsubscribe/test"), public_url("/preferences/test")
     )
+    to = to or user.email
     queue_email(
-        user.email,
+        to,
         "newsletters/test",
         {
             "subject": substitute(rendered.subject, substitutions),
             "html": substitute(rendered.html, substitutions),
             "text": substitute(rendered.text, substitutions),
         },
-        to_name=user.name or "",
+        to_name=(user.name or "") if to == user.email else "",
         category="newsletter-test",
         locale=compose.newsletter_locale(),
     )
+    return to
 
 
 # -- progress ---------------------------------------------------------------------------

@@ -27,6 +27,11 @@ def start_scheduled(newsletter_id: int) -> str:
         return "not-yet"  # rescheduled later; that time's job (or the reconciler) starts it
     try:
         total = services.start_sending(newsletter)
+    except services.NoRecipients as exc:
+        db.session.rollback()
+        services.back_to_draft_if_scheduled(newsletter_id, str(exc))
+        db.session.commit()
+        return "no-recipients"
     except services.NewsletterError:
         db.session.rollback()
         return "started-elsewhere"  # the reconciler (or a click on Send) was first
