@@ -568,6 +568,52 @@ SUPPRESSING_EVENTS = {
 }
 
 
+def _same_group(a: EmailEvent, b: EmailEvent) -> bool:
+    """Both events are about the same unsubscribe group (or one does not say which)."""
+    group_a, group_b = a.raw.get("asm_group_id"), b.raw.get("asm_group_id")
+    return group_a is None or group_b is None or str(group_a) == str(group_b)
+
+
+def _later_group_event(record: EmailEvent, kind: str) -> EmailEvent | None:
+    """A stored `kind` event for the same address and group that happened after `record`."""
+    if record.occurred_at is None or not record.email:
+        return None
+    candidates = db.session.scalars(
+        select(EmailEvent).where(
+            EmailEvent.email == record.email,
+            EmailEvent.event == kind,
+            EmailEvent.id != record.id,
+            EmailEvent.occurred_at > record.occurred_at,
+        )
+    )
+    return next((c for c in candidates if _same_group(record, c)), None)
+
+
+def _lift_group_unsubscribe(resubscribe: EmailEvent) -> None:
+    """A `group_resubscribe` undoes the suppression its group's `group_unsubscribe` made.
+
+    Only that one: a bounce, a spam report, a plain unsubscribe or staff's own
+    suppression stays, and so does an unsubscribe that happened after the resubscribe.
+    """
+    suppression = db.session.scalar(
+        select(Suppression).where(Suppression.email == resubscribe.email)
+    )
+    if suppression is None or suppression.event_id is None:
+        return
+    unsubscribe = db.session.get(EmailEvent, suppression.event_id)
+    if unsubscribe is None or unsubscribe.event != "group_unsubscribe":
+        return
+    if not _same_group(unsubscribe, resubscribe):
+        return
+    if (
+        unsubscribe.occurred_at is not None
+        and resubscribe.occurred_at is not None
+        and unsubscribe.occurred_at > resubscribe.occurred_at
+    ):
+        return
+    lift_suppression(resubscribe.email)
+
+
 def register_event_handler(handler: EventHandler) -> EventHandler:
     """Call `handler(event, message_or_None)` for each new (de-duplicated) webhook event.
 
@@ -686,8 +732,12 @@ def record_event(event: dict) -> EmailEvent | None:
             message.last_error = record.reason
     reason = SUPPRESSING_EVENTS.get(kind)
     soft_bounce = kind == "bounce" and event.get("type") == "blocked"
+    if kind == "group_unsubscribe" and _later_group_event(record, "group_resubscribe"):
+        reason = None  # events come out of order: the person already came back
     if reason and address and not soft_bounce:
         suppress(address, reason, record.reason, event=record)
+    if kind == "group_resubscribe" and address:
+        _lift_group_unsubscribe(record)
     for handler in list(_event_handlers):
         handler(event, message)
     db.session.flush()
