@@ -24,6 +24,13 @@ NAV_ITEMS = (
 )
 
 AUDIT_ACTIONS = {"create": _l("Created"), "update": _l("Changed"), "delete": _l("Deleted")}
+# Who made a change when it was not a staff user (crm.audit.current_actor's words).
+AUDIT_ACTORS = {
+    "public": _l("A visitor on a public page"),
+    "system": _l("The system"),
+    "cli": _l("Command line"),
+    "setup": _l("Setup"),
+}
 
 # Field names as users know them; unknown fields are shown as they are. A key
 # "table.field" names a field of one table only and wins over the plain field name.
@@ -242,6 +249,7 @@ def init_app(app) -> None:
         list_args=list_args,
         can=can,
         audit_action_label=lambda action: AUDIT_ACTIONS.get(action, action),
+        audit_actor_label=lambda actor: AUDIT_ACTORS.get(actor, actor),
         field_label=field_label,
         audit_rows=audit_rows,
     )

@@ -99,7 +99,7 @@ def _fuzz_signup(app, client, values, real):
     data.update(values)
     response = _post(client, data)
     # 413: the whole body is beyond any form (several 10 kB fields at once).
-    assert response.status_code in (200, 413, 429), response.status_code
+    assert response.status_code in (200, 303, 413, 429), response.status_code
 
 
 def test_hostile_signups_never_fail_and_never_reach_a_header(app, client, monkeypatch):
@@ -128,7 +128,7 @@ def test_cr_lf_and_10_kb_in_every_field_are_refused_with_a_message(app, client, 
             assert 'class="field-error"' in response.get_data(as_text=True), (field, bad[:40])
     for field in ("topics", "wording", "consent", "started", "website"):
         response = _post(client, dict(base, **{field: "x\r\nBcc: victim@example.no" * 500}))
-        assert response.status_code == 200
+        assert response.status_code in (200, 303)  # 303: accepted (post/redirect/get)
     with app.app_context():
         # A garbage wording number falls back to the current wording, and any value ticks
         # a checkbox: those two signups are fine. Everything else was refused.

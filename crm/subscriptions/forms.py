@@ -19,6 +19,7 @@ from wtforms.widgets import CheckboxInput, ListWidget
 
 from crm.mail.services import normalize_address
 from crm.members.normalize import normalize_email
+from crm.subscriptions.ledger import CHANNEL_LABELS
 
 # Control characters (CR, LF, NUL, …) have no place in a name, address or company; they
 # are refused here, and the mailer refuses them in headers as well.
@@ -117,12 +118,7 @@ class StaffConsentForm(FlaskForm):
     topics = MultiCheckboxField(_l("Topics"))
     channel = SelectField(
         _l("Given"),
-        choices=[
-            SelectChoice("in_person", _l("In person")),
-            SelectChoice("phone", _l("By phone")),
-            SelectChoice("email", _l("By email")),
-            SelectChoice("letter", _l("In writing")),
-        ],
+        choices=[SelectChoice(code, label) for code, label in CHANNEL_LABELS.items()],
     )
     note = TextAreaField(
         _l("Note (required: when, where, what was said)"),
@@ -146,3 +142,9 @@ class EraseForm(FlaskForm):
         _l("I understand that the person's data is removed for good."),
         validators=[DataRequired(message=_l("Tick the box to confirm."))],
     )
+
+
+class LinkCompanyForm(FlaskForm):
+    """Staff link a subscriber to the company record suggested from their signup."""
+
+    company_id = HiddenField()

@@ -5,6 +5,7 @@ transaction (`next_status` is the rule). Functions here change the session but n
 commit: the request or job that calls them decides.
 """
 
+import re
 from collections.abc import Iterable
 from datetime import datetime
 
@@ -20,6 +21,7 @@ from crm.subscriptions.models import (
     ConsentState,
     ConsentWording,
     Topic,
+    in_display_order,
 )
 from crm.timeutil import utcnow
 
@@ -60,6 +62,48 @@ SOURCE_LABELS = {
     "email_link": _l("Email link"),
     "webhook": _l("Email provider"),
 }
+
+
+# Notes the system itself writes on ledger events, and how staff read them. The stored
+# note stays as written (the ledger is evidence); only its display is translated.
+SYSTEM_NOTES = {
+    "unsubscribe link": _l("Through the unsubscribe link in an email"),
+    "preferences": _l("On the preferences page"),
+    "erased on request": _l("Erased on request"),
+    "withdrawn on request": _l("Withdrawn on request"),
+}
+CHANNEL_LABELS = {
+    "in_person": _l("In person"),
+    "phone": _l("By phone"),
+    "email": _l("By email"),
+    "letter": _l("In writing"),
+}
+PROVIDER_EVENT_LABELS = {
+    "bounce": _l("Bounced"),
+    "dropped": _l("Dropped"),
+    "spamreport": _l("Marked as spam"),
+    "unsubscribe": _l("Unsubscribed"),
+    "group_unsubscribe": _l("Unsubscribed from the group"),
+}
+_CHANNEL_NOTE = re.compile(r"\[(\w+)\] ?(.*)", re.S)
+_PROVIDER_NOTE = re.compile(r"(\w+)(?:: (.*))?", re.S)
+
+
+def note_label(event: ConsentEvent) -> str:
+    """An event's note in the reader's language: system notes and codes in words."""
+    note = event.note or ""
+    if note in SYSTEM_NOTES:
+        return str(SYSTEM_NOTES[note])
+    if event.source == "staff":
+        match = _CHANNEL_NOTE.fullmatch(note)
+        if match and match.group(1) in CHANNEL_LABELS:
+            return f"{CHANNEL_LABELS[match.group(1)]}: {match.group(2)}"
+    if event.source == "webhook":
+        match = _PROVIDER_NOTE.fullmatch(note)
+        if match and match.group(1) in PROVIDER_EVENT_LABELS:
+            label = str(PROVIDER_EVENT_LABELS[match.group(1)])
+            return f"{label}: {match.group(2)}" if match.group(2) else label
+    return note
 
 
 class ConsentError(ValueError):
@@ -193,10 +237,10 @@ def consent_states(contact: Contact) -> dict[int, ConsentState]:
 
 
 def subscribed_topics(contact: Contact) -> list[Topic]:
-    """Topics the contact has active consent for."""
-    return [
+    """Topics the contact has active consent for, in display order."""
+    return in_display_order(
         state.topic for state in consent_states(contact).values() if state.status in ACTIVE_STATUSES
-    ]
+    )
 
 
 def consent_history(contact: Contact) -> list[ConsentEvent]:

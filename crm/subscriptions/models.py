@@ -53,6 +53,12 @@ class Topic(db.Model):
         return (self.name_en or self.name) if locale == "en" else self.name
 
 
+def in_display_order(topics) -> list[Topic]:
+    """Topics in the one order every page and email shows them: general news first,
+    then by (Norwegian) name."""
+    return sorted(topics, key=lambda t: (not t.is_general, t.name.casefold(), t.id))
+
+
 class ConsentWording(db.Model):
     """A version of the checkbox text people agree to. Never edited: add a new version."""
 

@@ -44,6 +44,7 @@ from crm.subscriptions import topics as topic_rules
 from crm.subscriptions.forms import (
     ConfirmForm,
     EraseForm,
+    LinkCompanyForm,
     PreferencesForm,
     StaffConsentForm,
     StaffWithdrawForm,
@@ -172,7 +173,10 @@ def subscribe():
                 )
                 db.session.commit()
                 _schedule_purge()
-            return _render_public("subscriptions/check_inbox.html")
+            # Post/redirect/get: reloading the answer page must not sign up (and mail) again.
+            return redirect(url_for("subscriptions.subscribe", sent="1", **_public_args()), 303)
+    elif request.args.get("sent") == "1":
+        return _render_public("subscriptions/check_inbox.html")
     else:
         form.started.data = tokens.make_form_token()
         form.topics.data = [models.GENERAL_TOPIC]
@@ -204,6 +208,7 @@ def confirm(token: str):
     db.session.commit()
     return _render_public(
         "subscriptions/confirmed.html",
+        first_time=result.first_time,
         topics=ledger.subscribed_topics(result.contact),
         preferences_url=url_for(
             "subscriptions.preferences", token=links.link_token(result.contact)
@@ -344,6 +349,22 @@ def record_consent(contact_id: int):
     return redirect(_contact_page(contact))
 
 
+@staff_bp.route("/contacts/<int:contact_id>/company-from-signup", methods=["POST"])
+@permission_required("members.edit")
+def link_suggested_company(contact_id: int):
+    """Staff accept the suggested company: the one the person named at signup."""
+    contact = _contact_or_404(contact_id)
+    form = LinkCompanyForm()
+    company = subscribers.suggested_company(contact)
+    if not form.validate() or company is None or form.company_id.data != str(company.id):
+        flash(_("The suggestion has changed; look at the contact again."), "error")
+        return redirect(_contact_page(contact))
+    contact.company = company
+    db.session.commit()
+    flash(_("The contact is linked to %(company)s.", company=company.name), "success")
+    return redirect(_contact_page(contact))
+
+
 @staff_bp.route("/contacts/<int:contact_id>/consent/withdraw", methods=["POST"])
 @permission_required("members.edit")
 def withdraw_consent(contact_id: int):
@@ -412,6 +433,7 @@ def consent_panel(contact: Contact) -> dict:
     )
     withdraw_form.topics.data = active_slugs
     all_topics = {t.id: t for t in db.session.scalars(db.select(models.Topic))}
+    suggested = subscribers.suggested_company(contact)
     return {
         "topics": topics,
         "all_topics": all_topics,
@@ -425,6 +447,13 @@ def consent_panel(contact: Contact) -> dict:
         "status_labels": ledger.STATUS_LABELS,
         "kind_labels": ledger.KIND_LABELS,
         "source_labels": ledger.SOURCE_LABELS,
+        "note_label": ledger.note_label,
+        "state_rows": [
+            (topic, states[topic.id])
+            for topic in models.in_display_order(all_topics[topic_id] for topic_id in states)
+        ],
+        "suggested_company": suggested,
+        "link_company_form": LinkCompanyForm(formdata=None, company_id=suggested and suggested.id),
     }
 
 

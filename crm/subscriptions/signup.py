@@ -27,6 +27,7 @@ from crm.subscriptions.models import (
     ConsentWording,
     PendingSignup,
     Topic,
+    in_display_order,
 )
 from crm.subscriptions.subscribers import (
     find_contact_by_email,
@@ -115,8 +116,9 @@ def pending_for_claim(pending_id: int, nonce: str) -> PendingSignup | None:
 def pending_topics(pending: PendingSignup) -> list[Topic]:
     if not pending.topic_ids:
         return []
-    topics = db.session.scalars(select(Topic).where(Topic.id.in_(pending.topic_ids))).all()
-    return sorted(topics, key=lambda t: (not t.is_general, t.name.casefold()))
+    return in_display_order(
+        db.session.scalars(select(Topic).where(Topic.id.in_(pending.topic_ids)))
+    )
 
 
 @dataclass

@@ -5,8 +5,9 @@ import re
 from sqlalchemy import select
 
 from crm.extensions import db
-from crm.members.models import Contact
+from crm.members.models import Company, Contact
 from crm.members.normalize import is_role_address
+from crm.members.search import matching_ids
 from crm.subscriptions.models import (
     Subscriber,
 )
@@ -60,3 +61,47 @@ def subscriber_profile(contact: Contact, *, create: bool = False) -> Subscriber 
 def is_company_address(contact: Contact) -> bool:
     """post@, firmapost@, info@…: a company mailbox, not a natural person."""
     return bool(contact.email) and is_role_address(contact.email)
+
+
+# Legal-form words people add or leave out when they type a company's name.
+_LEGAL_FORMS = {"as", "asa", "ans", "da", "sa", "ba", "enk", "nuf", "ks", "iks", "sf"}
+
+
+def company_key(name: str) -> str:
+    """A company name as compared for a match: case, punctuation and legal form ignored."""
+    words = re.findall(r"\w+", (name or "").casefold())
+    return " ".join(w for w in words if w not in _LEGAL_FORMS)
+
+
+def company_matching(typed: str) -> Company | None:
+    """The one company record the company typed at signup names, if exactly one does.
+
+    By organisation number when nine digits were typed, else by name with case,
+    punctuation and legal form ("AS", "ASA" …) ignored. Archived companies never match.
+    """
+    typed = (typed or "").strip()[:200]
+    digits = re.sub(r"[\s.]", "", typed)
+    if re.fullmatch(r"[0-9]{9}", digits):
+        return db.session.scalar(
+            select(Company).where(Company.orgnr == digits, Company.archived_at.is_(None))
+        )
+    key = company_key(typed)
+    ids = matching_ids("company", key) if key else None
+    if ids is None:
+        return None
+    candidates = db.session.scalars(
+        select(Company).where(Company.id.in_(ids), Company.archived_at.is_(None)).limit(50)
+    )
+    exact = [c for c in candidates if company_key(c.name) == key]
+    return exact[0] if len(exact) == 1 else None
+
+
+def suggested_company(contact: Contact) -> Company | None:
+    """The company record to suggest to staff for a subscriber without one: the match of
+    the company they typed at signup."""
+    if contact.company_id is not None:
+        return None
+    profile = subscriber_profile(contact)
+    if profile is None or not profile.company_name:
+        return None
+    return company_matching(profile.company_name)

@@ -10,6 +10,7 @@ from crm.subscriptions.models import (
     GENERAL_TOPIC,
     ConsentWording,
     Topic,
+    in_display_order,
 )
 from crm.timeutil import utcnow
 
@@ -81,8 +82,7 @@ def sync_topics() -> list[Topic]:
 
 def active_topics() -> list[Topic]:
     """Active topics as the public sees them: general first, then by name."""
-    topics = db.session.scalars(select(Topic).where(Topic.active.is_(True))).all()
-    return sorted(topics, key=lambda t: (not t.is_general, t.name.casefold()))
+    return in_display_order(db.session.scalars(select(Topic).where(Topic.active.is_(True))))
 
 
 def topic_by_slug(slug: str) -> Topic | None:
