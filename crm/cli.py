@@ -83,26 +83,21 @@ def ensure_admin_command():
 @click.command("serve")
 @click.option("--host", default="127.0.0.1")
 @click.option("--port", default=5000, type=int)
-def serve_command(host: str, port: int):
-    """Serve the web app with one RQ worker beside it, until Ctrl-C stops both."""
-    from werkzeug.serving import run_simple
-
+@click.option("--workers", default=2, type=int, help="gunicorn worker processes.")
+@click.option("--threads", default=4, type=int, help="Threads per worker process.")
+def serve_command(host: str, port: int, workers: int, threads: int):
+    """Serve the web app with gunicorn and one RQ worker beside it, until Ctrl-C stops both."""
     from crm.queue import redis_url
     from crm.redis_server import stop_embedded_redis
 
     app = current_app._get_current_object()
     url = redis_url(app)
-    env = dict(os.environ, REDIS_URL=url)  # the worker shares our Redis
-    worker = subprocess.Popen([sys.executable, "-m", "crm.cli", "worker"], env=env)
-    click.echo(f"Klynge on http://{host}:{port}/ (worker pid {worker.pid}); Ctrl-C stops.")
-
-    def stop(*_):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with it ignored
+    # The RQ worker and every gunicorn worker (each builds its own app) share our Redis.
+    os.environ["REDIS_URL"] = url
+    worker = subprocess.Popen([sys.executable, "-m", "crm.cli", "worker"], env=dict(os.environ))
+    click.echo(f"Klynge on http://{host}:{port}/ (RQ worker pid {worker.pid}); Ctrl-C stops.")
     try:
-        run_simple(host, port, app, threaded=True, use_reloader=False)
+        _gunicorn(f"{host}:{port}", workers, threads).run()
     except KeyboardInterrupt:
         pass
     finally:
@@ -112,6 +107,37 @@ def serve_command(host: str, port: int):
         _stop_worker(worker)
         stop_embedded_redis(url)
         click.echo("Stopped.")
+
+
+def _gunicorn(bind: str, workers: int, threads: int):
+    """gunicorn as production runs it (README: Production notes), started from Python.
+
+    Each worker process builds its own app from the factory (no app object shared over
+    a fork: database pools and sockets stay per process). gunicorn stops on Ctrl-C or
+    SIGTERM and returns here (by SystemExit) so the caller can stop the rest in order.
+    """
+    from gunicorn.app.base import BaseApplication
+
+    class Server(BaseApplication):
+        def load_config(self):
+            for key, value in {
+                "bind": bind,
+                "workers": max(1, workers),
+                "threads": max(1, threads),
+                "worker_class": "gthread",
+                "timeout": 120,  # a large import upload may take a while
+                "graceful_timeout": 10,
+                "accesslog": "-",
+                "proc_name": "klynge",
+            }.items():
+                self.cfg.set(key, value)
+
+        def load(self):
+            from crm import create_app
+
+            return create_app()
+
+    return Server()
 
 
 def _stop_worker(worker: subprocess.Popen) -> None:

@@ -6,6 +6,7 @@ process that started it stops it when that process exits.
 """
 
 import atexit
+import os
 import shutil
 import subprocess
 import time
@@ -81,15 +82,20 @@ def ensure_embedded_redis(directory: Path) -> str:
             process.kill()
             raise RuntimeError(f"embedded Redis did not start; see {directory / 'redis.log'}")
         time.sleep(0.05)
-    _started[url] = process
+    _started[url] = (process, os.getpid())
     atexit.register(stop_embedded_redis, url)
     return url
 
 
 def stop_embedded_redis(url: str) -> None:
     """Stop the embedded server if this process started it."""
-    process = _started.pop(url, None)
-    if process is None or process.poll() is not None:
+    started = _started.pop(url, None)
+    if started is None:
+        return
+    process, starter = started
+    # A forked child (a gunicorn worker) inherits this table and the atexit hook: only
+    # the process that started the server may stop it.
+    if starter != os.getpid() or process.poll() is not None:
         return
     process.terminate()
     try:
