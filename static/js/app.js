@@ -3,6 +3,18 @@
 (function () {
   "use strict";
 
+  // The menu on a phone: folded away behind the Menu button (CSS shows the button only
+  // on narrow screens). Without this script the menu simply stays open.
+  document.documentElement.classList.remove("no-js");
+  var navToggle = document.querySelector(".nav-toggle");
+  if (navToggle) {
+    navToggle.addEventListener("click", function () {
+      var open = navToggle.getAttribute("aria-expanded") !== "true";
+      navToggle.setAttribute("aria-expanded", open ? "true" : "false");
+      document.querySelector(".topbar").classList.toggle("nav-open", open);
+    });
+  }
+
   // Forms with data-live-search reload their results region as the user types.
   document.querySelectorAll("form[data-live-search]").forEach(function (form) {
     var target = document.querySelector(form.getAttribute("data-live-search"));

@@ -1,0 +1,168 @@
+"""Every staff page is usable on a phone: at 390 × 844 nothing is wider than the screen.
+
+The pages are found from the app's own url_map (every GET route that needs a login),
+with ids filled in from seeded demo data, so pages other areas add later are measured
+too. Wide tables scroll inside their own container; the page itself never scrolls
+sideways. One screenshot per page goes to test-artifacts/phone/ for a person to look at.
+"""
+
+import re
+
+import pytest
+from sqlalchemy import select
+
+from crm.extensions import db
+from crm.mail.services import queue_email
+from crm.timeutil import utcnow
+from tests.browser import login
+from tests.factories import PASSWORD, make_newsletter, make_subscriber, make_user
+from tests.routes import is_public
+
+pytestmark = pytest.mark.browser
+
+PHONE = {"width": 390, "height": 844}
+# Endpoints that are not pages (files, JSON, redirects) and need no measuring.
+NOT_PAGES = re.compile(r"(\.(pdf|csv|json|ics|xml|xlsx|eml|png|svg)$)|/(export|download)\b")
+
+
+def _table_for(argument: str):
+    """The table whose ids an URL argument names: `invoice_id` → `invoice`."""
+    name = argument.removesuffix("_id")
+    tables = db.metadata.tables
+    for candidate in (name, name.rstrip("s"), f"{name}s", f"email_{name}", f"fee_{name}"):
+        if candidate in tables and "id" in tables[candidate].columns:
+            return tables[candidate]
+    return None
+
+
+def _filled_url(app, rule) -> str | None:
+    """The rule's URL with the smallest existing id of each argument; None if one is missing."""
+    from flask import url_for
+
+    args = {}
+    for name in rule.arguments:
+        converter = type(rule._converters[name]).__name__
+        if converter == "AnyConverter":
+            args[name] = sorted(rule._converters[name].items)[0]
+            continue
+        if converter not in ("IntegerConverter", "IdConverter"):
+            return None  # tokens and other strings: no page to find by guessing
+        if name == "year":
+            args[name] = utcnow().year  # the demo's fee year
+            continue
+        table = _table_for(name)
+        if table is None:
+            return None
+        value = db.session.scalar(select(db.func.min(table.c.id)))
+        if value is None:
+            return None
+        args[name] = value
+    return url_for(rule.endpoint, **args)
+
+
+def _staff_pages(app) -> list[str]:
+    urls = set()
+    with app.test_request_context():
+        for rule in app.url_map.iter_rules():
+            if is_public(rule.endpoint) or "GET" not in rule.methods:
+                continue
+            url = _filled_url(app, rule)
+            if url and not NOT_PAGES.search(url):
+                urls.add(url)
+    return sorted(urls)
+
+
+@pytest.fixture
+def seeded(app, runner):
+    result = runner.invoke(args=["demo", "--companies", "8", "--subscribers", "15"])
+    assert result.exit_code == 0, result.output
+    with app.test_request_context():
+        make_subscriber("kari.nordmann.med.et.langt.navn@eksempel-bedriften.example.no")
+        queue_email(
+            "kari.nordmann.med.et.langt.navn@eksempel-bedriften.example.no",
+            "mail/test",
+            {"name": "Kari"},
+            category="test",
+        )
+        db.session.commit()
+        make_newsletter("Høstens seminarprogram for alle nettverkene i klyngen")
+        admin = make_user("admin")
+        return admin.email
+
+
+def test_every_staff_page_fits_a_phone_without_sideways_scrolling(
+    app, browser, live_server, seeded, artifacts_dir
+):
+    folder = artifacts_dir / "phone"
+    folder.mkdir(exist_ok=True)
+    context = browser.new_context(viewport=PHONE, locale="nb-NO", device_scale_factor=1)
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    try:
+        login(page, live_server, seeded, PASSWORD)
+        urls = _staff_pages(app)
+        assert len(urls) >= 25, urls
+        too_wide, measured = [], 0
+        for url in urls:
+            response = page.goto(live_server.url + url)
+            if response is None or response.status != 200:
+                continue
+            if "text/html" not in response.headers.get("content-type", ""):
+                continue
+            measured += 1
+            width = page.evaluate("document.documentElement.scrollWidth")
+            name = re.sub(r"[^a-z0-9]+", "-", url.lower()).strip("-") or "home"
+            page.screenshot(path=str(folder / f"{name}.png"), full_page=False)
+            if width > PHONE["width"]:
+                widest = page.evaluate(_WIDEST_ELEMENT, PHONE["width"])
+                too_wide.append(f"{url}: {width}px ({widest})")
+        assert measured >= 25
+        assert not too_wide, "wider than a 390 px phone:\n" + "\n".join(too_wide)
+    finally:
+        context.close()
+
+
+def test_the_menu_is_reachable_on_a_phone(app, browser, live_server, seeded, artifacts_dir):
+    context = browser.new_context(viewport=PHONE, locale="nb-NO")
+    page = context.new_page()
+    try:
+        login(page, live_server, seeded, PASSWORD)
+        page.goto(live_server.url + "/companies")
+        links = page.locator(".mainnav a")
+        assert links.count() >= 5
+        # Closed at first: the menu does not push the page down.
+        assert not links.last.is_visible()
+        page.click(".nav-toggle")
+        for i in range(links.count()):
+            link = links.nth(i)
+            assert link.is_visible()
+            box = link.bounding_box()
+            assert box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"]
+        page.screenshot(path=str(artifacts_dir / "phone" / "menu-open.png"))
+        links.last.click()
+        page.wait_for_load_state()
+        assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+        assert "no-js" not in (page.get_attribute("html", "class") or "")
+    finally:
+        context.close()
+
+
+# The element that sticks out furthest, to say what to fix (its tag, classes and right edge).
+_WIDEST_ELEMENT = """(limit) => {
+  let worst = null, right = limit;
+  for (const el of document.body.querySelectorAll('*')) {
+    const r = el.getBoundingClientRect();
+    if (r.right > right + 0.5) {
+      let scroller = el.parentElement, clipped = false;
+      while (scroller && scroller !== document.body) {
+        const s = getComputedStyle(scroller);
+        if (s.overflowX !== 'visible') { clipped = true; break; }
+        scroller = scroller.parentElement;
+      }
+      if (!clipped) { worst = el; right = r.right; }
+    }
+  }
+  if (!worst) return 'nothing found';
+  const name = worst.tagName.toLowerCase() + '.' + [...worst.classList].join('.');
+  return name + ' right=' + Math.round(right);
+}"""
