@@ -2,11 +2,14 @@
 
 from datetime import date, datetime
 from decimal import Decimal
+from functools import lru_cache
 from pathlib import Path
 
+from babel import support
 from babel.numbers import format_decimal
 from flask import Blueprint, has_request_context, redirect, request, session, url_for
 from flask_babel import get_locale
+from wtforms.i18n import messages_path
 
 from crm.timeutil import OSLO
 
@@ -81,8 +84,22 @@ def format_number(value: int | None) -> str:
     return format_decimal(value, format="#,##0", locale=str(get_locale() or "nb"))
 
 
+@lru_cache(maxsize=8)
+def _wtforms_translations(locale: str) -> support.Translations:
+    return support.Translations.load(messages_path(), [locale], domain="wtforms")
+
+
+def _share_wtforms_translations() -> None:
+    # Flask-WTF reads WTForms' own catalog (its "This field is required." and others) from
+    # disk again on every request that builds a form; it looks in this request attribute
+    # first, so one catalog per language is parsed once per process.
+    if request.endpoint != "static":
+        request.wtforms_translations = _wtforms_translations(str(get_locale() or "nb"))
+
+
 def init_app(app) -> None:
     app.register_blueprint(bp)
+    app.before_request(_share_wtforms_translations)
     app.jinja_env.filters.update(
         date=format_date,
         datetime=format_datetime,

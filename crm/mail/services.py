@@ -210,10 +210,9 @@ def _insert_message(values: dict) -> EmailMessage | None:
         insert(EmailMessage)
         .values(**values)
         .on_conflict_do_nothing(index_elements=["key"])
-        .returning(EmailMessage.id)
+        .returning(EmailMessage)  # the ORM object itself: no second query to load it
     )
-    new_id = db.session.execute(statement).scalar()
-    return db.session.get(EmailMessage, new_id) if new_id is not None else None
+    return db.session.scalars(statement).one_or_none()
 
 
 # --- Enqueueing after commit -----------------------------------------------------------

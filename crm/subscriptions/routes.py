@@ -93,15 +93,6 @@ def _render_public(template: str, status: int = 200, **context) -> Response:
     return response
 
 
-def _reference_data():
-    """The active topics and the current wording, created and committed on first use."""
-    topic_rules.sync_topics()
-    topic_rules.current_wording()
-    db.session.commit()
-    # Loaded after the commit, which would otherwise expire them attribute by attribute.
-    return topic_rules.active_topics(), topic_rules.current_wording()
-
-
 def _invalid_link(expired: bool = False) -> Response:
     return _render_public(
         "subscriptions/link_invalid.html", status=410 if expired else 404, expired=expired
@@ -146,14 +137,15 @@ def _chosen_topics(form, topics) -> list:
 @limiter.limit("10 per minute;60 per hour", methods=["POST"])
 def subscribe():
     request.max_content_length = MAX_SIGNUP_BYTES
-    topics, wording = _reference_data()
+    topics, wording = topic_rules.reference_data()
     form = SubscribeForm()
     form.topics.choices = topic_choices(topics, _locale())
 
     if request.method == "POST":
         # The version the form showed is what the person agreed to (if it exists).
-        if re.fullmatch(r"[0-9]{1,8}", form.wording.data or ""):
-            wording = topic_rules.wording_by_version(int(form.wording.data)) or wording
+        shown = form.wording.data or ""
+        if re.fullmatch(r"[0-9]{1,8}", shown) and int(shown) != wording.version:
+            wording = topic_rules.wording_by_version(int(shown)) or wording
         chosen = _chosen_topics(form, topics)
         valid = form.validate()
         if valid and not chosen:
@@ -265,7 +257,7 @@ def preferences(token: str):
     contact = links.contact_for_link(token)
     if contact is None:
         return _invalid_link()
-    topics, wording = _reference_data()
+    topics, wording = topic_rules.reference_data()
     form = PreferencesForm()
     form.topics.choices = topic_choices(topics, _locale())
     if form.validate_on_submit():

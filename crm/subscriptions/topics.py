@@ -42,6 +42,11 @@ def _insert_reference_row(model, **values) -> None:
     else:
         from sqlalchemy.dialects.sqlite import insert
     db.session.execute(insert(model).values(**values).on_conflict_do_nothing())
+    db.session.info[REFERENCE_ROWS_WRITTEN] = True
+
+
+# Set in the session's info when a topic or wording row was inserted outside the ORM.
+REFERENCE_ROWS_WRITTEN = "crm_reference_rows_written"
 
 
 def sync_topics() -> list[Topic]:
@@ -77,7 +82,25 @@ def sync_topics() -> list[Topic]:
     for topic in topics:
         if topic.network_id is None and not topic.is_general and topic.active:
             topic.active = False  # its network was deleted
-    return active_topics()
+    if db.session.info.get(REFERENCE_ROWS_WRITTEN):
+        return active_topics()  # rows were inserted beside the ORM: read them back
+    return in_display_order(t for t in topics if t.active)
+
+
+def reference_data() -> tuple[list[Topic], ConsentWording]:
+    """The active topics and the current wording for a public form.
+
+    Topics follow the networks and the first wording is made on first use: when that
+    wrote anything it is committed at once (two queries and no commit otherwise, since
+    every signup and preferences page asks).
+    """
+    topics = sync_topics()
+    wording = current_wording()
+    if db.session.info.pop(REFERENCE_ROWS_WRITTEN, False) or db.session.dirty:
+        db.session.commit()
+        # Loaded after the commit, which would otherwise expire them attribute by attribute.
+        return active_topics(), current_wording()
+    return topics, wording
 
 
 def active_topics() -> list[Topic]:
