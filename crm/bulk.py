@@ -12,10 +12,23 @@ These functions write no audit entries: crm.audit.bulk_create/bulk_update do.
 """
 
 import gc
+import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
-from sqlalchemy import Column, Integer, MetaData, Table, any_, bindparam, insert, update
+from sqlalchemy import (
+    Column,
+    Integer,
+    MetaData,
+    Table,
+    any_,
+    bindparam,
+    func,
+    insert,
+    literal_column,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection
 
@@ -30,9 +43,18 @@ def id_in(column, ids: Sequence[int]):
     On PostgreSQL as `column = ANY(:ids)`, one array parameter: an IN list of 1,000 is
     1,000 parameters, a statement too long for psycopg's cache (parsed again on every
     call) and planned anew by PostgreSQL each time.
+    On SQLite as `column IN (SELECT value FROM json_each(:ids))`, one JSON parameter:
+    SQLAlchemy renders an IN list parameter by parameter on every execution (~5 ms for
+    1,000 in Python).
     """
-    if db.session.get_bind().dialect.name == "postgresql":
+    dialect = db.session.get_bind().dialect.name
+    if dialect == "postgresql":
         return column == any_(bindparam(None, list(ids), type_=ARRAY(Integer)))
+    if dialect == "sqlite":
+        values = json.dumps([int(i) for i in ids])
+        return column.in_(
+            select(literal_column("value")).select_from(func.json_each(bindparam(None, values)))
+        )
     return column.in_(ids)
 
 

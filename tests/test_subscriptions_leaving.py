@@ -119,10 +119,14 @@ def test_link_tokens_are_exactly_what_itsdangerous_makes(contact_id, version, se
     # The fast link serializer (newsletters sign 1,000 links a batch) must make the very
     # tokens itsdangerous's URLSafeSerializer makes and reads: links already sent, and
     # links read by code that uses the plain serializer, keep working.
-    from crm.subscriptions.tokens import LINK_SALT, _link_serializer
+    from crm.subscriptions.tokens import LINK_SALT, _link_serializer, _sign_links
 
     plain = URLSafeSerializer(secret, salt=LINK_SALT)
     token = _link_serializer(secret).dumps([contact_id, version])
     assert plain.loads(token) == [contact_id, version]
+    # What a newsletter batch signs with: the same bytes, spelt out.
+    assert _sign_links(secret, [(contact_id, version)]) == [token]
+    network_token = _link_serializer(secret).dumps([contact_id, version, 7])
+    assert _sign_links(secret, [(contact_id, version, 7)]) == [network_token]
     if not plain.dumps([contact_id, version]).startswith("."):  # not zlib-compressed
         assert token == plain.dumps([contact_id, version])

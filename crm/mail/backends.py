@@ -425,13 +425,17 @@ def retry_after_seconds(headers, now: float | None = None) -> float | None:
 
 
 def _classify_http_error(exc) -> MailError:
-    status = exc.status_code
-    text = sendgrid_error_text(exc.body)
+    return classify_answer(exc.status_code, exc.body, exc.headers)
+
+
+def classify_answer(status: int, body: bytes | str | None, headers) -> MailError:
+    """The error an answer other than 2xx from SendGrid means (see the module's doc)."""
+    text = sendgrid_error_text(body)
     if status == 429:
         return TransientSendError(
             f"SendGrid rate limit (429): {text}",
             status_code=status,
-            retry_after=retry_after_seconds(exc.headers),
+            retry_after=retry_after_seconds(headers),
         )
     if status in (401, 403):
         return ConfigurationError(

@@ -49,6 +49,7 @@ from crm.mail.backends import (
     PermanentSendError,
     Recipient,
     TransientSendError,
+    check_header,
 )
 from crm.mail.services import sender_address
 from crm.members.models import Contact
@@ -242,6 +243,23 @@ def _preferences_url(unsubscribe_url: str) -> str:
     return unsubscribe_url.replace("/unsubscribe/", "/preferences/", 1)
 
 
+def _checked_recipient(template: Recipient, **values) -> Recipient:
+    """A Recipient like `template` (fully checked by its constructor) with its own
+    address, name, links and ids.
+
+    Its header names and the shape of their values are the template's, and the links
+    are the public base URL plus a token of URL-safe characters: only the address and
+    the name differ in ways a check can catch, so only they are checked here. The
+    constructor's checks, 1,000 times over, were a tenth of a batch's CPU time.
+    """
+    check_header("To", values["email"])
+    if "=?" in values["name"]:
+        check_header("To", values["name"])
+    recipient = object.__new__(Recipient)
+    recipient.__dict__.update(template.__dict__, **values)
+    return recipient
+
+
 def build_mail(
     newsletter: Newsletter, batch: NewsletterBatch, rows: list[Row]
 ) -> tuple[OutgoingMail, list[Row], list[tuple[Row, str]]]:
@@ -259,26 +277,32 @@ def build_mail(
     )
     personalizer = compose.Personalizer()
     recipients, included, unmailable = [], [], []
+    newsletter_arg, batch_arg = str(newsletter.id), str(batch.id)
+    template = None
     for row in rows:
         unsubscribe = links[row.contact_id]
+        values = {
+            "email": row.email,
+            "name": header_safe(f"{row.first_name} {row.last_name}", 200),
+            "message_id": f"nl{newsletter.id}-{row.id}",
+            "headers": {
+                "List-Unsubscribe": f"<{unsubscribe}>",
+                "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+            },
+            "substitutions": personalizer.substitutions(
+                row.first_name, unsubscribe, _preferences_url(unsubscribe)
+            ),
+            "custom_args": {
+                "klynge_newsletter": newsletter_arg,
+                "klynge_batch": batch_arg,
+                "klynge_recipient": str(row.id),
+            },
+        }
         try:
-            recipient = Recipient(
-                email=row.email,
-                name=header_safe(f"{row.first_name} {row.last_name}", 200),
-                message_id=f"nl{newsletter.id}-{row.id}",
-                headers={
-                    "List-Unsubscribe": f"<{unsubscribe}>",
-                    "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-                },
-                substitutions=personalizer.substitutions(
-                    row.first_name, unsubscribe, _preferences_url(unsubscribe)
-                ),
-                custom_args={
-                    "klynge_newsletter": str(newsletter.id),
-                    "klynge_batch": str(batch.id),
-                    "klynge_recipient": str(row.id),
-                },
-            )
+            if template is None:
+                recipient = template = Recipient(**values)
+            else:
+                recipient = _checked_recipient(template, **values)
         except (HeaderInjectionError, ValueError) as exc:
             unmailable.append((row, str(exc)))
             continue

@@ -11,6 +11,7 @@ A token from one purpose never passes as another: the salts differ.
 """
 
 import functools
+import hmac
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -125,11 +126,30 @@ def make_link_token(contact_id: int, version: int) -> str:
     return make_link_tokens([(contact_id, version)])[0]
 
 
+@functools.lru_cache(maxsize=4)
+def _link_key(secret: str) -> tuple[bytes, object]:
+    signer = _link_serializer(secret).make_signer()
+    return signer.derive_key(), signer.digest_method
+
+
 def make_link_tokens(claims: Iterable[tuple[int, ...]]) -> list[str]:
     """A token for each (contact_id, version) or (contact_id, version, network_id),
-    signed with one lookup of the secret."""
-    dumps = _link_serializer(_secret()).dumps
-    return [dumps(list(claim)) for claim in claims]
+    signed with one lookup of the secret.
+
+    The same bytes `_LinkSerializer.dumps` makes (compact JSON, URL-safe base64, an
+    HMAC of it under the derived key), spelt out: a newsletter batch signs 1,000, and
+    itsdangerous's layers of calls were three quarters of a token's cost.
+    """
+    return _sign_links(_secret(), claims)
+
+
+def _sign_links(secret: str, claims: Iterable[tuple[int, ...]]) -> list[str]:
+    key, digest = _link_key(secret)
+    tokens = []
+    for claim in claims:
+        payload = base64_encode("[" + ",".join(str(int(n)) for n in claim) + "]")
+        tokens.append((payload + b"." + base64_encode(hmac.digest(key, payload, digest))).decode())
+    return tokens
 
 
 def read_link_token(token: str) -> LinkClaim:
