@@ -91,6 +91,12 @@ def load_settings(instance_path: Path) -> dict:
         "SUBSCRIBE_MIN_FILL_SECONDS": _number("SUBSCRIBE_MIN_FILL_SECONDS", 2.0),
         # Workers run their upkeep hooks (e.g. the newsletter reconciler) this often.
         "WORKER_HOOK_SECONDS": _number("WORKER_HOOK_SECONDS", 30.0),
+        # Each worker renews its entry in RQ's worker registry this often (also while a
+        # job runs) and looks for jobs' holders that stopped doing so: a worker silent
+        # for WORKER_DEAD_AFTER_SECONDS is dead (SIGKILL, machine gone), and what it
+        # held (a newsletter batch's lease) is taken back without waiting for the lease.
+        "WORKER_HEARTBEAT_SECONDS": _number("WORKER_HEARTBEAT_SECONDS", 5.0),
+        "WORKER_DEAD_AFTER_SECONDS": _number("WORKER_DEAD_AFTER_SECONDS", 15.0),
         **_mail_settings(),
         **_newsletter_settings(),
         **_ehf_settings(instance_path),

@@ -370,6 +370,55 @@ def test_a_worker_sigkilled_while_sendgrid_holds_its_request_sends_nobody_twice(
     assert len(sendgrid_server.requests) == RECIPIENTS // 500  # one request per batch
 
 
+def test_a_sigkilled_worker_is_found_dead_by_its_heartbeat_and_its_batch_settled_within_30_s(
+    app, sendgrid_server, tmp_path, big_newsletter, monkeypatch
+):
+    """Production's lease (120 s), heartbeat (5 s) and dead-after (15 s) settings: the
+    worker holding a batch in flight is SIGKILLed; SendGrid accepts the request after
+    it died. The other workers see from RQ's worker registry that its heartbeat
+    stopped, take the batch back long before its lease would run out, and settle it
+    from the webhook's events without sending it again: finished within 30 s of the
+    kill, every recipient exactly once."""
+    env = dict(
+        os.environ,
+        **sendgrid_server.worker_env(
+            **{
+                **FAST,
+                "NEWSLETTER_LEASE_SECONDS": "120",
+                "SENDGRID_TIMEOUT_SECONDS": "10",
+                "WORKER_HEARTBEAT_SECONDS": "5",
+                "WORKER_DEAD_AFTER_SECONDS": "15",
+            }
+        ),
+    )
+    pool = Workers(env, tmp_path)
+    try:
+        start_newsletter_with_small_batches(app, big_newsletter, monkeypatch)
+        sendgrid_server.delay_next(1, seconds=2)
+        with EventFeed(app, sendgrid_server):
+            pool.start(2)
+            wait_for(lambda: sendgrid_server.holding)
+            held_batch = batch_of(sendgrid_server.holding[0].body)
+            with app.app_context():
+                wait_for(lambda: _in_flight(held_batch) is not None)
+                victim, killed_job = pool.running_batch(big_newsletter, held_batch)
+            killed_at = time.monotonic()
+            pool.kill(victim)
+            status = wait_until_finished(app, big_newsletter, pool, timeout=100)
+            recovery = time.monotonic() - killed_at
+    finally:
+        pool.stop()
+    assert status["state"] == "finished", pool.logs()
+    print(f"finished {recovery:.1f} s after the kill")
+    assert recovery <= 30, (recovery, pool.logs())
+    assert_each_recipient_exactly_once(app, sendgrid_server, big_newsletter, RECIPIENTS)
+    (held,) = [r for r in sendgrid_server.requests if r.fault == "delay"]
+    batch = assert_settled_from_events_without_resend(app, sendgrid_server, big_newsletter, held)
+    assert batch.enqueued_count > 1  # taken back and enqueued again, not by lease expiry
+    logs = "".join(log.read_text(errors="replace") for log in tmp_path.glob("worker-*.log"))
+    assert f"batch {held_batch}: its sender's worker" in logs
+
+
 def test_redis_restarted_mid_send_loses_the_queues_and_still_everyone_gets_it_once(
     app, sendgrid_server, workers, big_newsletter, monkeypatch, tmp_path
 ):

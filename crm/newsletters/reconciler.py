@@ -117,6 +117,76 @@ def settle_cancelled_batches() -> int:
     return settled
 
 
+def release_dead_senders(connection=None) -> int:
+    """Take back the batches whose sender's RQ worker is dead; how many.
+
+    A sender's lease names its worker (`sending.new_owner`). Every worker renews its
+    entry in RQ's worker registry each WORKER_HEARTBEAT_SECONDS, also in the middle
+    of a job (crm.worker); one that has not for WORKER_DEAD_AFTER_SECONDS was killed
+    or lost its machine. Its leases are released at once (conditionally: still the
+    same owner) and the batches enqueued again, instead of waiting up to
+    NEWSLETTER_LEASE_SECONDS. Exactly once still holds, as after a lease expiry: a
+    batch whose request was in flight is *ambiguous* for its next sender, which
+    settles it from the webhook's events (or sends it again after the grace period).
+    Should the holder be alive after all (cut off from Redis only), it cannot send:
+    marking the batch in flight needs the lease; and a 202 it already had is
+    recorded as usual.
+    """
+    from crm.newsletters.sending import lease_worker
+    from crm.queue import get_redis
+    from crm.worker import worker_heartbeats
+
+    B = NewsletterBatch
+    now = utcnow()
+    held = db.session.execute(
+        select(B.id, B.lease_owner, B.updated_at)
+        .join(Newsletter, Newsletter.id == B.newsletter_id)
+        .where(
+            B.state == "pending",
+            B.lease_owner.is_not(None),
+            B.lease_expires_at > now,
+            Newsletter.state.in_(("sending", "paused", "cancelled")),
+        )
+    ).all()
+    holders = {row.id: lease_worker(row.lease_owner) for row in held}
+    names = {name for name in holders.values() if name}
+    if not names:
+        return 0
+    beats = worker_heartbeats(connection or get_redis(), names)
+    dead_after = timedelta(seconds=setting("WORKER_DEAD_AFTER_SECONDS"))
+    released = 0
+    for row in held:
+        name = holders[row.id]
+        if name is None:
+            continue
+        # No entry at all: registered once (it holds a lease), so dead for long enough
+        # that RQ's entry expired; unless the lease is younger than the threshold
+        # (Redis restarted and the live worker has not written its entry back yet).
+        last = beats[name] or row.updated_at
+        if last is None or last + dead_after > now:
+            continue
+        result = db.session.execute(
+            update(B)
+            .where(B.id == row.id, B.lease_owner == row.lease_owner)
+            .values(lease_owner=None, lease_expires_at=None, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount != 1:
+            continue
+        log.warning(
+            "batch %s: its sender's worker %s is dead (last heartbeat %s); sending it again",
+            row.id,
+            name,
+            beats[name],
+        )
+        batch = db.session.get(B, row.id, populate_existing=True)
+        if batch.newsletter.state == "sending":
+            requeue(batch)
+        released += 1
+    db.session.commit()
+    return released
+
+
 def requeue(batch: NewsletterBatch, at: datetime | None = None) -> None:
     """A fresh job for the batch (at `at`, else its next attempt time), after commit."""
     round_ = batch.enqueued_count + 1

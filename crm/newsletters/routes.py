@@ -556,7 +556,7 @@ def init_app(app) -> None:
     from crm.mail.services import register_event_handler
     from crm.members.services import MERGE_HOOKS
     from crm.newsletters import tasks
-    from crm.worker import WORKER_HOOKS
+    from crm.worker import HEARTBEAT_HOOKS, WORKER_HOOKS
 
     app.register_blueprint(bp)
     app.register_blueprint(archive_bp)
@@ -565,3 +565,5 @@ def init_app(app) -> None:
         MERGE_HOOKS.append(services.merge_recipients)
     if tasks.reconcile_tick not in WORKER_HOOKS:
         WORKER_HOOKS.append(tasks.reconcile_tick)
+    if tasks.dead_sender_tick not in HEARTBEAT_HOOKS:
+        HEARTBEAT_HOOKS.append(tasks.dead_sender_tick)

@@ -86,7 +86,25 @@ def Wait(seconds: float, outcome: str = "waiting") -> Step:  # noqa: N802
 
 
 def new_owner() -> str:
-    return secrets.token_hex(16)
+    """A lease owner token; in a worker it names the worker (`token@name`), so that
+    the others can tell from RQ's worker registry when the holder died
+    (`reconciler.release_dead_senders`) instead of waiting for the lease to run out."""
+    from crm.worker import current_worker_name
+
+    token = secrets.token_hex(8)
+    name = current_worker_name()
+    if name and len(name) <= OWNER_LENGTH - len(token) - 1:
+        return f"{token}@{name}"
+    return token
+
+
+OWNER_LENGTH = 64  # NewsletterBatch.lease_owner
+
+
+def lease_worker(owner: str | None) -> str | None:
+    """The RQ worker named in a lease owner token, if any."""
+    token, at, name = (owner or "").partition("@")
+    return name if at and name else None
 
 
 def _lease_until():

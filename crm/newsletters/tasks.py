@@ -54,3 +54,10 @@ def reconcile_tick(app) -> None:
     its data, or after a reboot."""
     with app.app_context():
         reconcile_due()
+
+
+def dead_sender_tick(app) -> None:
+    """Heartbeat hook, every WORKER_HEARTBEAT_SECONDS in every worker: take back the
+    batches of senders whose RQ worker died (crm.newsletters.reconciler)."""
+    with app.app_context():
+        reconciler.release_dead_senders()
