@@ -427,7 +427,12 @@ def attempt(batch: NewsletterBatch, owner: str, limiter: RateLimiter) -> Step:
         remaining = (batch.ambiguous_since - utcnow()).total_seconds() + grace
         if remaining > 0:
             return Wait(remaining, "awaiting-events")
-        log.warning("batch %s: no provider events after %ss, sending again", batch.id, grace)
+        log.warning(
+            "batch %s: no provider events after %ss, sending again (%s)",
+            batch.id,
+            grace,
+            batch.last_error,
+        )
         batch.ambiguous_since = None
         batch.resends += 1
         db.session.commit()
