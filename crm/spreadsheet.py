@@ -122,9 +122,31 @@ def xlsx_bytes(
     headers: Sequence[str], rows: Iterable[Sequence[Cell]], sheet_title: str = "Export"
 ) -> bytes:
     """The table as an XLSX workbook: bold frozen header row, real dates and numbers."""
-    rows = [[_xlsx_value(v) for v in row] for row in rows]
+    return workbook_bytes([(sheet_title, headers, rows)])
+
+
+def workbook_bytes(sheets: Iterable[tuple[str, Sequence[str], Iterable[Sequence[Cell]]]]) -> bytes:
+    """Several tables as one XLSX workbook, a sheet each: (title, headers, rows)."""
     workbook = Workbook(write_only=True)
-    sheet = workbook.create_sheet(title=neutralise(sheet_title)[:31].lstrip("'") or "Export")
+    used: set[str] = set()
+    for title, headers, rows in sheets:
+        name = neutralise(title)[:31].lstrip("'").translate(_SHEET_NAME) or "Export"
+        while name in used:  # sheet names are unique, at most 31 characters
+            name = f"{name[:28]}_{len(used)}"
+        used.add(name)
+        _add_sheet(workbook, name, headers, rows)
+    buffer = io.BytesIO()
+    workbook.save(buffer)
+    return buffer.getvalue()
+
+
+# Excel refuses these in a sheet's name.
+_SHEET_NAME = {ord(c): "-" for c in "[]:*?/\\"}
+
+
+def _add_sheet(workbook, name: str, headers: Sequence[str], rows) -> None:
+    rows = [[_xlsx_value(v) for v in row] for row in rows]
+    sheet = workbook.create_sheet(title=name)
     sheet.freeze_panes = "A2"
     sample = rows[:500]
     for index, header in enumerate(headers, start=1):
@@ -156,9 +178,6 @@ def xlsx_bytes(
                 cell.alignment = top
             cells.append(cell)
         sheet.append(cells)
-    buffer = io.BytesIO()
-    workbook.save(buffer)
-    return buffer.getvalue()
 
 
 def export_response(

@@ -19,6 +19,7 @@ NAV_ITEMS = (
     ("followups.followup_list", _l("Follow-ups"), "members.view"),
     ("newsletters.newsletter_list", _l("Newsletters"), "newsletters.view"),
     ("mail.message_list", _l("Email log"), "newsletters.view"),
+    ("reports.index", _l("Results"), "reports.view"),
     ("fees.dashboard", _l("Fees"), "fees.view"),
     ("admin.user_list", _l("Admin"), "users.manage"),
 )

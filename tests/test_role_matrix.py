@@ -16,6 +16,7 @@ AREA_ROLES = {
     "fees.view": {"admin", "treasurer"},
     "fees.edit": {"admin", "treasurer"},
     "users.manage": {"admin"},
+    "reports.view": {"admin", "staff", "treasurer"},
 }
 # Which permissions a URL's area may use: a fee page guarded by members.view would be a leak.
 AREA_OF_PREFIX = {
@@ -29,6 +30,7 @@ AREA_OF_PREFIX = {
     "/admin": ("users.",),
     "/newsletters": ("newsletters.",),
     "/mail": ("newsletters.",),
+    "/reports": ("reports.",),
 }
 ROLES = ("admin", "staff", "treasurer")
 

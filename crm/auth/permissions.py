@@ -17,6 +17,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "fees.view": frozenset({"admin", "treasurer"}),
     "fees.edit": frozenset({"admin", "treasurer"}),
     "users.manage": frozenset({"admin"}),
+    "reports.view": frozenset({"admin", "staff", "treasurer"}),
 }
 
 

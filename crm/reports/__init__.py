@@ -1,0 +1,1 @@
+"""Results: what the cluster achieved in a year or a chosen period."""
