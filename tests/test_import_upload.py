@@ -192,3 +192,25 @@ def test_upload_form_is_csrf_protected(app, client, auth):
     app.config["WTF_CSRF_ENABLED"] = True  # the `clean` fixture turns it off again
     response = _upload(client, f"orgnr,name\n{ORGNR_A},A AS\n".encode(), "x.csv")
     assert response.status_code == 400
+
+
+def test_the_plan_is_made_once_for_previews_and_the_confirmation(app, client, auth, monkeypatch):
+    from crm.members import importing
+
+    auth.login("staff")
+    with app.app_context():
+        make_company("Sagstua Trelast AS", orgnr=ORGNR_A, employees=20)
+    made = []
+    real = importing.plan_bytes
+    monkeypatch.setattr(importing, "plan_bytes", lambda *a, **k: made.append(1) or real(*a, **k))
+    location = _upload(client, api_page(brreg_unit(ORGNR_A, "Sagstua Trelast AS"))).location
+    first = client.get(location).get_data(as_text=True)
+    client.get(location)  # the person looks again
+    response = client.post(
+        "/companies/import/confirm",
+        data={"token": _hidden(first, "token"), "fingerprint": _hidden(first, "fingerprint")},
+    )
+    assert response.status_code == 302
+    assert len(made) == 1
+    with app.app_context():
+        assert _company(ORGNR_A).employees == 42

@@ -85,9 +85,19 @@ def preview(token: str):
     if upload is None:
         return _gone()
     data, filename = upload
-    plan = importing.plan_bytes(data, filename)
+    plan = _plan(token, data, filename)
     db.session.rollback()  # planning reads only; leave nothing pending
     return render_preview(plan, token)
+
+
+def _plan(token: str, data: bytes, filename: str) -> importing.ImportPlan:
+    """The upload's plan: made once, and again only when the companies changed since."""
+    state = importing.register_state()
+    plan = importing.load_plan(_upload_dir(), token, state)
+    if plan is None:
+        plan = importing.plan_bytes(data, filename)
+        importing.save_plan(_upload_dir(), token, plan, state)
+    return plan
 
 
 def render_preview(plan: importing.ImportPlan, token: str) -> str:
@@ -120,7 +130,7 @@ def confirm():
     if upload is None:
         return _gone()
     data, filename = upload
-    plan = importing.plan_bytes(data, filename)
+    plan = _plan(form.token.data, data, filename)
     if not plan.ok:
         db.session.rollback()
         flash(_("The file has errors. Nothing was imported."), "error")

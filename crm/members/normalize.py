@@ -43,6 +43,11 @@ ROLE_MAILBOXES = frozenset(
 
 def normalize_orgnr(value: str) -> str:
     """A 9-digit organisation number with a valid MOD11 check digit."""
+    # Nine plain digits (nearly every number an import reads): stdnum's own checksum,
+    # without its character-by-character cleaning (a tenth of a 20,000-row preview).
+    if len(value) == 9 and value.isascii() and value.isdigit() and value[0] != "0":
+        if stdnum_orgnr.checksum(value) == 0:
+            return value
     try:
         return stdnum_orgnr.validate(value)
     except ValidationError as exc:

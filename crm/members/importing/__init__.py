@@ -20,7 +20,13 @@ confirmation), `messages` (translatable messages).
 from crm.members.forms import ORG_FORMS
 from crm.members.importing.fields import MAX_EMPLOYEES
 from crm.members.importing.messages import N_, Message
-from crm.members.importing.planning import apply_plan, name_key, plan_bytes, plan_import
+from crm.members.importing.planning import (
+    apply_plan,
+    name_key,
+    plan_bytes,
+    plan_import,
+    register_state,
+)
 from crm.members.importing.reading import read_file
 from crm.members.importing.records import (
     CSV_COLUMNS,
@@ -38,7 +44,9 @@ from crm.members.importing.uploads import (
     UPLOAD_TOKEN,
     clean_filename,
     discard_upload,
+    load_plan,
     load_upload,
+    save_plan,
     save_upload,
 )
 
@@ -61,10 +69,13 @@ __all__ = [
     "clean_filename",
     "discard_upload",
     "display_value",
+    "load_plan",
     "load_upload",
     "name_key",
     "plan_bytes",
     "plan_import",
     "read_file",
+    "register_state",
+    "save_plan",
     "save_upload",
 ]

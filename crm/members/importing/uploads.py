@@ -1,6 +1,7 @@
 """Uploaded files kept server-side between the preview and the confirmation."""
 
 import json
+import pickle
 import re
 import secrets
 import time
@@ -44,9 +45,29 @@ def load_upload(directory: Path, token: str | None, user_id: int) -> tuple[bytes
     return data, meta.get("filename") or "upload"
 
 
+def save_plan(directory: Path, token: str, plan, register_state: tuple) -> None:
+    """Keep the plan made from an upload, with the state of the register it was made on,
+    so the preview is built once (20,000 rows take seconds) and confirming does not redo
+    it while nothing changed. Pickle, since only this server writes and reads the file."""
+    if UPLOAD_TOKEN.fullmatch(token):
+        payload = pickle.dumps((register_state, plan), protocol=pickle.HIGHEST_PROTOCOL)
+        (directory / f"{token}.plan").write_bytes(payload)
+
+
+def load_plan(directory: Path, token: str, register_state: tuple):
+    """The plan kept for `token` when the register is still as it was; else None."""
+    if not UPLOAD_TOKEN.fullmatch(token or ""):
+        return None
+    try:
+        state, plan = pickle.loads((directory / f"{token}.plan").read_bytes())  # noqa: S301
+    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ValueError, TypeError):
+        return None
+    return plan if state == register_state else None
+
+
 def discard_upload(directory: Path, token: str) -> None:
     if UPLOAD_TOKEN.fullmatch(token or ""):
-        for suffix in (".upload", ".json"):
+        for suffix in (".upload", ".json", ".plan"):
             (directory / f"{token}{suffix}").unlink(missing_ok=True)
 
 
