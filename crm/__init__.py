@@ -84,6 +84,7 @@ def register_blueprints(app: Flask) -> None:
     from crm.members import import_routes
     from crm.members import routes as members_routes
     from crm.newsletters import routes as newsletters_routes
+    from crm.organisation import routes as organisation_routes
     from crm.reports import routes as reports_routes
     from crm.subscriptions import routes as subscriptions_routes
 
@@ -99,6 +100,7 @@ def register_blueprints(app: Flask) -> None:
     mail_routes.init_app(app)
     newsletters_routes.init_app(app)
     reports_routes.init_app(app)
+    organisation_routes.init_app(app)
 
 
 def register_errorhandlers(app: Flask) -> None:

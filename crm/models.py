@@ -9,4 +9,5 @@ import crm.mail.models  # noqa: F401
 import crm.members.models  # noqa: F401
 import crm.members.search  # noqa: F401  (registers the search-term listener)
 import crm.newsletters.models  # noqa: F401
+import crm.organisation.models  # noqa: F401
 import crm.subscriptions.models  # noqa: F401

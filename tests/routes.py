@@ -12,6 +12,7 @@ PUBLIC_ENDPOINTS = {
     "auth.login",
     "auth.logout",
     "i18n.set_language",
+    "organisation.logo",
 }
 PUBLIC_PREFIXES = ("subscriptions.", "webhooks.", "archive.")
 

@@ -19,7 +19,7 @@ def seed_fee_year(year: int | None = None, rng: random.Random | None = None) -> 
     today = today_oslo()
     year = year or today.year
     settings = get_settings()
-    settings.cluster_name = settings.cluster_name or "Kongsvingerregionen Næringsklynge"
+    settings.cluster_name = settings.cluster_name or "Kongsvingerregionen Industriklynge"
     settings.orgnr = settings.orgnr or "974760673"
     settings.bank_account = settings.bank_account or "86011117947"
     settings.street_address = settings.street_address or "Gågata 1"

@@ -51,6 +51,7 @@ from crm.mail.models import (
     Suppression,
     new_message_uuid,
 )
+from crm.organisation import services as organisation_services
 from crm.timeutil import utcnow
 
 log = logging.getLogger(__name__)
@@ -166,7 +167,7 @@ def queue_email(
         "key": key,
         "to_email": to_email,
         "to_name": single_line(to_name, 200),
-        "from_header": current_app.config.get("MAIL_FROM", ""),
+        "from_header": organisation_services.sender_header(),
         "subject": subject,
         "category": single_line(category, 50),
         "template": template,
@@ -314,7 +315,7 @@ def claim_message(message_uuid: str) -> EmailMessage | None:
 
 
 def sender_address(message: EmailMessage | None = None) -> Address:
-    raw = (message.from_header if message else "") or current_app.config.get("MAIL_FROM", "")
+    raw = (message.from_header if message else "") or organisation_services.sender_header()
     name, address = email.utils.parseaddr(raw)
     if not address:
         raise ConfigurationError("MAIL_FROM is not set")
