@@ -23,6 +23,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     if test_config:
         app.config.update(test_config)
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+    trust_proxies(app)
 
     from crm import urls
 
@@ -32,6 +33,20 @@ def create_app(test_config: dict | None = None) -> Flask:
     register_errorhandlers(app)
     register_commands(app)
     return app
+
+
+def trust_proxies(app: Flask) -> None:
+    """Take the client's address and scheme from the TRUSTED_PROXIES nearest proxies.
+
+    Rate limits and the consent ledger's IP read `request.remote_addr`; behind a proxy
+    that is the proxy's address unless ProxyFix reads X-Forwarded-For. With 0 proxies
+    the headers are left alone: anyone could send them.
+    """
+    hops = int(app.config.get("TRUSTED_PROXIES") or 0)
+    if hops > 0:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)
 
 
 def _limiter_storage(redis_url: str) -> str:

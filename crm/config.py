@@ -72,6 +72,9 @@ def load_settings(instance_path: Path) -> dict:
         "SENDGRID_API_HOST": os.environ.get("SENDGRID_API_HOST", "https://api.sendgrid.com"),
         "SENDGRID_WEBHOOK_PUBLIC_KEY": os.environ.get("SENDGRID_WEBHOOK_PUBLIC_KEY", ""),
         "PUBLIC_BASE_URL": public_base_url,
+        # Reverse proxies in front that set X-Forwarded-For/-Proto (ProxyFix trusts exactly
+        # this many hops; with 0 such headers are ignored, as anyone can forge them).
+        "TRUSTED_PROXIES": _number("TRUSTED_PROXIES", 0),
         "OUTBOX_DIR": os.environ.get("OUTBOX_DIR", str(instance_path / "outbox")),
         "EMAIL_CHECK_DELIVERABILITY": os.environ.get("EMAIL_CHECK_DELIVERABILITY") == "1",
         "BABEL_DEFAULT_LOCALE": "nb",

@@ -28,7 +28,20 @@ def set_security_headers(response):
         response.headers.setdefault("X-Frame-Options", "DENY")
     if request.is_secure:
         response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
+    if _shows_staff_data():
+        # Staff pages carry personal data: no copy in the browser's or a proxy's cache
+        # (the back button on a shared computer after logout shows nothing).
+        response.headers["Cache-Control"] = "no-store"
+        response.headers["Pragma"] = "no-cache"
     return response
+
+
+def _shows_staff_data() -> bool:
+    from flask_login import current_user
+
+    if request.endpoint in (None, "static"):
+        return False
+    return bool(current_user and current_user.is_authenticated)
 
 
 def init_app(app) -> None:

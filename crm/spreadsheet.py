@@ -21,6 +21,7 @@ Excel still drops leading zeros from CSV cells that look like numbers (postal co
 
 import csv
 import io
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -59,8 +60,21 @@ XLSX_MIMETYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.she
 
 
 def neutralise(value: str) -> str:
-    """`value` with a leading quote when a spreadsheet could read it as a formula."""
-    return "'" + value if value.startswith(FORMULA_TRIGGERS) else value
+    """`value` with a leading quote when a spreadsheet could read it as a formula.
+
+    Spreadsheets (Excel with East Asian input above all) also take the full-width and
+    small forms `＝＋－＠` / `﹦﹢﹣﹫` as formula signs: the first character is compared
+    in its NFKC form, which maps each of them to its ASCII sign.
+    """
+    if value.startswith(FORMULA_TRIGGERS):
+        return "'" + value
+    if (
+        value
+        and not value[0].isascii()
+        and unicodedata.normalize("NFKC", value[0]).startswith(FORMULA_TRIGGERS)
+    ):
+        return "'" + value
+    return value
 
 
 def _local(value: datetime) -> datetime:

@@ -1,4 +1,8 @@
-"""What URLs carry: ids within what the database can hold, query text a person could type."""
+"""What URLs carry: ids within what the database can hold, query text a person could type,
+and where a redirect may send the browser."""
+
+import unicodedata
+from urllib.parse import urlsplit
 
 from werkzeug.routing import IntegerConverter
 
@@ -17,6 +21,29 @@ def clean_query(value, limit: int = 200) -> str:
     # Control characters (NUL above all) cannot reach PostgreSQL in a string literal.
     text = "".join(ch for ch in str(value or "") if ch.isprintable())
     return text.strip()[:limit]
+
+
+def safe_next(target, fallback: str) -> str:
+    """`target` if it is a path on this site, else `fallback`: the one open-redirect check.
+
+    Browsers drop tabs and line breaks inside URLs and read a backslash as a slash, so
+    `/<TAB>/evil.example` becomes `//evil.example`, another host. Any control, format or
+    space character therefore disqualifies a target, as do backslashes and anything
+    with a scheme or host. A line break would also make the Location header raise.
+    """
+    if not isinstance(target, str) or not target or len(target) > 2000:
+        return fallback
+    if "\\" in target or any(unicodedata.category(ch)[0] in "CZ" for ch in target):
+        return fallback
+    if not target.startswith("/") or target.startswith("//"):
+        return fallback
+    try:
+        parts = urlsplit(target)
+    except ValueError:
+        return fallback
+    if parts.scheme or parts.netloc:
+        return fallback
+    return target
 
 
 def init_app(app) -> None:

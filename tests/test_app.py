@@ -157,3 +157,17 @@ def test_first_admin_is_created_once(app, runner, monkeypatch):
     assert second.output == ""
     with app.app_context():
         assert db.session.scalar(db.select(db.func.count(User.id))) == 1
+
+
+def test_staff_pages_with_personal_data_are_not_stored_by_browsers(app, client, auth):
+    auth.login("admin")
+    for path in ("/companies", "/contacts", "/admin/users", "/companies/export.csv"):
+        response = client.get(path)
+        assert response.status_code == 200, path
+        assert response.headers.get("Cache-Control") == "no-store", path
+
+
+def test_static_files_stay_cacheable_for_logged_in_staff(app, client, auth):
+    auth.login("staff")
+    response = client.get("/static/favicon.svg")
+    assert "no-store" not in response.headers.get("Cache-Control", "")

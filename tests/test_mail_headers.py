@@ -124,3 +124,59 @@ def test_hostile_values_never_reach_a_header(
     assert len(personalization["to"]) == 1
     assert all("\n" not in v and "\r" not in v for v in personalization["headers"].values())
     assert "\n" not in body["subject"] and "\n" not in personalization["to"][0].get("name", "")
+
+
+FOLDED_INJECTION = (
+    "Eve <attacker@evil.example>, Bcc: victim-list-" + "x" * 60 + "@evil.example " + "padding " * 10
+)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        FOLDED_INJECTION,
+        "Eve <attacker@evil.example>, Bcc: other@evil.example",
+        '"Eve" <attacker@evil.example>; x@evil.example',
+        "Nordmann, Kari (" + "lang " * 30 + ")",
+    ],
+)
+def test_a_display_name_never_becomes_a_second_address_in_any_backend(
+    app, echo_template, outbox, name
+):
+    """A signup name like `Eve <attacker@evil.example>, Bcc: …`, folded or not."""
+    from crm.mail.backends import OutboxBackend
+
+    with app.test_request_context():
+        message = queue_email("kari@example.no", echo_template, {"subject": "x"}, to_name=name)
+        mail = outgoing_mail(message)
+        OutboxBackend(app.config).send_batch(mail)
+        body = SendGridBackend.build_request(SendGridBackend.__new__(SendGridBackend), mail)
+        db.session.rollback()
+    [eml] = outbox.glob("*.eml")
+    parsed = email.message_from_bytes(eml.read_bytes(), policy=email.policy.default)
+    assert [a.addr_spec for a in parsed["To"].addresses] == ["kari@example.no"]
+    assert email.utils.getaddresses([str(parsed["To"])])[-1][1] == "kari@example.no"
+    assert len(email.utils.getaddresses([str(parsed["To"])])) == 1
+    [to] = body["personalizations"][0]["to"]
+    assert to["email"] == "kari@example.no"
+    # SendGrid writes the header from name and email: the name holds no address syntax.
+    assert not set(to.get("name", "")) & set('<>@,;:"\\')
+    header = f"{to.get('name', '')} <{to['email']}>"
+    assert [addr for _, addr in email.utils.getaddresses([header])] == ["kari@example.no"]
+    assert "Eve" in to.get("name", "") or "Nordmann" in to.get("name", "")
+
+
+def test_the_sender_name_cannot_carry_an_address_either(app):
+    from crm.mail.backends import Address, OutgoingMail, Recipient
+
+    mail = OutgoingMail(
+        sender=Address("post@example.no", FOLDED_INJECTION),
+        subject="Hei",
+        text="t",
+        recipients=[Recipient("kari@example.no", "Kari")],
+    )
+    raw = build_mime_message(mail, mail.recipients[0]).as_bytes(policy=email.policy.SMTP)
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    assert [a.addr_spec for a in parsed["From"].addresses] == ["post@example.no"]
+    body = SendGridBackend.build_request(SendGridBackend.__new__(SendGridBackend), mail)
+    assert not set(body["from"].get("name", "")) & set("<>@,;")

@@ -16,6 +16,15 @@ def test_cells_that_could_be_formulas_get_a_leading_quote():
     assert neutralise("") == ""
 
 
+def test_full_width_and_small_formula_signs_are_neutralised_too():
+    for dangerous in ("＝SUM(A1)", "＋47", "－2＋3", "＠cmd", "﹦1+1", "﹢1", "﹣1", "﹫x"):
+        assert neutralise(dangerous) == "'" + dangerous
+        data = csv_bytes(["a"], [[dangerous]], MACHINE).decode()
+        assert data == f"a\r\n'{dangerous}\r\n"
+    assert neutralise("Ålesund AS") == "Ålesund AS"
+    assert neutralise("＄5") == "＄5"
+
+
 def test_csv_for_norwegian_excel_has_bom_semicolons_and_decimal_comma():
     data = csv_bytes(
         ["Navn", "Beløp", "Dato"],

@@ -32,7 +32,14 @@ def quick_forms(app, monkeypatch):
     monkeypatch.setitem(app.config, "SUBSCRIBE_MIN_FILL_SECONDS", 0)
 
 
-def subscribe(client, name="Kari Nordmann", email="kari@example.no", ip="198.51.100.7", **extra):
+def subscribe(
+    client,
+    name="Kari Nordmann",
+    email="kari@example.no",
+    ip="198.51.100.7",
+    headers=None,
+    **extra,
+):
     page = client.get("/subscribe")
     form = signup_form(page.get_data(as_text=True))
     fields = fill_signup(form, name, email)
@@ -42,6 +49,7 @@ def subscribe(client, name="Kari Nordmann", email="kari@example.no", ip="198.51.
         data=MultiDict(fields),
         environ_base={"REMOTE_ADDR": ip},
         follow_redirects=True,
+        headers=headers or {},
     )
 
 

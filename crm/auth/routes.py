@@ -7,6 +7,7 @@ from crm.auth.forms import ROLE_LABELS, LoginForm, UserCreateForm, UserEditForm
 from crm.auth.models import User
 from crm.auth.permissions import permission_required
 from crm.extensions import db, limiter
+from crm.urls import safe_next
 
 bp = Blueprint("auth", __name__)
 admin_bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -18,9 +19,7 @@ def _account_key() -> str:
 
 
 def _safe_next(target: str | None) -> str:
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
-        return target
-    return url_for("main.index")
+    return safe_next(target, url_for("main.index"))
 
 
 @bp.route("/login", methods=["GET", "POST"])

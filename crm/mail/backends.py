@@ -242,8 +242,24 @@ def _write_atomically(path: Path, data: bytes) -> None:
         raise
 
 
+# RFC 5322 address syntax: a display name holding these could be read as an address.
+_ADDRESS_SYNTAX = re.compile(r'[<>@,;:"\\()\[\]\x00-\x1f\x7f\u2028\u2029\x85]')
+
+
+def display_name(name: str | None) -> str:
+    """A display name that can never become an address, in any backend.
+
+    Python's email package loses the quotes around a long display name when it folds the
+    header, so `Eve <attacker@evil.example>, Bcc: …` would turn into extra recipients;
+    SendGrid builds the header from our name field its own way. Without angle brackets,
+    `@`, commas, semicolons, colons, quotes and parentheses no parser can find an address
+    in the name, however the line is folded. The rest of the name stays readable.
+    """
+    return " ".join(_ADDRESS_SYNTAX.sub(" ", name or "").split())[:200]
+
+
 def _mime_address(address: Address) -> MimeAddress:
-    return MimeAddress(display_name=address.name, addr_spec=address.email)
+    return MimeAddress(display_name=display_name(address.name), addr_spec=address.email)
 
 
 def build_mime_message(mail: OutgoingMail, recipient: Recipient) -> MimeMessage:
@@ -321,14 +337,14 @@ class SendGridBackend(MailBackend):
 
         mail.validate()
         message = Mail()
-        message.from_email = From(mail.sender.email, mail.sender.name or None)
+        message.from_email = From(mail.sender.email, display_name(mail.sender.name) or None)
         message.subject = mail.subject
         message.add_content(Content("text/plain", mail.text))
         if mail.html is not None:
             message.add_content(Content("text/html", mail.html))
         for recipient in mail.recipients:
             p = Personalization()
-            p.add_to(To(recipient.email, recipient.name or None))
+            p.add_to(To(recipient.email, display_name(recipient.name) or None))
             if recipient.subject:
                 p.subject = recipient.subject
             headers = dict(recipient.headers)
