@@ -31,22 +31,29 @@ def users_cli():
 @users_cli.command("create")
 @click.argument("email")
 @click.option("--role", type=click.Choice(["admin", "staff", "treasurer"]), required=True)
-@click.option("--password", default=None, help="Leave out to generate a one-time password.")
+@click.option(
+    "--password",
+    default=None,
+    help="Leave out to email the user an invitation to set their own password.",
+)
 @with_appcontext
 def users_create(email: str, role: str, password: str | None):
     """Create a user with the given role."""
     from crm.audit import acting_as
-    from crm.auth.services import UserError, create_user
+    from crm.auth.services import UserError, create_user, invite_user
 
     try:
         with acting_as("cli"):
-            user, password_used = create_user(email, role, password)
+            user = create_user(email, role, password)
+            if password is None:
+                invite_user(user)
             db.session.commit()
     except UserError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"Created {role} {user.email}")
     if password is None:
-        click.echo(f"One-time password: {password_used}")
+        # No password on screen: the user chooses one through the emailed link.
+        click.echo(f"Invitation to set a password emailed to {user.email}")
 
 
 @click.command("worker")
@@ -78,6 +85,7 @@ def ensure_admin_command():
         click.secho(f"First admin: {user.email}", fg="green")
         if not os.environ.get("CRM_ADMIN_PASSWORD"):
             click.secho(f"One-time password: {password}", fg="green", bold=True)
+            click.echo("It must be changed at the first login.")
 
 
 @click.command("serve")

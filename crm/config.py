@@ -8,6 +8,7 @@ can change one with `monkeypatch.setitem(app.config, …)`.
 import math
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 
@@ -84,6 +85,9 @@ def load_settings(instance_path: Path) -> dict:
         # Secure is also set per request when it arrives over HTTPS (crm/security.py).
         "SESSION_COOKIE_SECURE": public_base_url.startswith("https://"),
         "REMEMBER_COOKIE_HTTPONLY": True,
+        # Also set per request when it arrives over HTTPS (crm/extensions.py).
+        "REMEMBER_COOKIE_SECURE": public_base_url.startswith("https://"),
+        "REMEMBER_COOKIE_DURATION": timedelta(days=30),
         "REMEMBER_COOKIE_SAMESITE": "Lax",
         "WTF_CSRF_TIME_LIMIT": None,
         "RATELIMIT_ENABLED": os.environ.get("RATELIMIT_ENABLED", "1") != "0",

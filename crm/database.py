@@ -3,8 +3,6 @@
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
-from crm.numbers import is_digits
-
 
 @event.listens_for(Engine, "connect")
 def _sqlite_pragmas(dbapi_connection, connection_record) -> None:
@@ -21,15 +19,10 @@ def _sqlite_pragmas(dbapi_connection, connection_record) -> None:
 def init_app(app) -> None:
     # Import every model module so metadata (and Alembic) sees all tables.
     from crm import models  # noqa: F401
+    from crm.auth.sessions import load_user
     from crm.extensions import db, login_manager
 
-    @login_manager.user_loader
-    def load_user(user_id: str):
-        from crm.auth.models import User
-
-        if not is_digits(user_id):
-            return None
-        return db.session.get(User, int(user_id))
+    login_manager.user_loader(load_user)
 
     @app.teardown_appcontext
     def _remove_session(exc):

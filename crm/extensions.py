@@ -26,7 +26,28 @@ class Base(DeclarativeBase):
 
 db = SQLAlchemy(model_class=Base)
 migrate = Migrate()
-login_manager = LoginManager()
+
+
+class _LoginManager(LoginManager):
+    """Marks the remember cookie Secure whenever the request came over HTTPS, like the
+    session cookie (crm/security.py), not only when PUBLIC_BASE_URL says https."""
+
+    def _set_cookie(self, response):
+        super()._set_cookie(response)
+        from flask import current_app, request
+
+        name = current_app.config.get("REMEMBER_COOKIE_NAME", "remember_token")
+        if not request.is_secure:
+            return
+        cookies = response.headers.getlist("Set-Cookie")
+        response.headers.remove("Set-Cookie")
+        for cookie in cookies:
+            if cookie.startswith(name + "=") and "; Secure" not in cookie:
+                cookie += "; Secure"
+            response.headers.add("Set-Cookie", cookie)
+
+
+login_manager = _LoginManager()
 csrf = CSRFProtect()
 babel = Babel()
 limiter = Limiter(key_func=get_remote_address, default_limits=[])

@@ -10,7 +10,10 @@ PUBLIC_ENDPOINTS = {
     "main.healthz",
     "main.subscribe",
     "auth.login",
+    "auth.login_code",
     "auth.logout",
+    "auth.forgot_password",
+    "auth.set_password",
     "i18n.set_language",
     "organisation.logo",
 }

@@ -17,6 +17,7 @@ AREA_ROLES = {
     "fees.edit": {"admin", "treasurer"},
     "users.manage": {"admin"},
     "reports.view": {"admin", "staff", "treasurer"},
+    "account.own": {"admin", "staff", "treasurer"},
 }
 # Which permissions a URL's area may use: a fee page guarded by members.view would be a leak.
 AREA_OF_PREFIX = {
@@ -28,6 +29,7 @@ AREA_OF_PREFIX = {
     "/fees": ("fees.",),
     "/events": ("events.",),
     "/admin": ("users.",),
+    "/account": ("account.",),
     "/newsletters": ("newsletters.",),
     "/mail": ("newsletters.",),
     "/reports": ("reports.",),

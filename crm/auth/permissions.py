@@ -18,6 +18,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "fees.edit": frozenset({"admin", "treasurer"}),
     "users.manage": frozenset({"admin"}),
     "reports.view": frozenset({"admin", "staff", "treasurer"}),
+    # One's own account: password, second factor.
+    "account.own": frozenset({"admin", "staff", "treasurer"}),
 }
 
 
