@@ -324,3 +324,23 @@ def test_expired_signups_are_purged_by_a_background_job(app, client, run_worker,
     run_worker()
     with app.app_context():
         assert db.session.scalars(db.select(PendingSignup.email)).all() == ["new@example.no"]
+
+
+def test_a_signup_form_token_starts_one_signup_only(app, client, quick_forms):
+    with app.test_request_context():
+        started = tokens.make_form_token()
+    first = subscribe(client, email="first@example.no", started=started)
+    replayed = subscribe(client, email="second@example.no", started=started)
+    assert first.get_data() == replayed.get_data()  # the same friendly answer
+    with app.app_context():
+        addresses = db.session.scalars(db.select(PendingSignup.email)).all()
+    assert addresses == ["first@example.no"]
+
+
+def test_an_old_signup_form_token_has_expired(app, client, quick_forms, monkeypatch):
+    with app.test_request_context():
+        started = tokens.make_form_token()
+    monkeypatch.setattr(tokens, "FORM_MAX_AGE", -1)
+    subscribe(client, email="late@example.no", started=started)
+    with app.app_context():
+        assert db.session.scalar(db.select(db.func.count(PendingSignup.id))) == 0

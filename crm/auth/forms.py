@@ -1,21 +1,21 @@
 from flask_babel import lazy_gettext as _l
-from flask_wtf import FlaskForm
 from wtforms import BooleanField, EmailField, PasswordField, SelectChoice, SelectField, StringField
 from wtforms.validators import DataRequired, Email, EqualTo, Length, Optional, Regexp
 
 from crm.auth.models import ROLES
 from crm.auth.services import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
+from crm.forms import Form
 
 ROLE_LABELS = {"admin": _l("Administrator"), "staff": _l("Staff"), "treasurer": _l("Treasurer")}
 
 
-class LoginForm(FlaskForm):
+class LoginForm(Form):
     email = EmailField(_l("Email"), validators=[DataRequired(), Length(max=254)])
     password = PasswordField(_l("Password"), validators=[DataRequired(), Length(max=200)])
     remember = BooleanField(_l("Remember me"))
 
 
-class CodeForm(FlaskForm):
+class CodeForm(Form):
     """A six-digit code from an authenticator app (spaces allowed: `123 456`)."""
 
     code = StringField(
@@ -27,7 +27,7 @@ class CodeForm(FlaskForm):
     )
 
 
-class ForgotPasswordForm(FlaskForm):
+class ForgotPasswordForm(Form):
     email = EmailField(_l("Email"), validators=[DataRequired(), Length(max=254)])
 
 
@@ -44,18 +44,18 @@ def _new_password_fields():
     return password, confirm
 
 
-class SetPasswordForm(FlaskForm):
+class SetPasswordForm(Form):
     password, confirm = _new_password_fields()
 
 
-class ChangePasswordForm(FlaskForm):
+class ChangePasswordForm(Form):
     current_password = PasswordField(
         _l("Current password"), validators=[DataRequired(), Length(max=MAX_PASSWORD_LENGTH)]
     )
     password, confirm = _new_password_fields()
 
 
-class UserCreateForm(FlaskForm):
+class UserCreateForm(Form):
     email = EmailField(
         _l("Email"),
         validators=[DataRequired(), Length(max=254), Email(check_deliverability=False)],
@@ -64,14 +64,14 @@ class UserCreateForm(FlaskForm):
     role = SelectField(_l("Role"), choices=[SelectChoice(r, ROLE_LABELS[r]) for r in ROLES])
 
 
-class UserEditForm(FlaskForm):
+class UserEditForm(Form):
     name = StringField(_l("Name"), validators=[Optional(), Length(max=200)])
     role = SelectField(_l("Role"), choices=[SelectChoice(r, ROLE_LABELS[r]) for r in ROLES])
     active = BooleanField(_l("Active"))
     remove_totp = BooleanField(_l("Remove the second factor (lost phone)"))
 
 
-class SecuritySettingsForm(FlaskForm):
+class SecuritySettingsForm(Form):
     require_totp_for_privileged = BooleanField(
         _l("Administrators and treasurers must log in with a second factor (authenticator app)")
     )

@@ -1,7 +1,6 @@
 """Forms of the fee pages. Amounts are typed in kroner (`12 500,50`) and kept as øre."""
 
 from flask_babel import lazy_gettext as _l
-from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileRequired
 from stdnum.exceptions import ValidationError as StdnumError
 from stdnum.no import kontonr, orgnr
@@ -9,7 +8,6 @@ from wtforms import (
     BooleanField,
     DateField,
     FieldList,
-    Form,
     FormField,
     HiddenField,
     SelectChoice,
@@ -28,7 +26,7 @@ from wtforms.validators import (
 
 from crm.fees.kid import MAX_LENGTH, MOD10, MOD11
 from crm.fees.money import plain, to_ore
-from crm.forms import WholeNumberField
+from crm.forms import Form, SubForm, WholeNumberField
 
 
 class KronerField(StringField):
@@ -59,6 +57,11 @@ class KronerField(StringField):
         if abs(ore) >= 10**13:
             raise ValueError(_l("The amount is too large."))
         self.data = ore
+
+    def post_validate(self, form, validation_stopped):
+        # InputRequired takes " " for an answer; a required amount must be one.
+        if self.flags.required and self.data is None and not self.errors:
+            self.errors.append(_l("Give the amount."))
 
 
 def _valid_orgnr(form, field):
@@ -91,7 +94,7 @@ def _lawful_reminder_fee(form, field):
         )
 
 
-class SettingsForm(FlaskForm):
+class SettingsForm(Form):
     cluster_name = StringField(_l("Cluster name"), [DataRequired(), Length(max=200)])
     orgnr = StringField(_l("Organisation number"), [DataRequired(), _valid_orgnr])
     bank_account = StringField(_l("Bank account"), [DataRequired(), _valid_account])
@@ -117,7 +120,7 @@ class SettingsForm(FlaskForm):
     foretaksregisteret = BooleanField(_l("Registered in Foretaksregisteret (AS, ASA, branch)"))
 
 
-class TierForm(Form):
+class TierForm(SubForm):
     min_employees = WholeNumberField(
         _l("From employees"), [Optional(), NumberRange(min=0, max=10**6)]
     )
@@ -127,7 +130,7 @@ class TierForm(Form):
     amount = KronerField(_l("Amount"), [Optional()])
 
 
-class ScheduleForm(FlaskForm):
+class ScheduleForm(Form):
     year = WholeNumberField(_l("Year"), [InputRequired(), NumberRange(min=2000, max=2100)])
     tiers = FieldList(FormField(TierForm), min_entries=6, max_entries=12)
 
@@ -144,7 +147,7 @@ class ScheduleForm(FlaskForm):
         return rows
 
 
-class OverrideForm(FlaskForm):
+class OverrideForm(Form):
     company_id = SelectField(_l("Company"), coerce=int)
     year = WholeNumberField(_l("Year (empty: every year)"), [Optional(), NumberRange(2000, 2100)])
     kind = SelectField(
@@ -170,15 +173,15 @@ class OverrideForm(FlaskForm):
         return True
 
 
-class YearForm(FlaskForm):
+class YearForm(Form):
     year = WholeNumberField(_l("Year"), [InputRequired(), NumberRange(min=2000, max=2100)])
 
 
-class UploadForm(FlaskForm):
+class UploadForm(Form):
     file = FileField(_l("OCR file from the bank"), [FileRequired(_l("Choose a file."))])
 
 
-class PaymentForm(FlaskForm):
+class PaymentForm(Form):
     kind = SelectField(
         _l("Kind"),
         choices=[
@@ -193,25 +196,25 @@ class PaymentForm(FlaskForm):
     note = StringField(_l("Note"), [Optional(), Length(max=300)])
 
 
-class CreditForm(FlaskForm):
+class CreditForm(Form):
     amount = KronerField(_l("Amount (empty: all that is left)"), [Optional()])
     reason = StringField(_l("Reason"), [DataRequired(), Length(max=300)])
 
 
-class AssignForm(FlaskForm):
+class AssignForm(Form):
     invoice = StringField(_l("Invoice number or KID"), [DataRequired(), Length(max=25)])
     note = StringField(_l("Note"), [Optional(), Length(max=300)])
 
 
-class HandledForm(FlaskForm):
+class HandledForm(Form):
     note = StringField(_l("What was done"), [DataRequired(), Length(max=300)])
 
 
-class ReminderForm(FlaskForm):
+class ReminderForm(Form):
     with_fee = BooleanField(_l("Add the reminder fee"), default=True)
 
 
-class ActionForm(FlaskForm):
+class ActionForm(Form):
     """A button that only needs the CSRF token."""
 
     next = HiddenField()

@@ -4,7 +4,6 @@ from urllib.parse import urlsplit
 
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
-from flask_wtf import FlaskForm
 from wtforms import (
     BooleanField,
     DateField,
@@ -17,7 +16,7 @@ from wtforms import (
 from wtforms.validators import DataRequired, Length, NumberRange, Optional, Regexp, ValidationError
 from wtforms.widgets import CheckboxInput, ListWidget
 
-from crm.forms import WholeNumberField
+from crm.forms import Form, WholeNumberField
 from crm.members.models import ACTIVITY_KINDS, MEMBERSHIP_STATUSES
 from crm.members.normalize import normalize_email, normalize_orgnr, normalize_phone
 from crm.members.services import ACTIVITY_LABELS, MEMBERSHIP_LABELS
@@ -56,7 +55,7 @@ class MultiCheckboxField(SelectMultipleField):
     option_widget = CheckboxInput()
 
 
-class CompanyForm(FlaskForm):
+class CompanyForm(Form):
     orgnr = StringField(
         _l("Organisation number"),
         validators=[DataRequired(), Length(max=20)],
@@ -113,9 +112,11 @@ class CompanyForm(FlaskForm):
         choices = [SelectChoice("", "—")] + [
             SelectChoice(code, f"{code} – {name}") for code, name in ORG_FORMS.items()
         ]
-        current = self.org_form_code.data
-        if current and current not in ORG_FORMS:
-            choices.append(SelectChoice(current, current))  # from the register: keep it
+        # A code from the register that is not in our list stays choosable, but only
+        # the stored one: a posted value is not proof of anything.
+        stored = getattr(kwargs.get("obj"), "org_form_code", None)
+        if stored and stored not in ORG_FORMS:
+            choices.append(SelectChoice(stored, stored))
         self.org_form_code.choices = choices
 
     def validate_orgnr(self, field):
@@ -142,7 +143,7 @@ class CompanyForm(FlaskForm):
         field.data = url
 
 
-class ContactForm(FlaskForm):
+class ContactForm(Form):
     first_name = StringField(_l("First name"), validators=[Length(max=100)], filters=[clean_text])
     last_name = StringField(_l("Last name"), validators=[Length(max=100)], filters=[clean_text])
     email = StringField(_l("Email"), validators=[Length(max=254)], filters=[clean_text])
@@ -190,7 +191,7 @@ class ContactForm(FlaskForm):
         return valid
 
 
-class ActivityForm(FlaskForm):
+class ActivityForm(Form):
     kind = SelectField(
         _l("Type"), choices=[SelectChoice(k, ACTIVITY_LABELS[k]) for k in ACTIVITY_KINDS]
     )
@@ -201,7 +202,7 @@ class ActivityForm(FlaskForm):
     details = TextAreaField(_l("Details"), validators=[Length(max=10_000)], filters=[clean_text])
 
 
-class NetworkForm(FlaskForm):
+class NetworkForm(Form):
     name = StringField(
         _l("Name"), validators=[DataRequired(), Length(max=100)], filters=[clean_text]
     )
@@ -211,9 +212,9 @@ class NetworkForm(FlaskForm):
     active = BooleanField(_l("Active"), default=True)
 
 
-class ConfirmForm(FlaskForm):
+class ConfirmForm(Form):
     """A button that changes something: only the CSRF token."""
 
 
-class MergeForm(FlaskForm):
+class MergeForm(Form):
     other_id = WholeNumberField(validators=[DataRequired(), NumberRange(min=1, max=2**31 - 1)])

@@ -15,7 +15,6 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_babel import ngettext
 from flask_login import current_user
-from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileRequired, FileSize
 from sqlalchemy.exc import IntegrityError
 from wtforms import HiddenField
@@ -23,6 +22,7 @@ from wtforms.validators import DataRequired, Length, Regexp
 
 from crm.auth.permissions import permission_required
 from crm.extensions import db
+from crm.forms import Form
 from crm.i18n import format_date
 from crm.members import importing
 from crm.members.services import MEMBERSHIP_LABELS, WARNING_LABELS
@@ -34,7 +34,7 @@ MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 PREVIEW_ROWS = 500
 
 
-class ImportUploadForm(FlaskForm):
+class ImportUploadForm(Form):
     file = FileField(
         _l("File (CSV, Excel workbook or Brønnøysund JSON)"),
         validators=[
@@ -44,7 +44,7 @@ class ImportUploadForm(FlaskForm):
     )
 
 
-class ImportConfirmForm(FlaskForm):
+class ImportConfirmForm(Form):
     token = HiddenField(validators=[DataRequired(), Regexp(importing.UPLOAD_TOKEN.pattern)])
     fingerprint = HiddenField(validators=[DataRequired(), Length(max=64)])
 

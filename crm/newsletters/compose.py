@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import css_inline
 import markdown
@@ -33,6 +33,10 @@ TAG_GREETING = "%greeting%"
 TAG_GREETING_HTML = "%greeting_html%"
 TAG_FIRST_NAME = "%first_name%"
 TAG_FIRST_NAME_HTML = "%first_name_html%"
+# Inside a link or image address the name is percent-encoded (it cannot end the address
+# or start a scheme such as `javascript:`).
+TAG_FIRST_NAME_URL = "%first_name_url%"
+TAG_GREETING_URL = "%greeting_url%"
 TAG_UNSUBSCRIBE = "%unsubscribe_url%"
 TAG_PREFERENCES = "%preferences_url%"
 
@@ -332,8 +336,22 @@ def render_email(
 _HTML_TAGS = {TAG_FIRST_NAME: TAG_FIRST_NAME_HTML, TAG_GREETING: TAG_GREETING_HTML}
 
 
+_URL_TAGS = {TAG_FIRST_NAME: TAG_FIRST_NAME_URL, TAG_GREETING: TAG_GREETING_URL}
+_TAG_MARKUP = re.compile(r"<[^>]*>")
+_URL_ATTRIBUTE = re.compile(r'(\b(?:href|src)=")([^"]*)(")', re.IGNORECASE)
+
+
 def _html_tags(text: str) -> str:
-    return substitute(text, _HTML_TAGS)
+    """Merge fields in HTML, each replaced by the variant for the context it lands in:
+    URL-encoded in link and image addresses, HTML-escaped (quotes too) elsewhere, in
+    text and in attribute values such as title and alt."""
+
+    def in_markup(match: re.Match) -> str:
+        return _URL_ATTRIBUTE.sub(
+            lambda m: m[1] + substitute(m[2], _URL_TAGS) + m[3], match.group(0)
+        )
+
+    return substitute(_TAG_MARKUP.sub(in_markup, text), _HTML_TAGS)
 
 
 def _content_css() -> str:
@@ -361,11 +379,14 @@ class Personalizer:
     ) -> dict[str, str]:
         first_name = " ".join((first_name or "").split())
         greeting = self.greeting(first_name)
+        # Quotes escaped too: the HTML variants also stand in attribute values (title, alt).
         return {
             TAG_GREETING: greeting,
-            TAG_GREETING_HTML: html_lib.escape(greeting, quote=False),
+            TAG_GREETING_HTML: html_lib.escape(greeting, quote=True),
+            TAG_GREETING_URL: quote(greeting, safe=""),
             TAG_FIRST_NAME: first_name,
-            TAG_FIRST_NAME_HTML: html_lib.escape(first_name, quote=False),
+            TAG_FIRST_NAME_HTML: html_lib.escape(first_name, quote=True),
+            TAG_FIRST_NAME_URL: quote(first_name, safe=""),
             TAG_UNSUBSCRIBE: unsubscribe_url,
             TAG_PREFERENCES: preferences_url,
         }

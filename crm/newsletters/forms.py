@@ -3,7 +3,6 @@
 from datetime import datetime, time
 
 from flask_babel import lazy_gettext as _l
-from flask_wtf import FlaskForm
 from wtforms import (
     BooleanField,
     DateField,
@@ -13,8 +12,9 @@ from wtforms import (
     TextAreaField,
     TimeField,
 )
-from wtforms.validators import DataRequired, Length, Optional
+from wtforms.validators import DataRequired, Length, Optional, ValidationError
 
+from crm.forms import Form
 from crm.members.forms import MultiCheckboxField, clean_text
 from crm.members.listing import municipality_choices
 from crm.members.models import CONTACT_ROLES
@@ -56,9 +56,22 @@ def _body_text(value):
     return value.replace("\x00", "").replace("\r\n", "\n").replace("\r", "\n")
 
 
-class NewsletterForm(FlaskForm):
+def _fits_a_header(form, field):
+    """The subject becomes a header: refuse what the mail backends would refuse for every
+    recipient, such as a line break hidden in an encoded word (`=?utf-8?q?=0D=0A…?=`)."""
+    from crm.mail.backends import HeaderInjectionError, check_header
+
+    try:
+        check_header("Subject", field.data or "")
+    except HeaderInjectionError as exc:
+        raise ValidationError(_l("The subject cannot contain a line break.")) from exc
+
+
+class NewsletterForm(Form):
     subject = StringField(
-        _l("Subject"), validators=[DataRequired(), Length(max=200)], filters=[clean_text]
+        _l("Subject"),
+        validators=[DataRequired(), Length(max=200), _fits_a_header],
+        filters=[clean_text],
     )
     preheader = StringField(
         _l("Preview text"), validators=[Optional(), Length(max=200)], filters=[clean_text]
@@ -85,7 +98,7 @@ class NewsletterForm(FlaskForm):
         ]
 
 
-class ScheduleForm(FlaskForm):
+class ScheduleForm(Form):
     date = DateField(_l("Date"), validators=[DataRequired()])
     time = TimeField(_l("Time"), validators=[DataRequired()], default=time(9, 0))
 
@@ -94,7 +107,7 @@ class ScheduleForm(FlaskForm):
         return datetime.combine(self.date.data, self.time.data).replace(tzinfo=OSLO)
 
 
-class ActionForm(FlaskForm):
+class ActionForm(Form):
     """Buttons that change a newsletter's state: only the CSRF token."""
 
 

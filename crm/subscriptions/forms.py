@@ -3,7 +3,6 @@
 import re
 
 from flask_babel import lazy_gettext as _l
-from flask_wtf import FlaskForm
 from wtforms import (
     BooleanField,
     EmailField,
@@ -17,6 +16,7 @@ from wtforms import (
 from wtforms.validators import DataRequired, Length, Optional, ValidationError
 from wtforms.widgets import CheckboxInput, ListWidget
 
+from crm.forms import Form
 from crm.mail.services import normalize_address
 from crm.members.normalize import normalize_email
 from crm.subscriptions.ledger import CHANNEL_LABELS
@@ -59,7 +59,7 @@ class MultiCheckboxField(SelectMultipleField):
         super().__init__(*args, **kwargs)
 
 
-class SubscribeForm(FlaskForm):
+class SubscribeForm(Form):
     """The public signup form.
 
     No session CSRF token: the form is embedded in an iframe on the cluster's website,
@@ -106,15 +106,15 @@ class SubscribeForm(FlaskForm):
     website = StringField(_l("Leave this field empty"))
 
 
-class ConfirmForm(FlaskForm):
+class ConfirmForm(Form):
     """Only a button: a link preview or mail scanner that follows the GET confirms nothing."""
 
 
-class PreferencesForm(FlaskForm):
+class PreferencesForm(Form):
     topics = MultiCheckboxField(_l("Topics"))
 
 
-class StaffConsentForm(FlaskForm):
+class StaffConsentForm(Form):
     topics = MultiCheckboxField(_l("Topics"))
     channel = SelectField(
         _l("Given"),
@@ -129,7 +129,7 @@ class StaffConsentForm(FlaskForm):
     )
 
 
-class StaffWithdrawForm(FlaskForm):
+class StaffWithdrawForm(Form):
     topics = MultiCheckboxField(_l("Topics"))
     note = TextAreaField(
         _l("Note"),
@@ -137,7 +137,7 @@ class StaffWithdrawForm(FlaskForm):
     )
 
 
-class EraseForm(FlaskForm):
+class EraseForm(Form):
     confirm = BooleanField(
         _l("I understand that the person's data is removed for good."),
         validators=[DataRequired(message=_l("Tick the box to confirm."))],

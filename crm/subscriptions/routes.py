@@ -111,10 +111,11 @@ def _address_allowed(email: str) -> bool:
 
 
 def _signup_looks_automated(form: SubscribeForm) -> bool:
-    """Honeypot filled in, form token missing or forged, or filled in inhumanly fast."""
+    """Honeypot filled in, form token missing, forged, expired or used before, or the
+    form filled in inhumanly fast."""
     if form.website.data:
         return True
-    age = tokens.form_age_seconds(form.started.data)
+    age = tokens.claim_form_token(form.started.data)
     return age is None or age < current_app.config["SUBSCRIBE_MIN_FILL_SECONDS"]
 
 

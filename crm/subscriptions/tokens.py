@@ -5,13 +5,15 @@
   so bumping `Subscriber.token_version` (erase, rotation) revokes every old link;
   a network mail's link also names the network whose mail it stops;
 - the signup form's start time: proves the form came from us and how long it took
-  to fill in (bots post at once).
+  to fill in (bots post at once); it expires (FORM_MAX_AGE) and works once.
 
 A token from one purpose never passes as another: the salts differ.
 """
 
 import functools
+import hashlib
 import hmac
+import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -168,9 +170,13 @@ def read_link_token(token: str) -> LinkClaim:
     raise TokenInvalid
 
 
+FORM_MAX_AGE = 24 * 3600  # a signup form older than a day is not submitted by a person
+
+
 def make_form_token() -> str:
-    """The signed moment the signup form was rendered."""
-    return TimestampSigner(_secret(), salt=FORM_SALT).sign(b"subscribe").decode()
+    """The signed moment the signup form was rendered, with a nonce: usable once."""
+    value = f"subscribe.{secrets.token_urlsafe(9)}".encode()
+    return TimestampSigner(_secret(), salt=FORM_SALT).sign(value).decode()
 
 
 def form_age_seconds(token: str | None) -> float | None:
@@ -182,6 +188,26 @@ def form_age_seconds(token: str | None) -> float | None:
         value, signed_at = signer.unsign(token, return_timestamp=True)
     except (BadData, ValueError, TypeError):
         return None
-    if value != b"subscribe":
+    if not value.startswith(b"subscribe.") or len(value) > 40:
         return None
     return (utcnow() - signed_at).total_seconds()
+
+
+def claim_form_token(token: str | None) -> float | None:
+    """The age of a genuine form token that has not expired and was not used before,
+    which it now is; None otherwise. A replayed form (a bot posting one token again and
+    again, or the browser resending the POST) starts nothing new."""
+    age = form_age_seconds(token)
+    if age is None or age > FORM_MAX_AGE:
+        return None
+    from redis.exceptions import RedisError
+
+    from crm.queue import get_redis
+
+    key = "klynge:signup-form:" + hashlib.sha256(token.encode()).hexdigest()[:32]
+    try:
+        first_use = get_redis().set(key, 1, nx=True, ex=FORM_MAX_AGE + 3600)
+    except RedisError:
+        current_app.logger.warning("signup form token: Redis unavailable, not checked for reuse")
+        return age
+    return age if first_use else None
