@@ -1,11 +1,11 @@
 """Forms of the follow-ups area (Flask-WTF, CSRF)."""
 
 from flask_babel import lazy_gettext as _l
-from flask_wtf import FlaskForm
 from wtforms import BooleanField, DateField, SelectChoice, SelectField, StringField
 from wtforms.validators import DataRequired, Length
 
 from crm.followups.services import MAX_WHAT, assignable_users
+from crm.forms import Form
 from crm.members.forms import clean_text
 
 
@@ -13,7 +13,7 @@ def user_choices() -> list[SelectChoice]:
     return [SelectChoice(u.id, u.name or u.email) for u in assignable_users()]
 
 
-class FollowUpForm(FlaskForm):
+class FollowUpForm(Form):
     what = StringField(
         _l("What is to be done"),
         validators=[DataRequired(), Length(max=MAX_WHAT)],
@@ -27,7 +27,7 @@ class FollowUpForm(FlaskForm):
         self.assignee.choices = user_choices()
 
 
-class DigestForm(FlaskForm):
+class DigestForm(Form):
     """Turn one's own morning digest on or off."""
 
     enabled = BooleanField(_l("Email me my due follow-ups every morning"))

@@ -111,7 +111,7 @@ class ActionForm(Form):
     """Buttons that change a newsletter's state: only the CSRF token."""
 
 
-class TestSendForm(FlaskForm):
+class TestSendForm(Form):
     """Where a test copy goes: the staff user's own address, or a colleague's."""
 
     email = StringField(

@@ -144,7 +144,7 @@ class EraseForm(Form):
     )
 
 
-class LinkCompanyForm(FlaskForm):
+class LinkCompanyForm(Form):
     """Staff link a subscriber to the company record suggested from their signup."""
 
     company_id = HiddenField()

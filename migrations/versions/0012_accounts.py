@@ -1,8 +1,8 @@
 """accounts: revocable sessions, forced password change, TOTP, invitations, security settings;
 user emails normalised (NFKC, lower case) as login and uniqueness now compare them
 
-Revision ID: 0011_accounts
-Revises: 0010_mail_basis
+Revision ID: 0012_accounts
+Revises: 0011_followups
 """
 import unicodedata
 
@@ -11,8 +11,8 @@ from alembic import op
 
 import crm.types
 
-revision = "0011_accounts"
-down_revision = "0010_mail_basis"
+revision = "0012_accounts"
+down_revision = "0011_followups"
 branch_labels = None
 depends_on = None
 
