@@ -256,7 +256,9 @@ def test_a_first_name_is_escaped_in_the_html_title_and_body_and_raw_in_the_text(
     message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
     html = message.get_body(preferencelist=("html",)).get_content()
     text = message.get_body(preferencelist=("plain",)).get_content()
-    escaped = '&lt;b&gt;&amp;"'
+    # Quotes too: the same value also stands in attributes (title, alt) where a bare
+    # quote would end the attribute (tests/test_newsletters_injection.py).
+    escaped = "&lt;b&gt;&amp;&quot;"
     assert f"<title>{escaped}, høstnytt</title>" in html
     assert f"Hei igjen {escaped}!" in html and f"Hei {escaped}," in html
     assert f"For {escaped}" in html  # the preheader
