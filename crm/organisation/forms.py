@@ -3,11 +3,11 @@
 from urllib.parse import urlsplit
 
 from flask_babel import lazy_gettext as _l
-from flask_wtf import FlaskForm
 from flask_wtf.file import FileField
 from wtforms import BooleanField, StringField, TextAreaField, ValidationError
 from wtforms.validators import DataRequired, Length, Optional
 
+from crm.forms import Form
 from crm.members.forms import clean_text
 from crm.subscriptions.forms import single_line, valid_email
 
@@ -21,7 +21,7 @@ def web_address(form, field) -> None:
         raise ValidationError(_l("Enter a full web address starting with https://."))
 
 
-class OrganisationForm(FlaskForm):
+class OrganisationForm(Form):
     name = StringField(
         _l("Name of the organisation"),
         [DataRequired(), Length(max=200), single_line],

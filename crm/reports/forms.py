@@ -1,12 +1,13 @@
 """The period picker of the results page (a GET form: the period is in the address)."""
 
 from flask_babel import lazy_gettext as _l
-from flask_wtf import FlaskForm
 from wtforms import DateField
 from wtforms.validators import Optional
 
+from crm.forms import Form
 
-class PeriodForm(FlaskForm):
+
+class PeriodForm(Form):
     class Meta:
         csrf = False  # a GET form that changes nothing
 

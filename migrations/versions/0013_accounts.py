@@ -1,8 +1,8 @@
 """accounts: revocable sessions, forced password change, TOTP, invitations, security settings;
 user emails normalised (NFKC, lower case) as login and uniqueness now compare them
 
-Revision ID: 0012_accounts
-Revises: 0011_followups
+Revision ID: 0013_accounts
+Revises: 0012_organisation
 """
 import unicodedata
 
@@ -11,8 +11,8 @@ from alembic import op
 
 import crm.types
 
-revision = "0012_accounts"
-down_revision = "0011_followups"
+revision = "0013_accounts"
+down_revision = "0012_organisation"
 branch_labels = None
 depends_on = None
 
