@@ -28,9 +28,10 @@ def set_security_headers(response):
         response.headers.setdefault("X-Frame-Options", "DENY")
     if request.is_secure:
         response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
-    if _shows_staff_data():
+    if "Cache-Control" not in response.headers and _shows_staff_data():
         # Staff pages carry personal data: no copy in the browser's or a proxy's cache
-        # (the back button on a shared computer after logout shows nothing).
+        # (the back button on a shared computer after logout shows nothing). A view that
+        # chose its own caching (the organisation's logo) keeps it.
         response.headers["Cache-Control"] = "no-store"
         response.headers["Pragma"] = "no-cache"
     return response
