@@ -92,6 +92,7 @@ def register_extensions(app: Flask) -> None:
 def register_blueprints(app: Flask) -> None:
     from crm import main
     from crm.auth import routes as auth_routes
+    from crm.events import invitation_routes
     from crm.fees import routes as fees_routes
     from crm.followups import routes as followups_routes
     from crm.home import routes as home_routes
@@ -116,6 +117,7 @@ def register_blueprints(app: Flask) -> None:
     newsletters_routes.init_app(app)
     reports_routes.init_app(app)
     organisation_routes.init_app(app)
+    invitation_routes.init_app(app)
 
 
 def register_errorhandlers(app: Flask) -> None:

@@ -17,7 +17,7 @@ PUBLIC_ENDPOINTS = {
     "i18n.set_language",
     "organisation.logo",
 }
-PUBLIC_PREFIXES = ("subscriptions.", "webhooks.", "archive.")
+PUBLIC_PREFIXES = ("subscriptions.", "webhooks.", "archive.", "invitation_links.")
 
 
 def is_public(endpoint: str) -> bool:

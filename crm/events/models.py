@@ -291,3 +291,28 @@ class Certificate(Audited, db.Model):
 
     def audit_label(self) -> str:
         return self.code
+
+
+class InvitationAnswer(Audited, db.Model):
+    """An invitee's "can't come" (the one answer that is not a registration).
+
+    Invitations themselves are newsletter ledger rows (crm/events/invitations.py); a
+    registration is the other answer. One row per event and contact.
+    """
+
+    __tablename__ = "event_invitation_answer"
+    __table_args__ = (
+        UniqueConstraint("event_id", "contact_id", name="uq_event_invitation_answer_contact"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("event.id", ondelete="CASCADE"))
+    contact_id: Mapped[int] = mapped_column(
+        ForeignKey("contact.id", ondelete="CASCADE"), index=True
+    )
+    answer: Mapped[str] = mapped_column(String(12), default="declined")
+    answered_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    ip: Mapped[str | None] = mapped_column(String(45))
+
+    def audit_label(self) -> str:
+        return f"invitation answer {self.answer} contact #{self.contact_id} event #{self.event_id}"

@@ -24,7 +24,20 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import Integer, Select, and_, case, exists, false, func, literal, null, or_, select
+from sqlalchemy import (
+    Integer,
+    Select,
+    and_,
+    case,
+    exists,
+    false,
+    func,
+    literal,
+    null,
+    or_,
+    select,
+    true,
+)
 
 from crm.bulk import id_in
 from crm.extensions import db
@@ -36,7 +49,14 @@ from crm.subscriptions.models import GENERAL_TOPIC, ConsentState, Subscriber, To
 BASIS_CONSENT = "consent"
 BASIS_MEMBERSHIP = "membership"
 # Kinds of mail whose networks are a basis (membership), not just a filter.
-MEMBERSHIP_KINDS = ("network_mail", "event_invitation")
+MEMBERSHIP_KINDS = ("network_mail", "event_invitation", "event_invitation_reminder")
+# Mail to an event's registrants (about the event they registered for), by the
+# registration statuses it goes to; their basis is the registration.
+BASIS_REGISTRATION = "registration"
+REGISTRANT_KINDS = {
+    "event_registrant_reminder": ("confirmed", "offered"),
+    "event_message": ("confirmed", "offered", "waitlisted"),
+}
 
 
 @dataclass(frozen=True)
@@ -47,6 +67,11 @@ class Audience:
     membership: str = ""  # "" | "member" | "non_member"
     roles: tuple[str, ...] = ()
     kind: str = "newsletter"
+    # Event mail: its event, the newsletter itself (an invitation leaves out people
+    # another invitation to the event reached) and, for a reminder, its invitation.
+    event_id: int | None = None
+    newsletter_id: int | None = None
+    parent_id: int | None = None
 
     @classmethod
     def of(cls, newsletter) -> Audience:
@@ -57,6 +82,9 @@ class Audience:
             membership=newsletter.membership or "",
             roles=tuple(newsletter.roles or ()),
             kind=getattr(newsletter, "kind", None) or "newsletter",
+            event_id=getattr(newsletter, "event_id", None),
+            newsletter_id=getattr(newsletter, "id", None),
+            parent_id=getattr(newsletter, "parent_id", None),
         )
 
     @property
@@ -201,14 +229,92 @@ def eligible_contacts(audience: Audience, among: Select | Iterable[int] | None =
 
 
 def _eligible(audience: Audience, among) -> Select:
-    return select(Contact.id).where(
+    statement = select(Contact.id).where(
         Contact.email.is_not(None),
         Contact.email != "",
         Contact.archived_at.is_(None),
-        _basis(audience, among),
         _not_suppressed(),
         _not_erased(),
-        *_filters(audience),
+    )
+    if audience.kind in REGISTRANT_KINDS:
+        return statement.where(_registered(audience.event_id, REGISTRANT_KINDS[audience.kind]))
+    statement = statement.where(_basis(audience, among), *_filters(audience))
+    if audience.kind == "event_invitation":
+        statement = statement.where(
+            ~_answered(audience.event_id), ~_invited_before(audience.event_id, audience)
+        )
+    elif audience.kind == "event_invitation_reminder":
+        statement = statement.where(~_answered(audience.event_id), _sent(audience.parent_id))
+    return statement
+
+
+# -- event mail --------------------------------------------------------------------------
+
+
+def _registered(event_id: int | None, statuses: tuple[str, ...]):
+    from crm.events.models import Registration
+
+    return (
+        select(Registration.id)
+        .where(
+            Registration.event_id == event_id,
+            Registration.contact_id == Contact.id,
+            Registration.status.in_(statuses),
+        )
+        .correlate_except(Registration)
+        .exists()
+    )
+
+
+def _answered(event_id: int | None):
+    """Registered (in any state, cancelled too) or said "can't come"."""
+    from crm.events.models import InvitationAnswer, Registration
+
+    registered = (
+        select(Registration.id)
+        .where(Registration.event_id == event_id, Registration.contact_id == Contact.id)
+        .correlate_except(Registration)
+        .exists()
+    )
+    declined = (
+        select(InvitationAnswer.id)
+        .where(InvitationAnswer.event_id == event_id, InvitationAnswer.contact_id == Contact.id)
+        .correlate_except(InvitationAnswer)
+        .exists()
+    )
+    return or_(registered, declined)
+
+
+def _invited_before(event_id: int | None, audience: Audience):
+    """Reached (or being reached) by another invitation to the event: one each."""
+    from crm.newsletters.models import Newsletter, NewsletterRecipient
+
+    R = NewsletterRecipient
+    return (
+        select(R.id)
+        .join(Newsletter, Newsletter.id == R.newsletter_id)
+        .where(
+            Newsletter.event_id == event_id,
+            Newsletter.kind == "event_invitation",
+            Newsletter.id != (audience.newsletter_id or 0),
+            R.contact_id == Contact.id,
+            R.state.in_(("pending", "sent")),
+        )
+        .correlate_except(R, Newsletter)
+        .exists()
+    )
+
+
+def _sent(newsletter_id: int | None):
+    """Got that newsletter (a reminder goes to those the invitation reached)."""
+    from crm.newsletters.models import NewsletterRecipient
+
+    R = NewsletterRecipient
+    return (
+        select(R.id)
+        .where(R.newsletter_id == newsletter_id, R.contact_id == Contact.id, R.state == "sent")
+        .correlate_except(R)
+        .exists()
     )
 
 
@@ -235,9 +341,10 @@ def recipients_with_basis(audience: Audience) -> Select:
     chosen = recipient_contacts(audience).subquery()
     networks = audience.basis_networks
     if not networks:
+        basis = BASIS_REGISTRATION if audience.kind in REGISTRANT_KINDS else BASIS_CONSENT
         return select(
             chosen.c.contact_id,
-            literal(BASIS_CONSENT).label("basis"),
+            literal(basis).label("basis"),
             null().cast(Integer).label("network_id"),
         )
     cn = contact_network
@@ -275,11 +382,13 @@ def count(audience: Audience) -> int:
     )
 
 
-def count_by_basis(audience: Audience) -> dict[int | None, int]:
-    """How many would receive it now, per basis: None = consent, else a network id."""
+def count_by_basis(audience: Audience) -> dict[int | str | None, int]:
+    """How many would receive it now, per basis: None = consent, a network id =
+    membership of it, "registration" = registered for the event."""
     if not audience.basis_networks:
         total = count(audience)
-        return {None: total} if total else {}
+        key = BASIS_REGISTRATION if audience.kind in REGISTRANT_KINDS else None
+        return {key: total} if total else {}
     rows = recipients_with_basis(audience).subquery()
     return {
         network_id: int(number)
@@ -312,6 +421,8 @@ def exclusion_reasons(audience: Audience, contact_ids: Iterable[int]) -> dict[in
         or_(Contact.email.is_(None), Contact.email == "", Contact.archived_at.is_not(None)),
     )
     mark("suppressed", ~_not_suppressed())
+    if audience.kind in REGISTRANT_KINDS:
+        mark("filter", true())  # no longer registered
     if audience.basis_networks:
         mark("objected", _objected_to_any(audience.basis_networks))
     mark("no_consent", ~_basis(audience, among=ids))

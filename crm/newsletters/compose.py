@@ -295,12 +295,14 @@ def render_email(
     *,
     remote_images: bool = True,
     network_names: tuple[str, ...] = (),
+    actions: tuple[tuple[str, str], ...] = (),
 ) -> RenderedEmail:
     """The email for every recipient, with substitution tags for their own values.
 
     `remote_images=False` is for showing it on our pages (the preview), which load
     nothing from other hosts. `network_names`: network mail, whose footer says why it
-    came and that its unsubscribe link stops the network's mail.
+    came and that its unsubscribe link stops the network's mail. `actions`: buttons
+    after the text, (label, substitution tag of the recipient's own URL).
     """
     from crm.subscriptions.network_mail import network_notice
 
@@ -320,6 +322,7 @@ def render_email(
     }
     with force_locale(newsletter_locale()):
         context["notice"] = network_notice(network_names) if network_names else ""
+        context["actions"] = [(str(label), tag) for label, tag in actions]
         html = render_template(
             "email/newsletters/newsletter.html",
             **{**context, "subject": _html_tags(subject), "preheader": _html_tags(preheader)},
@@ -356,6 +359,26 @@ def _html_tags(text: str) -> str:
 
 def _content_css() -> str:
     return Path(CONTENT_CSS).read_text(encoding="utf-8")
+
+
+# Other areas add to a mailing: buttons with each recipient's own links (events: an
+# invitation's registration and "can't come" links). Each provider is an object with
+# `actions(newsletter) -> [(label, tag)]` (frozen into the email) and
+# `substitutions(newsletter, contact_ids) -> {contact_id: {tag: value}}` (per batch).
+MAIL_EXTRAS: list = []
+
+
+def mail_actions(newsletter) -> tuple[tuple[str, str], ...]:
+    return tuple(action for extra in MAIL_EXTRAS for action in extra.actions(newsletter))
+
+
+def extra_substitutions(newsletter, contact_ids: list[int]) -> dict[int, dict[str, str]]:
+    """Per-recipient values for the tags of `mail_actions` (none for plain newsletters)."""
+    values: dict[int, dict[str, str]] = {}
+    for extra in MAIL_EXTRAS:
+        for contact_id, tags in extra.substitutions(newsletter, contact_ids).items():
+            values.setdefault(contact_id, {}).update(tags)
+    return values
 
 
 class Personalizer:

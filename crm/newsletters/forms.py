@@ -40,6 +40,13 @@ KIND_LABELS = {
     "newsletter": _l("Newsletter (needs consent)"),
     "network_mail": _l("Network mail (to the networks' member contacts)"),
 }
+# An event's mail is made from the event's page (crm/events/invitations.py), not chosen here.
+EVENT_KIND_LABELS = {
+    "event_invitation": _l("Invitation to an event"),
+    "event_invitation_reminder": _l("Reminder to invitees who have not answered"),
+    "event_registrant_reminder": _l("Reminder to registrants"),
+    "event_message": _l("Message to registrants"),
+}
 KIND_CHOICES = tuple(SelectChoice(value, label) for value, label in KIND_LABELS.items())
 MEMBERSHIP_CHOICES = tuple(SelectChoice(value, label) for value, label in MEMBERSHIP_LABELS.items())
 ROLE_CHOICES = tuple(SelectChoice(role, ROLE_LABELS[role]) for role in CONTACT_ROLES)

@@ -45,6 +45,7 @@ def freeze_content(newsletter: Newsletter) -> None:
         newsletter.body,
         archive_url(newsletter),
         network_names=network_names(newsletter),
+        actions=compose.mail_actions(newsletter),
     )
     newsletter.html = rendered.html
     newsletter.text = rendered.text
@@ -133,17 +134,19 @@ def create_ledger(newsletter: Newsletter) -> int:
     )
 
 
-def counts_by_basis(newsletter_id: int) -> dict[int | None, int]:
-    """Ledger rows per basis: None = consent, else the network of a membership basis."""
+def counts_by_basis(newsletter_id: int) -> dict[int | str | None, int]:
+    """Ledger rows per basis: None = consent, a network id = membership of it,
+    "registration" = registered for the event (as `audience.count_by_basis`)."""
     R = NewsletterRecipient
-    return {
-        network_id: int(number)
-        for network_id, number in db.session.execute(
-            select(R.basis_network_id, func.count())
-            .where(R.newsletter_id == newsletter_id)
-            .group_by(R.basis_network_id)
-        )
-    }
+    counts: dict[int | str | None, int] = {}
+    for basis, network_id, number in db.session.execute(
+        select(R.basis, R.basis_network_id, func.count())
+        .where(R.newsletter_id == newsletter_id)
+        .group_by(R.basis, R.basis_network_id)
+    ):
+        key = network_id if basis == "membership" else (basis if basis != "consent" else None)
+        counts[key] = counts.get(key, 0) + int(number)
+    return counts
 
 
 def counts(newsletter_id: int) -> dict[str, int]:

@@ -27,9 +27,20 @@ MEMBERSHIP_FILTERS = ("", "member", "non_member")
 # newsletter: to consent holders of its topics. network_mail: a network's own mail
 # (meeting notes …), which contacts of member companies in the network get on the basis
 # of that membership, without newsletter consent (see crm.newsletters.audience).
+# The event kinds belong to an event (`event_id`, see crm/events/invitations.py):
+# event_invitation: an invitation, on the same bases as network mail;
+# event_invitation_reminder: its one reminder, to invitees who have not answered;
+# event_registrant_reminder / event_message: to the event's registrants, who may be
+# mailed about the event they registered for (basis "registration").
 NEWSLETTER_KINDS = ("newsletter", "network_mail")
+EVENT_MAIL_KINDS = (
+    "event_invitation",
+    "event_invitation_reminder",
+    "event_registrant_reminder",
+    "event_message",
+)
 # Why a ledger row may be mailed: consent for a topic, or membership of a network.
-BASES = ("consent", "membership")
+BASES = ("consent", "membership", "registration")
 
 
 class Newsletter(Audited, db.Model):
@@ -52,6 +63,11 @@ class Newsletter(Audited, db.Model):
     membership: Mapped[str] = mapped_column(String(12), default="")
     roles: Mapped[list] = mapped_column(JSON, default=list)
 
+    # Event mail: the event, and for a reminder the invitation it follows up.
+    event_id: Mapped[int | None] = mapped_column(
+        ForeignKey("event.id", ondelete="SET NULL"), index=True
+    )
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("newsletter.id", ondelete="SET NULL"))
     in_archive: Mapped[bool] = mapped_column(default=False)
     state: Mapped[str] = mapped_column(String(12), default="draft", index=True)
     scheduled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -1,6 +1,6 @@
 """Staff pages for newsletters (/newsletters) and the public archive (/nyhetsbrev)."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from babel.numbers import format_decimal
@@ -27,6 +27,7 @@ from crm.mail.backends import substitute
 from crm.members.models import CONTACT_ROLES, Network
 from crm.newsletters import audience, compose, ledger, services, statistics
 from crm.newsletters.forms import (
+    EVENT_KIND_LABELS,
     KIND_LABELS,
     MEMBERSHIP_LABELS,
     ROLE_LABELS,
@@ -178,7 +179,19 @@ def _render_form(form: NewsletterForm, newsletter: Newsletter | None = None):
         form=form,
         newsletter=newsletter,
         merge_fields=(compose.merge_field_tag(str(get_locale())),),
+        event_kinds=EVENT_KIND_LABELS,
+        event=_event_of(newsletter),
+        recipients_now=services.recipient_count(newsletter) if newsletter else None,
     )
+
+
+def _event_of(newsletter: Newsletter | None):
+    """The event an event's mail belongs to (for its pages' links), or None."""
+    if newsletter is None or newsletter.event_id is None:
+        return None
+    from crm.events.models import Event
+
+    return db.session.get(Event, newsletter.event_id)
 
 
 @bp.route("/new", methods=["GET", "POST"])
@@ -209,6 +222,8 @@ def newsletter_edit(newsletter_id: int):
         flash(_("A newsletter that has been sent cannot be changed."), "warning")
         return redirect(url_for(".newsletter_detail", newsletter_id=newsletter.id))
     form = NewsletterForm(obj=newsletter if request.method == "GET" else None)
+    if newsletter.kind in EVENT_KIND_LABELS:
+        form.kind.choices = [(newsletter.kind, EVENT_KIND_LABELS[newsletter.kind])]
     if request.method == "GET":
         form.networks.data = list(newsletter.network_ids or [])
     if form.validate_on_submit():
@@ -274,6 +289,10 @@ def audience_count():
         roles=tuple(r for r in args.getlist("roles") if r in CONTACT_ROLES),
         kind=args.get("kind") if args.get("kind") in NEWSLETTER_KINDS else "newsletter",
     )
+    event = args.get("event", "")
+    if args.get("kind") == "event_invitation" and is_digits(event) and len(event) < 10:
+        # An invitation leaves out those already invited to, or answering, the event.
+        rule = replace(rule, kind="event_invitation", event_id=int(event))
     by_basis = audience.count_by_basis(rule)
     return jsonify(
         recipients=sum(by_basis.values()),
@@ -283,17 +302,18 @@ def audience_count():
     )
 
 
-def basis_lines(by_basis: dict[int | None, int]) -> list[tuple[str, int]]:
+def basis_lines(by_basis: dict[int | str | None, int]) -> list[tuple[str, int]]:
     """Counts per basis in words: "Consent for a topic", "Membership of Logistikk"."""
+    network_ids = [n for n in by_basis if isinstance(n, int)]
     names = dict(
         db.session.execute(
-            select(Network.id, Network.name).where(
-                Network.id.in_([n for n in by_basis if n is not None])
-            )
+            select(Network.id, Network.name).where(Network.id.in_(network_ids))
         ).all()
     )
     lines = [(_("Consent for a topic"), by_basis[None])] if by_basis.get(None) else []
-    networks = sorted((n for n in by_basis if n is not None), key=lambda n: names.get(n, ""))
+    if by_basis.get("registration"):
+        lines.append((_("Registered for the event"), by_basis["registration"]))
+    networks = sorted(network_ids, key=lambda n: names.get(n, ""))
     for network_id in networks:
         lines.append(
             (
@@ -322,7 +342,7 @@ def _audience_summary(newsletter: Newsletter) -> dict:
         "municipalities": [places.get(n, n) for n in newsletter.municipalities or ()],
         "membership": MEMBERSHIP_LABELS.get(newsletter.membership or "", ""),
         "roles": [ROLE_LABELS.get(r, r) for r in newsletter.roles or ()],
-        "kind": KIND_LABELS.get(newsletter.kind or "newsletter", ""),
+        "kind": {**KIND_LABELS, **EVENT_KIND_LABELS}.get(newsletter.kind or "newsletter", ""),
         "network_mail": newsletter.kind != "newsletter",
     }
 
@@ -338,6 +358,7 @@ def newsletter_detail(newsletter_id: int):
         by_basis=basis_lines(services.recipients_by_basis(newsletter)),
         progress=services.progress(newsletter) if not newsletter.editable else None,
         summary=_audience_summary(newsletter),
+        event=_event_of(newsletter),
         action_form=ActionForm(),
         schedule_form=ScheduleForm(),
         test_form=TestSendForm(email=current_user.email),

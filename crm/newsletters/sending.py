@@ -293,6 +293,7 @@ def build_mail(
         [r.contact_id for r in rows],
         {r.contact_id: r.network_id or networks[0] for r in rows} if networks else None,
     )
+    extra = compose.extra_substitutions(newsletter, [r.contact_id for r in rows])
     personalizer = compose.Personalizer()
     recipients, included, unmailable = [], [], []
     newsletter_arg, batch_arg = str(newsletter.id), str(batch.id)
@@ -309,7 +310,8 @@ def build_mail(
             },
             "substitutions": personalizer.substitutions(
                 row.first_name, unsubscribe, _preferences_url(unsubscribe)
-            ),
+            )
+            | extra.get(row.contact_id, {}),
             "custom_args": {
                 "klynge_newsletter": newsletter_arg,
                 "klynge_batch": batch_arg,

@@ -7,7 +7,7 @@ never commit; jobs they need are enqueued after the caller commits.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from flask_babel import gettext as _
@@ -20,6 +20,7 @@ from crm.members.models import CONTACT_ROLES, Network
 from crm.newsletters import audience, compose, ledger
 from crm.newsletters.models import (
     EDITABLE_STATES,
+    EVENT_MAIL_KINDS,
     MEMBERSHIP_FILTERS,
     NEWSLETTER_KINDS,
     Newsletter,
@@ -62,6 +63,9 @@ class Content:
     roles: tuple[str, ...] = ()
     in_archive: bool = False
     kind: str = "newsletter"
+    # Event mail (set when it is made, see crm/events/invitations.py; never edited).
+    event_id: int | None = None
+    parent_id: int | None = None
 
 
 def _clean_line(value: str, limit: int) -> str:
@@ -77,7 +81,9 @@ def _check(content: Content) -> Content:
         raise NewsletterError(_("A newsletter needs some text."))
     if len(body) > compose.MAX_BODY_LENGTH:
         raise NewsletterError(_("The text is too long."))
-    if content.kind not in NEWSLETTER_KINDS:
+    if content.kind not in NEWSLETTER_KINDS + EVENT_MAIL_KINDS:
+        raise NewsletterError(_("Unknown kind of mail."))
+    if (content.kind in EVENT_MAIL_KINDS) != (content.event_id is not None):
         raise NewsletterError(_("Unknown kind of mail."))
     known_topics = set(db.session.scalars(select(Topic.slug)))
     topics = tuple(dict.fromkeys(t for t in content.topics if t))
@@ -96,6 +102,10 @@ def _check(content: Content) -> Content:
         raise NewsletterError(_("A municipality number has four digits."))
     if content.kind == "network_mail" and not network_ids:
         raise NewsletterError(_("Network mail goes to the members of at least one network."))
+    if content.kind == "event_invitation" and not (network_ids or topics):
+        raise NewsletterError(
+            _("Choose at least one network or topic: they decide who may be invited.")
+        )
     if content.membership not in MEMBERSHIP_FILTERS:
         raise NewsletterError(_("Unknown membership filter."))
     roles = tuple(dict.fromkeys(r for r in content.roles))
@@ -112,6 +122,8 @@ def _check(content: Content) -> Content:
         roles=roles,
         in_archive=bool(content.in_archive),
         kind=content.kind,
+        event_id=content.event_id,
+        parent_id=content.parent_id,
     )
 
 
@@ -126,6 +138,8 @@ def _apply(newsletter: Newsletter, content: Content) -> None:
     newsletter.roles = list(content.roles)
     newsletter.in_archive = content.in_archive
     newsletter.kind = content.kind
+    newsletter.event_id = content.event_id
+    newsletter.parent_id = content.parent_id
 
 
 def content_of(newsletter: Newsletter) -> Content:
@@ -140,6 +154,8 @@ def content_of(newsletter: Newsletter) -> Content:
         roles=tuple(newsletter.roles or ()),
         in_archive=newsletter.in_archive,
         kind=newsletter.kind or "newsletter",
+        event_id=newsletter.event_id,
+        parent_id=newsletter.parent_id,
     )
 
 
@@ -177,6 +193,26 @@ def update_newsletter(newsletter: Newsletter, content: Content) -> None:
     """Change a draft or scheduled newsletter (one that has not started sending)."""
     if not newsletter.editable:
         raise NewsletterError(_("A newsletter that has been sent cannot be changed."))
+    if newsletter.kind in EVENT_MAIL_KINDS:
+        # What an event's mail is for, and (but for an invitation) whom it goes to,
+        # was fixed when it was made: only its text changes here.
+        fixed = content_of(newsletter)
+        if newsletter.kind == "event_invitation":
+            fixed = replace(
+                fixed,
+                topics=content.topics,
+                network_ids=content.network_ids,
+                municipalities=content.municipalities,
+                membership=content.membership,
+                roles=content.roles,
+            )
+        content = replace(
+            fixed,
+            subject=content.subject,
+            body=content.body,
+            preheader=content.preheader,
+            in_archive=content.in_archive,
+        )
     content = _check(content)
     if not _lock_while_editable(newsletter):
         raise NewsletterError(_("A newsletter that has been sent cannot be changed."))

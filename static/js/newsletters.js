@@ -29,7 +29,7 @@
       });
       previewForm.submit();
     };
-    var audienceNames = ["kind", "topics", "networks", "municipalities", "membership", "roles"];
+    var audienceNames = ["kind", "event", "topics", "networks", "municipalities", "membership", "roles"];
     var countTarget = compose.querySelector("[data-recipient-count]");
     var basisTarget = compose.querySelector("[data-basis-counts]");
     var countController = null;
