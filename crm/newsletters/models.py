@@ -56,7 +56,7 @@ class Newsletter(Audited, db.Model):
     # Audience: consent for any of `topics` (slugs); for network mail also membership
     # of `network_ids` (then not a filter but the networks whose mail it is). The
     # contact filters narrow it further (empty = no restriction).
-    kind: Mapped[str] = mapped_column(String(20), default="newsletter", server_default="newsletter")
+    kind: Mapped[str] = mapped_column(String(30), default="newsletter", server_default="newsletter")
     topics: Mapped[list] = mapped_column(JSON, default=list)
     network_ids: Mapped[list] = mapped_column(JSON, default=list)
     municipalities: Mapped[list] = mapped_column(JSON, default=list)

@@ -19,6 +19,11 @@ depends_on = None
 
 def upgrade():
     with op.batch_alter_table('newsletter', schema=None) as batch_op:
+        # Room for the event kinds' names ("event_registrant_reminder").
+        batch_op.alter_column(
+            'kind', existing_type=sa.String(length=20), type_=sa.String(length=30),
+            existing_nullable=False, existing_server_default='newsletter',
+        )
         batch_op.add_column(sa.Column('event_id', sa.Integer(), nullable=True))
         batch_op.add_column(sa.Column('parent_id', sa.Integer(), nullable=True))
         batch_op.create_index(batch_op.f('ix_newsletter_event_id'), ['event_id'], unique=False)
@@ -67,3 +72,7 @@ def downgrade():
         batch_op.drop_index(batch_op.f('ix_newsletter_event_id'))
         batch_op.drop_column('parent_id')
         batch_op.drop_column('event_id')
+        batch_op.alter_column(
+            'kind', existing_type=sa.String(length=30), type_=sa.String(length=20),
+            existing_nullable=False, existing_server_default='newsletter',
+        )
