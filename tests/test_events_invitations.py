@@ -234,6 +234,9 @@ def test_an_objection_stops_the_next_invitation(app, app_ctx, client, outbox, pe
 
 def test_registrants_get_the_reminder_days_before_and_messages(app, app_ctx, people):
     event = make_event(days=10)
+    early = invitations.schedule_registrant_reminder(event, 5)  # nobody registered yet
+    db.session.commit()
+    assert early.state == "scheduled"
     register(event, contact("anne@example.no"))
     register(event, contact("bjorn@example.no"), status="waitlisted")
     register(event, contact("per@example.no"), status="cancelled")

@@ -261,7 +261,9 @@ def schedule(newsletter: Newsletter, at: datetime) -> None:
         raise NewsletterError(_("Only a draft can be scheduled."))
     if at <= utcnow() + timedelta(minutes=1):
         raise NewsletterError(_("Choose a time in the future."))
-    if recipient_count(newsletter) == 0:
+    # A reminder to an event's registrants goes to whoever is registered when it starts
+    # (there may be nobody yet when it is planned).
+    if newsletter.kind != "event_registrant_reminder" and recipient_count(newsletter) == 0:
         raise NoRecipients()
     newsletter.state = "scheduled"
     newsletter.scheduled_at = at
