@@ -7,6 +7,8 @@ import urllib.parse
 from datetime import timedelta
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from crm.events import invitations
 from crm.events.models import Event, EventSession, InvitationAnswer, Registration
@@ -345,3 +347,81 @@ def test_a_registered_person_cannot_decline_through_the_invitation(app, client, 
     assert "påmeldt" in answer.get_data(as_text=True)
     with app.app_context():
         assert db.session.scalar(db.select(db.func.count()).select_from(InvitationAnswer)) == 0
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_garbage_to_the_invitation_pages_never_causes_a_500(app, client, auth, data):
+    """Staff forms and the public link get anything a browser or script can send."""
+    from urllib.parse import quote
+
+    from tests.test_garbage_input import garbage_text
+
+    with app.app_context():
+        if not db.session.scalar(db.select(Event.id).limit(1)):
+            auth.login("staff")
+            make_event()
+        event = db.session.scalar(db.select(Event))
+        person = contact("garbage@example.no") or make_contact(email="garbage@example.no")
+        token = invitations.invitation_token(event.id, person.id)
+        event_id = event.id
+    value = data.draw(garbage_text)
+    for method, url, form in [
+        ("GET", f"/events/{event_id}/invitations", {}),
+        ("POST", f"/events/{event_id}/registrants/reminder", {"days": value}),
+        ("POST", f"/events/{event_id}/registrants/message", {"x": value}),
+        ("POST", f"/events/{event_id}/invitations/new", {"networks": value}),
+        ("GET", f"/arrangementer/{event_id}/kan-ikke/{token}", {}),
+        ("POST", f"/arrangementer/{event_id}/kan-ikke/{token}", {"x": value}),
+        ("POST", f"/arrangementer/{event_id}/kan-ikke/{token[:-3]}{quote(value[:3], safe='')}", {}),
+    ]:
+        response = client.open(
+            url,
+            method=method,
+            data=form,
+            query_string={"status": value, "page": data.draw(garbage_text)},
+        )
+        assert response.status_code < 500, (method, url, response.status_code)
+
+
+@pytest.mark.browser
+def test_staff_invite_from_the_event_and_see_the_answers(app, page, live_server, artifacts_dir):
+    from playwright.sync_api import expect
+
+    from tests.browser import login
+    from tests.factories import PASSWORD, bulk_network_members
+
+    with app.app_context():
+        logistikk = db.session.scalar(db.select(Network).filter_by(name="Logistikk"))
+        member = make_company("Glåmdal Transport AS", membership_status="member")
+        ids = bulk_network_members(12, logistikk, company=member, prefix="gt")
+        event = make_event()
+        make_user("staff", email="arrangor@example.no")
+        event_id = event.id
+    login(page, live_server, "arrangor@example.no", PASSWORD)
+    page.set_viewport_size({"width": 1366, "height": 900})
+    page.goto(f"{live_server.url}/events/{event_id}/invitations")
+    page.click("button:has-text('Inviter')")
+    # The newsletter's own page: text, audience picker with counts per basis, preview.
+    expect(page.locator("[data-recipient-count]")).to_have_text("12")
+    expect(page.locator("[data-basis-counts]")).to_contain_text("Medlemskap i Logistikk: 12")
+    page.screenshot(path=str(artifacts_dir / "invitation-compose.png"), full_page=True)
+    page.click("button:has-text('Lagre utkast')")
+    with app.app_context():
+        invitation = db.session.scalar(db.select(Newsletter).where(Newsletter.event_id == event_id))
+        start(invitation.id)
+        send_all(invitation.id)
+        register(db.session.get(Event, event_id), db.session.get(Contact, ids[0]))
+        invitations.decline(db.session.get(Event, event_id), db.session.get(Contact, ids[1]))
+        db.session.commit()
+        token = invitations.invitation_token(event_id, ids[2])
+    page.goto(f"{live_server.url}/events/{event_id}/invitations")
+    expect(page.locator(".answer-counts")).to_contain_text("Påmeldt")
+    page.screenshot(path=str(artifacts_dir / "invitations-staff.png"), full_page=True)
+
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(f"{live_server.url}/arrangementer/{event_id}/kan-ikke/{token}")
+    page.screenshot(path=str(artifacts_dir / "invitation-decline.png"), full_page=True)
+    page.click("button[type=submit]")
+    expect(page.locator("h1")).to_have_text("Takk for at du sa fra")
+    page.screenshot(path=str(artifacts_dir / "invitation-declined.png"), full_page=True)
