@@ -2,8 +2,8 @@
 
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
-from wtforms import IntegerField
-from wtforms.validators import InputRequired, NumberRange
+from wtforms import StringField
+from wtforms.validators import InputRequired, Regexp
 
 from crm.events.invitations import MAX_REMINDER_DAYS
 
@@ -13,8 +13,17 @@ class ActionForm(FlaskForm):
 
 
 class RegistrantReminderForm(FlaskForm):
-    days = IntegerField(
+    # Text checked as 1–2 digits (not IntegerField: NumberRange turns a 1,000-digit
+    # number into a float and fails with OverflowError).
+    days = StringField(
         _l("Days before"),
-        validators=[InputRequired(), NumberRange(min=1, max=MAX_REMINDER_DAYS)],
-        default=2,
+        validators=[InputRequired(), Regexp(r"^[0-9]{1,2}$")],
+        default="2",
     )
+
+    def number_of_days(self) -> int | None:
+        """The days, if the form holds a number in range (else None)."""
+        if not self.validate_on_submit():
+            return None
+        days = int(self.days.data)
+        return days if 1 <= days <= MAX_REMINDER_DAYS else None

@@ -124,12 +124,12 @@ def new_message(event_id: int):
 @permission_required("events.edit")
 def schedule_reminder(event_id: int):
     event = _event_or_404(event_id)
-    form = RegistrantReminderForm()
-    if not form.validate_on_submit():
+    days = RegistrantReminderForm().number_of_days()
+    if days is None:
         flash(_("Choose between 1 and %(max)s days.", max=invitations.MAX_REMINDER_DAYS), "error")
         return _back(event)
     try:
-        reminder = invitations.schedule_registrant_reminder(event, form.days.data, current_user)
+        reminder = invitations.schedule_registrant_reminder(event, days, current_user)
     except (invitations.InvitationError, newsletters.NewsletterError) as exc:
         db.session.rollback()
         flash(str(exc), "error")

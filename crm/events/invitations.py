@@ -48,6 +48,7 @@ from crm.newsletters import services as newsletters
 from crm.newsletters.models import Newsletter, NewsletterRecipient
 from crm.subscriptions.links import public_url
 from crm.subscriptions.tokens import MAX_TOKEN_LENGTH
+from crm.subscriptions.topics import sync_topics
 from crm.timeutil import OSLO, utcnow
 
 INVITATION_SALT = "klynge.events.invitation"
@@ -193,6 +194,7 @@ def default_text(event: Event, kind: str) -> tuple[str, str]:
 
 
 def _new(event: Event, kind: str, user, **fields) -> Newsletter:
+    sync_topics()  # the audience picker offers every topic (created on first use)
     subject, body = default_text(event, kind)
     content = newsletters.Content(
         subject=subject,

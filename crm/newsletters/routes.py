@@ -255,15 +255,24 @@ def newsletter_preview_draft():
 def newsletter_preview(newsletter_id: int):
     newsletter = _newsletter_or_404(newsletter_id)
     html = _preview_html(
-        newsletter.subject, newsletter.preheader, newsletter.body, ledger.archive_url(newsletter)
+        newsletter.subject,
+        newsletter.preheader,
+        newsletter.body,
+        ledger.archive_url(newsletter),
+        actions=compose.mail_actions(newsletter),
     )
     return _sandboxed(html)
 
 
-def _preview_html(subject: str, preheader: str, body: str, archive_url: str) -> str:
-    rendered = compose.render_email(subject, preheader, body, archive_url, remote_images=False)
+def _preview_html(
+    subject: str, preheader: str, body: str, archive_url: str, actions: tuple = ()
+) -> str:
+    rendered = compose.render_email(
+        subject, preheader, body, archive_url, remote_images=False, actions=actions
+    )
     first_name = services.sample_first_name(current_user)
     example = compose.Personalizer().substitutions(first_name, "#", "#")
+    example |= {tag: "#" for _label, tag in actions if tag.startswith("%")}
     return substitute(rendered.html, example)
 
 
