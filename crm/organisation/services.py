@@ -7,7 +7,7 @@ import email.utils
 import hashlib
 from pathlib import Path
 
-from flask import current_app, has_request_context, url_for
+from flask import current_app, g, has_app_context, has_request_context, url_for
 from flask_babel import gettext as _
 
 from crm.extensions import db
@@ -47,9 +47,22 @@ def _defaults() -> Organisation:
 
 
 def get() -> Organisation:
-    """The organisation's settings (defaults, not stored, until an admin saves them)."""
+    """The organisation's settings (defaults, not stored, until an admin saves them).
+
+    Read once per request or job: every page and every email asks (a signup renders
+    four templates), and without a stored row the identity map cannot answer.
+    """
+    cached = g.get(_CACHE) if has_app_context() else None
+    if cached is not None:
+        return cached
     organisation = db.session.get(Organisation, 1)
-    return organisation if organisation is not None else _defaults()
+    organisation = organisation if organisation is not None else _defaults()
+    if has_app_context():
+        setattr(g, _CACHE, organisation)
+    return organisation
+
+
+_CACHE = "crm_organisation"
 
 
 def for_update() -> Organisation:
@@ -59,6 +72,8 @@ def for_update() -> Organisation:
         organisation = _defaults()
         db.session.add(organisation)
         db.session.flush()
+    if has_app_context():
+        setattr(g, _CACHE, organisation)
     return organisation
 
 
