@@ -14,6 +14,7 @@ import http.client
 import multiprocessing
 import os
 import re
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -22,10 +23,12 @@ import urllib.parse
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 BIN = Path(sys.executable).parent
 SECONDS = float(os.environ.get("BENCH_SECONDS", 10))
 CLIENTS = int(os.environ.get("BENCH_CLIENTS", 4))
 WORK = Path(tempfile.gettempdir()) / "klynge-bench-subscribe"
+SECRET_KEY = "bench"
 
 
 def start_gunicorn(app_spec: str, port: int, env: dict) -> subprocess.Popen:
@@ -99,15 +102,24 @@ def signup_form(port: int) -> dict:
 
 
 class SignupBody:
-    """Picklable body maker: a new address for every request."""
+    """Picklable body maker: a new address, and a form token of its own (each token
+    starts one signup, as each visitor loads the form), for every request."""
 
     def __init__(self, hidden: dict):
         self.hidden = hidden
 
     def __call__(self, worker: int, n: int) -> str:
+        from itsdangerous import TimestampSigner
+
+        from crm.subscriptions.tokens import FORM_SALT
+
+        started = TimestampSigner(SECRET_KEY, salt=FORM_SALT).sign(
+            f"subscribe.{secrets.token_urlsafe(9)}".encode()
+        )
         return urllib.parse.urlencode(
             {
                 **self.hidden,
+                "started": started.decode(),
                 "name": "Bench Marker",
                 "email": f"bench-{os.getpid()}-{worker}-{n}@example.no",
                 "company": "Bench AS",
@@ -132,7 +144,7 @@ def main() -> None:
         RATELIMIT_ENABLED="0",
         SUBSCRIBE_MIN_FILL_SECONDS="0",
         MAIL_BACKEND="outbox",
-        SECRET_KEY="bench",
+        SECRET_KEY=SECRET_KEY,
     )
     if not env.get("REDIS_URL"):
         sys.path.insert(0, str(ROOT))
