@@ -93,6 +93,7 @@ def register_blueprints(app: Flask) -> None:
     from crm import main
     from crm.auth import routes as auth_routes
     from crm.events import invitation_routes
+    from crm.events import routes as events_routes
     from crm.fees import routes as fees_routes
     from crm.followups import routes as followups_routes
     from crm.home import routes as home_routes
@@ -118,6 +119,7 @@ def register_blueprints(app: Flask) -> None:
     reports_routes.init_app(app)
     organisation_routes.init_app(app)
     invitation_routes.init_app(app)
+    events_routes.init_app(app)
 
 
 def register_errorhandlers(app: Flask) -> None:

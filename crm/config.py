@@ -96,6 +96,8 @@ def load_settings(instance_path: Path) -> dict:
         "PAGE_SIZE": 50,
         # Seconds a person needs at least to fill in the signup form (0 for benchmarks).
         "SUBSCRIBE_MIN_FILL_SECONDS": _number("SUBSCRIBE_MIN_FILL_SECONDS", 2.0),
+        # How long a waitlist seat offer stays open (SPEC.md); then it passes on.
+        "EVENT_OFFER_HOURS": _number("EVENT_OFFER_HOURS", 48.0),
         # Workers run their upkeep hooks (e.g. the newsletter reconciler) this often.
         "WORKER_HOOK_SECONDS": _number("WORKER_HOOK_SECONDS", 30.0),
         # Each worker renews its entry in RQ's worker registry this often (also while a

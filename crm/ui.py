@@ -17,6 +17,7 @@ NAV_ITEMS = (
     ("members.contact_list", _l("Contacts"), "members.view"),
     ("members.network_list", _l("Networks"), "members.view"),
     ("followups.followup_list", _l("Follow-ups"), "members.view"),
+    ("events.event_list", _l("Events"), "events.view"),
     ("newsletters.newsletter_list", _l("Newsletters"), "newsletters.view"),
     ("mail.message_list", _l("Email log"), "newsletters.view"),
     ("reports.index", _l("Results"), "reports.view"),

@@ -17,7 +17,13 @@ PUBLIC_ENDPOINTS = {
     "i18n.set_language",
     "organisation.logo",
 }
-PUBLIC_PREFIXES = ("subscriptions.", "webhooks.", "archive.", "invitation_links.")
+PUBLIC_PREFIXES = (
+    "subscriptions.",
+    "webhooks.",
+    "archive.",
+    "invitation_links.",
+    "events_public.",
+)
 
 
 def is_public(endpoint: str) -> bool:

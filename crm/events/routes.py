@@ -1,0 +1,373 @@
+"""Staff pages for events (/events): lists, month view, the event form, the event page."""
+
+import calendar
+from datetime import date, datetime, time, timedelta
+
+from babel.dates import format_date, get_day_names
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask_babel import get_locale
+from flask_babel import gettext as _
+from flask_login import current_user
+from sqlalchemy import func, select
+from wtforms.validators import ValidationError
+
+from crm.auth.permissions import permission_required
+from crm.events import services
+from crm.events.forms import MAX_SESSIONS, ButtonForm, EventForm
+from crm.events.models import Event, EventSession, Registration
+from crm.extensions import db
+from crm.members.models import Network
+from crm.newsletters.compose import page_html
+from crm.numbers import is_digits
+from crm.timeutil import OSLO, utcnow
+from crm.urls import MAX_ID
+
+bp = Blueprint("events", __name__, url_prefix="/events")
+
+LIST_VIEWS = ("upcoming", "past", "drafts")
+STATUS_BADGES = {
+    "confirmed": "success",
+    "offered": "info",
+    "waitlisted": "warning",
+    "cancelled": "neutral",
+}
+
+
+def _event_or_404(event_id: int) -> Event:
+    if event_id > MAX_ID:
+        abort(404)
+    return db.get_or_404(Event, event_id)
+
+
+def _first_starts():
+    return (
+        select(EventSession.event_id, func.min(EventSession.starts_at).label("starts"))
+        .group_by(EventSession.event_id)
+        .subquery()
+    )
+
+
+def _events_for(view: str) -> list[Event]:
+    now = utcnow()
+    if view == "upcoming":
+        return services.upcoming_events(now, published_only=True)
+    if view == "drafts":
+        starts = _first_starts()
+        return list(
+            db.session.scalars(
+                select(Event)
+                .outerjoin(starts, starts.c.event_id == Event.id)
+                .where(Event.published.is_(False))
+                .order_by(starts.c.starts.desc(), Event.id.desc())
+            )
+        )
+    upcoming_ids = {e.id for e in services.upcoming_events(now, published_only=False)}
+    starts = _first_starts()
+    return [
+        event
+        for event in db.session.scalars(
+            select(Event)
+            .join(starts, starts.c.event_id == Event.id)
+            .where(Event.published.is_(True))
+            .order_by(starts.c.starts.desc(), Event.id.desc())
+        )
+        if event.id not in upcoming_ids
+    ]
+
+
+def _counts(events: list[Event]) -> dict[int, dict[str, int]]:
+    return {event.id: services.seat_counts(event.id) for event in events}
+
+
+@bp.route("")
+@permission_required("events.view")
+def event_list():
+    view = request.args.get("show", "upcoming")
+    if view not in LIST_VIEWS:
+        view = "upcoming"
+    events = _events_for(view)
+    return render_template(
+        "events/list.html", events=events, view=view, counts=_counts(events), views=LIST_VIEWS
+    )
+
+
+@bp.route("/month")
+@permission_required("events.view")
+def month():
+    today = datetime.now(OSLO).date()
+    year_arg, month_arg = request.args.get("year", ""), request.args.get("month", "")
+    year = int(year_arg) if is_digits(year_arg) and len(year_arg) == 4 else today.year
+    number = int(month_arg) if is_digits(month_arg) and len(month_arg) <= 2 else today.month
+    if not 1 <= number <= 12 or not 2000 <= year <= 2100:
+        year, number = today.year, today.month
+    first = date(year, number, 1)
+    last = date(year, number, calendar.monthrange(year, number)[1])
+    start = datetime.combine(first, time(0, 0), OSLO)
+    end = datetime.combine(last + timedelta(days=1), time(0, 0), OSLO)
+    sessions = db.session.scalars(
+        select(EventSession)
+        .where(EventSession.starts_at >= start, EventSession.starts_at < end)
+        .order_by(EventSession.starts_at)
+    ).all()
+    by_day: dict[date, list[EventSession]] = {}
+    for session in sessions:
+        by_day.setdefault(session.starts_at.astimezone(OSLO).date(), []).append(session)
+    weeks = calendar.Calendar(firstweekday=0).monthdatescalendar(year, number)
+    previous = first - timedelta(days=1)
+    following = last + timedelta(days=1)
+    return render_template(
+        "events/month.html",
+        weeks=weeks,
+        by_day=by_day,
+        first=first,
+        today=today,
+        previous=previous,
+        following=following,
+    )
+
+
+def _network_choices(form: EventForm) -> None:
+    networks = db.session.scalars(select(Network).order_by(Network.name)).all()
+    form.networks.choices = [(n.id, n.name) for n in networks]
+
+
+def _fill_form(form: EventForm, event: Event) -> None:
+    form.title.data = event.title
+    form.kind.data = event.kind
+    form.description.data = event.description
+    form.venue.data = event.venue
+    form.audience.data = event.audience
+    form.capacity.data = event.capacity
+    form.company_quota.data = event.company_quota
+    for which in ("registration", "cancellation"):
+        value = getattr(event, f"{which}_deadline")
+        if value is not None:
+            local = value.astimezone(OSLO)
+            getattr(form, f"{which}_deadline_date").data = local.date()
+            getattr(form, f"{which}_deadline_time").data = local.time().replace(second=0)
+    form.cancellation_fee.data = event.cancellation_fee_ore or None
+    form.member_price.data = event.member_price_ore or None
+    form.price.data = event.price_ore or None
+    form.vat_percent.data = event.vat_percent
+    form.completion_percent.data = event.completion_percent
+    form.networks.data = [n.id for n in event.networks]
+    while len(form.sessions.entries):
+        form.sessions.pop_entry()
+    for session in event.sessions:
+        local_start = session.starts_at.astimezone(OSLO)
+        form.sessions.append_entry(
+            {
+                "title": session.title,
+                "date": local_start.date(),
+                "start": local_start.time(),
+                "end": session.ends_at.astimezone(OSLO).time(),
+                "uid": session.uid,
+            }
+        )
+
+
+def _blank_rows(form: EventForm, extra: int = 2) -> None:
+    """Empty session rows to fill in: the repeatable part of the form, without script."""
+    for _row in range(extra):
+        if len(form.sessions.entries) < MAX_SESSIONS:
+            form.sessions.append_entry()
+
+
+def _apply_form(form: EventForm, event: Event) -> None:
+    event.title = form.title.data.strip()
+    event.kind = form.kind.data
+    event.description = form.description.data or ""
+    event.venue = (form.venue.data or "").strip()
+    event.audience = form.audience.data
+    event.capacity = form.capacity.data
+    event.company_quota = form.company_quota.data
+    event.registration_deadline = form.deadline("registration")
+    event.cancellation_deadline = form.deadline("cancellation")
+    event.cancellation_fee_ore = form.cancellation_fee.data or 0
+    event.member_price_ore = form.member_price.data or 0
+    event.price_ore = form.price.data or 0
+    event.vat_percent = 25 if form.vat_percent.data is None else form.vat_percent.data
+    event.completion_percent = form.completion_percent.data
+    wanted = set(form.networks.data or [])
+    event.networks = list(db.session.scalars(select(Network).where(Network.id.in_(wanted))))
+    existing = {s.uid: s for s in event.sessions}
+    kept = []
+    for uid, title, starts, ends in form.session_values():
+        session = existing.get(uid) if uid else None
+        if session is None:
+            session = EventSession()
+        session.title = title.strip()
+        session.starts_at, session.ends_at = starts, ends
+        kept.append(session)
+    event.sessions = kept
+
+
+def _save(form: EventForm, event: Event, is_new: bool):
+    before = None if is_new else services.schedule_signature(event)
+    try:
+        if not form.validate():
+            raise ValidationError("")
+        _apply_form(form, event)
+    except ValidationError:
+        db.session.rollback()
+        return None
+    if is_new:
+        event.created_by_id = current_user.id
+        db.session.add(event)
+    db.session.flush()
+    told = 0 if is_new else services.announce_change(event, before)
+    db.session.commit()
+    if told:
+        flash(
+            _("Saved. %(count)s registrants were sent the new date or venue.", count=told),
+            "success",
+        )
+    else:
+        flash(_("Saved."), "success")
+    return redirect(url_for("events.event_detail", event_id=event.id))
+
+
+@bp.route("/new", methods=["GET", "POST"])
+@permission_required("events.edit")
+def event_new():
+    form = EventForm()
+    _network_choices(form)
+    if request.method == "POST":
+        response = _save(form, Event(), is_new=True)
+        if response is not None:
+            return response
+    _blank_rows(form, extra=2 if request.method == "GET" else 1)
+    return render_template("events/form.html", form=form, event=None)
+
+
+@bp.route("/<int:event_id>/edit", methods=["GET", "POST"])
+@permission_required("events.edit")
+def event_edit(event_id: int):
+    event = _event_or_404(event_id)
+    form = EventForm()
+    _network_choices(form)
+    if request.method == "POST":
+        response = _save(form, event, is_new=False)
+        if response is not None:
+            return response
+        event = _event_or_404(event_id)
+    else:
+        _fill_form(form, event)
+    _blank_rows(form, extra=1)
+    return render_template("events/form.html", form=form, event=event)
+
+
+@bp.route("/<int:event_id>")
+@permission_required("events.view")
+def event_detail(event_id: int):
+    event = _event_or_404(event_id)
+    registrations = db.session.scalars(
+        select(Registration)
+        .where(Registration.event_id == event.id)
+        .order_by(Registration.created_at, Registration.id)
+    ).all()
+    waitlist = sorted(
+        (r for r in registrations if r.status == "waitlisted"),
+        key=lambda r: r.waitlist_position or 0,
+    )
+    attended = services.attended_sessions([r.id for r in registrations])
+    return render_template(
+        "events/detail.html",
+        event=event,
+        registrations=[r for r in registrations if r.status != "waitlisted"],
+        waitlist=waitlist,
+        counts=services.seat_counts(event.id),
+        free=services.free_seats(event),
+        attended=attended,
+        description=page_html(event.description),
+        button_form=ButtonForm(),
+        badges=STATUS_BADGES,
+        manage_url=services.manage_url,
+    )
+
+
+def _post_action(event_id: int, action, success: str):
+    event = _event_or_404(event_id)
+    if not ButtonForm().validate_on_submit():
+        abort(400)
+    try:
+        result = action(event)
+    except services.EventError as exc:
+        db.session.rollback()
+        flash(str(exc), "error")
+        return redirect(url_for("events.event_detail", event_id=event.id))
+    db.session.commit()
+    flash(success, "success")
+    target = result.id if isinstance(result, Event) else event.id
+    return redirect(url_for("events.event_detail", event_id=target))
+
+
+@bp.route("/<int:event_id>/publish", methods=["POST"])
+@permission_required("events.edit")
+def publish(event_id: int):
+    return _post_action(event_id, services.publish, _("The event is published."))
+
+
+@bp.route("/<int:event_id>/unpublish", methods=["POST"])
+@permission_required("events.edit")
+def unpublish(event_id: int):
+    return _post_action(event_id, services.unpublish, _("The event is no longer public."))
+
+
+@bp.route("/<int:event_id>/duplicate", methods=["POST"])
+@permission_required("events.edit")
+def duplicate(event_id: int):
+    return _post_action(
+        event_id,
+        lambda event: services.duplicate(event, current_user),
+        _("This is a copy. Change the dates and publish it when it is ready."),
+    )
+
+
+@bp.route("/registrations/<int:registration_id>/cancel", methods=["POST"])
+@permission_required("events.edit")
+def cancel_registration(registration_id: int):
+    if registration_id > MAX_ID:
+        abort(404)
+    registration = db.get_or_404(Registration, registration_id)
+    event_id = registration.event_id
+    if not ButtonForm().validate_on_submit():
+        abort(400)
+    try:
+        services.cancel(registration, by_staff=True)
+    except services.EventError as exc:
+        db.session.rollback()
+        flash(str(exc), "error")
+    else:
+        db.session.commit()
+        flash(_("The registration is cancelled."), "success")
+    return redirect(url_for("events.event_detail", event_id=event_id))
+
+
+def _oslo_time(value: datetime | None) -> str:
+    return value.astimezone(OSLO).strftime("%H:%M") if value else ""
+
+
+def _month_name(value: date) -> str:
+    return format_date(value, "LLLL", locale=str(get_locale() or "nb")).capitalize()
+
+
+def _weekday_names() -> list[str]:
+    names = get_day_names("abbreviated", locale=str(get_locale() or "nb"))
+    return [names[i].capitalize() for i in range(7)]  # babel: 0 is Monday
+
+
+def init_app(app) -> None:
+    from crm.events import cli, demo, public, tasks
+    from crm.members import demo as members_demo
+    from crm.worker import WORKER_HOOKS
+
+    app.register_blueprint(bp)
+    public.init_app(app)
+    cli.init_app(app)
+    if tasks.expire_offers_tick not in WORKER_HOOKS:
+        WORKER_HOOKS.append(tasks.expire_offers_tick)
+    if demo.demo_events not in members_demo.DEMO_HOOKS:
+        members_demo.DEMO_HOOKS.append(demo.demo_events)
+    app.jinja_env.filters.update(oslo_time=_oslo_time, month_name=_month_name)
+    app.jinja_env.globals.update(weekday_names=_weekday_names)

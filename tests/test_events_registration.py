@@ -1,0 +1,166 @@
+"""Registering from the public event page: seats, waitlist, duplicates, deadlines, links."""
+
+from datetime import timedelta
+
+from crm.events import services
+from crm.events.models import Registration
+from crm.extensions import db
+from crm.mail.models import EmailMessage
+from crm.members.models import Contact
+from crm.timeutil import utcnow
+from tests.events_factories import make_event, registration_data
+from tests.factories import make_company
+
+
+def _register(client, app, event_id, address, **fields):
+    return client.post(f"/arrangementer/{event_id}", data=registration_data(app, address, **fields))
+
+
+def _registrations(event_id):
+    return db.session.scalars(
+        db.select(Registration).where(Registration.event_id == event_id).order_by(Registration.id)
+    ).all()
+
+
+def test_a_person_registers_and_gets_a_confirmation_with_a_calendar(app, client):
+    with app.app_context():
+        event_id = make_event(capacity=5).id
+    response = _register(client, app, event_id, "kari@example.no")
+    assert response.status_code == 200
+    assert "Du er påmeldt" in response.get_data(as_text=True)
+    with app.app_context():
+        (registration,) = _registrations(event_id)
+        assert registration.status == "confirmed"
+        contact = db.session.get(Contact, registration.contact_id)
+        assert contact.email == "kari@example.no"
+        message = db.session.scalar(db.select(EmailMessage))
+        assert message.to_email == "kari@example.no"
+        assert [a.filename for a in message.attachments] == [f"arrangement-{event_id}.ics"]
+        assert "/arrangementer/pamelding/" in message.text_body
+
+
+def test_registering_twice_gives_one_registration_a_message_and_no_second_email(app, client):
+    with app.app_context():
+        event_id = make_event(capacity=5).id
+    _register(client, app, event_id, "kari@example.no")
+    again = _register(client, app, event_id, "Kari@Example.no", name="Kari igjen")
+    assert "allerede påmeldt" in again.get_data(as_text=True)
+    with app.app_context():
+        assert len(_registrations(event_id)) == 1
+        assert db.session.scalar(db.select(db.func.count(EmailMessage.id))) == 1
+
+
+def test_past_capacity_people_join_the_waitlist_and_see_their_place(app, client):
+    with app.app_context():
+        event_id = make_event(capacity=1).id
+    _register(client, app, event_id, "first@example.no")
+    second = _register(client, app, event_id, "second@example.no")
+    third = _register(client, app, event_id, "third@example.no")
+    assert "nummer 1 på ventelisten" in second.get_data(as_text=True)
+    assert "nummer 2 på ventelisten" in third.get_data(as_text=True)
+    with app.app_context():
+        statuses = [(r.status, r.waitlist_position) for r in _registrations(event_id)]
+        assert statuses == [("confirmed", None), ("waitlisted", 1), ("waitlisted", 2)]
+
+
+def test_a_company_seat_quota_sends_the_extra_colleague_to_the_waitlist(app, client):
+    with app.app_context():
+        company = make_company("Kvoten AS", membership_status="member")
+        label, orgnr, company_id = f"{company.name} ({company.orgnr})", company.orgnr, company.id
+        event_id = make_event(capacity=10, company_quota=1).id
+    _register(client, app, event_id, "a@example.no", company=label)
+    _register(client, app, event_id, "b@example.no", company=orgnr)
+    _register(client, app, event_id, "c@example.no", company="Annen bedrift")
+    with app.app_context():
+        rows = _registrations(event_id)
+        assert [(r.email, r.status) for r in rows] == [
+            ("a@example.no", "confirmed"),
+            ("b@example.no", "waitlisted"),
+            ("c@example.no", "confirmed"),
+        ]
+        assert rows[0].company_id == rows[1].company_id == company_id
+        assert rows[2].company_id is None and rows[2].company_name == "Annen bedrift"
+
+
+def test_after_the_registration_deadline_the_page_says_so_and_nothing_is_stored(app, client):
+    with app.app_context():
+        event_id = make_event(registration_deadline=utcnow() - timedelta(hours=1)).id
+    page = client.get(f"/arrangementer/{event_id}").get_data(as_text=True)
+    assert "Påmeldingsfristen er ute" in page
+    response = _register(client, app, event_id, "late@example.no")
+    assert "Påmeldingsfristen er ute" in response.get_data(as_text=True)
+    with app.app_context():
+        assert _registrations(event_id) == []
+
+
+def test_bots_get_a_friendly_page_and_nothing_is_stored(app, client):
+    with app.app_context():
+        event_id = make_event().id
+    response = _register(client, app, event_id, "bot@example.no", website="http://spam")
+    assert response.status_code == 200
+    fresh = registration_data(app, "fast@example.no")
+    fresh["started"] = ""
+    client.post(f"/arrangementer/{event_id}", data=fresh)
+    with app.app_context():
+        assert _registrations(event_id) == []
+
+
+def test_drafts_are_not_public(app, client):
+    with app.app_context():
+        event_id = make_event(published=False).id
+    assert client.get(f"/arrangementer/{event_id}").status_code == 404
+    assert "Styrketrening" not in client.get("/arrangementer").get_data(as_text=True)
+
+
+def test_members_only_events_refuse_people_without_a_member_company(app, client):
+    with app.app_context():
+        event_id = make_event(audience="members").id
+    response = _register(client, app, event_id, "guest@example.no", company="Ikke medlem AS")
+    assert "bare for medlemsbedrifter" in response.get_data(as_text=True)
+    with app.app_context():
+        assert _registrations(event_id) == []
+
+
+def test_the_personal_link_cancels_before_the_deadline_and_refuses_after(app, client):
+    with app.app_context():
+        event = make_event(capacity=3, cancellation_deadline=utcnow() + timedelta(days=2))
+        early = services.register(event.id, name="Tidlig", email="early@example.no").registration
+        late_event = make_event(cancellation_deadline=utcnow() - timedelta(hours=1))
+        late = services.register(late_event.id, name="Sen", email="late@example.no").registration
+        db.session.commit()
+        early_url = services.manage_url(early).removeprefix("http://127.0.0.1:5000")
+        late_url = services.manage_url(late).removeprefix("http://127.0.0.1:5000")
+    assert "Din påmelding" in client.get(early_url).get_data(as_text=True)
+    client.post(early_url + "/avmeld")
+    refused = client.post(late_url + "/avmeld", follow_redirects=True).get_data(as_text=True)
+    assert "Avmeldingsfristen er ute" in refused
+    with app.app_context():
+        assert db.session.get(Registration, early.id).status == "cancelled"
+        assert db.session.get(Registration, late.id).status == "confirmed"
+
+
+def test_a_seat_can_be_handed_to_a_colleague_of_the_same_company(app, client):
+    with app.app_context():
+        company = make_company("Overdrag AS", membership_status="member")
+        event = make_event(capacity=1)
+        company_id, event_id = company.id, event.id
+        registration = services.register(
+            event.id, name="Ola", email="ola@example.no", company=company
+        ).registration
+        db.session.commit()
+        url = services.manage_url(registration).removeprefix("http://127.0.0.1:5000")
+    response = client.post(
+        url + "/overdra", data={"name": "Per Kollega", "email": "per@example.no"}
+    )
+    assert response.status_code == 200
+    with app.app_context():
+        rows = {r.email: r for r in _registrations(event_id)}
+        assert rows["ola@example.no"].status == "cancelled"
+        assert rows["per@example.no"].status == "confirmed"
+        assert rows["per@example.no"].company_id == company_id
+        assert services.seats_held(event_id) == 1
+    assert client.get(url).status_code == 200  # the old link still shows the cancelled one
+
+
+def test_invalid_links_say_so(client):
+    assert client.get("/arrangementer/pamelding/not-a-token").status_code == 404
