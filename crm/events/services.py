@@ -31,7 +31,7 @@ from crm.extensions import db
 from crm.mail.services import queue_email
 from crm.members.models import Company, Contact
 from crm.members.normalize import normalize_email, normalize_phone
-from crm.subscriptions.services import header_safe, split_name
+from crm.subscriptions.subscribers import header_safe, split_name
 from crm.subscriptions.tokens import TokenInvalid
 from crm.timeutil import utcnow
 
@@ -321,7 +321,92 @@ def register(
         db.session.add(registration)
     db.session.flush()
     notify(registration, registration.status, now=now)
+    invoice_registration(registration)
     return RegistrationResult(registration, created=True)
+
+
+# -- billing (through the fees area: same numbering, KID, PDF, email, OCR) ---------------
+
+
+def _invoice_line(event: Event, price_ore: int):
+    from crm.fees.lines import LineSpec
+    from crm.i18n import format_date
+
+    dates = ", ".join(format_date(s.starts_at) for s in event.sessions)
+    rate = event.vat_percent or 0
+    return LineSpec(
+        f"{event.title} ({dates})"[:300],
+        price_ore,
+        vat_category="S" if rate > 0 else "E",
+        vat_rate=rate,
+    )
+
+
+def invoice_registration(registration: Registration) -> None:
+    """Invoice a confirmed seat of a paid event, once: member companies at the member
+    price to the company, everyone else at the other price to the person; then email it.
+
+    When the fees area cannot issue it (settings incomplete, no invoice contact), the
+    seat stays confirmed without an invoice and the reason is logged: staff invoice it
+    later; a registration is never lost over billing.
+    """
+    from crm.fees.errors import FeeError
+    from crm.fees.services import Customer, create_invoice, queue_invoice_email
+
+    event = registration.event
+    if registration.invoice_id is not None or registration.status != "confirmed":
+        return
+    company = registration.company if is_member_company(registration.company) else None
+    price = price_for(event, company)
+    if price <= 0:
+        return
+    customer = company or Customer(name=registration.name, email=registration.email)
+    savepoint = db.session.begin_nested()
+    try:
+        invoice = create_invoice(
+            customer,
+            [_invoice_line(event, price)],
+            kind="event",
+            pricing_note=f"{registration.name} <{registration.email}>"[:400],
+        )
+        registration.invoice_id = invoice.id
+        db.session.flush()
+        savepoint.commit()
+    except FeeError as exc:
+        savepoint.rollback()
+        current_app.logger.warning("registration %s not invoiced: %s", registration.id, exc)
+        return
+    try:
+        with db.session.begin_nested():
+            queue_invoice_email(invoice)
+    except FeeError as exc:
+        current_app.logger.warning("invoice %s not emailed: %s", invoice.id, exc)
+
+
+def settle_cancellation(registration: Registration, *, before_deadline: bool) -> None:
+    """Credit the invoice of a cancelled seat: in full before the cancellation deadline;
+    after it, all but the cancellation fee (with its VAT), or nothing without a fee
+    (the whole price is then due)."""
+    from crm.fees.models import Invoice
+    from crm.fees.services import credit_invoice
+
+    if registration.invoice_id is None:
+        return
+    invoice = db.session.get(Invoice, registration.invoice_id)
+    if invoice is None:
+        return
+    creditable = invoice.amount_ore - invoice.credited_ore
+    event = registration.event
+    if before_deadline:
+        amount = creditable
+    elif event.cancellation_fee_ore:
+        fee_gross = event.cancellation_fee_ore * (100 + (event.vat_percent or 0)) // 100
+        amount = creditable - fee_gross
+    else:
+        amount = 0
+    if amount > 0:
+        reason = _("Cancelled registration: %(title)s", title=event.title)
+        credit_invoice(invoice, reason, amount_ore=min(amount, creditable))
 
 
 # -- links and emails -------------------------------------------------------------------
@@ -503,6 +588,7 @@ def accept_offer(registration: Registration, now: datetime | None = None) -> Non
     registration.offer_expires_at = None
     db.session.flush()
     notify(registration, "accepted", now=now)
+    invoice_registration(registration)
 
 
 def _expire_offer(registration: Registration, event: Event, now: datetime) -> None:
@@ -566,6 +652,8 @@ def cancel(registration: Registration, *, by_staff: bool = False, now: datetime 
         if reason:
             raise EventError(reason)
     held_seat = registration.status in SEAT_STATUSES
+    before_deadline = event.cancellation_deadline is None or now < event.cancellation_deadline
+    settle_cancellation(registration, before_deadline=before_deadline)
     registration.status = "cancelled"
     registration.cancelled_at = now
     registration.offer_expires_at = None

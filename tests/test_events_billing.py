@@ -1,0 +1,107 @@
+"""Acceptance 6: a paid course registration from a member company is invoiced through the
+fees area (25 % VAT line, KID) and an OCR file pays it; cancelling credits it before the
+deadline, and after it the cancellation fee stays due."""
+
+from datetime import timedelta
+
+from crm.events import services
+from crm.events.models import Registration
+from crm.extensions import db
+from crm.fees.models import Invoice
+from crm.fees.services import import_ocr_file
+from crm.timeutil import utcnow
+from tests.events_factories import make_event
+from tests.factories import build_ocr, make_fee_settings, make_member
+
+
+def _course(**fields):
+    fields.setdefault("cancellation_deadline", utcnow() + timedelta(days=5))
+    return make_event(
+        "LEAN grunnkurs",
+        sessions=3,
+        capacity=10,
+        member_price_ore=690_000,
+        price_ore=990_000,
+        vat_percent=25,
+        cancellation_fee_ore=150_000,
+        **fields,
+    )
+
+
+def _register(event, name, email, company=None) -> Registration:
+    registration = services.register(
+        event.id, name=name, email=email, company=company, company_name=""
+    ).registration
+    db.session.commit()
+    return registration
+
+
+def test_a_member_company_is_invoiced_the_member_price_with_25_percent_vat(app_ctx):
+    make_fee_settings()
+    company = make_member("Glåmdal Sag AS")
+    registration = _register(_course(), "Kari", "kari@example.no", company)
+    invoice = db.session.get(Invoice, registration.invoice_id)
+    assert invoice.company_id == company.id and invoice.kind == "event"
+    (line,) = invoice.lines
+    assert (line.vat_category, line.vat_rate_centi) == ("S", 2500)
+    assert (line.net_ore, line.vat_ore) == (690_000, 172_500)
+    assert invoice.amount_ore == 862_500
+    assert invoice.kid and invoice.sent_at is not None
+    assert "LEAN grunnkurs" in line.description
+
+    result = import_ocr_file(build_ocr([[(invoice.kid, 862_500)]]), "event.ocr")
+    db.session.commit()
+    assert result.matched == 1
+    db.session.refresh(invoice)
+    assert invoice.status == "paid"
+
+
+def test_others_are_invoiced_as_persons_at_the_other_price(app_ctx):
+    make_fee_settings()
+    registration = _register(_course(), "Per Privat", "per@example.no")
+    invoice = db.session.get(Invoice, registration.invoice_id)
+    assert invoice.company_id is None
+    assert invoice.customer_name == "Per Privat"
+    assert invoice.amount_ore == 1_237_500
+
+
+def test_waitlisted_people_are_not_invoiced_until_they_take_a_seat(app_ctx):
+    make_fee_settings()
+    event = _course()
+    event.capacity = 1
+    db.session.commit()
+    first = _register(event, "A", "a@example.no")
+    second = _register(event, "B", "b@example.no")
+    assert second.invoice_id is None
+    services.cancel(first)
+    db.session.commit()
+    services.accept_offer(db.session.get(Registration, second.id))
+    db.session.commit()
+    assert db.session.get(Registration, second.id).invoice_id is not None
+
+
+def test_cancelling_before_the_deadline_credits_the_whole_invoice(app_ctx):
+    make_fee_settings()
+    registration = _register(_course(), "Kari", "kari@example.no", make_member())
+    services.cancel(registration)
+    db.session.commit()
+    invoice = db.session.get(Invoice, registration.invoice_id)
+    assert invoice.status == "credited"
+    assert invoice.credited_ore == invoice.amount_ore
+
+
+def test_after_the_deadline_only_the_cancellation_fee_stays_due(app_ctx):
+    make_fee_settings()
+    event = _course(cancellation_deadline=utcnow() - timedelta(hours=1))
+    registration = _register(event, "Kari", "kari@example.no", make_member())
+    services.cancel(registration, by_staff=True)  # the person can no longer cancel
+    db.session.commit()
+    invoice = db.session.get(Invoice, registration.invoice_id)
+    assert invoice.amount_ore - invoice.credited_ore == 187_500  # 1 500 kr + 25 % VAT
+
+
+def test_a_free_event_makes_no_invoice_and_missing_fee_settings_do_not_lose_a_seat(app_ctx):
+    free = make_event(capacity=5)
+    assert _register(free, "A", "a@example.no").invoice_id is None
+    paid = _register(_course(), "B", "b@example.no")  # no fee settings yet
+    assert paid.status == "confirmed" and paid.invoice_id is None
