@@ -283,5 +283,16 @@ def transfer(token: str):
     return _render("events/transferred.html", event=registration.event, colleague=name)
 
 
+@bp.route("/sertifikat/<code>")
+def certificate_verify(code: str):
+    """Public check that a certificate is genuine (the URL printed on it)."""
+    certificate = services.certificate_by_code(code)
+    return _render(
+        "events/certificate_verify.html",
+        status=200 if certificate else 404,
+        certificate=certificate,
+    )
+
+
 def init_app(app) -> None:
     app.register_blueprint(bp)

@@ -4,7 +4,7 @@ import calendar
 from datetime import date, datetime, time, timedelta
 
 from babel.dates import format_date, get_day_names
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
 from flask_babel import get_locale
 from flask_babel import gettext as _
 from flask_login import current_user
@@ -14,13 +14,13 @@ from wtforms.validators import ValidationError
 from crm.auth.permissions import permission_required
 from crm.events import services
 from crm.events.forms import MAX_SESSIONS, ButtonForm, EventForm
-from crm.events.models import Event, EventSession, Registration
+from crm.events.models import Certificate, Event, EventSession, Registration
 from crm.extensions import db
 from crm.members.models import Network
 from crm.newsletters.compose import page_html
 from crm.numbers import is_digits
 from crm.timeutil import OSLO, utcnow
-from crm.urls import MAX_ID
+from crm.urls import MAX_ID, clean_query
 
 bp = Blueprint("events", __name__, url_prefix="/events")
 
@@ -282,7 +282,15 @@ def event_detail(event_id: int):
         description=page_html(event.description),
         button_form=ButtonForm(),
         badges=STATUS_BADGES,
-        manage_url=services.manage_url,
+        per_session=services.attendance_per_session(event),
+        no_shows=services.no_shows(event),
+        certificates=dict(
+            db.session.execute(
+                select(Certificate.registration_id, Certificate.id).where(
+                    Certificate.registration_id.in_([r.id for r in registrations] or [0])
+                )
+            ).all()
+        ),
     )
 
 
@@ -344,12 +352,141 @@ def cancel_registration(registration_id: int):
     return redirect(url_for("events.event_detail", event_id=event_id))
 
 
+# -- check-in (a phone at the door) -------------------------------------------------------
+
+
+def _session_of(event: Event, session_arg: str) -> EventSession | None:
+    if not event.sessions:
+        return None
+    if is_digits(session_arg) and len(session_arg) < 10:
+        for session in event.sessions:
+            if session.id == int(session_arg):
+                return session
+    # Default: the session of today, else the next one, else the last.
+    now = utcnow()
+    upcoming = [s for s in event.sessions if s.ends_at >= now]
+    return upcoming[0] if upcoming else event.sessions[-1]
+
+
+@bp.route("/<int:event_id>/checkin")
+@permission_required("events.edit")
+def checkin(event_id: int):
+    event = _event_or_404(event_id)
+    session = _session_of(event, request.args.get("session", ""))
+    if session is None:
+        flash(_("Add a session first."), "error")
+        return redirect(url_for("events.event_detail", event_id=event.id))
+    q = clean_query(request.args.get("q", ""), 100)
+    confirmed = db.session.scalars(
+        select(Registration)
+        .where(Registration.event_id == event.id, Registration.status == "confirmed")
+        .order_by(Registration.name, Registration.id)
+    ).all()
+    needle = q.casefold()
+    shown = [
+        r for r in confirmed if not needle or needle in f"{r.name} {r.company_label}".casefold()
+    ]
+    return render_template(
+        "events/checkin.html",
+        event=event,
+        session=session,
+        registrations=shown,
+        present=services.present_ids(session.id),
+        total=len(confirmed),
+        q=q,
+        button_form=ButtonForm(),
+    )
+
+
+@bp.route("/<int:event_id>/checkin/<int:registration_id>/<int:session_id>", methods=["POST"])
+@permission_required("events.edit")
+def toggle_attendance(event_id: int, registration_id: int, session_id: int):
+    event = _event_or_404(event_id)
+    registration = db.session.get(Registration, registration_id)
+    session = db.session.get(EventSession, session_id)
+    if registration is None or session is None or registration.event_id != event.id:
+        abort(404)
+    if not ButtonForm().validate_on_submit():
+        abort(400)
+    try:
+        services.toggle_attendance(registration, session, current_user)
+    except services.EventError as exc:
+        db.session.rollback()
+        flash(str(exc), "error")
+    else:
+        db.session.commit()
+    q = clean_query(request.args.get("q", ""), 100)
+    target = url_for("events.checkin", event_id=event_id, session=session_id, q=q or None)
+    return redirect(f"{target}#r{registration_id}" if not q else target)
+
+
+# -- certificates -----------------------------------------------------------------------
+
+
+@bp.route("/<int:event_id>/certificates", methods=["POST"])
+@permission_required("events.edit")
+def issue_certificates(event_id: int):
+    event = _event_or_404(event_id)
+    if not ButtonForm().validate_on_submit():
+        abort(400)
+    try:
+        created = services.issue_certificates(event, current_user)
+    except services.EventError as exc:
+        db.session.rollback()
+        flash(str(exc), "error")
+    else:
+        db.session.commit()
+        flash(_("%(count)s certificates issued and emailed.", count=len(created)), "success")
+    return redirect(url_for("events.event_detail", event_id=event_id))
+
+
+@bp.route("/certificates/<int:certificate_id>.pdf")
+@permission_required("events.view")
+def certificate_pdf(certificate_id: int):
+    from crm.events.certificate import certificate_filename
+    from crm.events.certificate import certificate_pdf as render_pdf
+
+    certificate = db.get_or_404(Certificate, certificate_id)
+    response = Response(render_pdf(certificate), mimetype="application/pdf")
+    response.headers["Content-Disposition"] = (
+        f'inline; filename="{certificate_filename(certificate)}"'
+    )
+    return response
+
+
+# -- panels on contact and company pages -----------------------------------------------
+
+
+def participation_summary(rows) -> str:
+    """ "Took part in 7 events in 2026; 3 in the Produksjon network" (confirmed seats)."""
+    year = datetime.now(OSLO).year
+    this_year = [
+        r
+        for r, _certificate in rows
+        if r.status == "confirmed" and r.event.starts_at and r.event.starts_at.year == year
+    ]
+    text = _("Took part in %(count)s events in %(year)s", count=len(this_year), year=year)
+    by_network: dict[str, int] = {}
+    for registration in this_year:
+        for network in registration.event.networks:
+            by_network[network.name] = by_network.get(network.name, 0) + 1
+    parts = [
+        _("%(count)s in the %(network)s network", count=count, network=name)
+        for name, count in sorted(by_network.items(), key=lambda item: (-item[1], item[0]))
+    ]
+    return "; ".join([text, *parts]) + "."
+
+
 def _oslo_time(value: datetime | None) -> str:
     return value.astimezone(OSLO).strftime("%H:%M") if value else ""
 
 
 def _month_name(value: date) -> str:
     return format_date(value, "LLLL", locale=str(get_locale() or "nb")).capitalize()
+
+
+def _hours(value) -> str:
+    return f"{value:.2f}".rstrip("0").rstrip(".").replace(".", ",")
 
 
 def _weekday_names() -> list[str]:
@@ -369,5 +506,17 @@ def init_app(app) -> None:
         WORKER_HOOKS.append(tasks.expire_offers_tick)
     if demo.demo_events not in members_demo.DEMO_HOOKS:
         members_demo.DEMO_HOOKS.append(demo.demo_events)
-    app.jinja_env.filters.update(oslo_time=_oslo_time, month_name=_month_name)
-    app.jinja_env.globals.update(weekday_names=_weekday_names)
+    app.jinja_env.filters.update(oslo_time=_oslo_time, month_name=_month_name, hours=_hours)
+    app.jinja_env.globals.update(
+        weekday_names=_weekday_names,
+        event_participation=services.participation,
+        participation_summary=participation_summary,
+    )
+    from crm.members import panels
+
+    for listing, panel in (
+        (panels.CONTACT_PANELS, "events/_contact_panel.html"),
+        (panels.COMPANY_PANELS, "events/_company_panel.html"),
+    ):
+        if panel not in listing:
+            listing.append(panel)

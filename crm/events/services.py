@@ -11,6 +11,7 @@ write lock, taken before the counting starts).
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 
 from flask import current_app
 from flask_babel import force_locale
@@ -22,6 +23,7 @@ from crm.events.models import (
     PARTICIPANT_TYPES,
     SEAT_STATUSES,
     Attendance,
+    Certificate,
     Event,
     EventSession,
     Registration,
@@ -808,3 +810,175 @@ def attended_sessions(registration_ids: list[int]) -> dict[int, int]:
 
 def new_code() -> str:
     return secrets.token_urlsafe(12)
+
+
+def toggle_attendance(registration: Registration, session: EventSession, user) -> bool:
+    """Mark the participant present at the session, or take the mark back (undo).
+    Returns True when now marked present."""
+    if session.event_id != registration.event_id:
+        raise EventError(_("That session belongs to another event."))
+    if registration.status != "confirmed":
+        raise EventError(_("Only confirmed participants can be checked in."))
+    mark = db.session.scalar(
+        select(Attendance).where(
+            Attendance.registration_id == registration.id, Attendance.session_id == session.id
+        )
+    )
+    if mark is not None:
+        db.session.delete(mark)
+        db.session.flush()
+        return False
+    db.session.add(
+        Attendance(
+            registration_id=registration.id,
+            session_id=session.id,
+            marked_by_id=user.id if user is not None else None,
+        )
+    )
+    db.session.flush()
+    return True
+
+
+def present_ids(session_id: int) -> set[int]:
+    """Registration ids marked present at one session."""
+    return set(
+        db.session.scalars(
+            select(Attendance.registration_id).where(Attendance.session_id == session_id)
+        )
+    )
+
+
+def attendance_per_session(event: Event) -> list[tuple[EventSession, int]]:
+    counts = dict(
+        db.session.execute(
+            select(Attendance.session_id, func.count())
+            .join(EventSession, EventSession.id == Attendance.session_id)
+            .where(EventSession.event_id == event.id)
+            .group_by(Attendance.session_id)
+        ).all()
+    )
+    return [(session, counts.get(session.id, 0)) for session in event.sessions]
+
+
+def no_shows(event: Event, now: datetime | None = None) -> list[Registration]:
+    """Confirmed participants not marked present at any session that has begun."""
+    now = now or utcnow()
+    begun = [s.id for s in event.sessions if s.starts_at <= now]
+    if not begun:
+        return []
+    attended = select(Attendance.registration_id).where(Attendance.session_id.in_(begun))
+    return list(
+        db.session.scalars(
+            select(Registration)
+            .where(
+                Registration.event_id == event.id,
+                Registration.status == "confirmed",
+                Registration.id.not_in(attended),
+            )
+            .order_by(Registration.name)
+        )
+    )
+
+
+# -- course certificates -----------------------------------------------------------------
+
+
+def completion_reached(event: Event, attended: int) -> bool:
+    """Whether `attended` sessions reach the course's completion threshold."""
+    if not event.completion_percent or not event.sessions:
+        return False
+    return attended * 100 >= event.completion_percent * len(event.sessions)
+
+
+def issue_certificates(event: Event, user=None) -> list[Certificate]:
+    """A certificate (PDF by email) for every confirmed participant who reached the
+    completion threshold and has none yet. Returns the new certificates."""
+    if not event.completion_percent:
+        raise EventError(_("This event has no completion threshold for certificates."))
+    registrations = db.session.scalars(
+        select(Registration)
+        .where(Registration.event_id == event.id, Registration.status == "confirmed")
+        .order_by(Registration.id)
+    ).all()
+    attended = attended_sessions([r.id for r in registrations])
+    issued = set(
+        db.session.scalars(
+            select(Certificate.registration_id).where(
+                Certificate.registration_id.in_([r.id for r in registrations] or [0])
+            )
+        )
+    )
+    created = []
+    for registration in registrations:
+        count = attended.get(registration.id, 0)
+        if registration.id in issued or not completion_reached(event, count):
+            continue
+        present = db.session.scalars(
+            select(EventSession)
+            .join(Attendance, Attendance.session_id == EventSession.id)
+            .where(Attendance.registration_id == registration.id)
+        ).all()
+        certificate = Certificate(
+            registration_id=registration.id,
+            code=new_code(),
+            sessions_attended=count,
+            hours=sum((s.credited_hours for s in present), Decimal(0)),
+            issued_by_id=user.id if user is not None else None,
+        )
+        db.session.add(certificate)
+        db.session.flush()
+        _send_certificate(certificate)
+        created.append(certificate)
+    return created
+
+
+def certificate_url(certificate: Certificate) -> str:
+    return f"{current_app.config['PUBLIC_BASE_URL']}/sertifikat/{certificate.code}"
+
+
+def certificate_by_code(code: str) -> Certificate | None:
+    if not code or len(code) > 32:
+        return None
+    return db.session.scalar(select(Certificate).where(Certificate.code == code))
+
+
+def _send_certificate(certificate: Certificate) -> None:
+    from crm.events.certificate import certificate_filename, certificate_pdf
+
+    registration = certificate.registration
+    queue_email(
+        to=registration.email,
+        to_name=header_safe(registration.name, 200),
+        template="events/certificate",
+        context={
+            "name": registration.name,
+            "event": registration.event,
+            "verify_url": certificate_url(certificate),
+        },
+        category="event",
+        key=f"event:certificate:{certificate.id}",
+        contact_id=registration.contact_id,
+        attachments=[
+            (certificate_filename(certificate), "application/pdf", certificate_pdf(certificate))
+        ],
+        locale=registration.locale,
+    )
+
+
+def participation(contact_id: int | None = None, company_id: int | None = None) -> list:
+    """(registration, certificate or None) of a contact or a company, newest event first."""
+    stmt = select(Registration, Certificate).outerjoin(
+        Certificate, Certificate.registration_id == Registration.id
+    )
+    if contact_id is not None:
+        stmt = stmt.where(Registration.contact_id == contact_id)
+    elif company_id is not None:
+        stmt = stmt.where(Registration.company_id == company_id)
+    else:
+        return []
+    rows = db.session.execute(stmt.order_by(Registration.id.desc()).limit(200)).all()
+    return sorted(
+        rows,
+        key=lambda row: row[0].event.starts_at or row[0].created_at,
+        reverse=True,
+    )

@@ -1,0 +1,126 @@
+"""Check-in at the door (one tap per session, undo), attendance per session, no-shows,
+course certificates (PDF by email, public verification, listed on the contact page)."""
+
+from datetime import timedelta
+
+import pytest
+
+from crm.events import services
+from crm.events.models import Certificate, Registration
+from crm.extensions import db
+from crm.mail.models import EmailMessage
+from crm.timeutil import utcnow
+from tests.events_factories import make_event
+from tests.factories import make_company
+
+
+@pytest.fixture
+def course(app):
+    """A four-session course that began three weeks ago; Anne, Bjørn and Cecilie take part."""
+    with app.app_context():
+        company = make_company("Kurs AS", membership_status="member")
+        start = (utcnow() - timedelta(weeks=3)).replace(hour=8, minute=0, second=0, microsecond=0)
+        event = make_event(
+            "LEAN grunnkurs", sessions=4, starts_at=start, completion_percent=75, capacity=10
+        )
+        ids = {}
+        for name in ("Anne", "Bjørn", "Cecilie"):
+            registration = Registration(
+                event_id=event.id,
+                name=f"{name} Deltaker",
+                email=f"{name.lower()}@example.no",
+                company_id=company.id,
+                status="confirmed",
+            )
+            db.session.add(registration)
+            db.session.flush()
+            ids[name] = registration.id
+        db.session.commit()
+        return event.id, [s.id for s in event.sessions], ids
+
+
+def _tap(client, event_id, registration_id, session_id):
+    return client.post(f"/events/{event_id}/checkin/{registration_id}/{session_id}")
+
+
+def test_one_tap_marks_present_and_a_second_tap_undoes_it(app, client, auth, course):
+    event_id, sessions, ids = course
+    auth.login("staff")
+    page = client.get(f"/events/{event_id}/checkin?session={sessions[0]}&q=bjørn")
+    text = page.get_data(as_text=True)
+    assert "Bjørn Deltaker" in text and "Anne Deltaker" not in text
+    _tap(client, event_id, ids["Bjørn"], sessions[0])
+    text = client.get(f"/events/{event_id}/checkin?session={sessions[0]}").get_data(as_text=True)
+    assert "1 av 3 til stede" in text
+    _tap(client, event_id, ids["Bjørn"], sessions[0])
+    text = client.get(f"/events/{event_id}/checkin?session={sessions[0]}").get_data(as_text=True)
+    assert "0 av 3 til stede" in text
+
+
+def test_attendance_per_session_and_no_shows_on_the_event_page(app, client, auth, course):
+    event_id, sessions, ids = course
+    auth.login("staff")
+    _tap(client, event_id, ids["Anne"], sessions[0])
+    _tap(client, event_id, ids["Anne"], sessions[1])
+    _tap(client, event_id, ids["Bjørn"], sessions[1])
+    with app.app_context():
+        event = services.lock_event(event_id)
+        counts = [count for _session, count in services.attendance_per_session(event)]
+        assert counts == [1, 2, 0, 0]
+        assert [r.name for r in services.no_shows(event)] == ["Cecilie Deltaker"]
+        db.session.rollback()
+    page = client.get(f"/events/{event_id}").get_data(as_text=True)
+    assert "Ikke møtt" in page and "Cecilie Deltaker" in page
+
+
+def test_certificates_go_to_those_who_reached_the_threshold_once(app, client, auth, course):
+    event_id, sessions, ids = course
+    auth.login("staff")
+    for session_id in sessions[:3]:  # 3 of 4 = 75 %
+        _tap(client, event_id, ids["Anne"], session_id)
+    for session_id in sessions[:2]:  # 50 %: no certificate
+        _tap(client, event_id, ids["Bjørn"], session_id)
+    client.post(f"/events/{event_id}/certificates")
+    client.post(f"/events/{event_id}/certificates")  # again: nothing new
+    with app.app_context():
+        (certificate,) = db.session.scalars(db.select(Certificate)).all()
+        assert certificate.registration_id == ids["Anne"]
+        assert certificate.sessions_attended == 3 and certificate.hours == 9
+        (message,) = db.session.scalars(
+            db.select(EmailMessage).where(EmailMessage.template == "events/certificate")
+        ).all()
+        assert message.to_email == "anne@example.no"
+        assert message.attachments[0].content.startswith(b"%PDF")
+        code, certificate_id = certificate.code, certificate.id
+    verify = client.get(f"/sertifikat/{code}").get_data(as_text=True)
+    assert "Anne Deltaker" in verify and "LEAN grunnkurs" in verify
+    assert client.get("/sertifikat/not-a-code").status_code == 404
+    pdf = client.get(f"/events/certificates/{certificate_id}.pdf")
+    assert pdf.mimetype == "application/pdf"
+
+
+def test_participation_shows_on_the_contact_and_company_pages(app, client, auth):
+    with app.app_context():
+        company = make_company("Deltar AS", membership_status="member")
+        event = make_event("Nettverksmøte", networks=[])
+        registration = services.register(
+            event.id, name="Kari Nordmann", email="kari@example.no", company=company
+        ).registration
+        db.session.commit()
+        contact_id, company_id = registration.contact_id, company.id
+    auth.login("staff")
+    contact_page = client.get(f"/contacts/{contact_id}").get_data(as_text=True)
+    assert "Nettverksmøte" in contact_page
+    company_page = client.get(f"/companies/{company_id}").get_data(as_text=True)
+    assert "Nettverksmøte" in company_page and "Kari Nordmann" in company_page
+
+
+def test_cancelled_and_waitlisted_people_cannot_be_checked_in(app, client, auth, course):
+    event_id, sessions, ids = course
+    with app.app_context():
+        db.session.get(Registration, ids["Cecilie"]).status = "cancelled"
+        db.session.commit()
+    auth.login("staff")
+    _tap(client, event_id, ids["Cecilie"], sessions[0])
+    with app.app_context():
+        assert services.present_ids(sessions[0]) == set()
