@@ -121,3 +121,70 @@ def test_the_staff_event_page_on_a_desktop(app, page, live_server, artifacts_dir
     page.goto(f"{live_server.url}/events/{event_id}/edit")
     page.screenshot(path=str(artifacts_dir / "events-staff-form.png"), full_page=True)
     assert PASSWORD  # logged in through the real form
+
+
+def test_staff_check_in_participants_and_issue_certificates(
+    app, browser, live_server, artifacts_dir
+):
+    """On a phone-sized screen at the door: search, tap to check in, undo; then, on the
+    event page, certificates for those who came often enough."""
+    from datetime import timedelta
+
+    from crm.events.models import Certificate
+    from crm.mail.models import EmailMessage
+    from crm.timeutil import utcnow
+
+    with app.app_context():
+        company = make_company("Kurs AS", membership_status="member")
+        start = (utcnow() - timedelta(days=1)).replace(hour=7, minute=0, second=0, microsecond=0)
+        event = make_event(
+            "LEAN grunnkurs", sessions=1, starts_at=start, completion_percent=100, capacity=10
+        )
+        for name in ("Anne Berg", "Bjørn Dahl", "Cecilie Eng"):
+            db.session.add(
+                Registration(
+                    event_id=event.id,
+                    name=name,
+                    email=f"{name.split()[0].lower()}@example.no",
+                    company_id=company.id,
+                    status="confirmed",
+                )
+            )
+        db.session.commit()
+        event_id = event.id
+        user = make_user("staff", email="checkin-staff@example.no")
+    app.config["WTF_CSRF_ENABLED"] = True
+    context = browser.new_context(
+        viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True, locale="nb-NO"
+    )
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    try:
+        login(page, live_server, user.email, PASSWORD)
+        page.goto(f"{live_server.url}/events/{event_id}/checkin")
+        page.get_by_role("button", name="Anne Berg").click()
+        page.wait_for_selector("text=1 av 3 til stede")
+        page.fill("input[name=q]", "bjørn")
+        page.get_by_role("button", name="Søk").click()
+        page.get_by_role("button", name="Bjørn Dahl").click()
+        page.wait_for_selector("text=2 av 3 til stede")
+        page.get_by_role("button", name="Bjørn Dahl").click()  # undo
+        page.wait_for_selector("text=1 av 3 til stede")
+        page.goto(f"{live_server.url}/events/{event_id}/checkin")
+        page.screenshot(path=str(artifacts_dir / "events-checkin-phone.png"), full_page=True)
+
+        page.set_viewport_size({"width": 1366, "height": 900})
+        page.goto(f"{live_server.url}/events/{event_id}")
+        page.get_by_role("button", name="Utsted kursbevis").click()
+        page.wait_for_selector("text=1 kursbevis utstedt")
+        page.screenshot(path=str(artifacts_dir / "events-staff-certificates.png"), full_page=True)
+    finally:
+        context.close()
+        app.config["WTF_CSRF_ENABLED"] = False
+    with app.app_context():
+        (certificate,) = db.session.scalars(db.select(Certificate)).all()
+        assert certificate.registration.name == "Anne Berg"
+        message = db.session.scalar(
+            db.select(EmailMessage).where(EmailMessage.template == "events/certificate")
+        )
+        (artifacts_dir / "events-certificate.pdf").write_bytes(message.attachments[0].content)

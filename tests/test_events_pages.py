@@ -178,3 +178,24 @@ def test_demo_makes_a_small_free_seminar_and_a_paid_multi_session_course(app, ru
         assert not course.is_free and len(course.sessions) >= 2 and course.published
         assert "Styrketrening" in seminar.title and "LEAN" in course.title
     assert all(row["published"] for row in listed)
+
+
+def test_participants_export_as_csv_and_xlsx_and_name_badges(app, client, auth):
+    import io
+
+    from openpyxl import load_workbook
+
+    with app.app_context():
+        event = make_event(capacity=1)
+        services.register(event.id, name="Anne Berg", email="anne@example.no", note="Vegan")
+        services.register(event.id, name="Bjørn Dahl", email="bjorn@example.no")
+        db.session.commit()
+        event_id = event.id
+    auth.login("treasurer")
+    csv_text = client.get(f"/events/{event_id}/participants.csv").data.decode("utf-8-sig")
+    assert "Anne Berg" in csv_text and "Vegan" in csv_text and "Bjørn Dahl" in csv_text
+    workbook = load_workbook(io.BytesIO(client.get(f"/events/{event_id}/participants.xlsx").data))
+    names = [row[0] for row in workbook.active.iter_rows(min_row=2, values_only=True)]
+    assert names == ["Anne Berg", "Bjørn Dahl"]
+    badges = client.get(f"/events/{event_id}/badges.pdf")
+    assert badges.mimetype == "application/pdf" and badges.data.startswith(b"%PDF")

@@ -80,3 +80,33 @@ def certificate_pdf(certificate: Certificate) -> bytes:
         verify = _("Verify: %(url)s", url=certificate_url(certificate))
         pdf.cell(0, 6, _latin1(verify), align="C", new_x="LMARGIN", new_y="NEXT")
         return bytes(pdf.output())
+
+
+def badges_pdf(event, registrations) -> bytes:
+    """Name badges, eight to an A4 page (2 × 4, 90 × 60 mm): name, company, event."""
+    pdf = FPDF(format="A4")
+    pdf.set_auto_page_break(False)
+    width, height, left, top = 90, 60, 12, 20
+    for index, registration in enumerate(registrations):
+        if index % 8 == 0:
+            pdf.add_page()
+        column, row = index % 2, (index % 8) // 2
+        x, y = left + column * (width + 6), top + row * (height + 6)
+        pdf.set_draw_color(200, 210, 220)
+        pdf.rect(x, y, width, height)
+        pdf.set_fill_color(31, 95, 139)
+        pdf.rect(x, y, width, 9, style="F")
+        pdf.set_text_color(255, 255, 255)
+        pdf.set_font("helvetica", "B", 9)
+        pdf.set_xy(x + 3, y + 1.5)
+        pdf.cell(width - 6, 6, _latin1(event.title)[:60])
+        pdf.set_text_color(29, 39, 51)
+        pdf.set_font("helvetica", "B", 18)
+        pdf.set_xy(x + 3, y + 20)
+        pdf.multi_cell(width - 6, 8, _latin1(registration.name), align="C")
+        pdf.set_font("helvetica", "", 11)
+        pdf.set_xy(x + 3, y + 42)
+        pdf.cell(width - 6, 6, _latin1(registration.company_label)[:50], align="C")
+    if not registrations:
+        pdf.add_page()
+    return bytes(pdf.output())

@@ -19,6 +19,7 @@ from crm.extensions import db
 from crm.members.models import Network
 from crm.newsletters.compose import page_html
 from crm.numbers import is_digits
+from crm.spreadsheet import export_response
 from crm.timeutil import OSLO, utcnow
 from crm.urls import MAX_ID, clean_query
 
@@ -451,6 +452,73 @@ def certificate_pdf(certificate_id: int):
     response.headers["Content-Disposition"] = (
         f'inline; filename="{certificate_filename(certificate)}"'
     )
+    return response
+
+
+# -- participants: export and name badges ------------------------------------------------
+
+
+def participant_table(event: Event) -> tuple[list[str], list[list]]:
+    """Every registration that is not cancelled: seats first, then the waitlist."""
+    registrations = db.session.scalars(
+        select(Registration)
+        .where(Registration.event_id == event.id, Registration.status != "cancelled")
+        .order_by(Registration.status, Registration.waitlist_position, Registration.name)
+    ).all()
+    attended = services.attended_sessions([r.id for r in registrations])
+    headers = [
+        _("Name"),
+        _("Email"),
+        _("Phone"),
+        _("Company"),
+        _("Organisation number"),
+        _("Type"),
+        _("Status"),
+        _("Waitlist"),
+        _("Note"),
+        _("Sessions attended"),
+        _("Registered"),
+    ]
+    rows = [
+        [
+            r.name,
+            r.email,
+            r.phone,
+            r.company_label,
+            r.company.orgnr if r.company else "",
+            r.participant_type_label,
+            r.status_label,
+            services.waitlist_place(r) or "",
+            r.note,
+            attended.get(r.id, 0),
+            r.created_at,
+        ]
+        for r in registrations
+    ]
+    return headers, rows
+
+
+@bp.route("/<int:event_id>/participants.<any(csv, xlsx):fmt>")
+@permission_required("events.view")
+def participants_export(event_id: int, fmt: str):
+    event = _event_or_404(event_id)
+    headers, rows = participant_table(event)
+    return export_response(fmt, f"deltakere-{event.id}", headers, rows, _("Participants"))
+
+
+@bp.route("/<int:event_id>/badges.pdf")
+@permission_required("events.view")
+def badges(event_id: int):
+    from crm.events.certificate import badges_pdf
+
+    event = _event_or_404(event_id)
+    confirmed = db.session.scalars(
+        select(Registration)
+        .where(Registration.event_id == event.id, Registration.status == "confirmed")
+        .order_by(Registration.name, Registration.id)
+    ).all()
+    response = Response(badges_pdf(event, confirmed), mimetype="application/pdf")
+    response.headers["Content-Disposition"] = f'inline; filename="navnelapper-{event.id}.pdf"'
     return response
 
 
