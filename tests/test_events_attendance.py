@@ -124,3 +124,18 @@ def test_cancelled_and_waitlisted_people_cannot_be_checked_in(app, client, auth,
     _tap(client, event_id, ids["Cecilie"], sessions[0])
     with app.app_context():
         assert services.present_ids(sessions[0]) == set()
+
+
+def test_merging_contacts_keeps_their_event_history(app_ctx):
+    from crm.members.services import merge_contacts
+    from tests.factories import make_contact
+
+    event = make_event()
+    duplicate = make_contact("Kari", "Dobbel", email="kari2@example.no")
+    kept = make_contact("Kari", "Nordmann", email="kari@example.no")
+    registration = services.register(event.id, name="Kari", email="kari2@example.no").registration
+    db.session.commit()
+    assert registration.contact_id == duplicate.id
+    merge_contacts(kept, duplicate)
+    db.session.commit()
+    assert db.session.get(Registration, registration.id).contact_id == kept.id

@@ -105,3 +105,14 @@ def test_a_free_event_makes_no_invoice_and_missing_fee_settings_do_not_lose_a_se
     assert _register(free, "A", "a@example.no").invoice_id is None
     paid = _register(_course(), "B", "b@example.no")  # no fee settings yet
     assert paid.status == "confirmed" and paid.invoice_id is None
+
+
+def test_the_event_page_shows_what_was_invoiced_and_paid(app, client, auth):
+    with app.app_context():
+        make_fee_settings()
+        event = _course()
+        _register(event, "Kari", "kari@example.no", make_member())
+        event_id = event.id
+    auth.login("treasurer")
+    page = client.get(f"/events/{event_id}").get_data(as_text=True)
+    assert "kr\u00a08\u00a0625,00" in page

@@ -283,6 +283,7 @@ def event_detail(event_id: int):
         description=page_html(event.description),
         button_form=ButtonForm(),
         badges=STATUS_BADGES,
+        income=services.event_income(event),
         per_session=services.attendance_per_session(event),
         no_shows=services.no_shows(event),
         certificates=dict(
@@ -581,6 +582,10 @@ def init_app(app) -> None:
         participation_summary=participation_summary,
     )
     from crm.members import panels
+    from crm.members.services import MERGE_HOOKS
+
+    if services.merge_registrations not in MERGE_HOOKS:
+        MERGE_HOOKS.append(services.merge_registrations)
 
     for listing, panel in (
         (panels.CONTACT_PANELS, "events/_contact_panel.html"),

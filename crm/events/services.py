@@ -982,3 +982,29 @@ def participation(contact_id: int | None = None, company_id: int | None = None) 
         key=lambda row: row[0].event.starts_at or row[0].created_at,
         reverse=True,
     )
+
+
+def merge_registrations(target: Contact, other: Contact) -> None:
+    """MERGE_HOOKS: the duplicate contact's registrations now belong to the kept one."""
+    for registration in db.session.scalars(
+        select(Registration).where(Registration.contact_id == other.id)
+    ):
+        registration.contact_id = target.id
+
+
+def event_income(event: Event) -> dict[str, int]:
+    """Øre invoiced (less credit notes) and paid for the event's registrations."""
+    from crm.fees.models import Invoice
+
+    invoice_ids = select(Registration.invoice_id).where(
+        Registration.event_id == event.id, Registration.invoice_id.is_not(None)
+    )
+    invoiced, credited, paid, count = db.session.execute(
+        select(
+            func.coalesce(func.sum(Invoice.amount_ore), 0),
+            func.coalesce(func.sum(Invoice.credited_ore), 0),
+            func.coalesce(func.sum(Invoice.paid_ore), 0),
+            func.count(Invoice.id),
+        ).where(Invoice.id.in_(invoice_ids))
+    ).one()
+    return {"invoiced": invoiced - credited, "paid": paid, "count": count}
