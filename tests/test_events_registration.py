@@ -164,3 +164,21 @@ def test_a_seat_can_be_handed_to_a_colleague_of_the_same_company(app, client):
 
 def test_invalid_links_say_so(client):
     assert client.get("/arrangementer/pamelding/not-a-token").status_code == 404
+
+
+def test_an_invitation_link_fills_in_the_form_and_admits_an_invited_guest(app, client):
+    from crm.events.invitations import invitation_token
+    from tests.factories import make_contact
+
+    with app.app_context():
+        event_id = make_event(audience="members_and_guests").id
+        guest = make_contact("Gjest", "Gjestesen", email="gjest@example.no")
+        token = invitation_token(event_id, guest.id)
+    page = client.get(f"/arrangementer/{event_id}?invitasjon={token}").get_data(as_text=True)
+    assert 'value="gjest@example.no"' in page and 'value="Gjest Gjestesen"' in page
+    uninvited = _register(client, app, event_id, "nobody@example.no")
+    assert "inviterte gjester" in uninvited.get_data(as_text=True)
+    invited = _register(client, app, event_id, "gjest@example.no", invitasjon=token)
+    assert "Du er påmeldt" in invited.get_data(as_text=True)
+    with app.app_context():
+        assert [r.email for r in _registrations(event_id)] == ["gjest@example.no"]

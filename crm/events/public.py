@@ -20,7 +20,7 @@ from flask_babel import gettext as _
 from limits import parse as parse_limit
 from sqlalchemy import select
 
-from crm.events import ics, services
+from crm.events import ics, invitations, services
 from crm.events.forms import ButtonForm, DetailsForm, RegistrationForm, TransferForm
 from crm.events.models import Event
 from crm.extensions import csrf, db, limiter
@@ -126,6 +126,10 @@ def event_detail(event_id: int):
     event = _published_or_404(event_id)
     form = RegistrationForm()
     closed = services.registration_closed_reason(event)
+    # An invitation link (crm/events/invitations.py) pre-fills the form and lets an
+    # invited guest register for a "members and invited guests" event.
+    invitation = request.values.get("invitasjon", "")[:400]
+    invited = bool(invitation) and invitations.read_invitation(event.id, invitation) is not None
     if request.method == "POST" and closed is None and form.validate():
         if _looks_automated(form) or not _address_allowed(event.id, form.email.data):
             # Bots (and floods) get a friendly answer and nothing happens.
@@ -141,6 +145,7 @@ def event_detail(event_id: int):
                 participant_type=form.participant_type.data,
                 note=form.note.data or "",
                 locale=_locale(),
+                invited=invited,
             )
         except services.EventError as exc:
             db.session.rollback()
@@ -160,6 +165,13 @@ def event_detail(event_id: int):
             )
     if request.method == "GET":
         form.started.data = form_tokens.make_form_token()
+        filled = invitations.prefill(event, invitation) if invitation else None
+        if filled is not None:
+            form.name.data, form.email.data, form.company.data = (
+                filled.name,
+                filled.email,
+                filled.company,
+            )
     elif not form.started.data:
         form.started.data = form_tokens.make_form_token()
     return _render(
@@ -170,6 +182,7 @@ def event_detail(event_id: int):
         free=services.free_seats(event),
         description=page_html(event.description),
         companies=services.member_companies(),
+        invitation=invitation if invited else "",
     )
 
 
