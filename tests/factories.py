@@ -98,12 +98,16 @@ FEE_TIERS = ((1, 9, 250_000), (10, 49, 750_000), (50, 199, 1_250_000), (200, Non
 
 
 def make_fee_settings(**fields):
-    """The cluster's fee settings, filled in so invoice runs can start."""
+    """The cluster's fee settings and its organisation (the sender on invoices), filled in
+    so invoice runs can start. Sender fields (`cluster_name` is the organisation's name)
+    go to the organisation, the rest to the fee settings."""
     from crm.fees.services import get_settings
+    from crm.organisation import services as organisation
 
     settings = get_settings()
+    seller = organisation.for_update()
     values = {
-        "cluster_name": "Kongsvingerregionen Næringsklynge",
+        "cluster_name": "Kongsvingerregionen Industriklynge",
         "orgnr": "974760673",
         "bank_account": "86011117947",
         "street_address": "Gågata 1",
@@ -112,8 +116,14 @@ def make_fee_settings(**fields):
         "email": "kasserer@example.no",
     }
     values.update(fields)
+    sender_fields = {"orgnr", "street_address", "postal_code", "postal_place", "email"}
     for name, value in values.items():
-        setattr(settings, name, value)
+        if name == "cluster_name":
+            seller.name = value
+        elif name in sender_fields:
+            setattr(seller, name, value)
+        else:
+            setattr(settings, name, value)
     db.session.commit()
     return settings
 

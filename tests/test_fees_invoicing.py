@@ -216,7 +216,7 @@ def test_invoice_pdf_shows_sender_recipient_kid_account_amount_and_due_date(ctx)
     invoice = make_invoiced_members(1, employees=(20,))[0]
     text = pdf_text(invoice_pdf(invoice, get_settings()))
     for expected in (
-        "Kongsvingerregionen N\xe6ringsklynge",
+        "Kongsvingerregionen Industriklynge",
         "974 760 673",
         "FAKTURA",
         invoice.customer_name,

@@ -316,11 +316,9 @@ def test_booking_on_garbage_is_refused_with_a_message_and_changes_nothing(
         assert db.session.scalar(select(func.count()).select_from(Payment)) == 0
 
 
-def test_settings_check_orgnr_and_account_and_keep_the_number_series(app, client, auth):
+def test_settings_check_the_account_and_keep_the_number_series(app, client, auth):
     auth.login("admin")
     data = {
-        "cluster_name": "Klyngen",
-        "orgnr": "974760674",
         "bank_account": "8601.11.17948",
         "next_invoice_number": "1001",
         "kid_length": "10",
@@ -329,13 +327,12 @@ def test_settings_check_orgnr_and_account_and_keep_the_number_series(app, client
         "reminder_fee": "35,00",
     }
     page = client.post("/fees/settings", data=data).get_data(as_text=True)
-    assert "Ikke et gyldig organisasjonsnummer" in page
     assert "Ikke et gyldig norsk kontonummer" in page
-    data.update(orgnr="974 760 673", bank_account="8601.11.17947")
+    data.update(bank_account="8601.11.17947")
     assert client.post("/fees/settings", data=data).status_code == 302
     with app.test_request_context():
         settings = get_settings()
-        assert (settings.orgnr, settings.bank_account) == ("974760673", "86011117947")
+        assert settings.bank_account == "86011117947"
         assert (settings.kid_scheme, settings.reminder_fee_ore) == ("mod11", 3_500)
 
 
@@ -343,8 +340,6 @@ def test_reminder_fee_above_the_legal_maximum_is_refused(app, client, auth):
     with app.test_request_context():
         settings = make_fee_settings(reminder_fee_ore=0)
         data = {
-            "cluster_name": settings.cluster_name,
-            "orgnr": settings.orgnr,
             "bank_account": settings.bank_account,
             "next_invoice_number": str(settings.next_invoice_number),
             "kid_length": str(settings.kid_length),
@@ -370,8 +365,6 @@ def test_next_invoice_number_cannot_reuse_a_credit_note_number(app, client, auth
         assert note.number > invoice.number  # the credit note took the highest number
         settings = get_settings()
         data = {
-            "cluster_name": settings.cluster_name,
-            "orgnr": settings.orgnr,
             "bank_account": settings.bank_account,
             "kid_length": str(settings.kid_length),
             "kid_scheme": settings.kid_scheme,

@@ -185,3 +185,60 @@ def no_logo_files(app):
     with app.app_context():
         for path in services.logo_directory().glob("logo-*"):
             path.unlink()
+
+
+def test_the_invoice_sender_is_the_organisation_on_pdf_email_and_ehf(
+    app, client, auth, artifacts_dir
+):
+    from crm.fees import ehf, pdf
+    from crm.fees.services import get_settings, settings_problems
+    from tests.factories import make_invoiced_members
+
+    auth.login("admin")
+    with app.test_request_context():
+        invoice_id = make_invoiced_members(1)[0].id
+        assert settings_problems(get_settings()) == []
+    response = save(
+        client,
+        logo=png(120, 40),
+        orgnr="974 760 673",
+        street_address="Storgata 5",
+        postal_code="2212",
+        postal_place="Kongsvinger",
+        email="faktura@industriklyngen.example.no",
+    )
+    assert response.status_code == 302
+    with app.test_request_context():
+        from crm.fees.models import Invoice
+
+        invoice, settings = db.session.get(Invoice, invoice_id), get_settings()
+        document = pdf.invoice_pdf(invoice, settings)
+        xml = ehf.invoice_document(invoice, settings).decode("utf-8")
+        assert f"<cbc:RegistrationName>{SETTINGS['name']}<" in xml
+        assert "<cbc:StreetName>Storgata 5<" in xml and "974760673" in xml
+        assert "<cbc:ElectronicMail>faktura@industriklyngen.example.no<" in xml
+        assert b"/Subtype /Image" in document  # the logo in the header
+        (artifacts_dir / "invoice-with-organisation-logo.pdf").write_bytes(document)
+    # Without an organisation number, invoicing says where to fill it in.
+    with app.test_request_context():
+        services.for_update().orgnr = ""
+        db.session.commit()
+        assert any("organisasjonsnummer" in p.lower() for p in settings_problems(get_settings()))
+
+
+def test_a_bad_orgnr_on_the_organisation_page_is_refused(app, client, auth):
+    auth.login("admin")
+    page = save(client, orgnr="974760674").get_data(as_text=True)
+    assert "Ikke et gyldig organisasjonsnummer" in page
+
+
+def test_the_fee_settings_page_shows_the_sender_and_links_to_the_organisation(app, client, auth):
+    from tests.factories import make_fee_settings
+
+    with app.test_request_context():
+        make_fee_settings()
+    auth.login("admin")
+    page = client.get("/fees/settings").get_data(as_text=True)
+    assert "Kongsvingerregionen Industriklynge" in page and "974760673" in page
+    assert 'href="/admin/organisation"' in page
+    assert 'name="cluster_name"' not in page and 'name="orgnr"' not in page

@@ -14,6 +14,7 @@ from crm.fees.access_point import AccessPoint, AccessPointError, get_access_poin
 from crm.fees.ehf import credit_note_document, invoice_document
 from crm.fees.errors import FeeError
 from crm.fees.models import CreditNote, Invoice, InvoiceDelivery
+from crm.organisation import services as organisation
 from crm.timeutil import utcnow
 
 
@@ -79,7 +80,7 @@ def send_invoice_as_ehf(invoice: Invoice, access_point: AccessPoint | None = Non
     try:
         message_id = access_point.send(
             document,
-            sender=participant(settings.orgnr),
+            sender=participant(organisation.get().orgnr),
             receiver=participant(invoice.customer_orgnr),
             kind="invoice",
             reference=f"invoice-{invoice.id}-{send_count}",
@@ -108,7 +109,7 @@ def send_credit_note_as_ehf(note: CreditNote, access_point: AccessPoint | None =
     try:
         message_id = access_point.send(
             document,
-            sender=participant(settings.orgnr),
+            sender=participant(organisation.get().orgnr),
             receiver=participant(invoice.customer_orgnr),
             kind="credit-note",
             reference=f"credit-note-{note.id}",

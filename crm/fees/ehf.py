@@ -33,6 +33,7 @@ from lxml import etree
 from crm.fees.errors import FeeError
 from crm.fees.models import CreditNote, FeeSettings, Invoice
 from crm.fees.money import plain
+from crm.organisation import services as organisation
 
 CUSTOMIZATION_ID = "urn:cen.eu:en16931:2017#compliant#urn:fdc:peppol.eu:2017:poacc:billing:3.0"
 PROFILE_ID = "urn:fdc:peppol.eu:2017:poacc:billing:01:1.0"
@@ -121,8 +122,8 @@ def _check(settings: FeeSettings, buyer_orgnr: str) -> None:
     missing = [
         label
         for label, value in (
-            (_("the cluster's organisation number"), settings.orgnr),
-            (_("the cluster's name"), settings.cluster_name),
+            (_("the cluster's organisation number"), organisation.get().orgnr),
+            (_("the cluster's name"), organisation.get().name),
             (_("the bank account"), settings.bank_account),
             (_("the customer's organisation number"), buyer_orgnr),
         )
@@ -144,23 +145,24 @@ def _address(party, street: str, postal_code: str, place: str) -> None:
 
 
 def _seller(root, settings: FeeSettings, with_vat_number: bool) -> None:
+    seller = organisation.get()
     party = _el(_el(root, "cac:AccountingSupplierParty"), "cac:Party")
-    _el(party, "cbc:EndpointID", settings.orgnr, schemeID=ORGNR_SCHEME)
-    _el(_el(party, "cac:PartyName"), "cbc:Name", settings.cluster_name)
-    _address(party, settings.street_address, settings.postal_code, settings.postal_place)
+    _el(party, "cbc:EndpointID", seller.orgnr, schemeID=ORGNR_SCHEME)
+    _el(_el(party, "cac:PartyName"), "cbc:Name", seller.name)
+    _address(party, seller.street_address, seller.postal_code, seller.postal_place)
     if with_vat_number:
         scheme = _el(party, "cac:PartyTaxScheme")
-        _el(scheme, "cbc:CompanyID", f"NO{settings.orgnr}MVA")
+        _el(scheme, "cbc:CompanyID", f"NO{seller.orgnr}MVA")
         _el(_el(scheme, "cac:TaxScheme"), "cbc:ID", "VAT")
     if settings.foretaksregisteret:
         scheme = _el(party, "cac:PartyTaxScheme")
         _el(scheme, "cbc:CompanyID", "Foretaksregisteret")
         _el(_el(scheme, "cac:TaxScheme"), "cbc:ID", "TAX")
     legal = _el(party, "cac:PartyLegalEntity")
-    _el(legal, "cbc:RegistrationName", settings.cluster_name)
-    _el(legal, "cbc:CompanyID", settings.orgnr, schemeID=ORGNR_SCHEME)
-    if settings.email:
-        _el(_el(party, "cac:Contact"), "cbc:ElectronicMail", settings.email)
+    _el(legal, "cbc:RegistrationName", seller.name)
+    _el(legal, "cbc:CompanyID", seller.orgnr, schemeID=ORGNR_SCHEME)
+    if organisation.invoice_email(seller):
+        _el(_el(party, "cac:Contact"), "cbc:ElectronicMail", organisation.invoice_email(seller))
 
 
 def _buyer(root, invoice: Invoice) -> None:

@@ -3,7 +3,7 @@
 from flask_babel import lazy_gettext as _l
 from flask_wtf.file import FileField, FileRequired
 from stdnum.exceptions import ValidationError as StdnumError
-from stdnum.no import kontonr, orgnr
+from stdnum.no import kontonr
 from wtforms import (
     BooleanField,
     DateField,
@@ -16,7 +16,6 @@ from wtforms import (
 )
 from wtforms.validators import (
     DataRequired,
-    Email,
     InputRequired,
     Length,
     NumberRange,
@@ -64,13 +63,6 @@ class KronerField(StringField):
             self.errors.append(_l("Give the amount."))
 
 
-def _valid_orgnr(form, field):
-    value = (field.data or "").replace(" ", "")
-    if value and not orgnr.is_valid(value):
-        raise ValidationError(_l("Not a valid organisation number."))
-    field.data = value
-
-
 def _valid_account(form, field):
     value = (field.data or "").replace(" ", "").replace(".", "")
     if not value:
@@ -95,15 +87,7 @@ def _lawful_reminder_fee(form, field):
 
 
 class SettingsForm(Form):
-    cluster_name = StringField(_l("Cluster name"), [DataRequired(), Length(max=200)])
-    orgnr = StringField(_l("Organisation number"), [DataRequired(), _valid_orgnr])
     bank_account = StringField(_l("Bank account"), [DataRequired(), _valid_account])
-    street_address = StringField(_l("Address"), [Optional(), Length(max=300)])
-    postal_code = StringField(_l("Postal code"), [Optional(), Length(max=10)])
-    postal_place = StringField(_l("Postal place"), [Optional(), Length(max=100)])
-    email = StringField(
-        _l("Email"), [Optional(), Email(check_deliverability=False), Length(max=254)]
-    )
     next_invoice_number = WholeNumberField(
         _l("Next invoice number"), [InputRequired(), NumberRange(min=1, max=10**9)]
     )

@@ -38,18 +38,13 @@ DELIVERY_CHANNELS = ("email", "ehf", "post")
 
 
 class FeeSettings(Audited, db.Model):
-    """The cluster as the sender of invoices; one row (id 1)."""
+    """How invoices are numbered and paid; one row (id 1). The sender on invoices (name,
+    organisation number, address, email) is the organisation's (crm.organisation.get())."""
 
     __tablename__ = "fee_settings"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    cluster_name: Mapped[str] = mapped_column(String(200), default="")
-    orgnr: Mapped[str] = mapped_column(String(9), default="")
     bank_account: Mapped[str] = mapped_column(String(11), default="")
-    street_address: Mapped[str] = mapped_column(String(300), default="")
-    postal_code: Mapped[str] = mapped_column(String(10), default="")
-    postal_place: Mapped[str] = mapped_column(String(100), default="")
-    email: Mapped[str] = mapped_column(String(254), default="")
     next_invoice_number: Mapped[int] = mapped_column(default=1001)
     kid_length: Mapped[int] = mapped_column(default=10)
     kid_scheme: Mapped[str] = mapped_column(String(5), default=MOD10)
@@ -61,7 +56,7 @@ class FeeSettings(Audited, db.Model):
     foretaksregisteret: Mapped[bool] = mapped_column(default=False)
 
     def audit_label(self) -> str:
-        return self.cluster_name or "fee settings"
+        return "fee settings"
 
 
 class FeeSchedule(Audited, db.Model):

@@ -18,6 +18,7 @@ from crm.fees.models import CreditNote, FeeSettings, Invoice, Reminder, vat_brea
 from crm.fees.money import kroner
 from crm.fees.services import amount_to_pay_ore
 from crm.numbers import is_digits
+from crm.organisation import services as organisation
 
 INK = (29, 39, 51)
 MUTED = (95, 107, 122)
@@ -83,27 +84,35 @@ def invoice_pdf(invoice: Invoice, settings: FeeSettings, reminder: Reminder | No
 def _seller_orgnr(settings: FeeSettings, invoice: Invoice) -> str:
     """`Org. no. 999 999 999`, followed by MVA when the invoice charges VAT (a seller
     registered for VAT shows it so, bokføringsforskriften § 5-1-1)."""
-    if not settings.orgnr:
+    seller = organisation.get()
+    if not seller.orgnr:
         return ""
-    text = _("Org. no. %(orgnr)s", orgnr=_orgnr(settings.orgnr))
+    text = _("Org. no. %(orgnr)s", orgnr=_orgnr(seller.orgnr))
     if any(line.vat_category == "S" for line in invoice.lines):
         text += " MVA"
     return text
 
 
 def _footer(settings: FeeSettings, invoice: Invoice) -> str:
-    parts = (settings.cluster_name, _seller_orgnr(settings, invoice), settings.email)
+    seller = organisation.get()
+    parts = (seller.name, _seller_orgnr(settings, invoice), organisation.invoice_email(seller))
     return " · ".join(part for part in parts if part)
 
 
 def _sender(pdf: "_Document", settings: FeeSettings, invoice: Invoice) -> None:
-    """Sender, top left."""
-    pdf.text_line(settings.cluster_name, size=14, style="B", color=ACCENT, h=7)
+    """Sender, top left: the organisation's logo (when it has one), name and address."""
+    seller = organisation.get()
+    logo = organisation.logo_path(seller)
+    if logo is not None:
+        # In the top margin, above the name: the lines below keep their places (the
+        # recipient must stay where a window envelope shows it).
+        pdf.image(str(logo), x=pdf.l_margin, y=5, h=11)
+    pdf.text_line(seller.name, size=14, style="B", color=ACCENT, h=7)
     for line in (
-        settings.street_address,
-        f"{settings.postal_code} {settings.postal_place}".strip(),
+        seller.street_address,
+        f"{seller.postal_code} {seller.postal_place}".strip(),
         _seller_orgnr(settings, invoice),
-        settings.email,
+        organisation.invoice_email(seller),
     ):
         if line:
             pdf.text_line(line, size=9, color=MUTED, h=4.5)
@@ -140,8 +149,8 @@ def _recipient(pdf: "_Document", invoice: Invoice) -> None:
 
 def _draw(invoice: Invoice, settings: FeeSettings, reminder: Reminder | None) -> bytes:
     pdf = _Document(_footer(settings, invoice))
-    pdf.set_title(_latin1(f"{settings.cluster_name} {invoice.number}"))
-    pdf.set_author(_latin1(settings.cluster_name))
+    pdf.set_title(_latin1(f"{organisation.get().name} {invoice.number}"))
+    pdf.set_author(_latin1(organisation.get().name))
     pdf.add_page()
     _sender(pdf, settings, invoice)
 
@@ -311,8 +320,8 @@ def credit_note_filename(note: CreditNote) -> str:
 def _draw_credit_note(note: CreditNote, settings: FeeSettings) -> bytes:
     invoice = note.invoice
     pdf = _Document(_footer(settings, invoice))
-    pdf.set_title(_latin1(f"{settings.cluster_name} {note.number}"))
-    pdf.set_author(_latin1(settings.cluster_name))
+    pdf.set_title(_latin1(f"{organisation.get().name} {note.number}"))
+    pdf.set_author(_latin1(organisation.get().name))
     pdf.add_page()
     _sender(pdf, settings, invoice)
     facts = [

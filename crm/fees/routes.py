@@ -503,13 +503,7 @@ def settings():
         form.reminder_fee.data = current.reminder_fee_ore
     if form.validate_on_submit():
         for name in (
-            "cluster_name",
-            "orgnr",
             "bank_account",
-            "street_address",
-            "postal_code",
-            "postal_place",
-            "email",
             "next_invoice_number",
             "kid_length",
             "kid_scheme",

@@ -41,6 +41,7 @@ from crm.fees.money import plain
 from crm.fees.ocr import OcrTransmission, parse_ocr
 from crm.members.models import Company, Contact
 from crm.numbers import is_digits
+from crm.organisation import services as organisation
 from crm.timeutil import today_oslo, utcnow
 
 SETTINGS_ID = 1
@@ -62,10 +63,13 @@ def get_settings() -> FeeSettings:
 def settings_problems(settings: FeeSettings) -> list[str]:
     """What must be filled in before invoices can be issued."""
     problems = []
-    if not settings.cluster_name:
-        problems.append(_("The cluster's name is missing in the fee settings."))
-    if not settings.orgnr:
-        problems.append(_("The cluster's organisation number is missing in the fee settings."))
+    seller = organisation.get()
+    if not seller.name:
+        problems.append(_("The organisation's name is missing in its settings (Admin)."))
+    if not seller.orgnr:
+        problems.append(
+            _("The organisation number is missing in the organisation's settings (Admin).")
+        )
     if not settings.bank_account:
         problems.append(_("The bank account is missing in the fee settings."))
     return problems
@@ -641,8 +645,8 @@ def amount_to_pay_ore(invoice: Invoice, reminder: Reminder | None = None) -> int
 
 def email_context(invoice: Invoice, settings: FeeSettings, reminder: Reminder | None = None):
     return {
-        "cluster_name": settings.cluster_name,
-        "cluster_email": settings.email,
+        "cluster_name": organisation.get().name,
+        "cluster_email": organisation.invoice_email(),
         "company_name": invoice.customer_name,
         "invoice_number": invoice.number,
         "year": invoice.year,

@@ -4,12 +4,20 @@ from urllib.parse import urlsplit
 
 from flask_babel import lazy_gettext as _l
 from flask_wtf.file import FileField
+from stdnum.no import orgnr
 from wtforms import BooleanField, StringField, TextAreaField, ValidationError
 from wtforms.validators import DataRequired, Length, Optional
 
 from crm.forms import Form
 from crm.members.forms import clean_text
 from crm.subscriptions.forms import single_line, valid_email
+
+
+def valid_orgnr(form, field) -> None:
+    value = (field.data or "").replace(" ", "")
+    if value and not orgnr.is_valid(value):
+        raise ValidationError(_l("Not a valid organisation number."))
+    field.data = value
 
 
 def web_address(form, field) -> None:
@@ -46,4 +54,18 @@ class OrganisationForm(Form):
         _l("Footer of emails and public pages"),
         [Optional(), Length(max=1000)],
         filters=[clean_text],
+    )
+    # The sender on invoices (and EHF): the register's data.
+    orgnr = StringField(_l("Organisation number"), [Optional(), valid_orgnr])
+    street_address = StringField(
+        _l("Address"), [Optional(), Length(max=300), single_line], filters=[clean_text]
+    )
+    postal_code = StringField(
+        _l("Postal code"), [Optional(), Length(max=10), single_line], filters=[clean_text]
+    )
+    postal_place = StringField(
+        _l("Postal place"), [Optional(), Length(max=100), single_line], filters=[clean_text]
+    )
+    email = StringField(
+        _l("Email for invoice questions"), [Optional(), Length(max=254), valid_email]
     )

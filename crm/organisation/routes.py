@@ -20,7 +20,18 @@ from crm.organisation.forms import OrganisationForm
 
 bp = Blueprint("organisation", __name__)
 
-FIELDS = ("name", "sender_name", "sender_email", "privacy_url", "footer_text")
+FIELDS = (
+    "name",
+    "sender_name",
+    "sender_email",
+    "privacy_url",
+    "footer_text",
+    "orgnr",
+    "street_address",
+    "postal_code",
+    "postal_place",
+    "email",
+)
 
 
 @bp.route("/admin/organisation", methods=["GET", "POST"])

@@ -74,12 +74,12 @@ def results_xlsx(year: int):
 @bp.route("/<int:year>/results.pdf")
 @permission_required("reports.view")
 def results_pdf(year: int):
-    from crm.fees.services import get_settings
+    from crm.organisation import services as organisation_settings
     from crm.reports.pdf import report_pdf
 
     start, end, _form = _period(year)
     report = services.year_report(start, end)
-    organisation = get_settings().cluster_name or "Klynge"
+    organisation = organisation_settings.display_name()
     response = Response(report_pdf(report, organisation), mimetype="application/pdf")
     name = _file_name(start, end, "arsrapport")
     response.headers["Content-Disposition"] = f'inline; filename="{name}.pdf"'
