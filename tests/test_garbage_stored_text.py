@@ -95,24 +95,16 @@ def test_blank_amounts_and_account_numbers_on_the_payment_form_are_refused(
         assert all(p.payer_account == "" for p in stored)
 
 
-def test_a_nul_byte_in_the_cluster_name_is_refused(app, client, auth):
+def test_a_nul_byte_in_the_organisation_name_is_refused(app, client, auth):
+    # The cluster's name moved from the fee settings to the organisation's settings.
     auth.login("admin")
-    data = {
-        "cluster_name": "Klyngen\x00",
-        "orgnr": "974760673",
-        "bank_account": "86011117947",
-        "next_invoice_number": "1001",
-        "kid_length": "10",
-        "kid_scheme": "mod10",
-        "due_days": "30",
-        "reminder_fee": "35,00",
-    }
-    response = client.post("/fees/settings", data=data)
+    data = {"name": "Klyngen\x00", "orgnr": "974760673"}
+    response = client.post("/admin/organisation", data=data)
     assert response.status_code == 200
     with app.app_context():
-        from crm.fees.services import get_settings
+        from crm.organisation import services
 
-        assert "\x00" not in get_settings().cluster_name
+        assert "\x00" not in services.get().name
 
 
 def test_a_nul_byte_in_a_user_name_is_refused(app, client, auth):
