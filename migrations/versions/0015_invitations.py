@@ -1,7 +1,7 @@
 """invitations: event mail through the newsletter ledger, and "can't come" answers
 
-Revision ID: 0014_invitations
-Revises: 0013_accounts
+Revision ID: 0015_invitations
+Revises: 0014_organisation_sender
 Create Date: 2026-12-06 16:20:00
 
 """
@@ -11,8 +11,8 @@ import crm.types  # noqa: F401  (custom column types)
 
 
 # revision identifiers, used by Alembic.
-revision = '0014_invitations'
-down_revision = '0013_accounts'
+revision = '0015_invitations'
+down_revision = '0014_organisation_sender'
 branch_labels = None
 depends_on = None
 
