@@ -1,7 +1,7 @@
 """the fee settings' sender (name, orgnr, address, email) moves to the organisation
 
-Revision ID: 0015_organisation_sender
-Revises: 0014_invitations
+Revision ID: 0014_organisation_sender
+Revises: 0013_accounts
 
 """
 from alembic import op
@@ -9,8 +9,8 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = '0015_organisation_sender'
-down_revision = '0014_invitations'
+revision = '0014_organisation_sender'
+down_revision = '0013_accounts'
 branch_labels = None
 depends_on = None
 
