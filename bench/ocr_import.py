@@ -96,7 +96,8 @@ def seed(count: int, amount_ore: int) -> list[str]:
             insert(Invoice),
             [
                 {"id": i + 1, "number": 100_000 + i, "company_id": i + 1, "year": 2026,
-                 "kid": kids[i], "amount_ore": amount_ore,
+                 "kid": kids[i], "amount_ore": amount_ore, "net_ore": amount_ore,
+                 "vat_ore": 0, "kind": "membership", "membership_year": 2026,
                  "issue_date": datetime.date(2026, 1, 15),
                  "due_date": datetime.date(2026, 2, 15), "description": "Medlemskontingent 2026",
                  "pricing_note": "", "customer_name": f"Bedrift {i} AS",

@@ -142,8 +142,10 @@ def test_upload_page_imports_a_file_and_refuses_a_bad_one_with_its_line(app, cli
     text = bad.get_data(as_text=True)
     assert bad.status_code == 422
     assert "Linje 3:" in text and lines[2][:40] in text
-    # The reason is in the page's language too, not the parser's English.
-    assert "posten «beløpspost 1» er feilformatert" in text and "malformed" not in text
+    # The reason is in the page's language too, says which field, and shows none of
+    # the parser's own words.
+    assert "beløpspost 1: beløp (tegn 33–49) er ikke et tall" in text
+    assert "malformed" not in text and "TransactionAmountItem" not in text
     short = client.post(
         "/fees/import",
         data={"file": (io.BytesIO(b"NY000010" + b"0" * 70 + b"\n"), "short.txt")},

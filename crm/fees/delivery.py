@@ -67,12 +67,14 @@ def receives_ehf(invoice: Invoice, access_point: AccessPoint | None = None) -> b
 
 def send_invoice_as_ehf(invoice: Invoice, access_point: AccessPoint | None = None):
     """Send the invoice through the access point and record it; FeeError if refused."""
-    from crm.fees.services import get_settings
+    from crm.fees.services import get_settings, prepare_first_sending
 
     if invoice.status == "credited":
         raise FeeError(_("A credited invoice is not sent."))
     access_point = access_point or get_access_point(current_app.config)
     settings = get_settings()
+    # The due date in the document runs from the day it goes out (first sending).
+    prepare_first_sending(invoice)
     document = checked_document(
         invoice_document(invoice, settings), _("invoice %(number)s", number=invoice.number)
     )

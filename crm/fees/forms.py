@@ -12,6 +12,7 @@ from wtforms import (
     HiddenField,
     SelectChoice,
     SelectField,
+    SelectMultipleField,
     StringField,
 )
 from wtforms.validators import (
@@ -26,6 +27,7 @@ from wtforms.validators import (
 from crm.fees.kid import MAX_LENGTH, MOD10, MOD11
 from crm.fees.money import plain, to_ore
 from crm.forms import Form, SubForm, WholeNumberField
+from crm.numbers import is_digits
 
 
 class KronerField(StringField):
@@ -63,14 +65,35 @@ class KronerField(StringField):
             self.errors.append(_l("Give the amount."))
 
 
+def usable_account(value: str) -> str:
+    """A Norwegian bank account number (11 digits) that money can be paid to, compacted;
+    ValueError otherwise.
+
+    `stdnum.no.kontonr` checks the MOD11 check digit, but it also accepts the 7-digit
+    numbers of the old postal giro (Luhn) and a row of zeros, whose check digit is
+    right: neither is an account a payer's bank can send to. The first four digits are
+    the bank's registration number, never 0000.
+    """
+    compact = kontonr.compact(value or "")
+    try:
+        number = kontonr.validate(compact)
+    except StdnumError as exc:
+        raise ValueError("not a valid account number") from exc
+    if len(number) != 11 or number.startswith("0000"):
+        raise ValueError("not an account number payments can go to")
+    return number
+
+
 def _valid_account(form, field):
     value = (field.data or "").replace(" ", "").replace(".", "")
     if not value:
         return
     try:
-        field.data = kontonr.validate(value)
-    except StdnumError as exc:
-        raise ValidationError(_l("Not a valid Norwegian account number.")) from exc
+        field.data = usable_account(value)
+    except ValueError as exc:
+        raise ValidationError(
+            _l("Not a valid Norwegian account number: 11 digits, like 1234.56.78903.")
+        ) from exc
 
 
 def _lawful_reminder_fee(form, field):
@@ -84,6 +107,13 @@ def _lawful_reminder_fee(form, field):
                 max="kr " + plain(MAX_REMINDER_FEE_ORE).replace(".", ","),
             )
         )
+
+
+def _ledger_account(form, field):
+    value = (field.data or "").strip()
+    if not (is_digits(value) and 1 <= len(value) <= 10):
+        raise ValidationError(_l("A ledger account is a number, like 1920."))
+    field.data = value
 
 
 class SettingsForm(Form):
@@ -102,6 +132,35 @@ class SettingsForm(Form):
     reminder_fee = KronerField(_l("Reminder fee"), [Optional(), _lawful_reminder_fee])
     vat_registered = BooleanField(_l("Registered for VAT (Merverdiavgiftsregisteret)"))
     foretaksregisteret = BooleanField(_l("Registered in Foretaksregisteret (AS, ASA, branch)"))
+    pro_rata = SelectField(
+        _l("Members joining during the year pay"),
+        choices=[
+            SelectChoice("year", _l("The whole year's fee")),
+            SelectChoice("half_year", _l("Half the fee when joining from 1 July")),
+            SelectChoice("month", _l("By month, from the month of joining")),
+        ],
+        default="year",
+    )
+    account_receivable = StringField(_l("Accounts receivable"), [DataRequired(), _ledger_account])
+    account_bank = StringField(_l("Bank"), [DataRequired(), _ledger_account])
+    account_output_vat = StringField(_l("Output VAT"), [DataRequired(), _ledger_account])
+    account_income_vat = StringField(_l("Income with VAT"), [DataRequired(), _ledger_account])
+    account_income_no_vat = StringField(
+        _l("Income without VAT (membership fees)"), [DataRequired(), _ledger_account]
+    )
+    account_reminder_fees = StringField(_l("Reminder fees"), [DataRequired(), _ledger_account])
+    account_losses = StringField(_l("Losses on receivables"), [DataRequired(), _ledger_account])
+
+
+ACCOUNT_FIELDS = (
+    "account_receivable",
+    "account_bank",
+    "account_output_vat",
+    "account_income_vat",
+    "account_income_no_vat",
+    "account_reminder_fees",
+    "account_losses",
+)
 
 
 class TierForm(SubForm):
@@ -202,3 +261,38 @@ class ActionForm(Form):
     """A button that only needs the CSRF token."""
 
     next = HiddenField()
+
+
+class SendToForm(Form):
+    """Send one invoice to an address the treasurer types (no invoice contact)."""
+
+    email = StringField(_l("Email address"), [DataRequired(), Email(), Length(max=254)])
+
+
+class InvoiceSelectionForm(Form):
+    """Invoices picked by checkbox for a batch action (print, mark sent by post)."""
+
+    year = WholeNumberField(_l("Year"), [Optional(), NumberRange(min=2000, max=2100)])
+    invoice_id = SelectMultipleField(_l("Invoices"), coerce=int, validate_choice=False)
+
+
+class AccountingForm(Form):
+    """A period and a file format for the accounting export (GET, nothing changes)."""
+
+    class Meta(Form.Meta):
+        csrf = False
+
+    start = DateField(_l("From"), [InputRequired()])
+    end = DateField(_l("To"), [InputRequired()])
+    fmt = SelectField(_l("Format"), default="generic")
+
+    def validate(self, extra_validators=None) -> bool:
+        if not super().validate(extra_validators):
+            return False
+        if self.end.data < self.start.data:
+            self.end.errors.append(_l("The period ends before it starts."))
+            return False
+        if (self.end.data - self.start.data).days > 3 * 366:
+            self.end.errors.append(_l("Choose a period of at most three years."))
+            return False
+        return True

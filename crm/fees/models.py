@@ -30,6 +30,9 @@ UNMATCHED_REASONS = ("no_kid", "invalid_kid", "unknown_kid")
 UNMATCHED_STATES = ("open", "assigned", "handled")
 REMINDER_LEVELS = (1, 2)
 INVOICE_KINDS = ("membership", "event", "other")
+# year: the whole year's fee whenever one joins; half_year: half the fee when one joins
+# in July or later; month: the months from the month of joining, in twelfths.
+PRO_RATA_RULES = ("year", "half_year", "month")
 # VAT category codes of EN 16931 (UNCL5305 subset used by Peppol BIS Billing 3.0):
 # S standard rate, Z zero rated, E exempt, O outside the scope of VAT (membership fees),
 # AE reverse charge, K intra-community, G export outside the EEA.
@@ -54,6 +57,17 @@ class FeeSettings(Audited, db.Model):
     # on every sales document of an AS/ASA (foretaksregisterloven § 10-2).
     vat_registered: Mapped[bool] = mapped_column(default=False)
     foretaksregisteret: Mapped[bool] = mapped_column(default=False)
+    # How a company that joins during the year is billed for it (PRO_RATA_RULES).
+    pro_rata: Mapped[str] = mapped_column(String(10), default="year")
+    # Ledger accounts of the accounting export (Norsk Standard kontoplan NS 4102 numbers
+    # by default; the accountant may use others).
+    account_receivable: Mapped[str] = mapped_column(String(10), default="1500")
+    account_bank: Mapped[str] = mapped_column(String(10), default="1920")
+    account_output_vat: Mapped[str] = mapped_column(String(10), default="2700")
+    account_income_vat: Mapped[str] = mapped_column(String(10), default="3000")
+    account_income_no_vat: Mapped[str] = mapped_column(String(10), default="3200")
+    account_reminder_fees: Mapped[str] = mapped_column(String(10), default="3900")
+    account_losses: Mapped[str] = mapped_column(String(10), default="7830")
 
     def audit_label(self) -> str:
         return "fee settings"

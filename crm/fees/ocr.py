@@ -12,7 +12,7 @@ page, Norwegian in the CLI), like every other message a treasurer reads.
 
 import hashlib
 from dataclasses import dataclass, field, replace
-from datetime import date
+from datetime import date, datetime
 
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
@@ -25,12 +25,16 @@ from crm.numbers import is_digits
 RECORD_LENGTH = 80
 # Transaction types that carry a third amount record (free text).
 TEXT_TRANSACTION_TYPES = frozenset({20, 21})
-# Reversals (tilbakeføring) with KID and with text: the only transaction types the Nets
-# OCR giro spec writes with "-" in the sign position, and they always carry it. Checking
-# the sign against the type is the only guard against one flipped character: the end
-# records sum amounts without their sign, so a payment read as a reversal adds up.
+# Reversals (tilbakeføring) with KID and with text always carry "-" in the sign
+# position. Nets' OCR giro specification also writes "-" on ordinary transaction types
+# (its own example file has it on type 13), and then the assignment and transmission
+# end records hold the *signed* sum. Files written the older way (and by netsgiro) sum
+# the amounts without their sign. A file is accepted when its end totals are the signed
+# sum, or the unsigned sum with "-" only on reversals: either way every sign in it is
+# vouched for by a total, so one flipped character is still caught.
 REVERSAL_TRANSACTION_TYPES = frozenset({18, 20})
 REVERSAL_SIGN = "-"
+OCR_TRANSACTION_TYPES = frozenset(range(10, 22))
 
 _RECORD_CLASSES: dict[str, type] = {
     "10": nr.TransmissionStart,
@@ -158,11 +162,144 @@ def _parse_record(number: int, line: str):
     try:
         return code, cls.from_string(line)
     except _NETSGIRO_ERRORS as exc:
+        # netsgiro's own words ("did not match … record formats", strptime's
+        # "unconverted data remains") mean nothing to a treasurer: say which field is
+        # wrong instead. Only a refused record pays for the diagnosis.
+        problem = diagnose(code, line)
+        if problem is None:
+            problem = _(
+                "it does not follow the format of Nets' OCR giro specification",
+            )
         raise OcrFileError(
-            _("malformed %(record)s record (%(detail)s)", record=RECORD_NAMES[code], detail=exc),
+            _("%(record)s record: %(problem)s", record=RECORD_NAMES[code], problem=problem),
             number,
             line,
         ) from exc
+
+
+DIGITS, DATE, DATE_OR_ZEROS, ZEROS, SIGN, KID_FIELD, TEXT = range(7)
+# The fields of each record of an OCR giro file (service code 09), as Nets'
+# specification lays them out: (first character, last character, 1-based, name, kind).
+_FIELDS = {
+    "10": (
+        (9, 16, _l("data transmitter"), DIGITS),
+        (17, 23, _l("transmission number"), DIGITS),
+        (24, 31, _l("data recipient"), DIGITS),
+        (32, 80, _l("filler"), ZEROS),
+    ),
+    "20": (
+        (9, 17, _l("agreement ID"), DIGITS),
+        (18, 24, _l("assignment number"), DIGITS),
+        (25, 35, _l("assignment account"), DIGITS),
+        (36, 80, _l("filler"), ZEROS),
+    ),
+    "30": (
+        (9, 15, _l("transaction number"), DIGITS),
+        (16, 21, _l("settlement date"), DATE),
+        (22, 23, _l("centre ID"), DIGITS),
+        (24, 25, _l("day code"), DIGITS),
+        (26, 26, _l("partial settlement number"), DIGITS),
+        (27, 31, _l("partial settlement serial number"), DIGITS),
+        (32, 32, _l("sign"), SIGN),
+        (33, 49, _l("amount"), DIGITS),
+        (50, 74, _l("KID"), KID_FIELD),
+        (75, 80, _l("filler"), ZEROS),
+    ),
+    "31": (
+        (9, 15, _l("transaction number"), DIGITS),
+        (16, 25, _l("form number"), DIGITS),
+        (26, 34, _l("archive reference"), DIGITS),
+        (35, 41, _l("filler"), DIGITS),
+        (42, 47, _l("bank date"), DATE_OR_ZEROS),
+        (48, 58, _l("payer's account"), DIGITS),
+        (59, 80, _l("filler"), ZEROS),
+    ),
+    "32": (
+        (9, 15, _l("transaction number"), DIGITS),
+        (16, 55, _l("text"), TEXT),
+        (56, 80, _l("filler"), ZEROS),
+    ),
+    "88": (
+        (9, 16, _l("number of transactions"), DIGITS),
+        (17, 24, _l("number of records"), DIGITS),
+        (25, 41, _l("total amount"), DIGITS),
+        (42, 47, _l("settlement date"), DATE_OR_ZEROS),
+        (48, 53, _l("earliest settlement date"), DATE_OR_ZEROS),
+        (54, 59, _l("latest settlement date"), DATE_OR_ZEROS),
+        (60, 80, _l("filler"), ZEROS),
+    ),
+    "89": (
+        (9, 16, _l("number of transactions"), DIGITS),
+        (17, 24, _l("number of records"), DIGITS),
+        (25, 41, _l("total amount"), DIGITS),
+        (42, 47, _l("settlement date"), DATE_OR_ZEROS),
+        (48, 80, _l("filler"), ZEROS),
+    ),
+}
+_SERVICE_CODES = {"10": "00", "89": "00"}  # the rest: "09", OCR giro
+
+
+def _is_date(value: str) -> bool:
+    try:
+        datetime.strptime(value, "%d%m%y")
+    except ValueError:
+        return False
+    return True
+
+
+def diagnose(code: str, line: str) -> str | None:
+    """What is wrong with an 80-character record of type `code`, in words a treasurer
+    can act on (which field, where, what it holds); None if every field is well formed.
+    """
+    if code not in _FIELDS:
+        return None  # AvtaleGiro-only records: refused as such by the walk
+    service = line[2:4]
+    expected = _SERVICE_CODES.get(code, "09")
+    if service != expected:
+        if code not in _SERVICE_CODES and service == "21":
+            return _("this is an AvtaleGiro record (service code 21), not OCR giro")
+        return _(
+            "the service code (characters 3–4) is %(found)s, not %(expected)s",
+            found=service,
+            expected=expected,
+        )
+    kind = line[4:6]
+    if code in ("10", "89", "20", "88") and kind != "00":
+        return _(
+            "characters 5–6 should be 00, not %(found)s (this is not a transactions assignment)",
+            found=kind,
+        )
+    if code in ("30", "31", "32") and (
+        not is_digits(kind) or int(kind) not in OCR_TRANSACTION_TYPES
+    ):
+        return _(
+            "the transaction type (characters 5–6) is %(found)s, not one of 10–21",
+            found=kind,
+        )
+    for first, last, name, kind_of in _FIELDS.get(code, ()):
+        value = line[first - 1 : last]
+        where = {"name": name, "first": first, "last": last, "value": value}
+        if kind_of == DIGITS and not (value.isascii() and value.isdigit()):
+            return _(
+                "%(name)s (characters %(first)s–%(last)s) is not a number: «%(value)s»", **where
+            )
+        if kind_of == ZEROS and value.strip("0"):
+            return _("characters %(first)s–%(last)s should be zeros: «%(value)s»", **where)
+        if kind_of == SIGN and value not in ("0", REVERSAL_SIGN):
+            return _("the sign (character %(first)s) must be 0 or -, not «%(value)s»", **where)
+        if kind_of == KID_FIELD and not all(c.isdigit() and c.isascii() or c == " " for c in value):
+            return _(
+                "the KID (characters %(first)s–%(last)s) may hold only digits: «%(value)s»", **where
+            )
+        if kind_of in (DATE, DATE_OR_ZEROS):
+            if kind_of == DATE_OR_ZEROS and value == "000000":
+                continue
+            if not (value.isascii() and value.isdigit() and _is_date(value)):
+                return _(
+                    "%(name)s (characters %(first)s–%(last)s) is not a date (ddmmyy): «%(value)s»",
+                    **where,
+                )
+    return None
 
 
 def _check_kid_field(number: int, line: str) -> None:
@@ -172,20 +309,10 @@ def _check_kid_field(number: int, line: str) -> None:
 
 
 def _check_sign(number: int, line: str, record) -> None:
-    reversal = int(record.transaction_type) in REVERSAL_TRANSACTION_TYPES
-    if reversal and record.sign != REVERSAL_SIGN:
+    if int(record.transaction_type) in REVERSAL_TRANSACTION_TYPES and record.sign != REVERSAL_SIGN:
         raise OcrFileError(
             _(
                 "transaction type %(type)s is a reversal but its amount has no minus sign",
-                type=int(record.transaction_type),
-            ),
-            number,
-            line,
-        )
-    if not reversal and record.sign == REVERSAL_SIGN:
-        raise OcrFileError(
-            _(
-                "amount has a minus sign but transaction type %(type)s is not a reversal",
                 type=int(record.transaction_type),
             ),
             number,
@@ -238,13 +365,17 @@ def _walk(parsed: list) -> OcrTransmission:  # noqa: C901 - one pass over the re
     assignment: OcrAssignment | None = None
     assignment_start_index = 0
     assignment_records = 0
-    assignment_sum = 0  # the unsigned sum, as end records count it
-    assignment_signed = 0
+    assignment_sum = 0  # the unsigned sum, as older end records count it
+    assignment_signed = 0  # the signed sum, as Nets' specification counts it
+    assignment_minus: list[tuple[int, str, int]] = []  # "-" on non-reversals
+    any_minus = False
     assignment_dates: list[date] = []
     seen_assignments: set[str] = set()
     seen_transactions: set[int] = set()
     pending = None  # amount item 1 waiting for its item 2
     transmission_sum = 0
+    transmission_signed = 0
+    transmission_stated = 0  # the sum of the assignment end records' totals
 
     for index in range(1, len(parsed) - 1):
         number, line, code, record = parsed[index]
@@ -283,6 +414,7 @@ def _walk(parsed: list) -> OcrTransmission:  # noqa: C901 - one pass over the re
             assignment_records = 1
             assignment_sum = 0
             assignment_signed = 0
+            assignment_minus = []
             assignment_dates = []
             seen_transactions = set()
             continue
@@ -320,6 +452,10 @@ def _walk(parsed: list) -> OcrTransmission:  # noqa: C901 - one pass over the re
             _check_filler(number, line)
             amount = item1.amount
             signed = -amount if item1.sign == REVERSAL_SIGN else amount
+            if item1.sign == REVERSAL_SIGN and int(item1.transaction_type) not in (
+                REVERSAL_TRANSACTION_TYPES
+            ):
+                assignment_minus.append((pending[0], pending[1], int(item1.transaction_type)))
             assignment_sum += amount
             assignment_signed += signed
             assignment_dates.append(item1.nets_date)
@@ -367,7 +503,9 @@ def _walk(parsed: list) -> OcrTransmission:  # noqa: C901 - one pass over the re
                 record,
                 count=len(seen_transactions),
                 records=assignment_records,
-                total=assignment_sum,
+                signed=assignment_signed,
+                unsigned=assignment_sum,
+                minus=assignment_minus,
                 dates=assignment_dates,
             )
             assignment.nets_date = record.nets_date
@@ -375,6 +513,9 @@ def _walk(parsed: list) -> OcrTransmission:  # noqa: C901 - one pass over the re
             assignment.total_ore = assignment_signed
             transmission.assignments.append(assignment)
             transmission_sum += assignment_sum
+            transmission_signed += assignment_signed
+            transmission_stated += record.total_amount or 0
+            any_minus = any_minus or bool(assignment_minus)
             assignment = None
         else:  # pragma: no cover - every code in _RECORD_CLASSES is handled above
             raise OcrFileError(_("unexpected record"), number, line)
@@ -402,13 +543,17 @@ def _walk(parsed: list) -> OcrTransmission:  # noqa: C901 - one pass over the re
             last_number,
             last_line,
         )
-    if end.total_amount != transmission_sum:
+    accepted = {transmission_stated, transmission_signed}
+    if not any_minus:
+        accepted.add(transmission_sum)
+    if end.total_amount not in accepted:
         raise OcrFileError(
             _(
-                "transmission end record total %(total)s øre does not match "
-                "the sum of the transactions, %(sum)s øre",
-                total=end.total_amount,
-                sum=transmission_sum,
+                "the transmission end record's total, %(total)s, is not the sum of the "
+                "payments in the file, %(sum)s: the file may be damaged; ask the bank for "
+                "it again",
+                total=kr(end.total_amount),
+                sum=kr(transmission_signed),
             ),
             last_number,
             last_line,
@@ -416,7 +561,16 @@ def _walk(parsed: list) -> OcrTransmission:  # noqa: C901 - one pass over the re
     return transmission
 
 
-def _check_assignment_end(number, line, record, *, count, records, total, dates) -> None:
+def kr(ore: int) -> str:
+    """`kr 1 234,50` in a message."""
+    sign = "−" if ore < 0 else ""
+    whole, part = divmod(abs(ore), 100)
+    return f"{sign}kr {whole:,}".replace(",", " ") + f",{part:02d}"
+
+
+def _check_assignment_end(
+    number, line, record, *, count, records, signed, unsigned, minus, dates
+) -> None:
     if record.assignment_type != AssignmentType.TRANSACTIONS:
         raise OcrFileError(_("assignment end record is of another type"), number, line)
     if record.num_transactions != count:
@@ -440,17 +594,32 @@ def _check_assignment_end(number, line, record, *, count, records, total, dates)
             number,
             line,
         )
-    if (record.total_amount or 0) != total:
+    total = record.total_amount or 0
+    if total == signed or (total == unsigned and not minus):
+        return
+    if total == unsigned:
+        # Adds up only if the minus were not there: the sign of that amount is in doubt.
+        first_number, first_line, kind = minus[0]
         raise OcrFileError(
             _(
-                "assignment end record total %(total)s øre does not match "
-                "the sum of its transactions, %(sum)s øre",
-                total=record.total_amount or 0,
-                sum=total,
+                "the amount of this transaction (type %(type)s) has a minus sign, but the "
+                "assignment's total counts it as a payment: the file may be damaged; ask "
+                "the bank for it again",
+                type=kind,
             ),
-            number,
-            line,
+            first_number,
+            first_line,
         )
+    raise OcrFileError(
+        _(
+            "the assignment end record's total, %(total)s, is not the sum of its "
+            "payments, %(sum)s: the file may be damaged; ask the bank for it again",
+            total=kr(total),
+            sum=kr(signed),
+        ),
+        number,
+        line,
+    )
     if record.nets_date is None:
         raise OcrFileError(_("assignment end record has no settlement date"), number, line)
     if dates and (record.nets_date_earliest, record.nets_date_latest) != (min(dates), max(dates)):

@@ -147,10 +147,29 @@ def _recipient(pdf: "_Document", invoice: Invoice) -> None:
             pdf.text_line(line, size=10.5, h=5.5)
 
 
-def _draw(invoice: Invoice, settings: FeeSettings, reminder: Reminder | None) -> bytes:
-    pdf = _Document(_footer(settings, invoice))
-    pdf.set_title(_latin1(f"{organisation.get().name} {invoice.number}"))
-    pdf.set_author(_latin1(organisation.get().name))
+def invoices_pdf(invoices, settings: FeeSettings) -> bytes:
+    """Several invoices in one PDF, one after the other (to print and post)."""
+    with force_locale("nb"):
+        pdf = _Document(_footer(settings, invoices[0]))
+        pdf.set_title(_latin1(f"{organisation.get().name}: {_('Invoices')}"))
+        pdf.set_author(_latin1(organisation.get().name))
+        for invoice in invoices:
+            _draw(invoice, settings, None, pdf)
+        return bytes(pdf.output())
+
+
+def _draw(
+    invoice: Invoice,
+    settings: FeeSettings,
+    reminder: Reminder | None,
+    pdf: "_Document | None" = None,
+) -> bytes | None:
+    """Draw the invoice on a new page; a document of its own unless `pdf` is given."""
+    own = pdf is None
+    if own:
+        pdf = _Document(_footer(settings, invoice))
+        pdf.set_title(_latin1(f"{organisation.get().name} {invoice.number}"))
+        pdf.set_author(_latin1(organisation.get().name))
     pdf.add_page()
     _sender(pdf, settings, invoice)
 
@@ -258,7 +277,7 @@ def _draw(invoice: Invoice, settings: FeeSettings, reminder: Reminder | None) ->
     pdf.set_font("Helvetica", size=8.5)
     pdf.set_text_color(*MUTED)
     pdf.cell(0, 5, _latin1(_("Payer: %(name)s", name=invoice.customer_name)))
-    return bytes(pdf.output())
+    return bytes(pdf.output()) if own else None
 
 
 def _rate(rate) -> str:

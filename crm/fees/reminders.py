@@ -1,9 +1,26 @@
-"""Reminders (purring) by the Norwegian rules.
+"""Reminders (purring) by the Norwegian rules: the one place they are decided.
 
-A reminder is written (an email with the reminder PDF), sent no earlier than 14 days
-after the due date it follows, and gives 14 more days to pay. There are at most two
-per invoice, one per level; the second follows the first's deadline by the same 14
-days. A reminder fee is optional (set in the fee settings) and carries no VAT.
+The rules, and where they come from:
+
+- Inkassoloven (lov 13. mai 1988 nr. 26) § 9: before a claim may go to debt
+  collection the debtor must have had a written notice giving at least 14 days to pay
+  from when it was sent. A reminder here is such a written notice and always gives 14
+  days (`DEADLINE`) from the day it is sent.
+- Inkassoforskriften (forskrift 14. juli 1989 nr. 562) § 1-2 first paragraph: a fee
+  (purregebyr) may be charged only for a written reminder sent no earlier than 14
+  days after the claim fell due that states the amount and what it is for, and the fee
+  is at most one twentieth of the inkassosats at the time the reminder is sent
+  (`MAX_REMINDER_FEE_ORE`). We send no reminder at all before then (`WAIT`), with or
+  without a fee.
+- Inkassoforskriften § 1-3: for the same claim fees may be charged for at most two
+  reminders, and for the second only when the debtor has let a deadline of at least 14
+  days set in the first one pass. Hence at most two levels (`MAX_LEVEL`); the second
+  follows the first's deadline (itself 14 days) by another 14 days.
+- A reminder follows an invoice the member has received: invoices never sent are not
+  reminded, and the first reminder counts from the due date, never from earlier than
+  the day the invoice was first sent (whose due date is itself set from that day,
+  crm.fees.services.prepare_first_sending).
+- The fee is optional (fee settings) and carries no VAT (it is compensation, not a sale).
 """
 
 from dataclasses import dataclass, field
@@ -17,22 +34,31 @@ from crm.extensions import db
 from crm.fees.errors import FeeError
 from crm.fees.models import UNPAID_STATUSES, Invoice, Reminder
 from crm.fees.services import email_context, get_settings, invoice_recipient, refresh_invoices
-from crm.timeutil import today_oslo
+from crm.timeutil import OSLO, today_oslo
 
 WAIT = timedelta(days=14)  # after the due date before a reminder may go out
 DEADLINE = timedelta(days=14)  # the new time to pay that a reminder gives
 MAX_LEVEL = 2
 # The highest reminder fee (purregebyr) the law allows: 1/20 of the inkassosats
-# (inkassoforskriften § 1-2). The inkassosats is set each year; for 2026 it is 700 kr,
-# so the cap is 35 kr. Update both when the sats changes (usually 1 January).
+# (inkassoforskriften § 1-2, the sats in force when the reminder is sent). The
+# inkassosats is set each year; for 2026 it is 700 kr, so the cap is 35 kr. Update
+# both when the sats changes (usually 1 January).
 INKASSOSATS_ORE = 70_000  # 2026
 MAX_REMINDER_FEE_ORE = INKASSOSATS_ORE // 20
 
 
 def reference_due_date(invoice: Invoice, level: int) -> date | None:
-    """The deadline that reminder `level` follows; None if the level before is missing."""
+    """The deadline that reminder `level` follows; None if the level before is missing.
+
+    For the first reminder that is the invoice's due date, but never earlier than the
+    day the invoice was first sent: an invoice sent late (before its due date was
+    moved on sending, see services.prepare_first_sending) was not due before the
+    member had it.
+    """
     if level == 1:
-        return invoice.due_date
+        if invoice.sent_at is None:
+            return invoice.due_date
+        return max(invoice.due_date, invoice.sent_at.astimezone(OSLO).date())
     previous = next((r for r in invoice.reminders if r.level == level - 1), None)
     return previous.new_due_date if previous else None
 

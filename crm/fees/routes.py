@@ -1,9 +1,13 @@
 """Fee pages for treasurers and admins: thin views over crm.fees.services."""
 
+from datetime import date
+
 from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
+from flask_babel import ngettext
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
+from werkzeug.datastructures import MultiDict
 from wtforms import SelectChoice
 
 from crm.audit import history_for
@@ -12,14 +16,18 @@ from crm.extensions import db
 from crm.fees import charts, services
 from crm.fees.errors import FeeError, OcrFileError
 from crm.fees.forms import (
+    ACCOUNT_FIELDS,
+    AccountingForm,
     ActionForm,
     AssignForm,
     CreditForm,
     HandledForm,
+    InvoiceSelectionForm,
     OverrideForm,
     PaymentForm,
     ReminderForm,
     ScheduleForm,
+    SendToForm,
     SettingsForm,
     UploadForm,
     YearForm,
@@ -77,6 +85,7 @@ def dashboard():
         share_chart=charts.share_chart(figures.share_paid),
         schedule=services.schedule_for_year(year),
         settings_problems=services.settings_problems(services.get_settings()),
+        unsendable=services.split_sendable(services.unsent_invoices(year))[1],
         recent_imports=db.session.scalars(
             select(OcrImport).order_by(OcrImport.imported_at.desc()).limit(5)
         ).all(),
@@ -134,23 +143,128 @@ def run_invoicing():
 @bp.route("/invoices/send", methods=["POST"])
 @permission_required(EDIT)
 def send_unsent():
-    """Queue every unsent invoice of the year as a background job."""
+    """Queue every unsent invoice of the year that can be emailed as a background job;
+    the ones that cannot (no invoice contact) are named, and listed on their own page."""
     form = YearForm()
     if not form.validate():
         abort(400)
     from crm.fees.tasks import enqueue_send_invoices
 
-    ids = db.session.scalars(
-        select(Invoice.id).where(
-            Invoice.year == form.year.data,
-            Invoice.send_count == 0,
-            Invoice.status != "credited",
-        )
-    ).all()
+    year = form.year.data
+    sendable, skipped = services.split_sendable(services.unsent_invoices(year))
+    ids = [invoice.id for invoice in sendable]
     if ids:
-        enqueue_send_invoices(list(ids))
+        enqueue_send_invoices(ids)
     flash(_("%(count)s invoices are being sent.", count=len(ids)), "success")
-    return redirect(url_for(".invoice_list", year=form.year.data))
+    if skipped:
+        flash(
+            ngettext(
+                "%(num)s invoice was not sent: %(names)s has no invoice contact with an "
+                "email address.",
+                "%(num)s invoices were not sent: %(names)s have no invoice contact with an "
+                "email address.",
+                len(skipped),
+                names=", ".join(s.invoice.customer_name for s in skipped[:10])
+                + (" …" if len(skipped) > 10 else ""),
+            ),
+            "warning",
+        )
+        return redirect(url_for(".unsendable", year=year))
+    return redirect(url_for(".invoice_list", year=year))
+
+
+@bp.route("/invoices/unsendable")
+@permission_required(VIEW)
+def unsendable():
+    """Unsent invoices that cannot be emailed: send to a typed address, print and mark
+    sent by post, or fix the company's invoice contact."""
+    year = _year()
+    _sendable, skipped = services.split_sendable(services.unsent_invoices(year))
+    return render_template(
+        "fees/unsendable.html",
+        year=year,
+        years=services.invoice_years(),
+        skipped=skipped,
+        send_form=SendToForm(),
+        selection_form=InvoiceSelectionForm(year=year),
+    )
+
+
+def _selected_invoices(form: InvoiceSelectionForm) -> list[Invoice]:
+    ids = [i for i in (form.invoice_id.data or []) if 0 < i < services.MAX_INVOICE_NUMBER]
+    if not ids:
+        return []
+    return db.session.scalars(
+        select(Invoice).where(Invoice.id.in_(ids[:2000])).order_by(Invoice.number)
+    ).all()
+
+
+@bp.route("/invoices/print", methods=["POST"])
+@permission_required(VIEW)
+def print_invoices():
+    """One PDF with the chosen invoices, one after the other, to print and post."""
+    from crm.fees.pdf import invoices_pdf
+
+    form = InvoiceSelectionForm()
+    if not form.validate():
+        abort(400)
+    invoices = _selected_invoices(form)
+    if not invoices:
+        flash(_("Choose the invoices first."), "warning")
+        return redirect(url_for(".unsendable", year=form.year.data or today_oslo().year))
+    response = Response(invoices_pdf(invoices, services.get_settings()), mimetype="application/pdf")
+    response.headers["Content-Disposition"] = 'inline; filename="fakturaer.pdf"'
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.route("/invoices/mark-posted", methods=["POST"])
+@permission_required(EDIT)
+def mark_posted():
+    form = InvoiceSelectionForm()
+    if not form.validate():
+        abort(400)
+    invoices = _selected_invoices(form)
+    year = form.year.data or today_oslo().year
+    if not invoices:
+        flash(_("Choose the invoices first."), "warning")
+        return redirect(url_for(".unsendable", year=year))
+    marked = services.mark_sent_by_post(invoices)
+    db.session.commit()
+    flash(
+        ngettext(
+            "%(num)s invoice marked as sent by post.",
+            "%(num)s invoices marked as sent by post.",
+            len(marked),
+        ),
+        "success",
+    )
+    return redirect(url_for(".unsendable", year=year))
+
+
+@bp.route("/invoices/<int:invoice_id>/send-to", methods=["POST"])
+@permission_required(EDIT)
+def send_invoice_to(invoice_id: int):
+    invoice = _invoice_or_404(invoice_id)
+    form = SendToForm()
+    if form.validate():
+        try:
+            services.queue_invoice_email(invoice, to=form.email.data)
+            db.session.commit()
+        except FeeError as exc:
+            _commit_or_flash(exc)
+        else:
+            flash(
+                _(
+                    "Invoice %(number)s is queued for sending to %(address)s.",
+                    number=invoice.number,
+                    address=form.email.data,
+                ),
+                "success",
+            )
+    else:
+        _flash_form_errors(form)
+    return redirect(url_for(".unsendable", year=invoice.year))
 
 
 @bp.route("/invoices/<int:invoice_id>")
@@ -424,7 +538,12 @@ def import_detail(import_id: int):
         .where(UnmatchedPayment.ocr_import_id == import_id)
         .order_by(UnmatchedPayment.id)
     ).all()
-    return render_template("fees/import_detail.html", record=record, unmatched=unmatched)
+    return render_template(
+        "fees/import_detail.html",
+        record=record,
+        unmatched=unmatched,
+        paid=services.payments_of_import(import_id),
+    )
 
 
 @bp.route("/unmatched")
@@ -508,6 +627,8 @@ def settings():
             "kid_length",
             "kid_scheme",
             "due_days",
+            "pro_rata",
+            *ACCOUNT_FIELDS,
         ):
             setattr(current, name, getattr(form, name).data or ("" if name != "due_days" else 30))
         current.reminder_fee_ore = form.reminder_fee.data or 0
@@ -696,6 +817,63 @@ def export(kind: str, fmt: str):
             for p in services.payments_for_year(year)
         ]
     return export_response(fmt, f"{kind}-{year}", headers, rows, sheet_title=f"{kind} {year}")
+
+
+@bp.route("/accounting")
+@permission_required(VIEW)
+def accounting():
+    """Pick a period and a format; see what the vouchers add up to beside the overview."""
+    from crm.fees import accounting as acc
+
+    today = today_oslo()
+    form = AccountingForm(request.args or None)
+    form.fmt.choices = [SelectChoice(key, label) for key, label in acc.FORMAT_LABELS.items()]
+    if not request.args:
+        form.start.data, form.end.data = date(today.year, 1, 1), date(today.year, 12, 31)
+    summary = None
+    settings_row = services.get_settings()
+    if not request.args or form.validate():
+        items = acc.vouchers(form.start.data, form.end.data, settings_row)
+        summary = acc.totals(items, settings_row)
+    return render_template(
+        "fees/accounting.html",
+        form=form,
+        summary=summary,
+        settings=settings_row,
+        formats=acc.FORMAT_LABELS,
+    )
+
+
+@bp.route("/accounting/export")
+@permission_required(VIEW)
+def accounting_export():
+    from crm.fees import accounting as acc
+    from crm.spreadsheet import export_response
+
+    year = today_oslo().year
+    # Without a period: this year, in the generic format.
+    args = request.args or {"start": f"{year}-01-01", "end": f"{year}-12-31", "fmt": "generic"}
+    form = AccountingForm(MultiDict(args))
+    form.fmt.choices = [SelectChoice(key, key) for key in acc.FORMATS]
+    if not form.validate():
+        _flash_form_errors(form)
+        return redirect(url_for(".accounting"))
+    settings_row = services.get_settings()
+    items = acc.vouchers(form.start.data, form.end.data, settings_row)
+    name = f"bilag-{form.start.data:%Y%m%d}-{form.end.data:%Y%m%d}"
+    if form.fmt.data in ("tripletex", "poweroffice"):
+        response = Response(
+            acc.gbat10(items, settings_row), mimetype="text/csv; charset=windows-1252"
+        )
+        response.headers["Content-Disposition"] = (
+            f'attachment; filename="{name}-{form.fmt.data}-gbat10.csv"'
+        )
+        return response
+    if form.fmt.data == "fiken":
+        headers, rows = acc.fiken_customers(items)
+        return export_response("xlsx", f"kunder-fiken-{form.start.data:%Y%m%d}", headers, rows)
+    headers, rows = acc.generic_rows(items)
+    return export_response("csv", name, headers, rows)
 
 
 def init_app(app) -> None:

@@ -7,13 +7,14 @@ Refusals are `FeeError`s with a message for people.
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 from flask_babel import force_locale
 from flask_babel import gettext as _
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import contains_eager, selectinload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from crm import audit
 from crm.audit import current_actor
@@ -42,7 +43,7 @@ from crm.fees.ocr import OcrTransmission, parse_ocr
 from crm.members.models import Company, Contact
 from crm.numbers import is_digits
 from crm.organisation import services as organisation
-from crm.timeutil import today_oslo, utcnow
+from crm.timeutil import OSLO, today_oslo, utcnow
 
 SETTINGS_ID = 1
 _IN_CHUNK = 500  # ids per IN (...) list: well inside every database's limits
@@ -204,6 +205,64 @@ def price_for(company: Company, year: int, schedule: FeeSchedule) -> Price | Non
     return Price(override.apply(tier.amount_ore), f"{note}; {override.reason}")
 
 
+@dataclass
+class ProRata:
+    """The share of a year's fee a company pays for the year it joined."""
+
+    amount_ore: int
+    explanation: str  # for the invoice line, in Norwegian; empty for the whole fee
+
+
+def pro_rata(amount_ore: int, rule: str, joined: date | None, year: int) -> ProRata:
+    """The fee for `year` of a member who joined on `joined`, by the settings' rule:
+
+    - "year": the whole fee, whenever in the year one joins;
+    - "half_year": half the fee (rounded half up to the øre) when one joins on
+      1 July or later, the whole fee before;
+    - "month": the fee × the months left of the year counting the month of joining
+      / 12, rounded half up (joining in December: 1/12).
+
+    A member since an earlier year (or with no joining date) pays the whole fee.
+    """
+    if rule == "year" or joined is None or joined.year != year:
+        return ProRata(amount_ore, "")
+    whole = nok_plain(amount_ore)
+    with force_locale("nb"):
+        if rule == "half_year":
+            if joined.month < 7:
+                return ProRata(amount_ore, "")
+            return ProRata(
+                (amount_ore + 1) // 2,
+                _(
+                    "joined %(date)s: half a year (second half) of %(amount)s",
+                    date=joined.strftime("%d.%m.%Y"),
+                    amount=whole,
+                ),
+            )
+        months = 12 - joined.month + 1
+        if months == 12:
+            return ProRata(amount_ore, "")
+        return ProRata(
+            (amount_ore * months * 2 + 12) // 24,
+            _(
+                "joined %(date)s: %(months)s of 12 months of %(amount)s",
+                date=joined.strftime("%d.%m.%Y"),
+                months=months,
+                amount=whole,
+            ),
+        )
+
+
+def nok_plain(ore: int) -> str:
+    """`kr 7 500,00` (plain spaces) for text stored on invoices."""
+    from babel.numbers import format_decimal
+
+    from crm.fees.money import kroner
+
+    number = format_decimal(kroner(ore), format="#,##0.00", locale="nb")
+    return "kr " + number.replace("\u00a0", " ").replace("\u202f", " ")
+
+
 # --- invoices -------------------------------------------------------------------------
 
 
@@ -217,7 +276,17 @@ def allocate_number(settings: FeeSettings) -> tuple[int, str]:
         raise FeeError(
             _("Invoice numbers no longer fit in the KID length; make the KID longer.")
         ) from exc
-    settings.next_invoice_number = number + 1
+    # Written with a plain UPDATE and set on the object as already saved: taking a
+    # number is not a change of the settings, and the audit log (settings history)
+    # records only what a person changes. Every invoice and credit note it numbers is
+    # in the audit log itself.
+    db.session.execute(
+        update(FeeSettings)
+        .where(FeeSettings.id == settings.id)
+        .values(next_invoice_number=number + 1)
+        .execution_options(synchronize_session=False)
+    )
+    set_committed_value(settings, "next_invoice_number", number + 1)
     return number, kid
 
 
@@ -422,14 +491,25 @@ def run_annual_invoicing(year: int, today: date | None = None) -> InvoiceRun:
                 )
             )
             continue
+        if company.member_since is not None and company.member_since.year > year:
+            run.problems.append(
+                _(
+                    "%(company)s joined after %(year)s and was not invoiced for it.",
+                    company=company.name,
+                    year=year,
+                )
+            )
+            continue
+        share = pro_rata(price.amount_ore, settings.pro_rata, company.member_since, year)
+        line_text = f"{description} ({share.explanation})" if share.explanation else description
         invoice = create_invoice(
             company,
-            [LineSpec(description, price.amount_ore, vat_category="O", vat_rate=0)],
+            [LineSpec(line_text, share.amount_ore, vat_category="O", vat_rate=0)],
             kind="membership",
             membership_year=year,
             today=today,
             description=description,
-            pricing_note=price.note,
+            pricing_note=f"{price.note}; {share.explanation}" if share.explanation else price.note,
             flush=False,
         )
         run.created.append(invoice)
@@ -603,21 +683,49 @@ def invoice_recipient(invoice: Invoice) -> Recipient:
     return Recipient(invoice.customer_email, invoice.customer_name)
 
 
-def queue_invoice_email(invoice: Invoice):
-    """Queue the invoice with its PDF to its recipient (`invoice_recipient`); re-sendable.
+def sending_time(today: date | None) -> datetime:
+    """Now, or noon in Oslo of `today` when the caller names the sending day."""
+    if today is None or today == today_oslo():
+        return utcnow()
+    return datetime.combine(today, time(12), OSLO).astimezone(UTC)
 
-    Each sending gets its own key (`invoice:<id>:<n>`), so a resend is a new email
-    while a retried job of the same sending is not.
+
+def prepare_first_sending(invoice: Invoice, today: date | None = None) -> None:
+    """Before an invoice first goes out (email, EHF or post): its payment terms run from
+    that day, so an invoice sent weeks after it was made never arrives already due.
+    The due date moves to today + the settings' payment terms when that is later; a
+    resend changes nothing."""
+    if invoice.sent_at is not None or invoice.send_count:
+        return
+    terms = (today or today_oslo()) + timedelta(days=get_settings().due_days)
+    if invoice.due_date < terms:
+        invoice.due_date = terms
+
+
+def queue_invoice_email(invoice: Invoice, *, to: str | None = None, today: date | None = None):
+    """Queue the invoice with its PDF to its recipient (`invoice_recipient`), or to the
+    address `to` typed by the treasurer; re-sendable.
+
+    The first sending sets the due date from the day it goes out
+    (`prepare_first_sending`). Each sending gets its own key (`invoice:<id>:<n>`), so a
+    resend is a new email while a retried job of the same sending is not.
     """
     from crm.fees.pdf import invoice_pdf, pdf_filename
-    from crm.mail.services import queue_email
+    from crm.mail.services import InvalidAddress, normalize_address, queue_email
 
     if invoice.status == "credited":
         raise FeeError(_("A credited invoice is not sent."))
-    recipient = invoice_recipient(invoice)
+    if to is not None:
+        try:
+            recipient = Recipient(normalize_address(to), invoice.customer_name)
+        except InvalidAddress as exc:
+            raise FeeError(_("%(address)s is not a usable email address.", address=to)) from exc
+    else:
+        recipient = invoice_recipient(invoice)
     settings = get_settings()
+    prepare_first_sending(invoice, today)
     invoice.send_count = (invoice.send_count or 0) + 1
-    invoice.sent_at = utcnow()
+    invoice.sent_at = sending_time(today)
     message = queue_email(
         to=recipient.email,
         to_name=recipient.name,
@@ -634,6 +742,78 @@ def queue_invoice_email(invoice: Invoice):
     record_delivery(invoice, "email", recipient.email, f"invoice:{invoice.id}:{invoice.send_count}")
     db.session.flush()
     return message
+
+
+def mark_sent_by_post(invoices: Iterable[Invoice], today: date | None = None) -> list[Invoice]:
+    """Record that these invoices go out by post (printed from the PDF batch): they
+    count as sent today, with due dates from today (`prepare_first_sending`), and the
+    delivery is recorded (channel "post"). Credited invoices are left out."""
+    from crm.fees.delivery import record_delivery
+
+    marked = []
+    for invoice in invoices:
+        if invoice.status == "credited":
+            continue
+        prepare_first_sending(invoice, today)
+        invoice.send_count = (invoice.send_count or 0) + 1
+        invoice.sent_at = sending_time(today)
+        address = ", ".join(
+            part
+            for part in (
+                invoice.customer_address,
+                f"{invoice.customer_postal_code} {invoice.customer_postal_place}".strip(),
+            )
+            if part
+        )
+        record_delivery(invoice, "post", address)
+        marked.append(invoice)
+    db.session.flush()
+    return marked
+
+
+@dataclass
+class Skipped:
+    """An unsent invoice that cannot be emailed, and why."""
+
+    invoice: Invoice
+    reason: str
+
+
+def unsent_invoices(year: int | None = None) -> list[Invoice]:
+    """Invoices never sent (and not credited), by number, with their companies' contacts."""
+    query = (
+        select(Invoice)
+        .options(selectinload(Invoice.company).selectinload(Company.contacts))
+        .where(Invoice.send_count == 0, Invoice.status != "credited")
+        .order_by(Invoice.number)
+    )
+    if year is not None:
+        query = query.where(Invoice.year == year)
+    return db.session.scalars(query).all()
+
+
+def split_sendable(invoices: Iterable[Invoice]) -> tuple[list[Invoice], list[Skipped]]:
+    """Unsent invoices that can go out, and those that cannot, with the reason: no
+    invoice contact with a usable address (or a person without an email) and no EHF
+    address either. The access point is asked only about the ones without email."""
+    from crm.fees.delivery import receives_ehf
+
+    sendable, skipped = [], []
+    for invoice in invoices:
+        try:
+            invoice_recipient(invoice)
+        except FeeError as exc:
+            try:
+                ehf = bool(invoice.customer_orgnr) and receives_ehf(invoice)
+            except FeeError:
+                ehf = False  # the access point cannot answer now: treat as no EHF
+            if ehf:
+                sendable.append(invoice)
+            else:
+                skipped.append(Skipped(invoice, str(exc)))
+        else:
+            sendable.append(invoice)
+    return sendable, skipped
 
 
 def amount_to_pay_ore(invoice: Invoice, reminder: Reminder | None = None) -> int:
@@ -945,6 +1125,18 @@ def import_ocr_file(data: bytes | str, file_name: str = "") -> ImportResult:
     add_paid_sums(record.id, added)
     db.session.flush()
     return ImportResult(record, len(payments), len(unmatched), len(transmission.transactions))
+
+
+def payments_of_import(ocr_import_id: int) -> list[Payment]:
+    """The payments an OCR import booked on invoices (matched by KID, or assigned by
+    hand later from its unmatched list), with their invoices, by invoice number."""
+    return db.session.scalars(
+        select(Payment)
+        .join(Invoice, Payment.invoice_id == Invoice.id)
+        .options(contains_eager(Payment.invoice))
+        .where(Payment.ocr_import_id == ocr_import_id)
+        .order_by(Invoice.number, Payment.id)
+    ).all()
 
 
 def add_paid_sums(ocr_import_id: int, added: dict[int, int]) -> None:
