@@ -1,15 +1,15 @@
 """fees: pro-rata rule for members joining during the year; ledger accounts of the
 accounting export
 
-Revision ID: 0013_fee_rules
-Revises: 0012_organisation
+Revision ID: 0015_fee_rules
+Revises: 0014_invitations
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0013_fee_rules"
-down_revision = "0012_organisation"
+revision = "0015_fee_rules"
+down_revision = "0014_invitations"
 branch_labels = None
 depends_on = None
 
