@@ -17,6 +17,7 @@ from wtforms import (
 )
 from wtforms.validators import (
     DataRequired,
+    Email,
     InputRequired,
     Length,
     NumberRange,

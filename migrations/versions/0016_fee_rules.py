@@ -1,15 +1,15 @@
 """fees: pro-rata rule for members joining during the year; ledger accounts of the
 accounting export
 
-Revision ID: 0015_fee_rules
-Revises: 0014_invitations
+Revision ID: 0016_fee_rules
+Revises: 0015_invitations
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0015_fee_rules"
-down_revision = "0014_invitations"
+revision = "0016_fee_rules"
+down_revision = "0015_invitations"
 branch_labels = None
 depends_on = None
 
