@@ -369,6 +369,46 @@ def test_sending_unsent_invoices_uses_ehf_where_registered_and_email_elsewhere(c
     assert [d.channel for d in other.deliveries] == ["email"]
 
 
+def test_treasurer_sends_a_credit_note_as_ehf_after_the_invoice_went_as_ehf(
+    app, client, auth, tmp_path
+):
+    with app.test_request_context():
+        invoice = make_invoiced_members(1)[0]
+        app.config.update(
+            EHF_BACKEND="local", EHF_LOCAL_RECEIVERS=invoice.customer_orgnr, EHF_OUTBOX_DIR=tmp_path
+        )
+        deliver_invoice(invoice)
+        note = credit_invoice(invoice, "Utmeldt")
+        db.session.commit()
+        invoice_id, note_id, number = invoice.id, note.id, note.number
+    auth.login("treasurer")
+    try:
+        page = client.get(f"/fees/invoices/{invoice_id}")
+        response = client.post(f"/fees/credit-notes/{note_id}/send-ehf")
+    finally:
+        app.config.update(EHF_BACKEND="none", EHF_LOCAL_RECEIVERS="")
+
+    assert f"/fees/credit-notes/{note_id}/send-ehf".encode() in page.data
+    assert response.status_code == 302
+    sent = [p for p in tmp_path.glob("*.xml") if p.name.startswith("credit-note")]
+    assert len(sent) == 1
+    assert xpath(sent[0].read_bytes(), "/*/cbc:ID") == [str(number)]
+    with app.test_request_context():
+        rows = db.session.query(InvoiceDelivery).order_by(InvoiceDelivery.id).all()
+        assert [(r.channel, r.credit_note_id) for r in rows] == [("ehf", None), ("ehf", note_id)]
+
+
+def test_a_credit_note_is_not_sent_as_ehf_to_a_company_that_does_not_take_it(ctx):
+    from crm.fees.delivery import send_credit_note_as_ehf
+
+    invoice = make_invoiced_members(1)[0]
+    note = credit_invoice(invoice, "Utmeldt")
+
+    with pytest.raises(FeeError, match="does not receive EHF"):
+        send_credit_note_as_ehf(note)
+    assert invoice.deliveries == []
+
+
 class _AccessPointServer:
     """A local HTTP access point: records requests, answers as told."""
 

@@ -58,10 +58,15 @@ def test_treasurer_downloads_the_ehf_and_sends_the_invoice_as_ehf(
         assert "sendt som EHF" in page.locator(".flash").first.inner_text()
         assert "EHF" in page.locator("#deliveries").inner_text()
         assert f"0192:{orgnr}" in page.locator("#deliveries").inner_text()
+        # The credit note follows the invoice the same way.
+        page.click("text=Send som EHF")
+        page.wait_for_selector("text=er sendt som EHF")
+        assert "kreditnota" in page.locator("#deliveries").inner_text()
         page.screenshot(path=str(artifacts_dir / "fees-invoice-ehf.png"), full_page=True)
     finally:
         app.config.update(EHF_BACKEND="none", EHF_LOCAL_RECEIVERS="")
     assert len(list(tmp_path.glob("invoice-*.xml"))) == 1
+    assert len(list(tmp_path.glob("credit-note-*.xml"))) == 1
 
 
 def test_treasurer_marks_the_cluster_vat_registered_in_the_fee_settings(

@@ -105,6 +105,8 @@ def send_credit_note_as_ehf(note: CreditNote, access_point: AccessPoint | None =
     access_point = access_point or get_access_point(current_app.config)
     settings = get_settings()
     invoice = note.invoice
+    if not receives_ehf(invoice, access_point):
+        raise FeeError(_("%(customer)s does not receive EHF.", customer=invoice.customer_name))
     document = checked_document(
         credit_note_document(note, settings), _("credit note %(number)s", number=note.number)
     )

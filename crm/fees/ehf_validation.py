@@ -22,6 +22,7 @@ assertions are reported but do not make it invalid, as in Peppol.
 from __future__ import annotations
 
 import hashlib
+import os
 import tempfile
 import threading
 from dataclasses import dataclass, field
@@ -258,7 +259,7 @@ def _compiled_path(sch_path: Path) -> Path:
     digest = hashlib.sha256(data).hexdigest()[:16]
     target = Path(tempfile.gettempdir()) / f"klynge-{sch_path.stem}-{digest}.xsl"
     if not target.exists():
-        partial = target.with_suffix(f".{threading.get_ident()}.tmp")
+        partial = target.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
         partial.write_bytes(compile_schematron(data))
         partial.replace(target)
     return target

@@ -391,6 +391,27 @@ def credit_note_ehf(note_id: int):
     return response or redirect(url_for(".invoice_detail", invoice_id=note.invoice_id))
 
 
+@bp.route("/credit-notes/<int:note_id>/send-ehf", methods=["POST"])
+@permission_required(EDIT)
+def send_credit_note_ehf(note_id: int):
+    """Send a credit note as EHF, to a customer that takes EHF (its invoice went so)."""
+    from crm.fees.delivery import send_credit_note_as_ehf
+
+    note = db.session.get(CreditNote, note_id)
+    if note is None:
+        abort(404)
+    if not ActionForm().validate():
+        abort(400)
+    try:
+        send_credit_note_as_ehf(note)
+        db.session.commit()
+    except FeeError as exc:
+        _commit_or_flash(exc)
+    else:
+        flash(_("Credit note %(number)s is sent as EHF.", number=note.number), "success")
+    return redirect(url_for(".invoice_detail", invoice_id=note.invoice_id))
+
+
 @bp.route("/invoices/<int:invoice_id>/payments", methods=["POST"])
 @permission_required(EDIT)
 def add_payment(invoice_id: int):
