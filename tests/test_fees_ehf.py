@@ -79,6 +79,27 @@ def test_credit_notes_full_and_partial_pass_schema_and_every_official_rule(ctx):
 
 
 @needs_rules
+def test_pro_rata_membership_invoice_passes_schema_and_every_official_rule(ctx):
+    from datetime import date
+
+    from crm.fees.services import run_annual_invoicing
+    from tests.factories import make_fee_schedule, make_fee_settings
+
+    make_fee_settings(pro_rata="month")
+    make_fee_schedule(2026)
+    company = make_member("Ny i desember AS", employees=3)
+    company.member_since = date(2026, 12, 3)
+    db.session.commit()
+    [invoice] = run_annual_invoicing(2026).created
+
+    document = invoice_document(invoice, get_settings())
+
+    check(document)
+    assert xpath(document, "//cac:LegalMonetaryTotal/cbc:PayableAmount") == ["208.33"]
+    assert "1 av 12 måneder" in xpath(document, "//cac:InvoiceLine/cac:Item/cbc:Name")[0]
+
+
+@needs_rules
 def test_vat_registered_cluster_in_foretaksregisteret_passes_without_no_r_002(ctx):
     invoice = make_invoiced_members(1)[0]
     settings = get_settings()
