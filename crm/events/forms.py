@@ -3,13 +3,11 @@
 from datetime import datetime, time
 
 from flask_babel import lazy_gettext as _l
-from flask_wtf import FlaskForm
 from wtforms import (
     BooleanField,
     DateField,
     EmailField,
     FieldList,
-    Form,
     FormField,
     HiddenField,
     SelectChoice,
@@ -22,7 +20,7 @@ from wtforms.validators import DataRequired, Length, NumberRange, Optional, Vali
 
 from crm.events.models import AUDIENCES, EVENT_KINDS, PARTICIPANT_TYPES
 from crm.fees.forms import KronerField
-from crm.forms import WholeNumberField
+from crm.forms import Form, SubForm, WholeNumberField
 from crm.subscriptions.forms import MultiCheckboxField, single_line, valid_email
 from crm.timeutil import OSLO
 
@@ -33,7 +31,7 @@ def _choices(labels: dict) -> list[SelectChoice]:
     return [SelectChoice(key, label) for key, label in labels.items()]
 
 
-class RegistrationForm(FlaskForm):
+class RegistrationForm(Form):
     """The public registration form.
 
     Like the newsletter signup it can be embedded in an iframe, so no session CSRF
@@ -92,7 +90,7 @@ class RegistrationForm(FlaskForm):
     website = StringField(_l("Leave this field empty"))
 
 
-class DetailsForm(FlaskForm):
+class DetailsForm(Form):
     """What a registrant may change through the personal link."""
 
     phone = StringField(
@@ -110,7 +108,7 @@ class DetailsForm(FlaskForm):
     )
 
 
-class TransferForm(FlaskForm):
+class TransferForm(Form):
     name = StringField(
         _l("Colleague's name"),
         validators=[
@@ -138,14 +136,14 @@ class TransferForm(FlaskForm):
     )
 
 
-class ButtonForm(FlaskForm):
+class ButtonForm(Form):
     """A form that is only a button (cancel, accept an offer, publish, …)."""
 
 
 # -- staff ----------------------------------------------------------------------------
 
 
-class SessionForm(Form):
+class SessionForm(SubForm):
     title = StringField(_l("Session title (optional)"), [Optional(), Length(max=200), single_line])
     date = DateField(_l("Date"), [Optional()])
     start = TimeField(_l("Starts"), [Optional()])
@@ -157,7 +155,7 @@ def _oslo(day, at: time) -> datetime:
     return datetime.combine(day, at).replace(tzinfo=OSLO)
 
 
-class EventForm(FlaskForm):
+class EventForm(Form):
     title = StringField(
         _l("Title"),
         [DataRequired(message=_l("Give the event a title.")), Length(max=200), single_line],
@@ -220,7 +218,7 @@ class EventForm(FlaskForm):
         return _oslo(day, getattr(self, f"{which}_deadline_time").data or time(23, 59))
 
 
-class CheckInSearchForm(FlaskForm):
+class CheckInSearchForm(Form):
     class Meta:
         csrf = False
 

@@ -1,18 +1,18 @@
 """Forms of the invitation pages (Flask-WTF, CSRF)."""
 
 from flask_babel import lazy_gettext as _l
-from flask_wtf import FlaskForm
 from wtforms import StringField
 from wtforms.validators import InputRequired, Regexp
 
 from crm.events.invitations import MAX_REMINDER_DAYS
+from crm.forms import Form
 
 
-class ActionForm(FlaskForm):
+class ActionForm(Form):
     """Buttons that make an event's mail: only the CSRF token."""
 
 
-class RegistrantReminderForm(FlaskForm):
+class RegistrantReminderForm(Form):
     # Text checked as 1–2 digits (not IntegerField: NumberRange turns a 1,000-digit
     # number into a float and fails with OverflowError).
     days = StringField(
