@@ -322,8 +322,23 @@ def wait_for_workers(app, workers) -> None:
             time.sleep(0.2)
 
 
-def pipeline(app, topic: str = "generelt") -> tuple[float, float, float, int, int]:
-    """(when it started, seconds end to end, seconds for the ledger, recipients, id)."""
+def database_pids(app) -> list[int]:
+    """PostgreSQL's backend processes serving this database (our connections)."""
+    from crm.extensions import db
+
+    with app.app_context():
+        if db.engine.dialect.name != "postgresql":
+            return []
+        return list(
+            db.session.scalars(
+                db.text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+            )
+        )
+
+
+def pipeline(app, topic: str = "generelt") -> tuple[float, float, float, int, int, float]:
+    """(when it started, seconds end to end, seconds for the ledger, recipients, id,
+    CPU seconds this process spent on the ledger)."""
     from crm.extensions import db
     from crm.newsletters import services
     from crm.newsletters.models import Newsletter
@@ -333,16 +348,18 @@ def pipeline(app, topic: str = "generelt") -> tuple[float, float, float, int, in
         newsletter = make_newsletter(
             "Benchmark", body="Hei %first_name%!\n\n" + "Nytt fra klyngen. " * 40, topics=(topic,)
         )
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         total = services.start_sending(newsletter)
         db.session.commit()
         ledger_seconds = time.perf_counter() - started
+        ledger_cpu = time.process_time() - cpu
         newsletter_id = newsletter.id
     while True:
         with app.app_context():
             state = db.session.get(Newsletter, newsletter_id).state
         if state == "finished":
-            return started, time.perf_counter() - started, ledger_seconds, total, newsletter_id
+            seconds = time.perf_counter() - started
+            return started, seconds, ledger_seconds, total, newsletter_id, ledger_cpu
         time.sleep(0.02)
 
 
@@ -500,6 +517,15 @@ class Round:
     reference_server_cpu: float
     stats: dict
     started: float
+    # CPU seconds, whatever the machine's load: the pipeline's (workers, this process
+    # writing the ledger, PostgreSQL's backends) and the reference loop's.
+    ledger_cpu: float = 0.0
+    database_cpu: float = 0.0
+    reference_cpu: float = 0.0
+
+    @property
+    def pipeline_cpu(self) -> float:
+        return self.worker_cpu + self.ledger_cpu + self.database_cpu
 
     @property
     def ratio(self) -> float:
@@ -509,18 +535,26 @@ class Round:
 
 def measure_round(app, server: Server, workers: list[subprocess.Popen]) -> Round:
     worker_pids = [w.pid for w in workers]
+    backends = database_pids(app)
     before = cpu_seconds(worker_pids), cpu_seconds([server.process.pid])
-    started, seconds, ledger_seconds, total, newsletter_id = pipeline(app)
+    backend_before = {pid: cpu_seconds([pid]) for pid in backends}
+    started, seconds, ledger_seconds, total, newsletter_id, ledger_cpu = pipeline(app)
     worker_cpu = cpu_seconds(worker_pids) - before[0]
     server_cpu = cpu_seconds([server.process.pid]) - before[1]
+    database_cpu = sum(
+        cpu_seconds([pid]) - backend_before.get(pid, 0.0)
+        for pid in set(backends) | set(database_pids(app))
+    )
     stats = server.ask("stats")
     assert stats["recipients"] == stats["unique"] == total == RECIPIENTS, stats
     server.ask("reset")
     content, bodies = sent_content(app, newsletter_id)
     assert len(bodies) == stats["requests"], (len(bodies), stats)
     before_reference = cpu_seconds([server.process.pid])
+    reference_cpu = time.process_time()
     if SERVER == "sink":
         reference_seconds = reference_loop(server, content)
+        reference_cpu = time.process_time() - reference_cpu
         check = server.ask("stats")
         assert check["recipients"] == check["unique"] == RECIPIENTS, check
         server.ask("reset")
@@ -530,6 +564,7 @@ def measure_round(app, server: Server, workers: list[subprocess.Popen]) -> Round
         bare_seconds = bare_loop(server, bodies)
     else:
         reference_seconds = full_reference_seconds = bare_seconds = bare_loop(server, bodies)
+        reference_cpu = time.process_time() - reference_cpu
         reference_server_cpu = cpu_seconds([server.process.pid]) - before_reference
     server.ask("reset")
     return Round(
@@ -544,6 +579,9 @@ def measure_round(app, server: Server, workers: list[subprocess.Popen]) -> Round
         reference_server_cpu,
         stats,
         started,
+        ledger_cpu,
+        database_cpu,
+        reference_cpu,
     )
 
 
@@ -574,8 +612,11 @@ def report(number: int, r: Round) -> None:
         flush=True,
     )
     print(
-        f"         CPU: workers {r.worker_cpu:.1f} s, server {r.server_cpu:.1f} s"
-        f" (reference: server {r.reference_server_cpu:.1f} s); load {os.getloadavg()[0]:.1f}",
+        f"         CPU: pipeline {r.pipeline_cpu:.2f} s (workers {r.worker_cpu:.2f},"
+        f" ledger {r.ledger_cpu:.2f}, PostgreSQL {r.database_cpu:.2f}),"
+        f" reference {r.reference_cpu:.2f} s: {r.pipeline_cpu / r.reference_cpu:.2f}x;"
+        f" server {r.server_cpu:.1f} s (reference: {r.reference_server_cpu:.1f} s);"
+        f" load {os.getloadavg()[0]:.1f}",
         flush=True,
     )
 
@@ -599,6 +640,11 @@ def summary(rounds: list[Round], count: int) -> Round:
     print(
         f"pipeline / reference            median {middle:.2f}x, worst {ratios[-1]:.2f}x,"
         f" all {', '.join(f'{x:.2f}' for x in ratios)} {goal}"
+    )
+    cpu_ratios = sorted(r.pipeline_cpu / r.reference_cpu for r in rounds)
+    print(
+        f"CPU seconds, pipeline/reference median {statistics.median_low(cpu_ratios):.2f}x,"
+        f" all {', '.join(f'{x:.2f}' for x in cpu_ratios)}"
     )
     return typical
 
