@@ -23,6 +23,7 @@ from crm.mail.backends import (
     TransientSendError,
     check_header,
     classify_answer,
+    display_name,
     get_backend,
 )
 
@@ -39,7 +40,7 @@ class BatchSendGridBackend(SendGridBackend):
         personalizations = []
         for recipient in mail.recipients:
             # The recipient's own dicts are used as they are: built for this request.
-            p: dict = {"to": [_address(recipient.email, recipient.name)]}
+            p: dict = {"to": [_address(recipient.email, display_name(recipient.name))]}
             if recipient.subject:
                 p["subject"] = recipient.subject
             headers = recipient.headers
@@ -59,7 +60,7 @@ class BatchSendGridBackend(SendGridBackend):
         if mail.html is not None:
             content.append({"type": "text/html", "value": mail.html})
         body = {
-            "from": _address(mail.sender.email, mail.sender.name),
+            "from": _address(mail.sender.email, display_name(mail.sender.name)),
             "subject": mail.subject,
             "personalizations": personalizations,
             "content": content,
