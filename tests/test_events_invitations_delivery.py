@@ -96,7 +96,13 @@ def test_2000_invitees_two_workers_one_killed_each_invited_exactly_once_and_obje
 
     # Every invitee exactly once, each with their own links.
     addresses = Counter(sendgrid_server.recipients)
-    assert max(addresses.values()) == 1 and len(addresses) == INVITEES
+    by_batch = Counter(batch_of(r.body) for r in sendgrid_server.requests)
+    assert max(addresses.values()) == 1 and len(addresses) == INVITEES, (
+        held_batch,
+        {b: n for b, n in by_batch.items() if n > 1},
+        [(batch_of(r.body), r.fault, r.status) for r in sendgrid_server.requests],
+        workers.logs()[-4000:],
+    )
     with app.app_context():
         contact_of = dict(
             db.session.execute(
