@@ -300,3 +300,15 @@ def bulk_update(model, changes: list[tuple[int, str, dict, dict]]) -> None:
     for fields, rows in by_fields.items():
         bulk.update_rows(table, rows, fields)
     bulk.insert_rows(AuditEntry.__table__, entries, _bulk_entry_base(model, "update"))
+
+
+def bulk_log(model, changes: list[tuple[int, str, dict]]) -> None:
+    """Write one "update" entry per (id, label, {field: [old, new]}) of an Audited
+    `model`, for changes made with Core writes the listener does not see (e.g. rows of
+    a many-to-many table such as a contact's networks)."""
+    entries = [
+        {"record_id": record_id, "record_label": label[:300], "changes": fields}
+        for record_id, label, fields in changes
+        if fields
+    ]
+    bulk.insert_rows(AuditEntry.__table__, entries, _bulk_entry_base(model, "update"))

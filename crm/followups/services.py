@@ -54,7 +54,8 @@ def assignable_users() -> list[User]:
     )
 
 
-def _check(what: str, due_on: date | None, assignee: User | None) -> str:
+def check_followup(what: str, due_on: date | None, assignee: User | None) -> str:
+    """The cleaned text of a follow-up; FollowUpError when a field is missing."""
     what = (what or "").strip()
     if not what:
         raise FollowUpError(_("Say what is to be done."))
@@ -78,7 +79,7 @@ def create_followup(
     user=None,
 ) -> FollowUp:
     """A follow-up on a company or a contact (whose company it then also shows on)."""
-    what = _check(what, due_on, assignee)
+    what = check_followup(what, due_on, assignee)
     if contact is not None and company is None:
         company = contact.company
     if company is None and contact is None:
@@ -110,7 +111,7 @@ def reopen(followup: FollowUp) -> None:
 
 def update_followup(followup: FollowUp, *, what: str, due_on: date | None, assignee) -> None:
     """Change what, when and who."""
-    followup.what = _check(what, due_on, assignee)
+    followup.what = check_followup(what, due_on, assignee)
     followup.due_on = due_on
     followup.assignee = assignee
 
@@ -128,7 +129,7 @@ def bulk_create(
 
     Contacts' follow-ups also show on their company. Returns how many were created.
     """
-    what = _check(what, due_on, assignee)
+    what = check_followup(what, due_on, assignee)
     if record_type not in ("company", "contact"):
         raise ValueError(record_type)
     created_at = utcnow()

@@ -50,6 +50,17 @@ def clean_text(value):
     return "".join(ch for ch in value if ch.isprintable() or ch in "\n\t").strip()
 
 
+def _optional_int(value):
+    """An id from a select, or None for nothing/garbage (the service then says what is
+    missing)."""
+    if value is None or value == "":
+        return None
+    text = str(value).strip()
+    if not text.isascii() or not text.isdigit() or len(text) > 10:
+        return None
+    return int(text)
+
+
 class MultiCheckboxField(SelectMultipleField):
     widget = ListWidget(prefix_label=False)
     option_widget = CheckboxInput()
@@ -212,9 +223,60 @@ class NetworkForm(Form):
     active = BooleanField(_l("Active"), default=True)
 
 
+class NetworkMemberForm(Form):
+    who = StringField(
+        _l("Contact's email, or a company's name or organisation number"),
+        validators=[DataRequired(), Length(max=200)],
+        filters=[clean_text],
+    )
+
+
 class ConfirmForm(Form):
     """A button that changes something: only the CSRF token."""
 
 
 class MergeForm(Form):
     other_id = WholeNumberField(validators=[DataRequired(), NumberRange(min=1, max=2**31 - 1)])
+
+
+class BulkForm(Form):
+    """A bulk action on a selection of the company or contact list (see bulk_actions).
+
+    Every field is optional here: what an action needs is checked by the service, which
+    says what is missing."""
+
+    action = SelectField(_l("Action"), validate_choice=False)
+    target_network = SelectField(_l("Network"), coerce=_optional_int, validate_choice=False)
+    status = SelectField(
+        _l("Membership"),
+        choices=[SelectChoice(s, MEMBERSHIP_LABELS[s]) for s in MEMBERSHIP_STATUSES],
+        validate_choice=False,
+    )
+    on = DateField(_l("From date"), validators=[Optional()])
+    what = StringField(
+        _l("What is to be done"), validators=[Optional(), Length(max=300)], filters=[clean_text]
+    )
+    due_on = DateField(_l("Due"), validators=[Optional()])
+    assignee = SelectField(_l("Who"), coerce=_optional_int, validate_choice=False)
+    topic = SelectField(_l("Topic"), coerce=_optional_int, validate_choice=False)
+    channel = SelectField(
+        _l("Given"),
+        choices=[
+            SelectChoice("in_person", _l("In person")),
+            SelectChoice("phone", _l("By phone")),
+            SelectChoice("email", _l("By email")),
+            SelectChoice("letter", _l("In writing")),
+        ],
+        validate_choice=False,
+    )
+    wording_version = SelectField(_l("Wording shown"), coerce=_optional_int, validate_choice=False)
+    note = TextAreaField(
+        _l("Evidence (when, where, how)"),
+        validators=[Optional(), Length(max=2000)],
+        filters=[clean_text],
+    )
+    fmt = SelectField(
+        _l("Format"),
+        choices=[SelectChoice("xlsx", "Excel"), SelectChoice("csv", "CSV")],
+        validate_choice=False,
+    )

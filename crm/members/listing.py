@@ -563,3 +563,21 @@ def contact_query(filters: ContactFilters, *, table: bool = True) -> ListQuery:
 def contact_select(filters: ContactFilters) -> Select:
     """The contacts matching `filters`, in the chosen order (companies and networks loaded)."""
     return contact_query(filters, table=False).rows
+
+
+def contact_or_company_match(q: str, search: Search | None = None):
+    """Contacts whose own search terms, or their company's, cover every typed word
+    ("kari solør" finds Kari at Solør Bruk). For short lists (a network's members);
+    the contact list uses contact_query."""
+    from sqlalchemy import and_, or_, true
+
+    search = search or find("contact", q)
+    words = list(dict.fromkeys(query_words(q)))
+    if not words:
+        return true()
+    conditions = []
+    for word in words:
+        contact_ids = matching_ids("contact", word)
+        company_ids = matching_ids("company", word)
+        conditions.append(or_(Contact.id.in_(contact_ids), Contact.company_id.in_(company_ids)))
+    return and_(*conditions)

@@ -17,6 +17,7 @@ from flask import (
     url_for,
 )
 from flask_babel import gettext as _
+from flask_babel import ngettext
 from flask_login import current_user
 from markupsafe import Markup, escape
 from sqlalchemy import func, select
@@ -28,15 +29,17 @@ from wtforms import SelectChoice
 from crm.audit import history_for
 from crm.auth.permissions import permission_required
 from crm.extensions import db
-from crm.members import listing, services
+from crm.members import bulk_actions, listing, network_pages, services
 from crm.members.forms import (
     ORG_FORMS,
     ActivityForm,
+    BulkForm,
     CompanyForm,
     ConfirmForm,
     ContactForm,
     MergeForm,
     NetworkForm,
+    NetworkMemberForm,
 )
 from crm.members.models import (
     CONTACT_ROLES,
@@ -45,7 +48,6 @@ from crm.members.models import (
     Company,
     Contact,
     Network,
-    contact_network,
 )
 from crm.members.normalize import format_orgnr, format_phone
 from crm.members.panels import COMPANY_PANELS, CONTACT_PANELS
@@ -118,7 +120,15 @@ def _labels():
         "role_labels": services.ROLE_LABELS,
         "activity_labels": services.ACTIVITY_LABELS,
         "warning_labels": services.WARNING_LABELS,
+        "bulk_action_choices": _bulk_action_choices,
     }
+
+
+def _bulk_action_choices(record_type: str) -> list[tuple[str, str]]:
+    actions = (
+        bulk_actions.CONTACT_ACTIONS if record_type == "contact" else bulk_actions.COMPANY_ACTIONS
+    )
+    return [(a, bulk_actions.ACTION_LABELS[a]) for a in actions]
 
 
 def _get_or_404(model, record_id: int):
@@ -595,26 +605,121 @@ def network_list():
 
 @bp.route("/networks/<int:network_id>")
 @permission_required("members.view")
-def network_detail(network_id: int):
+def network_detail(network_id: int, add_form: NetworkMemberForm | None = None):
     network = _get_or_404(Network, network_id)
-    members = select(Contact.id).where(
-        Contact.archived_at.is_(None),
-        Contact.id.in_(
-            select(contact_network.c.contact_id).where(contact_network.c.network_id == network.id)
-        ),
+    q = listing.clean_query(request.args.get("q"))
+    page = _paginate(network_pages.member_query(network, q))
+    return render_template(
+        "members/network_detail.html",
+        network=network,
+        page=page,
+        q=q,
+        companies=network_pages.member_companies(network),
+        leaders=network.leaders,
+        leader_ids={c.id for c in network.leaders},
+        meetings=network_pages.meetings(network),
+        mailings=network_pages.mailings(network),
+        add_form=add_form or NetworkMemberForm(formdata=None),
+        meeting_form=ActivityForm(formdata=None, data={"kind": "meeting"}),
+        confirm_form=ConfirmForm(),
     )
-    order = (Contact.last_name, Contact.first_name, Contact.id)
-    query = listing.ListQuery(
-        rows=select(Contact)
-        .options(selectinload(Contact.company))
-        .where(Contact.id.in_(members))
-        .order_by(*order),
-        ids=members.order_by(*order),
-        count=members,
-        cap=listing.COUNT_CAP,
-    )
-    page = _paginate(query)
-    return render_template("members/network_detail.html", network=network, page=page)
+
+
+@bp.route("/networks/<int:network_id>/members", methods=["POST"])
+@permission_required("members.edit")
+def network_add_members(network_id: int):
+    """Add a contact (by email) or a company's current contacts (by name or orgnr)."""
+    network = _get_or_404(Network, network_id)
+    form = NetworkMemberForm()
+    if not form.validate_on_submit():
+        return network_detail(network_id, add_form=form)
+    try:
+        selection = network_pages.who_to_add(form.who.data)
+        added = bulk_actions.apply_network(selection, network.id, adding=True)
+    except (bulk_actions.BulkError, services.MembersError) as exc:
+        db.session.rollback()
+        form.who.errors.append(str(exc))
+        return network_detail(network_id, add_form=form)
+    db.session.commit()
+    flash(ngettext("%(num)s member added.", "%(num)s members added.", added), "success")
+    return redirect(url_for("members.network_detail", network_id=network.id))
+
+
+@bp.route("/networks/<int:network_id>/members/<int:contact_id>/remove", methods=["POST"])
+@permission_required("members.edit")
+def network_remove_member(network_id: int, contact_id: int):
+    network = _get_or_404(Network, network_id)
+    contact = _get_or_404(Contact, contact_id)
+    if ConfirmForm().validate_on_submit():
+        selection = bulk_actions.Selection("contact", [contact.id], {contact.id: contact.name})
+        network_pages.set_leader(network, contact, False)
+        bulk_actions.apply_network(selection, network.id, adding=False)
+        db.session.commit()
+        flash(
+            _(
+                "%(name)s is no longer in %(network)s.",
+                name=contact.audit_label(),
+                network=network.name,
+            ),
+            "success",
+        )
+    return redirect(url_for("members.network_detail", network_id=network.id))
+
+
+@bp.route("/networks/<int:network_id>/leaders/<int:contact_id>", methods=["POST"])
+@permission_required("members.edit")
+def network_toggle_leader(network_id: int, contact_id: int):
+    network = _get_or_404(Network, network_id)
+    contact = _get_or_404(Contact, contact_id)
+    if ConfirmForm().validate_on_submit():
+        leading = contact not in network.leaders
+        try:
+            network_pages.set_leader(network, contact, leading)
+        except services.MembersError as exc:
+            db.session.rollback()
+            flash(str(exc), "error")
+        else:
+            db.session.commit()
+            if leading:
+                flash(
+                    _(
+                        "%(name)s now leads %(network)s.",
+                        name=contact.audit_label(),
+                        network=network.name,
+                    ),
+                    "success",
+                )
+            else:
+                flash(
+                    _(
+                        "%(name)s no longer leads %(network)s.",
+                        name=contact.audit_label(),
+                        network=network.name,
+                    ),
+                    "success",
+                )
+    return redirect(url_for("members.network_detail", network_id=network.id))
+
+
+@bp.route("/networks/<int:network_id>/meetings", methods=["POST"])
+@permission_required("members.edit")
+def network_add_meeting(network_id: int):
+    network = _get_or_404(Network, network_id)
+    form = ActivityForm()
+    if form.validate_on_submit():
+        activity = services.add_activity(
+            kind=form.kind.data,
+            occurred_on=form.occurred_on.data,
+            summary=form.summary.data,
+            details=form.details.data,
+            user=current_user,
+        )
+        activity.network = network
+        db.session.commit()
+        flash(_("Meeting added."), "success")
+    else:
+        flash(_("A meeting needs a date and a summary."), "error")
+    return redirect(url_for("members.network_detail", network_id=network.id) + "#meetings")
 
 
 def _network_form(network: Network | None):
@@ -666,3 +771,185 @@ def init_app(app) -> None:
             ("activity", "kind"): lambda code: services.ACTIVITY_LABELS.get(code, code),
         }
     )
+
+
+# -- bulk actions --------------------------------------------------------------------
+
+
+def _bulk_form(record_type: str) -> BulkForm:
+    from crm.followups.forms import user_choices
+    from crm.subscriptions.models import ConsentWording
+    from crm.subscriptions.topics import active_topics
+
+    form = BulkForm()
+    actions = (
+        bulk_actions.CONTACT_ACTIONS if record_type == "contact" else bulk_actions.COMPANY_ACTIONS
+    )
+    form.action.choices = [SelectChoice(a, bulk_actions.ACTION_LABELS[a]) for a in actions]
+    form.target_network.choices = [SelectChoice("", "—")] + [
+        SelectChoice(n.id, n.name) for n in services.network_choices()
+    ]
+    form.assignee.choices = user_choices()
+    if record_type == "contact":
+        form.topic.choices = [SelectChoice(t.id, t.name) for t in active_topics()]
+        versions = db.session.scalars(
+            select(ConsentWording.version).order_by(ConsentWording.version.desc())
+        ).all()
+        form.wording_version.choices = [SelectChoice(v, str(v)) for v in versions]
+    return form
+
+
+def _bulk_count(action: str, selection, form: BulkForm, record_type: str) -> int:
+    """How many records the action would change (BulkError when it cannot apply)."""
+    if action in ("network_add", "network_remove"):
+        changing = bulk_actions.network_changes(
+            selection, form.target_network.data, action == "network_add"
+        )
+        return len(changing)
+    if action == "status":
+        return len(bulk_actions.status_changes(selection, form.status.data, form.on.data))
+    if action == "consent":
+        return len(bulk_actions.consent_changes(selection, form.topic.data))
+    if action == "followup":
+        from crm.followups.services import FollowUpError, check_followup
+
+        try:
+            check_followup(form.what.data, form.due_on.data, _assignee(form))
+        except FollowUpError as exc:
+            raise bulk_actions.BulkError(str(exc)) from exc
+    return len(selection)
+
+
+def _assignee(form: BulkForm):
+    from crm.auth.models import User
+
+    return db.session.get(User, form.assignee.data) if form.assignee.data else None
+
+
+def _bulk_apply(action: str, selection, form: BulkForm, record_type: str) -> int:
+    if action in ("network_add", "network_remove"):
+        return bulk_actions.apply_network(
+            selection, form.target_network.data, action == "network_add"
+        )
+    if action == "status":
+        return bulk_actions.apply_status(selection, form.status.data, form.on.data)
+    if action == "consent":
+        return bulk_actions.apply_consent(
+            selection,
+            form.topic.data,
+            user=current_user,
+            channel=form.channel.data,
+            wording_version=form.wording_version.data,
+            note=form.note.data,
+        )
+    from crm.followups.services import bulk_create
+
+    return bulk_create(
+        record_type,
+        selection.ids,
+        what=form.what.data,
+        due_on=form.due_on.data,
+        assignee=_assignee(form),
+        user=current_user,
+    )
+
+
+def _bulk_export(record_type: str, selection, fmt: str):
+    if record_type == "contact":
+        stmt = select(Contact).options(
+            selectinload(Contact.company), selectinload(Contact.networks)
+        )
+        records = [r[0] for r in bulk_actions.rows_for(stmt, Contact.id, selection.ids)]
+        headers, rows = services.contact_table(records)
+        title = _("Contacts")
+    else:
+        stmt = select(Company).options(selectinload(Company.contacts))
+        records = [r[0] for r in bulk_actions.rows_for(stmt, Company.id, selection.ids)]
+        headers, rows = services.company_table(records)
+        title = _("Companies")
+    fmt = fmt if fmt in ("csv", "xlsx") else "xlsx"
+    name = "contacts" if record_type == "contact" else "companies"
+    return export_response(fmt, f"{name}-{_today_stamp()}", headers, rows, title)
+
+
+def _bulk(record_type: str):
+    """The bulk page: the list's bar posts here (step "choose"); the page previews how
+    many records change ("preview") and applies the action in one transaction
+    ("apply"). Any invalid row refuses the whole action with nothing changed."""
+    contact = record_type == "contact"
+    list_endpoint = "members.contact_list" if contact else "members.company_list"
+    filters = (listing.ContactFilters if contact else listing.CompanyFilters).from_args(
+        request.form
+    )
+    back = url_for(list_endpoint, **filters.as_args())
+    form = _bulk_form(record_type)
+    valid = form.validate_on_submit()
+    csrf = getattr(form, "csrf_token", None)
+    if (csrf is not None and csrf.errors) or request.method != "POST":
+        flash(_("The form expired. Please try again."), "error")
+        return redirect(back)
+    all_matching = request.form.get("all_matching") == "1"
+    try:
+        ids = (
+            bulk_actions.matching_ids(record_type, filters)
+            if all_matching
+            else bulk_actions.parse_ids(request.form.getlist("ids"))
+        )
+        selection = bulk_actions.select_records(record_type, ids)
+    except bulk_actions.BulkError as exc:
+        flash(str(exc), "error")
+        return redirect(back)
+    action = form.action.data
+    if action not in bulk_actions.ACTION_LABELS or action not in {
+        c.value for c in form.action.choices
+    }:
+        flash(_("Choose what to do with the selected rows."), "error")
+        return redirect(back)
+    step = request.form.get("step", "choose")
+    count, error = None, None
+    if valid:
+        try:
+            count = _bulk_count(action, selection, form, record_type)
+            if step == "apply":
+                if action == "export":
+                    return _bulk_export(record_type, selection, form.fmt.data)
+                changed = _bulk_apply(action, selection, form, record_type)
+                db.session.commit()
+                flash(
+                    _(
+                        "%(action)s: %(num)s changed.",
+                        action=bulk_actions.ACTION_LABELS[action],
+                        num=changed,
+                    ),
+                    "success",
+                )
+                return redirect(back)
+        except bulk_actions.BulkError as exc:
+            db.session.rollback()
+            if step != "choose":
+                error = str(exc)
+    return render_template(
+        "members/bulk.html",
+        form=form,
+        record_type=record_type,
+        action=action,
+        action_label=bulk_actions.ACTION_LABELS[action],
+        selection=selection,
+        all_matching=all_matching,
+        filters=filters,
+        count=count,
+        error=error,
+        back=back,
+    )
+
+
+@bp.route("/contacts/bulk", methods=["POST"])
+@permission_required("members.edit")
+def contact_bulk():
+    return _bulk("contact")
+
+
+@bp.route("/companies/bulk", methods=["POST"])
+@permission_required("members.edit")
+def company_bulk():
+    return _bulk("company")

@@ -194,6 +194,21 @@ def _event_of(newsletter: Newsletter | None):
     return db.session.get(Event, newsletter.event_id)
 
 
+def _prefill_network(form: NewsletterForm, value) -> None:
+    """ "Write to the network" (the network page): that network's members, who have
+    consent for the general newsletter or the network's own topic."""
+    from crm.members.listing import parse_id
+    from crm.subscriptions.models import Topic
+
+    network_id = parse_id(value)
+    if network_id is None or network_id not in {c.value for c in form.networks.choices}:
+        return
+    form.networks.data = [network_id]
+    topic = db.session.scalar(select(Topic).where(Topic.network_id == network_id))
+    if topic is not None and topic.slug in {c.value for c in form.topics.choices}:
+        form.topics.data = [*form.topics.data, topic.slug]
+
+
 @bp.route("/new", methods=["GET", "POST"])
 @permission_required("newsletters.edit")
 def newsletter_new():
@@ -201,6 +216,7 @@ def newsletter_new():
     form = NewsletterForm()
     if request.method == "GET":
         form.topics.data = [choice.value for choice in form.topics.choices[:1]]
+        _prefill_network(form, request.args.get("network"))
         db.session.commit()  # topics created on first use
     if form.validate_on_submit():
         try:
