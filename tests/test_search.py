@@ -48,5 +48,6 @@ def test_contact_found_by_email_phone_and_name(app):
 
 def test_query_words_ignores_empty_and_caps_length():
     assert query_words("   ") == []
-    assert query_words("a" * 1000) == ["a" * 200]
+    # (Not "a": search folds "aa" to "a", the old spelling of "å".)
+    assert query_words("b" * 1000) == ["b" * 200]
     assert query_words("+47 912 34 567") == ["4791234567"]

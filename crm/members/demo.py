@@ -756,6 +756,7 @@ def _write_bulk(session: Session, specs: list, networks: dict[str, Network]) -> 
         }
         links = []
         people_flat = [p for _c, people, _a in chunk for p in people]
+        company_names = {cid: row["name"] for cid, row in zip(company_ids, rows, strict=True)}
         for person, row in zip(people_flat, contact_rows, strict=True):
             contact_id = ids_by_key[(row["company_id"], row["email"])]
             result.contacts.append(contact_id)
@@ -765,7 +766,7 @@ def _write_bulk(session: Session, specs: list, networks: dict[str, Network]) -> 
             )
             terms.extend(
                 {"record_type": "contact", "record_id": contact_id, "term": t}
-                for t in terms_for(SimpleNamespace(**row))
+                for t in terms_for(SimpleNamespace(**row), company_names.get(row["company_id"]))
             )
         _insert_many(connection, contact_network, links)
         _insert_many(connection, Activity.__table__, activity_rows)
