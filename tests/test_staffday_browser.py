@@ -127,7 +127,8 @@ def test_staff_select_30_contacts_on_two_pages_add_them_to_a_network_and_write_t
         assert checked.count() == 1
         assert checked.get_attribute("value") == str(seeded["network_id"])
         page.fill("input[name=subject]", "Invitasjon til nettverksmøte i logistikk")
-        page.fill("textarea[name=body]", "Velkommen til nettverksmøte 14. januar på Kongsvinger kunnskapspark.")
+        body = "Velkommen til nettverksmøte 14. januar på Kongsvinger kunnskapspark."
+        page.fill("textarea[name=body]", body)
         page.screenshot(path=str(artifacts_dir / "network-newsletter-form.png"), full_page=True)
         page.click("button.primary[type=submit]")
         page.wait_for_url(re.compile(r"/newsletters/\d+$"))
