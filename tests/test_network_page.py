@@ -115,3 +115,11 @@ def test_meetings_and_mailings_show_and_write_to_the_network_prefills_the_audien
     form = client.get(f"/newsletters/new?network={network_id}").get_data(as_text=True)
     checked = re.findall(r'<input checked id="networks-\d+" [^>]*value="(\d+)"', form)
     assert checked == [str(network_id)]
+
+
+def test_a_search_of_odd_characters_on_the_network_page_is_no_error(app, client, auth):
+    auth.login("staff")
+    with app.app_context():
+        network_id = _network().id
+    for q in ("-", "ø" * 500, "1-2", "@", "%00", "æ æ", "kari 00", "00 00"):
+        assert client.get(f"/networks/{network_id}", query_string={"q": q}).status_code == 200

@@ -579,5 +579,7 @@ def contact_or_company_match(q: str, search: Search | None = None):
     for word in words:
         contact_ids = matching_ids("contact", word)
         company_ids = matching_ids("company", word)
+        if contact_ids is None or company_ids is None:
+            continue  # e.g. punctuation alone: no condition, as in the lists
         conditions.append(or_(Contact.id.in_(contact_ids), Contact.company_id.in_(company_ids)))
-    return and_(*conditions)
+    return and_(*conditions) if conditions else true()
