@@ -191,3 +191,59 @@ def test_bulk_follow_ups_are_created_with_one_audit_entry_each(app):
             select(AuditEntry).where(AuditEntry.record_type == "follow_up")
         ).all()
         assert sorted(e.record_id for e in entries) == sorted(f.id for f in rows)
+
+
+def test_an_activity_records_who_took_part_and_its_follow_up(app, client, auth):
+    from crm.members.models import Activity
+
+    me = auth.login("staff")
+    with app.app_context():
+        company_id = make_company("Odal Plast AS").id
+        kari = make_contact("Kari", "Plast", company_id=company_id).id
+        ola = make_contact("Ola", "Plast", company_id=company_id).id
+        make_contact("Per", "Plast", company_id=company_id)
+    due = (today_oslo() + timedelta(days=14)).isoformat()
+    response = client.post(
+        f"/companies/{company_id}/activities",
+        data={
+            "kind": "meeting",
+            "occurred_on": today_oslo().isoformat(),
+            "summary": "Bedriftsbesøk",
+            "participants": [kari, ola],
+            "followup_what": "Ring tilbake om LEAN-kurset",
+            "followup_due_on": due,
+            "followup_assignee": me.id,
+        },
+    )
+    assert response.status_code == 302
+    with app.app_context():
+        activity = db.session.scalar(select(Activity))
+        assert sorted(c.id for c in activity.participants) == sorted([kari, ola])
+        followup = db.session.scalar(select(FollowUp))
+        assert followup.activity_id == activity.id and followup.company_id == company_id
+        assert followup.assignee_id == me.id and followup.what == "Ring tilbake om LEAN-kurset"
+        entry = db.session.scalar(select(AuditEntry).where(AuditEntry.record_type == "activity"))
+        assert sorted(entry.changes["participants"][1]) == ["Kari Plast", "Ola Plast"]
+    page = client.get(f"/companies/{company_id}").get_data(as_text=True)
+    assert "Kari Plast" in page.split('id="activities"')[1] and "Ring tilbake om LEAN" in page
+
+
+def test_an_activity_follow_up_without_a_date_is_refused_and_nothing_is_saved(app, client, auth):
+    from crm.members.models import Activity
+
+    auth.login("staff")
+    with app.app_context():
+        contact_id = make_contact("Solo", "Person").id
+    response = client.post(
+        f"/contacts/{contact_id}/activities",
+        data={
+            "kind": "call",
+            "occurred_on": today_oslo().isoformat(),
+            "summary": "Telefon",
+            "followup_what": "Ring igjen",
+        },
+    )
+    assert response.status_code == 200 and "field-error" in response.get_data(as_text=True)
+    with app.app_context():
+        assert db.session.scalar(select(func.count(Activity.id))) == 0
+        assert db.session.scalar(select(func.count(FollowUp.id))) == 0

@@ -211,6 +211,30 @@ class ActivityForm(Form):
         _l("Summary"), validators=[DataRequired(), Length(max=300)], filters=[clean_text]
     )
     details = TextAreaField(_l("Details"), validators=[Length(max=10_000)], filters=[clean_text])
+    participants = MultiCheckboxField(_l("Who took part"), coerce=int, validate_choice=False)
+    followup_what = StringField(
+        _l("Follow up (optional)"),
+        validators=[Optional(), Length(max=300)],
+        filters=[clean_text],
+    )
+    followup_due_on = DateField(_l("Follow up by"), validators=[Optional()])
+    followup_assignee = SelectField(
+        _l("Who follows up"), coerce=_optional_int, validate_choice=False
+    )
+
+    def __init__(self, *args, participants=(), **kwargs):
+        """`participants`: the contacts who can be ticked as having taken part."""
+        super().__init__(*args, **kwargs)
+        self.participants.choices = [
+            SelectChoice(c.id, c.name or c.email or "") for c in participants
+        ]
+        from crm.followups.forms import user_choices
+
+        self.followup_assignee.choices = user_choices()
+
+    def validate_followup_due_on(self, field):
+        if self.followup_what.data and not field.data:
+            raise ValidationError(_("When should it be followed up?"))
 
 
 class NetworkForm(Form):

@@ -204,7 +204,9 @@ class Activity(Audited, db.Model):
     contact: Mapped[Contact | None] = relationship(back_populates="activities")
     network: Mapped[Network | None] = relationship()
     participants: Mapped[list[Contact]] = relationship(
-        secondary=activity_participant, order_by="Contact.last_name, Contact.first_name"
+        secondary=activity_participant,
+        order_by="Contact.last_name, Contact.first_name",
+        lazy="selectin",
     )
     created_by = relationship("User")
 

@@ -271,11 +271,12 @@ def company_create():
 def company_detail(company_id: int, activity_form: ActivityForm | None = None):
     company = _get_or_404(Company, company_id)
     contacts = [c for c in company.contacts if c.archived_at is None]
+    activity_form = activity_form or _activity_form(contacts, formdata=None)
     return render_template(
         "members/company_detail.html",
         company=company,
         contacts=contacts,
-        activity_form=activity_form or ActivityForm(formdata=None),
+        activity_form=activity_form,
         history=history_for(company),
         panels=COMPANY_PANELS,
     )
@@ -325,10 +326,11 @@ def company_unarchive(company_id: int):
 @permission_required("members.edit")
 def company_add_activity(company_id: int):
     company = _get_or_404(Company, company_id)
-    form = ActivityForm()
+    candidates = [c for c in company.contacts if c.archived_at is None]
+    form = _activity_form(candidates)
     if not form.validate_on_submit():
         return company_detail(company_id, activity_form=form)
-    services.add_activity(
+    activity = services.add_activity(
         kind=form.kind.data,
         occurred_on=form.occurred_on.data,
         summary=form.summary.data,
@@ -336,9 +338,37 @@ def company_add_activity(company_id: int):
         company=company,
         user=current_user,
     )
+    if not _participants_and_followup(activity, form, candidates):
+        return company_detail(company_id, activity_form=form)
     db.session.commit()
     flash(_("Activity added."), "success")
     return redirect(url_for("members.company_detail", company_id=company.id) + "#activities")
+
+
+def _activity_form(candidates, **kwargs) -> ActivityForm:
+    kwargs.setdefault("data", {})
+    kwargs["data"].setdefault("followup_assignee", current_user.id)
+    return ActivityForm(participants=candidates, **kwargs)
+
+
+def _activity_candidates(contact: Contact) -> list[Contact]:
+    """Who can have taken part in a contact's activity: the contact and its colleagues."""
+    if contact.company is None:
+        return [contact]
+    return [c for c in contact.company.contacts if c.archived_at is None] or [contact]
+
+
+def _participants_and_followup(activity, form: ActivityForm, candidates) -> bool:
+    """False (with the field error) when the follow-up is refused; nothing is kept."""
+    from crm.followups.services import FollowUpError
+
+    try:
+        services.record_participants_and_followup(activity, form, candidates, current_user)
+    except FollowUpError as exc:
+        db.session.rollback()
+        form.followup_what.errors.append(str(exc))
+        return False
+    return True
 
 
 # -- contacts ----------------------------------------------------------------------
@@ -498,7 +528,10 @@ def contact_detail(contact_id: int, activity_form: ActivityForm | None = None):
         duplicates=services.contacts_with_email(contact.email, exclude_id=contact.id)
         if contact.archived_at is None
         else [],
-        activity_form=activity_form or ActivityForm(formdata=None),
+        activity_form=activity_form
+        or _activity_form(
+            _activity_candidates(contact), formdata=None, data={"participants": [contact.id]}
+        ),
         history=history_for(contact),
         panels=CONTACT_PANELS,
     )
@@ -530,10 +563,11 @@ def contact_unarchive(contact_id: int):
 @permission_required("members.edit")
 def contact_add_activity(contact_id: int):
     contact = _get_or_404(Contact, contact_id)
-    form = ActivityForm()
+    candidates = _activity_candidates(contact)
+    form = _activity_form(candidates)
     if not form.validate_on_submit():
         return contact_detail(contact_id, activity_form=form)
-    services.add_activity(
+    activity = services.add_activity(
         kind=form.kind.data,
         occurred_on=form.occurred_on.data,
         summary=form.summary.data,
@@ -541,6 +575,8 @@ def contact_add_activity(contact_id: int):
         contact=contact,
         user=current_user,
     )
+    if not _participants_and_followup(activity, form, candidates):
+        return contact_detail(contact_id, activity_form=form)
     db.session.commit()
     flash(_("Activity added."), "success")
     return redirect(url_for("members.contact_detail", contact_id=contact.id) + "#activities")

@@ -405,6 +405,31 @@ def add_activity(
     return activity
 
 
+def record_participants_and_followup(activity: Activity, form, candidates, user) -> None:
+    """Who of `candidates` took part (ticked on the form), and the follow-up the
+    activity promised ("call back in two weeks"), if any."""
+    chosen = set(form.participants.data or [])
+    activity.participants = [c for c in candidates if c.id in chosen]
+    if form.followup_what.data:
+        from crm.auth.models import User
+        from crm.followups.services import create_followup
+
+        assignee = (
+            db.session.get(User, form.followup_assignee.data)
+            if form.followup_assignee.data
+            else user
+        )
+        create_followup(
+            what=form.followup_what.data,
+            due_on=form.followup_due_on.data,
+            assignee=assignee,
+            company=activity.company,
+            contact=activity.contact,
+            activity=activity,
+            user=user,
+        )
+
+
 def slugify(name: str) -> str:
     """A URL-friendly key: "Marked/salg" → "marked-salg", "Bærekraft" → "baerekraft"."""
     text = name.lower().replace("æ", "ae").replace("ø", "o").replace("å", "a")
