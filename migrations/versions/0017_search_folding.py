@@ -1,8 +1,8 @@
 """search terms rebuilt: Norwegian letters folded (ø/o/oe, å/a/aa, æ/ae/a) and contacts
 findable by their company's name
 
-Revision ID: 0013_search_folding
-Revises: 0012_organisation
+Revision ID: 0017_search_folding
+Revises: 0016_fee_rules
 
 """
 from types import SimpleNamespace
@@ -12,8 +12,8 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = '0013_search_folding'
-down_revision = '0012_organisation'
+revision = '0017_search_folding'
+down_revision = '0016_fee_rules'
 branch_labels = None
 depends_on = None
 
