@@ -1,0 +1,174 @@
+"""Lists and figures for the fee pages: years, invoice lists, overdue, the dashboard."""
+
+from dataclasses import dataclass, field
+from datetime import date
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import contains_eager, selectinload
+
+from crm.extensions import db
+from crm.fees.models import (
+    UNPAID_STATUSES,
+    FeeSchedule,
+    Invoice,
+    Payment,
+    UnmatchedPayment,
+)
+from crm.timeutil import today_oslo
+
+# --- lists and figures ----------------------------------------------------------------
+
+
+def invoice_years() -> list[int]:
+    years = set(db.session.scalars(select(Invoice.year).distinct()))
+    years |= set(db.session.scalars(select(FeeSchedule.year)))
+    years.add(today_oslo().year)
+    return sorted(years, reverse=True)
+
+
+# Invoices holding money to pay back (Invoice.refund_due_ore > 0), as a query condition.
+REFUND_DUE = (Invoice.status == "overpaid") | (
+    (Invoice.status == "credited") & (Invoice.paid_ore > 0)
+)
+
+
+def invoices_for_year(
+    year: int, status: str | None = None, *, refund_due: bool = False
+) -> list[Invoice]:
+    """`year`'s invoices by number; `status` may also be "unpaid" (open or partly paid)."""
+    query = select(Invoice).where(Invoice.year == year).order_by(Invoice.number)
+    if status == "unpaid":
+        query = query.where(Invoice.status.in_(UNPAID_STATUSES))
+    elif status:
+        query = query.where(Invoice.status == status)
+    if refund_due:
+        query = query.where(REFUND_DUE)
+    return db.session.scalars(query).all()
+
+
+def overdue_invoices(today: date | None = None, year: int | None = None) -> list[Invoice]:
+    """Unpaid invoices past their due date, oldest first."""
+    today = today or today_oslo()
+    query = (
+        select(Invoice)
+        .options(selectinload(Invoice.reminders))  # the list shows them per invoice
+        .where(Invoice.status.in_(UNPAID_STATUSES), Invoice.due_date < today)
+        .order_by(Invoice.due_date, Invoice.number)
+    )
+    if year is not None:
+        query = query.where(Invoice.year == year)
+    return db.session.scalars(query).all()
+
+
+@dataclass
+class Figure:
+    count: int
+    ore: int
+
+
+@dataclass
+class Dashboard:
+    year: int
+    invoiced: Figure
+    paid: Figure
+    outstanding: Figure
+    overdue: Figure
+    credited: Figure
+    written_off_ore: int
+    unmatched_open: int
+    refund_due: Figure = field(default_factory=lambda: Figure(0, 0))
+
+    @property
+    def share_paid(self) -> int:
+        """Per mille of the invoiced amount that has been paid or written off."""
+        if self.invoiced.ore <= 0:
+            return 0
+        settled = min(self.paid.ore + self.written_off_ore, self.invoiced.ore)
+        return settled * 1000 // self.invoiced.ore
+
+
+def dashboard(year: int, today: date | None = None) -> Dashboard:
+    """Invoiced, paid, outstanding and overdue for `year`, in øre and counts."""
+    today = today or today_oslo()
+    invoiced = Figure(0, 0)
+    paid = Figure(0, 0)
+    outstanding = Figure(0, 0)
+    overdue = Figure(0, 0)
+    credited = Figure(0, 0)
+    written_off = 0
+    rows = db.session.execute(
+        select(
+            Invoice.status,
+            Invoice.due_date,
+            Invoice.amount_ore,
+            Invoice.fees_ore,
+            Invoice.credited_ore,
+            Invoice.paid_ore,
+            Invoice.written_off_ore,
+        ).where(Invoice.year == year)
+    )
+    refund_due = Figure(0, 0)
+    for status, due_date, amount, fees, credit, paid_ore, off in rows:
+        if status == "credited":
+            # Nothing is invoiced on a credited invoice, so money received on it is not
+            # paid towards the invoiced amount (it would inflate the share paid): it is
+            # owed back, and shown as a refund due until it is refunded.
+            credited.count += 1
+            credited.ore += credit
+            if paid_ore > 0:
+                refund_due.count += 1
+                refund_due.ore += paid_ore
+            continue
+        paid.ore += paid_ore
+        written_off += off
+        if status == "overpaid":
+            refund_due.count += 1
+            refund_due.ore += max(paid_ore + off - (amount + fees - credit), 0)
+        invoiced.count += 1
+        invoiced.ore += amount + fees - credit
+        if status in ("paid", "overpaid"):
+            paid.count += 1
+        if status in UNPAID_STATUSES:
+            left = max(amount + fees - credit - paid_ore - off, 0)
+            outstanding.count += 1
+            outstanding.ore += left
+            if due_date < today:
+                overdue.count += 1
+                overdue.ore += left
+    unmatched_open = db.session.scalar(
+        select(func.count(UnmatchedPayment.id)).where(UnmatchedPayment.state == "open")
+    )
+    return Dashboard(
+        year,
+        invoiced,
+        paid,
+        outstanding,
+        overdue,
+        credited,
+        written_off,
+        unmatched_open or 0,
+        refund_due,
+    )
+
+
+def payments_by_day(year: int) -> list[tuple[date, int]]:
+    """Money received per day (payments less refunds) on `year`'s invoices."""
+    rows = db.session.execute(
+        select(Payment.paid_on, func.sum(Payment.amount_ore))
+        .join(Invoice, Payment.invoice_id == Invoice.id)
+        .where(Invoice.year == year, Payment.kind != "write_off")
+        .group_by(Payment.paid_on)
+        .order_by(Payment.paid_on)
+    )
+    return [(day, int(total or 0)) for day, total in rows]
+
+
+def payments_for_year(year: int) -> list[Payment]:
+    """`year`'s payments with their invoices, loaded in the same query."""
+    return db.session.scalars(
+        select(Payment)
+        .join(Invoice, Payment.invoice_id == Invoice.id)
+        .options(contains_eager(Payment.invoice))
+        .where(Invoice.year == year)
+        .order_by(Payment.paid_on, Payment.id)
+    ).all()
