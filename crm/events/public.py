@@ -9,9 +9,7 @@ from flask import (
     abort,
     current_app,
     flash,
-    make_response,
     redirect,
-    render_template,
     request,
     url_for,
 )
@@ -27,6 +25,7 @@ from crm.extensions import csrf, db, limiter
 from crm.members.models import Company
 from crm.members.normalize import normalize_orgnr
 from crm.newsletters.compose import page_html
+from crm.public_pages import public_args, render_public
 from crm.subscriptions import tokens as form_tokens
 from crm.urls import MAX_ID
 
@@ -41,23 +40,12 @@ def _locale() -> str:
     return str(get_locale() or "nb")
 
 
-def _public_args() -> dict:
-    args = {}
-    if request.args.get("embed") == "1":
-        args["embed"] = "1"
-    if request.args.get("lang") in ("nb", "en"):
-        args["lang"] = request.args["lang"]
-    return args
+# Only the list and the registration form may be framed by the cluster's website.
+FRAMEABLE = ("events_public.event_list", "events_public.event_detail")
 
 
 def _render(template: str, status: int = 200, **context) -> Response:
-    embed = request.args.get("embed") == "1"
-    response = make_response(
-        render_template(template, embed=embed, public_args=_public_args(), **context), status
-    )
-    if embed and request.endpoint in ("events_public.event_list", "events_public.event_detail"):
-        response.frame_ancestors = "*"  # the list and the form may be framed (crm/security.py)
-    return response
+    return render_public(template, status, frameable=FRAMEABLE, **context)
 
 
 def _published_or_404(event_id: int) -> Event:
@@ -223,7 +211,7 @@ def manage(token: str):
     if request.method == "POST":
         if registration.status == "cancelled":
             flash(_("This registration is already cancelled."), "error")
-            return redirect(url_for("events_public.manage", token=token, **_public_args()))
+            return redirect(url_for("events_public.manage", token=token, **public_args()))
         if form.validate():
             try:
                 services.update_details(
@@ -238,7 +226,7 @@ def manage(token: str):
             else:
                 db.session.commit()
                 flash(_("Your changes are saved."), "success")
-            return redirect(url_for("events_public.manage", token=token, **_public_args()))
+            return redirect(url_for("events_public.manage", token=token, **public_args()))
         return _manage_page(registration, token, details_form=form, status=400)
     return _manage_page(registration, token)
 
@@ -249,7 +237,7 @@ def _act(token: str, action, success: str):
         return invalid
     if not ButtonForm().validate_on_submit():
         flash(_("The form has expired. Please try again."), "error")
-        return redirect(url_for("events_public.manage", token=token, **_public_args()))
+        return redirect(url_for("events_public.manage", token=token, **public_args()))
     try:
         action(registration)
     except services.EventError as exc:
@@ -259,7 +247,7 @@ def _act(token: str, action, success: str):
     else:
         db.session.commit()
         flash(success, "success")
-    return redirect(url_for("events_public.manage", token=token, **_public_args()))
+    return redirect(url_for("events_public.manage", token=token, **public_args()))
 
 
 @bp.route("/arrangementer/pamelding/<token>/avmeld", methods=["POST"])

@@ -10,7 +10,6 @@ from flask import (
     abort,
     current_app,
     flash,
-    make_response,
     redirect,
     render_template,
     request,
@@ -26,6 +25,7 @@ from werkzeug.routing import BuildError
 from crm.auth.permissions import permission_required
 from crm.extensions import csrf, db, limiter
 from crm.members.models import Contact
+from crm.public_pages import public_args, render_public
 from crm.queue import get_queue, get_redis
 from crm.subscriptions import (
     gdpr,
@@ -73,24 +73,9 @@ def _client_ip() -> str | None:
     return request.remote_addr
 
 
-def _public_args() -> dict:
-    """Query arguments public pages carry along: embedded mode and a chosen language."""
-    args = {}
-    if request.args.get("embed") == "1":
-        args["embed"] = "1"
-    if request.args.get("lang") in ("nb", "en"):
-        args["lang"] = request.args["lang"]
-    return args
-
-
 def _render_public(template: str, status: int = 200, **context) -> Response:
-    embed = request.args.get("embed") == "1"
-    response = make_response(
-        render_template(template, embed=embed, public_args=_public_args(), **context), status
-    )
-    if embed and request.endpoint == "subscriptions.subscribe":
-        response.frame_ancestors = "*"  # only the signup form may be framed (crm/security.py)
-    return response
+    # Only the signup form may be framed by the cluster's website.
+    return render_public(template, status, frameable=("subscriptions.subscribe",), **context)
 
 
 def _invalid_link(expired: bool = False) -> Response:
@@ -167,7 +152,7 @@ def subscribe():
                 db.session.commit()
                 _schedule_purge()
             # Post/redirect/get: reloading the answer page must not sign up (and mail) again.
-            return redirect(url_for("subscriptions.subscribe", sent="1", **_public_args()), 303)
+            return redirect(url_for("subscriptions.subscribe", sent="1", **public_args()), 303)
     elif request.args.get("sent") == "1":
         return _render_public("subscriptions/check_inbox.html")
     else:
@@ -271,7 +256,7 @@ def preferences(token: str):
         )
         db.session.commit()
         flash(_("Your choices are saved."), "success")
-        return redirect(url_for("subscriptions.preferences", token=token, **_public_args()))
+        return redirect(url_for("subscriptions.preferences", token=token, **public_args()))
     if request.method == "GET":
         form.topics.data = [t.slug for t in ledger.subscribed_topics(contact)]
     return _render_public(

@@ -1,0 +1,28 @@
+"""What every public page (signup, events) shares: the query arguments it carries along
+and how it is rendered, embedded in the cluster's website or not."""
+
+from flask import Response, make_response, render_template, request
+
+
+def public_args() -> dict:
+    """Query arguments public pages carry along: embedded mode and a chosen language."""
+    args = {}
+    if request.args.get("embed") == "1":
+        args["embed"] = "1"
+    if request.args.get("lang") in ("nb", "en"):
+        args["lang"] = request.args["lang"]
+    return args
+
+
+def render_public(
+    template: str, status: int = 200, *, frameable: tuple[str, ...] = (), **context
+) -> Response:
+    """A public page; embedded (`?embed=1`) on an endpoint in `frameable` it may be framed
+    by any site (crm/security.py forbids framing everywhere else)."""
+    embed = request.args.get("embed") == "1"
+    response = make_response(
+        render_template(template, embed=embed, public_args=public_args(), **context), status
+    )
+    if embed and request.endpoint in frameable:
+        response.frame_ancestors = "*"
+    return response
