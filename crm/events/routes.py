@@ -9,6 +9,7 @@ from flask_babel import get_locale
 from flask_babel import gettext as _
 from flask_login import current_user
 from sqlalchemy import func, select
+from sqlalchemy.orm import selectinload
 from wtforms.validators import ValidationError
 
 from crm.auth.permissions import permission_required
@@ -60,6 +61,7 @@ def _events_for(view: str) -> list[Event]:
                 .outerjoin(starts, starts.c.event_id == Event.id)
                 .where(Event.published.is_(False))
                 .order_by(starts.c.starts.desc(), Event.id.desc())
+                .options(selectinload(Event.sessions))
             )
         )
     upcoming_ids = {e.id for e in services.upcoming_events(now, published_only=False)}
@@ -71,13 +73,14 @@ def _events_for(view: str) -> list[Event]:
             .join(starts, starts.c.event_id == Event.id)
             .where(Event.published.is_(True))
             .order_by(starts.c.starts.desc(), Event.id.desc())
+            .options(selectinload(Event.sessions))
         )
         if event.id not in upcoming_ids
     ]
 
 
 def _counts(events: list[Event]) -> dict[int, dict[str, int]]:
-    return {event.id: services.seat_counts(event.id) for event in events}
+    return services.seat_counts_for([event.id for event in events])
 
 
 @bp.route("")

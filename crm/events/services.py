@@ -17,6 +17,7 @@ from flask import current_app
 from flask_babel import force_locale
 from flask_babel import gettext as _
 from sqlalchemy import func, select, update
+from sqlalchemy.orm import selectinload
 
 from crm.events import ics
 from crm.events.models import (
@@ -84,6 +85,23 @@ def seat_counts(event_id: int) -> dict[str, int]:
     ).all()
     counts = {"confirmed": 0, "waitlisted": 0, "offered": 0, "cancelled": 0}
     counts.update({status: count for status, count in rows})
+    return counts
+
+
+def seat_counts_for(event_ids: list[int]) -> dict[int, dict[str, int]]:
+    """Registrations per status for many events in one query (list pages)."""
+    counts = {
+        event_id: {"confirmed": 0, "waitlisted": 0, "offered": 0, "cancelled": 0}
+        for event_id in event_ids
+    }
+    if event_ids:
+        rows = db.session.execute(
+            select(Registration.event_id, Registration.status, func.count())
+            .where(Registration.event_id.in_(event_ids))
+            .group_by(Registration.event_id, Registration.status)
+        )
+        for event_id, status, count in rows:
+            counts[event_id][status] = count
     return counts
 
 
@@ -172,6 +190,7 @@ def upcoming_events(now: datetime | None = None, *, published_only: bool = True)
         .join(first_start, first_start.c.event_id == Event.id)
         .where(last_end.c.last_end > now)
         .order_by(first_start.c.first_start, Event.id)
+        .options(selectinload(Event.sessions))
     )
     if published_only:
         stmt = stmt.where(Event.published.is_(True))
