@@ -98,6 +98,36 @@ def test_same_key_queued_twice_is_sent_once(app, run_worker, sendgrid_server):
     assert message.provider_message_id == sendgrid_server.requests[0].message_id
 
 
+def test_a_key_queued_meanwhile_by_another_request_leaves_this_transaction_intact(app):
+    from crm.mail.services import _insert_message
+    from crm.members.models import Company
+
+    first = queue(app, key="digest:2026-12-07:7")
+    with app.test_request_context():
+        db.session.add(Company(name="Skrives i samme transaksjon AS", orgnr="923609016"))
+        db.session.flush()
+        # The other request committed its message between this one's look-up by key
+        # and its INSERT: the INSERT meets the unique key.
+        values = {
+            "uuid": "race-0001",
+            "key": "digest:2026-12-07:7",
+            "to_email": "kari@example.no",
+            "from_header": "Klynge <post@example.no>",
+            "subject": "Sammendrag",
+            "template": "mail/test",
+            "locale": "nb",
+            "text_body": "Hei",
+            "headers": {},
+            "state": "queued",
+        }
+        assert _insert_message(values) is None
+        db.session.commit()  # what this request wrote before still commits
+    with app.app_context():
+        assert db.session.scalar(db.select(Company.name)) == "Skrives i samme transaksjon AS"
+        assert db.session.scalar(db.select(db.func.count(EmailMessage.id))) == 1
+        assert db.session.scalar(db.select(EmailMessage.id)) == first
+
+
 def test_rate_limited_send_waits_for_the_reset_then_succeeds(app, run_worker, sendgrid_server):
     sendgrid_server.rate_limit_next(1, reset_in=2)
     message_id = queue(app)

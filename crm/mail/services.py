@@ -7,6 +7,7 @@ transaction commits, so a rolled-back request sends nothing. Nothing here commit
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import functools
 import hashlib
@@ -25,6 +26,8 @@ from flask_babel import force_locale, get_locale
 from jinja2 import TemplateNotFound
 from sqlalchemy import event as sa_event
 from sqlalchemy import func, select, update
+from sqlalchemy import insert as sa_insert
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from crm.extensions import db
@@ -200,20 +203,24 @@ def _insert_message(values: dict) -> EmailMessage | None:
         db.session.add(message)
         db.session.flush()
         return message
-    # INSERT … ON CONFLICT DO NOTHING: a concurrent request with the same key must not
-    # break the caller's transaction with an IntegrityError.
-    dialect = db.session.get_bind().dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    statement = (
-        insert(EmailMessage)
-        .values(**values)
-        .on_conflict_do_nothing(index_elements=["key"])
-        .returning(EmailMessage)  # the ORM object itself: no second query to load it
-    )
-    return db.session.scalars(statement).one_or_none()
+    # A concurrent request with the same key must not break the caller's transaction:
+    # on PostgreSQL a failed statement aborts the whole transaction, so the INSERT runs in
+    # a savepoint there; SQLite undoes only the statement (and pysqlite's SAVEPOINT outside
+    # a transaction would commit on release). Not INSERT … ON CONFLICT: SQLAlchemy's
+    # dialect INSERTs have no cache key, so that statement was compiled anew on every
+    # call, which cost more CPU than all the rest of a signup's SQL.
+    table = EmailMessage.__table__
+    savepoint = db.session.get_bind().dialect.name == "postgresql"
+    try:
+        with db.session.begin_nested() if savepoint else contextlib.nullcontext():
+            message_id = db.session.execute(
+                sa_insert(table).returning(table.c.id), values
+            ).scalar_one()
+    except IntegrityError:
+        if db.session.scalar(select(EmailMessage.id).where(EmailMessage.key == values["key"])):
+            return None  # the same key, inserted a moment ago by someone else
+        raise
+    return db.session.get(EmailMessage, message_id)
 
 
 # --- Enqueueing after commit -----------------------------------------------------------
