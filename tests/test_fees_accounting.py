@@ -88,6 +88,27 @@ def test_a_period_holds_only_what_is_dated_in_it(ctx):
     assert accounting.totals(february, settings).received == 250_000 + 300_000
 
 
+def test_the_databases_period_totals_equal_the_vouchers_totals(ctx):
+    _a_year_of_fees()
+    settings = get_settings()
+    for start, end in (
+        (date(2026, 1, 1), date(2026, 12, 31)),
+        (date(2026, 2, 1), date(2026, 2, 28)),
+        (date(2026, 3, 1), date(2026, 4, 30)),
+        (date(2025, 1, 1), date(2025, 12, 31)),
+    ):
+        items = accounting.vouchers(start, end, settings)
+        assert accounting.period_totals(start, end, settings) == accounting.totals(
+            items, settings
+        ), (start, end)
+    # An income account that is also the VAT account: its net postings count as VAT too.
+    settings.account_income_vat = settings.account_output_vat
+    year = (date(2026, 1, 1), date(2026, 12, 31))
+    assert accounting.period_totals(*year, settings) == accounting.totals(
+        accounting.vouchers(*year, settings), settings
+    )
+
+
 def test_the_generic_csv_has_norwegian_headers_and_balances_per_voucher(app, client, auth):
     with app.test_request_context("/"):
         _a_year_of_fees()

@@ -854,8 +854,7 @@ def accounting():
     summary = None
     settings_row = services.get_settings()
     if not request.args or form.validate():
-        items = acc.vouchers(form.start.data, form.end.data, settings_row)
-        summary = acc.totals(items, settings_row)
+        summary = acc.period_totals(form.start.data, form.end.data, settings_row)
     return render_template(
         "fees/accounting.html",
         form=form,
