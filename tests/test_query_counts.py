@@ -19,7 +19,13 @@ from tests.routes import staff_rules
 
 # Pages whose work is a file or a job, not a page of rows.
 SKIP_ENDPOINTS = {"auth.logout"}
-SEARCHES = ("/companies?q=medlem", "/contacts?q=frida", "/contacts?q=kontakt", "/reports/2026")
+SEARCHES = (
+    "/companies?q=medlem",
+    "/contacts?q=frida",
+    "/contacts?q=kontakt",
+    "/contacts?topic=any&kind=company",
+    "/reports/2026",
+)
 
 
 def _seed(start: int, count: int) -> dict:

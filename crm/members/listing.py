@@ -442,6 +442,10 @@ class ContactFilters(_Filters):
     role: str = ""
     municipality: str = ""
     state: str = ""
+    # Newsletter consent: a topic's slug (active consent now) or "any" topic.
+    topic: str = ""
+    # "company": people at a company; "none": without one (public subscribers mostly).
+    kind: str = ""
     archived: bool = False
     sort: str = "name"
 
@@ -454,9 +458,32 @@ class ContactFilters(_Filters):
             role=_choice(args.get("role"), CONTACT_ROLES),
             municipality=_municipality(args.get("municipality")),
             state=_choice(args.get("state"), ("active", "left")),
+            topic=_topic_slug(args.get("topic")),
+            kind=_choice(args.get("kind"), CONTACT_KINDS),
             archived=args.get("archived") == "1",
             sort=_sort_key(args.get("sort"), CONTACT_SORTS, "name"),
         )
+
+
+CONTACT_KINDS = ("company", "none")
+ANY_TOPIC = "any"
+
+
+def _topic_slug(value) -> str:
+    """A topic slug's shape (the list then matches nobody when no topic has it)."""
+    text = str(value or "")
+    return text if re.fullmatch(r"[a-z0-9][a-z0-9-]{0,99}", text) else ""
+
+
+def _consent_condition(slug: str):
+    """The contact has active consent now for the topic (or for any topic), read from
+    the consent ledger's current state the way the newsletter audience reads it."""
+    from crm.subscriptions.ledger import active_consent_exists, contacts_with_active_consent
+    from crm.subscriptions.models import Topic
+
+    if slug == ANY_TOPIC:
+        return active_consent_exists(Contact.id, db.session.scalars(select(Topic.slug)).all())
+    return Contact.id.in_(contacts_with_active_consent(slug))
 
 
 CONTACT_SORTS = {
@@ -492,6 +519,13 @@ def _contact_conditions(filters: ContactFilters) -> list:
         conditions.append(getattr(Contact, ROLE_COLUMNS[filters.role]).is_(True))
     if filters.state:
         conditions.append(Contact.active.is_(filters.state == "active"))
+    if filters.topic:
+        conditions.append(_consent_condition(filters.topic))
+    if filters.kind:
+        having = filters.kind == "company"
+        conditions.append(
+            Contact.company_id.is_not(None) if having else Contact.company_id.is_(None)
+        )
     return conditions
 
 
@@ -548,7 +582,14 @@ def contact_query(filters: ContactFilters, *, table: bool = True) -> ListQuery:
     ids = ordered(Contact.id)
     if not (filters.q or filters.company):
         return ListQuery(rows, ids, select(Contact.id).where(*conditions), cap=COUNT_CAP)
-    narrowed = filters.company or filters.municipality or filters.network or filters.role
+    narrowed = (
+        filters.company
+        or filters.municipality
+        or filters.network
+        or filters.role
+        or filters.topic
+        or filters.kind
+    )
     return ListQuery(
         rows,
         ids,

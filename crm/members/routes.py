@@ -384,16 +384,35 @@ def contact_list():
         "page": page,
         "contact_url": _record_url("members.contact_detail", "contact_id"),
         "company_url": _record_url("members.company_detail", "company_id"),
+        **_newsletter_columns(page.items),
     }
     if g.partial:
         return render_template("members/_contact_results.html", **context)
+    from crm.subscriptions.topics import active_topics
+
     return render_template(
         "members/contact_list.html",
         municipalities=listing.municipality_choices(),
         networks=services.network_choices(),
         roles=CONTACT_ROLES,
+        topics=active_topics(),
         **context,
     )
+
+
+def _newsletter_columns(contacts) -> dict:
+    """What the contact list shows of the newsletter side, for one page (two queries):
+    the topics each person has active consent for, and the company a subscriber without
+    a company record typed on the signup form."""
+    from crm.subscriptions.ledger import subscribed_topic_names
+    from crm.subscriptions.subscribers import stated_companies
+
+    ids = [c.id for c in contacts]
+    without_company = [c.id for c in contacts if c.company_id is None]
+    return {
+        "subscribed": subscribed_topic_names(ids),
+        "stated_company": stated_companies(without_company),
+    }
 
 
 @bp.route("/contacts/export.<any(csv, xlsx):fmt>")

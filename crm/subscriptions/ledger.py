@@ -243,6 +243,23 @@ def subscribed_topics(contact: Contact) -> list[Topic]:
     )
 
 
+def subscribed_topic_names(contact_ids: Iterable[int]) -> dict[int, list[str]]:
+    """Names of the topics each contact has active consent for, in display order, for a
+    page of a list: one query whatever the number of contacts."""
+    ids = list(contact_ids)
+    if not ids:
+        return {}
+    rows = db.session.execute(
+        select(ConsentState.contact_id, Topic)
+        .join(Topic, Topic.id == ConsentState.topic_id)
+        .where(ConsentState.contact_id.in_(ids), ConsentState.status.in_(ACTIVE_STATUSES))
+    ).all()
+    topics: dict[int, list[Topic]] = {}
+    for contact_id, topic in rows:
+        topics.setdefault(contact_id, []).append(topic)
+    return {cid: [t.name for t in in_display_order(ts)] for cid, ts in topics.items()}
+
+
 def consent_history(contact: Contact) -> list[ConsentEvent]:
     """Every ledger event of the contact, newest first."""
     return list(

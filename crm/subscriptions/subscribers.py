@@ -58,6 +58,20 @@ def subscriber_profile(contact: Contact, *, create: bool = False) -> Subscriber 
     return profile
 
 
+def stated_companies(contact_ids) -> dict[int, str]:
+    """The company name subscribers typed on the public form, for a page of a list (one
+    query): it tells staff where a subscriber without a company record works."""
+    ids = list(contact_ids)
+    if not ids:
+        return {}
+    rows = db.session.execute(
+        select(Subscriber.contact_id, Subscriber.company_name).where(
+            Subscriber.contact_id.in_(ids), Subscriber.company_name != ""
+        )
+    )
+    return dict(rows.all())
+
+
 def is_company_address(contact: Contact) -> bool:
     """post@, firmapost@, info@…: a company mailbox, not a natural person."""
     return bool(contact.email) and is_role_address(contact.email)
