@@ -3,7 +3,7 @@
 from dataclasses import dataclass, field
 from datetime import date
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import contains_eager, selectinload
 
 from crm.extensions import db
@@ -96,45 +96,58 @@ def dashboard(year: int, today: date | None = None) -> Dashboard:
     overdue = Figure(0, 0)
     credited = Figure(0, 0)
     written_off = 0
+
+    # Summed by the database per status (and overdue or not): a year holds one invoice
+    # per member, and reading them all into Python took longer than the page may.
+    def positive(amount):
+        return func.coalesce(func.sum(case((amount > 0, amount), else_=0)), 0)
+
+    owed = Invoice.amount_ore + Invoice.fees_ore - Invoice.credited_ore
+    past_due = case((Invoice.due_date < today, 1), else_=0)
     rows = db.session.execute(
         select(
             Invoice.status,
-            Invoice.due_date,
-            Invoice.amount_ore,
-            Invoice.fees_ore,
-            Invoice.credited_ore,
-            Invoice.paid_ore,
-            Invoice.written_off_ore,
-        ).where(Invoice.year == year)
+            past_due,
+            func.count(),
+            func.coalesce(func.sum(owed), 0),
+            func.coalesce(func.sum(Invoice.credited_ore), 0),
+            func.coalesce(func.sum(Invoice.paid_ore), 0),
+            func.coalesce(func.sum(Invoice.written_off_ore), 0),
+            func.count(case((Invoice.paid_ore > 0, 1))),
+            positive(Invoice.paid_ore),
+            positive(owed - Invoice.paid_ore - Invoice.written_off_ore),
+            positive(Invoice.paid_ore + Invoice.written_off_ore - owed),
+        )
+        .where(Invoice.year == year)
+        .group_by(Invoice.status, past_due)
     )
     refund_due = Figure(0, 0)
-    for status, due_date, amount, fees, credit, paid_ore, off in rows:
+    for status, overdue_flag, count, owed_ore, credit, paid_ore, off, *rest in rows:
+        paid_count, paid_positive, left, excess = rest
         if status == "credited":
             # Nothing is invoiced on a credited invoice, so money received on it is not
             # paid towards the invoiced amount (it would inflate the share paid): it is
             # owed back, and shown as a refund due until it is refunded.
-            credited.count += 1
-            credited.ore += credit
-            if paid_ore > 0:
-                refund_due.count += 1
-                refund_due.ore += paid_ore
+            credited.count += count
+            credited.ore += int(credit)
+            refund_due.count += paid_count
+            refund_due.ore += int(paid_positive)
             continue
-        paid.ore += paid_ore
-        written_off += off
+        paid.ore += int(paid_ore)
+        written_off += int(off)
         if status == "overpaid":
-            refund_due.count += 1
-            refund_due.ore += max(paid_ore + off - (amount + fees - credit), 0)
-        invoiced.count += 1
-        invoiced.ore += amount + fees - credit
+            refund_due.count += count
+            refund_due.ore += int(excess)
+        invoiced.count += count
+        invoiced.ore += int(owed_ore)
         if status in ("paid", "overpaid"):
-            paid.count += 1
+            paid.count += count
         if status in UNPAID_STATUSES:
-            left = max(amount + fees - credit - paid_ore - off, 0)
-            outstanding.count += 1
-            outstanding.ore += left
-            if due_date < today:
-                overdue.count += 1
-                overdue.ore += left
+            outstanding.count += count
+            outstanding.ore += int(left)
+            if overdue_flag:
+                overdue.count += count
+                overdue.ore += int(left)
     unmatched_open = db.session.scalar(
         select(func.count(UnmatchedPayment.id)).where(UnmatchedPayment.state == "open")
     )
