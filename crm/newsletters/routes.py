@@ -167,7 +167,7 @@ def newsletter_list():
         error_out=False,
         max_per_page=200,
     )
-    counts = {n.id: ledger.counts(n.id) for n in page.items if not n.editable}
+    counts = ledger.counts_of([n.id for n in page.items if not n.editable])
     return render_template(
         "newsletters/list.html", page=page, state=state, states=NEWSLETTER_STATES, counts=counts
     )
