@@ -96,4 +96,14 @@ def member_companies(year: int, fmt: str):
 
 
 def init_app(app) -> None:
+    from crm.members import panels
+    from crm.reports.engagement import company_engagement
+
     app.register_blueprint(bp)
+    app.jinja_env.globals["company_engagement"] = company_engagement
+    # First in the side column: the company's engagement at a glance.
+    if ENGAGEMENT_PANEL not in panels.COMPANY_PANELS:
+        panels.COMPANY_PANELS.insert(0, ENGAGEMENT_PANEL)
+
+
+ENGAGEMENT_PANEL = "reports/_company_engagement.html"
