@@ -137,6 +137,13 @@ class Contact(Audited, Timestamps, db.Model):
             sqlite_where=text("archived_at IS NULL"),
             postgresql_where=text("archived_at IS NULL"),
         ),
+        # The few archived contacts, for the network list's counts (migration 0018).
+        Index(
+            "ix_contact_archived",
+            "id",
+            sqlite_where=text("archived_at IS NOT NULL"),
+            postgresql_where=text("archived_at IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -461,16 +461,21 @@ def save_network(network: Network, name: str, description: str, active: bool) ->
 
 def network_overview() -> list[tuple[Network, int]]:
     """Every network with the number of its current contacts."""
-    counts = (
-        select(contact_network.c.network_id, func.count().label("n"))
-        .join(Contact, Contact.id == contact_network.c.contact_id)
-        .where(Contact.archived_at.is_(None))
-        .group_by(contact_network.c.network_id)
-        .subquery()
+    # All memberships less those of archived contacts (few): counting the current ones
+    # directly joined every membership to its contact (0.2 s at 200,000 contacts).
+    link = contact_network.c
+    memberships = dict(
+        db.session.execute(select(link.network_id, func.count()).group_by(link.network_id)).all()
     )
-    rows = db.session.execute(
-        select(Network, func.coalesce(counts.c.n, 0))
-        .outerjoin(counts, counts.c.network_id == Network.id)
-        .order_by(Network.active.desc(), Network.name)
+    archived = dict(
+        db.session.execute(
+            select(link.network_id, func.count())
+            .join(Contact, Contact.id == link.contact_id)
+            .where(Contact.archived_at.is_not(None))
+            .group_by(link.network_id)
+        ).all()
+    )
+    networks = db.session.scalars(
+        select(Network).order_by(Network.active.desc(), Network.name)
     ).all()
-    return [(network, count) for network, count in rows]
+    return [(n, memberships.get(n.id, 0) - archived.get(n.id, 0)) for n in networks]
