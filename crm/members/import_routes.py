@@ -25,7 +25,9 @@ from crm.extensions import db
 from crm.forms import Form
 from crm.i18n import format_date
 from crm.members import importing
-from crm.members.services import MEMBERSHIP_LABELS, WARNING_LABELS
+from crm.members.columns import CONTACT_COLUMNS
+from crm.members.importing.contacts import apply_contact_plan, plan_contact_import
+from crm.members.services import MEMBERSHIP_LABELS, ROLE_LABELS, WARNING_LABELS
 
 bp = Blueprint("imports", __name__)
 
@@ -37,6 +39,16 @@ PREVIEW_ROWS = 500
 class ImportUploadForm(Form):
     file = FileField(
         _l("File (CSV, Excel workbook or Brønnøysund JSON)"),
+        validators=[
+            FileRequired(_l("Choose a file to import.")),
+            FileSize(MAX_UPLOAD_BYTES, message=_l("The file is larger than 10 MB.")),
+        ],
+    )
+
+
+class ContactUploadForm(Form):
+    file = FileField(
+        _l("File (CSV or Excel workbook)"),
         validators=[
             FileRequired(_l("Choose a file to import.")),
             FileSize(MAX_UPLOAD_BYTES, message=_l("The file is larger than 10 MB.")),
@@ -170,6 +182,164 @@ def cancel():
     if form.validate_on_submit() and _load(form.token.data) is not None:
         importing.discard_upload(_upload_dir(), form.token.data)
     return redirect(url_for("imports.upload"))
+
+
+# -- contacts -------------------------------------------------------------------------
+# The same steps for the contact file (crm.members.importing.contacts, also behind
+# `crm contacts import`): upload, a preview of every row, confirm, all or nothing. The
+# plan is made again for every view; a contact file is small beside a register file.
+
+
+def _contacts_gone():
+    flash(_("This upload was not found or has expired. Please upload the file again."), "error")
+    return redirect(url_for("imports.contacts_upload"))
+
+
+@bp.route("/contacts/import", methods=["GET", "POST"])
+@permission_required("members.edit")
+def contacts_upload():
+    form = ContactUploadForm()
+    if form.validate_on_submit():
+        data = form.file.data.read(MAX_UPLOAD_BYTES + 1)
+        if len(data) > MAX_UPLOAD_BYTES:
+            form.file.errors.append(_("The file is larger than 10 MB."))
+        else:
+            token = importing.save_upload(
+                _upload_dir(), data, form.file.data.filename, current_user.id
+            )
+            return redirect(url_for("imports.contacts_preview", token=token))
+    return render_template("members/contact_import_upload.html", form=form, columns=CONTACT_COLUMNS)
+
+
+@bp.route("/contacts/import/<token>")
+@permission_required("members.edit")
+def contacts_preview(token: str):
+    upload = _load(token)
+    if upload is None:
+        return _contacts_gone()
+    data, filename = upload
+    plan = plan_contact_import(data, filename)
+    page = _render_contact_preview(plan, token)
+    db.session.rollback()  # planning reads only; leave nothing pending
+    return page
+
+
+def _render_contact_preview(plan: importing.ImportPlan, token: str) -> str:
+    form = ImportConfirmForm(token=token, fingerprint=plan.fingerprint())
+    return render_template(
+        "members/contact_import_preview.html",
+        plan=plan,
+        form=form,
+        limit=PREVIEW_ROWS,
+        shown=contact_change_labels(plan),
+        confirm_label=ngettext(
+            "Import %(num)s contact", "Import %(num)s contacts", plan.changes_count
+        ),
+    )
+
+
+@bp.route("/contacts/import/confirm", methods=["POST"])
+@permission_required("members.edit")
+def contacts_confirm():
+    form = ImportConfirmForm()
+    if not form.validate_on_submit():
+        return _contacts_gone()
+    upload = _load(form.token.data)
+    if upload is None:
+        return _contacts_gone()
+    data, filename = upload
+    back = redirect(url_for("imports.contacts_preview", token=form.token.data))
+    plan = plan_contact_import(data, filename)
+    if not plan.ok:
+        db.session.rollback()
+        flash(_("The file has errors. Nothing was imported."), "error")
+        return back
+    if plan.fingerprint() != form.fingerprint.data:
+        db.session.rollback()
+        flash(
+            _("The contacts changed since the preview was made. Please check it again."),
+            "warning",
+        )
+        return back
+    try:
+        counts = apply_contact_plan(plan, user=current_user)
+        db.session.commit()
+    except (IntegrityError, importing.ImportRejected):
+        db.session.rollback()
+        flash(_("The contacts changed while importing. Nothing was imported."), "error")
+        return back
+    importing.discard_upload(_upload_dir(), form.token.data)
+    flash(
+        _(
+            "Import done: %(created)s new, %(updated)s updated, %(unchanged)s unchanged.",
+            created=counts["created"],
+            updated=counts["updated"],
+            unchanged=counts["unchanged"],
+        ),
+        "success",
+    )
+    return redirect(url_for("members.contact_list"))
+
+
+@bp.route("/contacts/import/cancel", methods=["POST"])
+@permission_required("members.edit")
+def contacts_cancel():
+    form = ImportConfirmForm()
+    if form.validate_on_submit() and _load(form.token.data) is not None:
+        importing.discard_upload(_upload_dir(), form.token.data)
+    return redirect(url_for("imports.contacts_upload"))
+
+
+def contact_change_labels(plan: importing.ImportPlan) -> dict:
+    """How the preview shows a contact plan's values: companies and networks by name
+    (two queries for the whole plan), roles and status in words."""
+    from sqlalchemy import select
+
+    from crm.members.models import Company, Network
+
+    company_ids, network_ids = set(), set()
+    for row in plan.creates + plan.updates:
+        for change in row.changes:
+            for value in (change.old, change.new):
+                if change.field == "company_id" and value:
+                    company_ids.add(value)
+                elif change.field == "network_ids" and value:
+                    network_ids.update(value)
+    companies = dict(
+        db.session.execute(
+            select(Company.id, Company.name).where(Company.id.in_(company_ids))
+        ).all()
+        if company_ids
+        else []
+    )
+    networks = dict(
+        db.session.execute(
+            select(Network.id, Network.name).where(Network.id.in_(network_ids))
+        ).all()
+        if network_ids
+        else []
+    )
+    return {
+        "labels": {**CONTACT_FIELD_LABELS},
+        "companies": companies,
+        "networks": networks,
+    }
+
+
+CONTACT_FIELD_LABELS = {
+    "first_name": _l("First name"),
+    "last_name": _l("Last name"),
+    "email": _l("Email"),
+    "phone": _l("Phone"),
+    "job_title": _l("Job title"),
+    "company_id": _l("Company"),
+    "is_primary_contact": ROLE_LABELS["primary"],
+    "is_invoice_contact": ROLE_LABELS["invoice"],
+    "is_board_representative": ROLE_LABELS["board"],
+    "network_ids": _l("Networks"),
+    "active": _l("Active"),
+    "archived_at": _l("Archived"),
+}
 
 
 @bp.app_template_filter("import_value")
