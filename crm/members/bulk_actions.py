@@ -26,14 +26,15 @@ from crm.timeutil import today_oslo
 MAX_SELECTION = 50_000
 ID_CHUNK = 5_000
 
-CONTACT_ACTIONS = ("network_add", "network_remove", "followup", "consent", "export")
-COMPANY_ACTIONS = ("network_add", "network_remove", "status", "followup", "export")
+CONTACT_ACTIONS = ("network_add", "network_remove", "followup", "consent", "invite", "export")
+COMPANY_ACTIONS = ("network_add", "network_remove", "status", "followup", "invite", "export")
 ACTION_LABELS = {
     "network_add": _l("Add to a network"),
     "network_remove": _l("Remove from a network"),
     "status": _l("Set membership status"),
     "followup": _l("Assign a follow-up"),
     "consent": _l("Record consent for a topic"),
+    "invite": _l("Invite to an event"),
     "export": _l("Export"),
 }
 
@@ -388,3 +389,52 @@ def apply_consent(
             note=f"[{channel}] {note}"[:2000],
         )
     return len(changing)
+
+
+# -- invitations ---------------------------------------------------------------------------
+
+
+def _event(event_id: int | None):
+    from crm.events.models import Event
+
+    event = db.session.get(Event, event_id) if event_id else None
+    if event is None:
+        raise BulkError(_("Choose an event."))
+    return event
+
+
+def invite_changes(selection: Selection, event_id: int | None) -> list[int]:
+    """The contacts an invitation to the event would reach: the selected contacts (or
+    the current contacts of the selected companies) whom the invitation rule allows
+    (crm.events.invitations.invitable), one per email address."""
+    from crm.events.invitations import invitable
+
+    event = _event(event_id)
+    return invitable(event, contacts_for_network(selection).ids)
+
+
+def apply_invite(selection: Selection, event_id: int | None, *, user):
+    """A draft invitation to the event for the selection (the event's own invitation
+    mechanism, crm.events.invitations), with one audit entry per contact it is for.
+    Returns the invitation (a newsletter; staff check and send it)."""
+    from crm.events.invitations import InvitationError, invite_picked
+
+    event = _event(event_id)
+    contacts = contacts_for_network(selection)
+    try:
+        invitation = invite_picked(event, contacts.ids, user)
+    except InvitationError as exc:
+        raise BulkError(str(exc)) from exc
+    from crm.newsletters.models import newsletter_pick
+
+    picked = db.session.scalars(
+        select(newsletter_pick.c.contact_id).where(newsletter_pick.c.newsletter_id == invitation.id)
+    ).all()
+    audit.bulk_log(
+        Contact,
+        [
+            (i, contacts.labels.get(i, ""), {"invited_to": [None, event.title]})
+            for i in sorted(picked)
+        ],
+    )
+    return invitation

@@ -299,6 +299,7 @@ class BulkForm(Form):
         validators=[Optional(), Length(max=2000)],
         filters=[clean_text],
     )
+    event = SelectField(_l("Event"), coerce=_optional_int, validate_choice=False)
     fmt = SelectField(
         _l("Format"),
         choices=[SelectChoice("xlsx", "Excel"), SelectChoice("csv", "CSV")],

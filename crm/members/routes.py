@@ -29,6 +29,7 @@ from wtforms import SelectChoice
 from crm.audit import history_for
 from crm.auth.permissions import permission_required
 from crm.extensions import db
+from crm.i18n import format_date
 from crm.members import bulk_actions, listing, network_pages, services
 from crm.members.forms import (
     ORG_FORMS,
@@ -851,7 +852,29 @@ def _bulk_form(record_type: str) -> BulkForm:
             select(ConsentWording.version).order_by(ConsentWording.version.desc())
         ).all()
         form.wording_version.choices = [SelectChoice(v, str(v)) for v in versions]
+    form.event.choices = [SelectChoice("", "—")] + [
+        SelectChoice(e.id, f"{e.title} ({format_date(e.starts_at)})") for e in _upcoming_events()
+    ]
     return form
+
+
+def _upcoming_events():
+    """Events whose first session is still ahead, soonest first (the invitation choice)."""
+    from crm.events.models import Event, EventSession
+    from crm.timeutil import utcnow
+
+    first = (
+        select(EventSession.event_id, func.min(EventSession.starts_at).label("starts_at"))
+        .group_by(EventSession.event_id)
+        .subquery()
+    )
+    return db.session.scalars(
+        select(Event)
+        .join(first, first.c.event_id == Event.id)
+        .where(first.c.starts_at > utcnow())
+        .order_by(first.c.starts_at, Event.id)
+        .options(selectinload(Event.sessions))
+    ).all()
 
 
 def _bulk_count(action: str, selection, form: BulkForm, record_type: str) -> int:
@@ -865,6 +888,12 @@ def _bulk_count(action: str, selection, form: BulkForm, record_type: str) -> int
         return len(bulk_actions.status_changes(selection, form.status.data, form.on.data))
     if action == "consent":
         return len(bulk_actions.consent_changes(selection, form.topic.data))
+    if action == "invite":
+        from crm.auth.permissions import can
+
+        if not can("events.edit"):
+            raise bulk_actions.BulkError(_("You may not invite people to events."))
+        return len(bulk_actions.invite_changes(selection, form.event.data))
     if action == "followup":
         from crm.followups.services import FollowUpError, check_followup
 
@@ -927,6 +956,27 @@ def _bulk_export(record_type: str, selection, fmt: str):
     return export_response(fmt, f"{name}-{_today_stamp()}", headers, rows, title)
 
 
+def _bulk_invite(selection, form: BulkForm):
+    """Make the draft invitation and open it: staff check the text and send it there."""
+    invitation = bulk_actions.apply_invite(selection, form.event.data, user=current_user)
+    db.session.commit()
+    flash(
+        ngettext(
+            "A draft invitation to %(num)s person is made: check the text, then send it.",
+            "A draft invitation to %(num)s people is made: check the text, then send it.",
+            _picked(invitation),
+        ),
+        "success",
+    )
+    return redirect(url_for("newsletters.newsletter_edit", newsletter_id=invitation.id))
+
+
+def _picked(invitation) -> int:
+    from crm.events.invitations import picked_count
+
+    return picked_count(invitation)
+
+
 def _bulk(record_type: str):
     """The bulk page: the list's bar posts here (step "choose"); the page previews how
     many records change ("preview") and applies the action in one transaction
@@ -968,6 +1018,8 @@ def _bulk(record_type: str):
             if step == "apply":
                 if action == "export":
                     return _bulk_export(record_type, selection, form.fmt.data)
+                if action == "invite":
+                    return _bulk_invite(selection, form)
                 changed = _bulk_apply(action, selection, form, record_type)
                 db.session.commit()
                 flash(

@@ -13,6 +13,8 @@ recipient has a *basis* (`recipients_with_basis`, stored on their ledger row):
   objected to N's mail (an `objected` event in the consent ledger for N's topic). An
   objection to any of the mailing's networks also stops it reaching them on consent.
 - always: an email address, not archived, not erased, not on the suppression list;
+- a mailing with picked contacts (a bulk "invite to an event" from a list) reaches only
+  those, and only those of them the rules above allow;
 - then the contact filters staff chose: networks (for a newsletter; for network mail
   its networks are the basis instead), municipalities (of the contact's company),
   member / non-member companies, contact roles. Within one filter any value matches;
@@ -238,7 +240,9 @@ def _eligible(audience: Audience, among) -> Select:
     )
     if audience.kind in REGISTRANT_KINDS:
         return statement.where(_registered(audience.event_id, REGISTRANT_KINDS[audience.kind]))
-    statement = statement.where(_basis(audience, among), *_filters(audience))
+    statement = statement.where(
+        _basis(audience, among), *_filters(audience), _picked(audience.newsletter_id)
+    )
     if audience.kind == "event_invitation":
         statement = statement.where(
             ~_answered(audience.event_id), ~_invited_before(audience.event_id, audience)
@@ -246,6 +250,21 @@ def _eligible(audience: Audience, among) -> Select:
     elif audience.kind == "event_invitation_reminder":
         statement = statement.where(~_answered(audience.event_id), _sent(audience.parent_id))
     return statement
+
+
+def _picked(newsletter_id: int | None):
+    """A mailing with picked contacts (a bulk invitation from a list) reaches only them."""
+    if newsletter_id is None:
+        return true()
+    from crm.newsletters.models import newsletter_pick as pick
+
+    has_picks = exists().where(pick.c.newsletter_id == newsletter_id)
+    picked = (
+        exists()
+        .where(pick.c.newsletter_id == newsletter_id, pick.c.contact_id == Contact.id)
+        .correlate(Contact)
+    )
+    return or_(~has_picks, picked)
 
 
 # -- event mail --------------------------------------------------------------------------

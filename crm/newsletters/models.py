@@ -141,6 +141,17 @@ class NewsletterBatch(db.Model):
     newsletter: Mapped[Newsletter] = relationship()
 
 
+# The contacts staff picked for a mailing (a bulk "invite to an event" from the contact or
+# company list). A mailing with picks goes to them only, and still only to those the
+# audience rule allows (crm.newsletters.audience); one without goes to its whole audience.
+newsletter_pick = db.Table(
+    "newsletter_pick",
+    db.Column("newsletter_id", ForeignKey("newsletter.id", ondelete="CASCADE"), primary_key=True),
+    db.Column("contact_id", ForeignKey("contact.id", ondelete="CASCADE"), primary_key=True),
+    Index("ix_newsletter_pick_contact_id", "contact_id"),
+)
+
+
 class NewsletterRecipient(db.Model):
     """The ledger: one row per newsletter and contact, at most one send each."""
 

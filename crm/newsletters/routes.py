@@ -182,6 +182,7 @@ def _render_form(form: NewsletterForm, newsletter: Newsletter | None = None):
         event_kinds=EVENT_KIND_LABELS,
         event=_event_of(newsletter),
         recipients_now=services.recipient_count(newsletter) if newsletter else None,
+        picked=services.picked_count(newsletter) if newsletter else 0,
     )
 
 

@@ -472,3 +472,13 @@ def set_in_archive(newsletter: Newsletter, published: bool) -> None:
     if published and newsletter.state == "cancelled":
         raise NewsletterError(_("A cancelled newsletter cannot be published."))
     newsletter.in_archive = published
+
+
+def picked_count(newsletter: Newsletter) -> int:
+    """How many picked contacts the mailing is limited to (0: its whole audience; see
+    crm.newsletters.audience)."""
+    from crm.newsletters.models import newsletter_pick
+
+    return db.session.scalar(
+        select(func.count()).where(newsletter_pick.c.newsletter_id == newsletter.id)
+    )
