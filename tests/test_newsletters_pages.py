@@ -13,7 +13,7 @@ from crm.extensions import db
 from crm.mail.models import EmailMessage
 from crm.mail.services import record_event
 from crm.members.models import Network
-from crm.newsletters import compose, sending, services
+from crm.newsletters import compose, ledger, sending, services
 from crm.newsletters.models import Newsletter, NewsletterBatch, NewsletterRecipient
 from crm.subscriptions import links
 from crm.timeutil import OSLO, utcnow
@@ -172,10 +172,9 @@ def test_statistics_per_network_and_municipality(app, client, auth):
         newsletter = make_newsletter()
         services.start_sending(newsletter)
         db.session.commit()
-        db.session.execute(
-            db.update(NewsletterRecipient).values(
-                state="sent", sent_at=utcnow() - timedelta(hours=1)
-            )
+        ledger.mark_sent(
+            NewsletterRecipient.newsletter_id == newsletter.id,
+            sent_at=utcnow() - timedelta(hours=1),
         )
         db.session.commit()
         by_contact = {r.contact_id: r for r in db.session.scalars(db.select(NewsletterRecipient))}

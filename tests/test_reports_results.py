@@ -17,6 +17,7 @@ from crm.extensions import db
 from crm.fees.models import Payment
 from crm.fees.services import run_annual_invoicing
 from crm.members.models import Activity
+from crm.newsletters import ledger
 from crm.newsletters.models import Newsletter, NewsletterRecipient
 from crm.subscriptions import topics as topic_rules
 from crm.subscriptions.models import ConsentEvent
@@ -104,11 +105,13 @@ def _story() -> None:
     ):
         db.session.add(
             NewsletterRecipient(
-                newsletter_id=letter.id, contact_id=contact.id, batch_number=n, state="sent",
+                newsletter_id=letter.id, contact_id=contact.id, batch_number=n, state="pending",
                 delivered_at=_at(date(2026, 9, 15)) if delivered else None,
                 opened_at=_at(date(2026, 9, 16)) if opened else None,
             )
         )  # fmt: skip
+    db.session.flush()
+    ledger.mark_sent(NewsletterRecipient.newsletter_id == letter.id)  # as the 202 is recorded
     topic_rules.sync_topics()
     general = topic_rules.topic_by_slug("generelt")
     for contact, kind, day in (

@@ -279,3 +279,71 @@ def skip_batch(batch: NewsletterBatch, reason: str) -> None:
         .execution_options(synchronize_session=False)
     )
     refresh_batch(batch.id, in_flight_since=None, ambiguous_since=None)
+
+
+# -- the newsletter's reach counters ------------------------------------------------------
+# Newsletter.sent_count is its rows in state "sent"; each other counter is how many of
+# those have the webhook timestamp below. Both ways a row can enter a counter change it
+# here, in the transaction of the row's change: a row becoming sent (with the events
+# that may have come before our own record of the 202), or a first event on a sent row.
+
+# ledger timestamp -> the Newsletter counter of sent rows that have it
+EVENT_COUNTERS = {
+    "delivered_at": "delivered_count",
+    "bounced_at": "bounced_count",
+    "opened_at": "opened_count",
+    "clicked_at": "clicked_count",
+    "spam_reported_at": "spam_count",
+}
+
+
+def _add_to_counters(newsletter_id: int, added: dict[str, int]) -> None:
+    added = {name: number for name, number in added.items() if number}
+    if not added:
+        return
+    db.session.execute(
+        update(Newsletter)
+        .where(Newsletter.id == newsletter_id)
+        .values({name: getattr(Newsletter, name) + number for name, number in added.items()})
+        .execution_options(synchronize_session=False)
+    )
+
+
+def mark_sent(*conditions, **values) -> int:
+    """The not yet sent rows matching `conditions` are sent (with `values`); their
+    newsletters' counters grow by them and by the events they already have. One UPDATE
+    of the rows and one per newsletter concerned; the number of rows marked."""
+    R = NewsletterRecipient
+    stamps = [getattr(R, column) for column in EVENT_COUNTERS]
+    marked = db.session.execute(
+        update(R)
+        .where(*conditions, R.state != "sent")
+        .values(state="sent", **values)
+        .returning(R.newsletter_id, *stamps)
+        .execution_options(synchronize_session=False)
+    ).all()
+    added: dict[int, dict[str, int]] = {}
+    for newsletter_id, *row_stamps in marked:
+        counts = added.setdefault(newsletter_id, {"sent_count": 0})
+        counts["sent_count"] += 1
+        for name, stamp in zip(EVENT_COUNTERS.values(), row_stamps, strict=True):
+            if stamp is not None:
+                counts[name] = counts.get(name, 0) + 1
+    for newsletter_id, counts in added.items():
+        _add_to_counters(newsletter_id, counts)
+    return len(marked)
+
+
+def note_first_event(row_id: int, newsletter_id: int, column: str, at) -> None:
+    """A webhook event's timestamp on its row, if the row has none yet; counted when the
+    row is sent (a row still pending is counted when it becomes sent, by `mark_sent`)."""
+    R = NewsletterRecipient
+    state = db.session.scalar(
+        update(R)
+        .where(R.id == row_id, R.newsletter_id == newsletter_id, getattr(R, column).is_(None))
+        .values({column: at})
+        .returning(R.state)
+        .execution_options(synchronize_session=False)
+    )
+    if state == "sent" and column in EVENT_COUNTERS:
+        _add_to_counters(newsletter_id, {EVENT_COUNTERS[column]: 1})

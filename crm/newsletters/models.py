@@ -76,6 +76,15 @@ class Newsletter(Audited, db.Model):
     paused_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     pause_reason: Mapped[str] = mapped_column(Text, default="")
+    # Its ledger rows in state "sent", and how many of those have each first webhook
+    # event: kept in the transaction that changes the rows (crm.newsletters.ledger), so
+    # the statistics and the yearly report read them instead of adding up the ledger.
+    sent_count: Mapped[int] = mapped_column(default=0, server_default="0")
+    delivered_count: Mapped[int] = mapped_column(default=0, server_default="0")
+    bounced_count: Mapped[int] = mapped_column(default=0, server_default="0")
+    opened_count: Mapped[int] = mapped_column(default=0, server_default="0")
+    clicked_count: Mapped[int] = mapped_column(default=0, server_default="0")
+    spam_count: Mapped[int] = mapped_column(default=0, server_default="0")
 
     # What was sent, rendered once when sending started (with substitution tags), so
     # that every batch — and a resend after a crash — sends the same content.

@@ -362,15 +362,11 @@ def confirm_sent_from_events(batch: NewsletterBatch) -> None:
         .where(*ledger.in_batch(batch), R.provider_message_id.is_not(None))
         .limit(1)
     )
-    db.session.execute(
-        update(R)
-        .where(*ledger.in_batch(batch), R.state == "pending")
-        .values(
-            state="sent",
-            sent_at=func.coalesce(R.processed_at, now),
-            provider_message_id=func.coalesce(R.provider_message_id, provider_id),
-        )
-        .execution_options(synchronize_session=False)
+    ledger.mark_sent(
+        *ledger.in_batch(batch),
+        R.state == "pending",
+        sent_at=func.coalesce(R.processed_at, now),
+        provider_message_id=func.coalesce(R.provider_message_id, provider_id),
     )
     ledger.refresh_batch(
         batch.id,
@@ -548,8 +544,11 @@ def _record_sent(batch: NewsletterBatch, rows: list[Row], provider_id: str | Non
     """
     now = utcnow()
     provider_id = (provider_id or "")[:100] or None
-    _set_rows(
-        [r.id for r in rows], state="sent", sent_at=now, provider_message_id=provider_id, error=""
+    ledger.mark_sent(
+        id_in(NewsletterRecipient.id, [r.id for r in rows]),
+        sent_at=now,
+        provider_message_id=provider_id,
+        error="",
     )
     ledger.refresh_batch(
         batch.id,

@@ -21,7 +21,8 @@ from sqlalchemy.orm import aliased
 from crm.extensions import db
 from crm.members.models import Company, Contact, Network, contact_network
 from crm.members.municipalities import municipality_label
-from crm.newsletters.models import NewsletterRecipient
+from crm.newsletters import ledger
+from crm.newsletters.models import Newsletter, NewsletterRecipient
 from crm.subscriptions.models import ConsentEvent
 from crm.timeutil import utcnow
 
@@ -68,7 +69,10 @@ def record_mail_event(event: dict, message=None) -> None:
     column = EVENT_COLUMNS.get(kind)
     # A "blocked" bounce is temporary (the address exists): not counted as bounced.
     if column and not (kind == "bounce" and event.get("type") == "blocked"):
-        values[column] = func.coalesce(getattr(R, column), at)
+        if column in ledger.EVENT_COUNTERS:
+            ledger.note_first_event(row_id, newsletter_id, column, at)
+        else:
+            values[column] = func.coalesce(getattr(R, column), at)
     provider_id = str(event.get("sg_message_id") or "").split(".", 1)[0][:100]
     if provider_id:
         values["provider_message_id"] = func.coalesce(R.provider_message_id, provider_id)
@@ -143,8 +147,20 @@ def _sent_rows(newsletter_id: int):
 
 
 def totals(newsletter_id: int) -> Figures:
-    values = db.session.execute(select(*_metric_columns()).where(*_sent_rows(newsletter_id))).one()
-    return _figures("", values)
+    """The newsletter's counters (crm.newsletters.ledger keeps them); unsubscribes, which
+    also count withdrawals through our link, from the ledger."""
+    N = Newsletter
+    counters = (N.sent_count, N.delivered_count, N.bounced_count, N.opened_count, N.clicked_count)
+    sent, delivered, bounced, opened, clicked, spam = (
+        db.session.execute(
+            select(*counters, N.spam_count).where(N.id == newsletter_id)
+        ).one_or_none()
+        or (0,) * 6
+    )
+    unsubscribed = db.session.scalar(
+        select(func.count()).where(*_sent_rows(newsletter_id), _unsubscribed())
+    )
+    return _figures("", [sent, delivered, bounced, opened, clicked, unsubscribed, spam])
 
 
 def by_network(newsletter_id: int) -> list[Figures]:

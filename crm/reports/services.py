@@ -356,25 +356,17 @@ def _courses(start: date, end: date) -> Table:
 
 
 def _newsletters(start: date, end: date) -> Table:
-    R = NewsletterRecipient
-
-    def count_if(condition):
-        return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
-
+    # The newsletter's counters, kept with its ledger (crm.newsletters.ledger).
+    N = Newsletter
     stmt = (
-        select(
-            Newsletter.subject,
-            count_if(R.state == "sent"),
-            count_if(R.delivered_at.is_not(None)),
-            count_if(R.opened_at.is_not(None)),
-        )
-        .join(R, R.newsletter_id == Newsletter.id)
+        select(N.subject, N.sent_count, N.delivered_count, N.opened_count)
         .where(
-            Newsletter.finished_at >= _utc(start),
-            Newsletter.finished_at < _utc(end + timedelta(days=1)),
+            N.finished_at >= _utc(start),
+            N.finished_at < _utc(end + timedelta(days=1)),
+            # as before: the newsletters that had a ledger
+            exists().where(NewsletterRecipient.newsletter_id == N.id),
         )
-        .group_by(Newsletter.id, Newsletter.subject, Newsletter.finished_at)
-        .order_by(Newsletter.finished_at)
+        .order_by(N.finished_at)
     )
     rows = [[subject, int(s), int(d), int(o)] for subject, s, d, o in db.session.execute(stmt)]
     return Table(
