@@ -509,6 +509,40 @@ def test_overdue_page_lists_invoices_and_sends_due_reminders(app, client, auth, 
     assert "Send fakturaen først" in page
 
 
+def test_invoice_and_overdue_lists_come_in_pages_that_keep_the_filter_and_the_total(
+    app, client, auth, monkeypatch
+):
+    app.config["PAGE_SIZE"] = 2
+    with app.test_request_context():
+        invoices = make_invoiced_members(5)
+        for invoice in invoices[:3]:
+            invoice.sent_at = utcnow()
+        db.session.commit()
+        numbers = sorted(invoice.number for invoice in invoices)
+        later = invoices[0].due_date + timedelta(days=15)
+    monkeypatch.setattr("crm.fees.routes.today_oslo", lambda: later)
+    monkeypatch.setattr("crm.fees.reminders.today_oslo", lambda: later)
+    auth.login("treasurer")
+    first = client.get("/fees/invoices?year=2026&status=unpaid").get_data(as_text=True)
+    # The count is of every matching invoice, not of the rows on this page.
+    assert "5 fakturaer" in first
+    assert f">{numbers[0]}<" in first and f">{numbers[2]}<" not in first
+    link = re.search(r'href="([^"]*page=2[^"]*)"', first).group(1).replace("&amp;", "&")
+    assert "status=unpaid" in link and "year=2026" in link
+    second = client.get(link).get_data(as_text=True)
+    assert f">{numbers[2]}<" in second and f">{numbers[0]}<" not in second
+    assert "5 fakturaer" in second
+    # 'Send unsent' and the reminder button act on all of them, not on the page shown.
+    overdue = client.get("/fees/overdue").get_data(as_text=True)
+    assert overdue.count("<tr>") == 1 + 2 and "page=3" in overdue
+    assert "Send 3 purringer" in overdue
+    client.post("/fees/reminders", data={"with_fee": "y"})
+    with app.test_request_context():
+        from crm.fees.models import Reminder
+
+        assert db.session.scalar(select(func.count(Reminder.id))) == 3
+
+
 def audit_history(response) -> str:
     """The history list of a page, without the forms beside it."""
     return response.get_data(as_text=True).split('<ol class="audit">', 1)[1].split("</ol>", 1)[0]

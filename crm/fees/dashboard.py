@@ -3,7 +3,7 @@
 from dataclasses import dataclass, field
 from datetime import date
 
-from sqlalchemy import case, func, select
+from sqlalchemy import Select, case, func, select
 from sqlalchemy.orm import contains_eager, selectinload
 
 from crm.extensions import db
@@ -32,9 +32,9 @@ REFUND_DUE = (Invoice.status == "overpaid") | (
 )
 
 
-def invoices_for_year(
+def invoices_for_year_query(
     year: int, status: str | None = None, *, refund_due: bool = False
-) -> list[Invoice]:
+) -> Select:
     """`year`'s invoices by number; `status` may also be "unpaid" (open or partly paid)."""
     query = select(Invoice).where(Invoice.year == year).order_by(Invoice.number)
     if status == "unpaid":
@@ -43,10 +43,17 @@ def invoices_for_year(
         query = query.where(Invoice.status == status)
     if refund_due:
         query = query.where(REFUND_DUE)
-    return db.session.scalars(query).all()
+    return query
 
 
-def overdue_invoices(today: date | None = None, year: int | None = None) -> list[Invoice]:
+def invoices_for_year(
+    year: int, status: str | None = None, *, refund_due: bool = False
+) -> list[Invoice]:
+    """All of `year`'s invoices by number (see invoices_for_year_query)."""
+    return db.session.scalars(invoices_for_year_query(year, status, refund_due=refund_due)).all()
+
+
+def overdue_invoices_query(today: date | None = None, year: int | None = None) -> Select:
     """Unpaid invoices past their due date, oldest first."""
     today = today or today_oslo()
     query = (
@@ -57,7 +64,12 @@ def overdue_invoices(today: date | None = None, year: int | None = None) -> list
     )
     if year is not None:
         query = query.where(Invoice.year == year)
-    return db.session.scalars(query).all()
+    return query
+
+
+def overdue_invoices(today: date | None = None, year: int | None = None) -> list[Invoice]:
+    """All unpaid invoices past their due date, oldest first."""
+    return db.session.scalars(overdue_invoices_query(today, year)).all()
 
 
 @dataclass

@@ -99,6 +99,51 @@ def reminders_due(today: date | None = None) -> list[tuple[Invoice, int]]:
     return due
 
 
+@dataclass
+class _ReminderState:
+    """The columns the reminder rules read from an invoice, without loading it."""
+
+    due_date: date
+    sent_at: object
+    reminders: list = field(default_factory=list)
+
+
+def reminder_levels_due(today: date | None = None) -> dict[int, int]:
+    """{invoice id: level} of the reminders `reminders_due` would give, read as plain
+    columns: the overdue page shows how many there are and which of its rows they are
+    without loading every overdue invoice and its reminders as objects."""
+    today = today or today_oslo()
+    condition = (
+        Invoice.status.in_(UNPAID_STATUSES),
+        Invoice.due_date <= today - WAIT,
+        Invoice.sent_at.is_not(None),
+    )
+    states = {
+        invoice_id: _ReminderState(due_date, sent_at)
+        for invoice_id, due_date, sent_at in db.session.execute(
+            select(Invoice.id, Invoice.due_date, Invoice.sent_at).where(*condition)
+        )
+    }
+    if not states:
+        return {}
+    for reminder in db.session.execute(
+        select(Reminder.invoice_id, Reminder.level, Reminder.new_due_date).where(
+            Reminder.invoice_id.in_(select(Invoice.id).where(*condition))
+        )
+    ):
+        if reminder.invoice_id in states:
+            states[reminder.invoice_id].reminders.append(reminder)
+    due = {}
+    for invoice_id, state in states.items():
+        level = next_level(state)
+        if level is None:
+            continue
+        earliest = earliest_date(state, level)
+        if earliest is not None and earliest <= today:
+            due[invoice_id] = level
+    return due
+
+
 def send_reminder(
     invoice: Invoice, level: int, today: date | None = None, with_fee: bool = True
 ) -> Reminder:

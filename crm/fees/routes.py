@@ -2,7 +2,17 @@
 
 from datetime import date
 
-from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from flask_babel import gettext as _
 from flask_babel import ngettext
 from sqlalchemy import select
@@ -44,6 +54,7 @@ from crm.fees.models import (
 )
 from crm.fees.money import kroner
 from crm.members.models import Company
+from crm.pagination import requested_page
 from crm.timeutil import today_oslo
 
 bp = Blueprint("fees", __name__, url_prefix="/fees")
@@ -93,6 +104,17 @@ def dashboard():
     )
 
 
+def _page_of(query):
+    """One page of a fee list (?page=), with the total counted by the database."""
+    return db.paginate(
+        query,
+        page=requested_page(),
+        per_page=current_app.config["PAGE_SIZE"],
+        max_per_page=current_app.config["PAGE_SIZE"],
+        error_out=False,
+    )
+
+
 @bp.route("/invoices")
 @permission_required(VIEW)
 def invoice_list():
@@ -108,7 +130,9 @@ def invoice_list():
         status=status,
         statuses=INVOICE_STATUSES,
         refund_due=refund_due,
-        invoices=services.invoices_for_year(year, status or None, refund_due=refund_due),
+        page=_page_of(
+            services.invoices_for_year_query(year, status or None, refund_due=refund_due)
+        ),
     )
 
 
@@ -488,14 +512,13 @@ def _flash_form_errors(form) -> None:
 @bp.route("/overdue")
 @permission_required(VIEW)
 def overdue():
-    from crm.fees.reminders import reminders_due
+    from crm.fees.reminders import reminder_levels_due
 
     today = today_oslo()
-    due = {invoice.id: level for invoice, level in reminders_due(today)}
     return render_template(
         "fees/overdue.html",
-        invoices=services.overdue_invoices(today),
-        reminders_due=due,
+        page=_page_of(services.overdue_invoices_query(today)),
+        reminders_due=reminder_levels_due(today),
         today=today,
         form=ReminderForm(),
     )
