@@ -189,25 +189,40 @@ def _without_primary_contact():
         Company.archived_at.is_(None),
         ~exists().where(
             Contact.company_id == Company.id,
-            Contact.is_primary_contact.is_(True),
-            Contact.active.is_(True),
+            # Bare booleans, not IS TRUE: PostgreSQL matches them to the partial index
+            # ix_contact_current_primary.
+            Contact.is_primary_contact,
+            Contact.active,
             Contact.archived_at.is_(None),
         ),
     )
 
 
 def companies_without_primary_contact(limit: int = LIMIT):
-    """Member companies nobody is the primary contact of (by name), and how many."""
-    condition = _without_primary_contact()
-    companies = db.session.scalars(
-        select(Company)
-        .options(_company_columns())
-        .where(condition)
-        .order_by(Company.name, Company.id)
-        .limit(limit)
+    """Member companies nobody is the primary contact of (by name), and how many.
+
+    One pass over the companies gives both: the count is a window over every match,
+    which also keeps PostgreSQL from walking the name index to find the first few (it
+    would probe every member company that way when all of them have a primary contact).
+    The probe per company is served by ix_contact_current_primary (migration 0020).
+    """
+    matches = (
+        select(Company.id, Company.name, func.count().over().label("total"))
+        .where(_without_primary_contact())
+        .subquery()
+    )
+    rows = db.session.execute(
+        select(matches.c.id, matches.c.total).order_by(matches.c.name, matches.c.id).limit(limit)
     ).all()
-    total = db.session.scalar(select(func.count(Company.id)).where(condition))
-    return companies, total or 0
+    if not rows:
+        return [], 0
+    by_id = {
+        company.id: company
+        for company in db.session.scalars(
+            select(Company).options(_company_columns()).where(Company.id.in_([r.id for r in rows]))
+        )
+    }
+    return [by_id[row.id] for row in rows], rows[0].total
 
 
 def _company_columns():

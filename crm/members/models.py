@@ -144,6 +144,14 @@ class Contact(Audited, Timestamps, db.Model):
             sqlite_where=text("archived_at IS NOT NULL"),
             postgresql_where=text("archived_at IS NOT NULL"),
         ),
+        # Current primary contacts by company: the home page's "member companies without
+        # a primary contact" probes it once per member company (migration 0020).
+        Index(
+            "ix_contact_current_primary",
+            "company_id",
+            sqlite_where=text("is_primary_contact AND active AND archived_at IS NULL"),
+            postgresql_where=text("is_primary_contact AND active AND archived_at IS NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
