@@ -458,9 +458,17 @@ def test_company_page_shows_fee_history_to_treasurers_only(app, client, auth):
 def test_one_price_override_per_company_and_year_shown_on_the_company_page(app, client, auth):
     with app.test_request_context():
         company = make_member("Egen Pris AS", employees=20)
-        company_id = company.id
+        company_id, orgnr = company.id, company.orgnr
     auth.login("treasurer")
-    form = {"company_id": str(company_id), "kind": "amount", "amount": "1 000", "reason": "Styret"}
+    # The company is typed (orgnr or exact name), not picked from a list of all of them.
+    page = client.get("/fees/overrides/new").get_data(as_text=True)
+    assert "Egen Pris AS" not in page and "data-company-lookup" in page
+    unknown = {"company": "Finnes Ikke AS", "kind": "amount", "amount": "1", "reason": "x"}
+    refused = client.post("/fees/overrides/new", data=unknown).get_data(as_text=True)
+    assert "Ingen bedrift passer" in refused
+    named = {**unknown, "company": "Egen"}
+    assert "Egen Pris AS" in client.post("/fees/overrides/new", data=named).get_data(as_text=True)
+    form = {"company": orgnr, "kind": "amount", "amount": "1 000", "reason": "Styret"}
     assert client.post("/fees/overrides/new", data={**form, "year": "2026"}).status_code == 302
     again = client.post("/fees/overrides/new", data={**form, "year": "2026", "amount": "900"})
     assert "Bedriften har allerede en særpris for 2026" in again.get_data(as_text=True)

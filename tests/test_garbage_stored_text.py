@@ -56,12 +56,12 @@ def test_a_nul_byte_in_a_consent_note_is_refused(app, client, auth):
 def test_a_nul_byte_in_a_payment_note_or_override_reason_is_refused(app, client, auth):
     with app.test_request_context():
         invoice_id = make_invoiced_members(1)[0].id
-        company_id = make_member("Egen Pris AS").id
+        orgnr = make_member("Egen Pris AS").orgnr
     auth.login("treasurer")
     url = f"/fees/invoices/{invoice_id}/payments"
     payment = {"kind": "payment", "amount": "100", "paid_on": "2026-03-01", "note": NUL}
     assert client.post(url, data=payment).status_code in (200, 302)
-    override = {"company_id": str(company_id), "kind": "amount", "amount": "1", "reason": NUL}
+    override = {"company": orgnr, "kind": "amount", "amount": "1", "reason": NUL}
     assert client.post("/fees/overrides/new", data=override).status_code == 200
     with app.app_context():
         from crm.fees.models import FeeOverride, Payment

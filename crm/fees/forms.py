@@ -192,7 +192,9 @@ class ScheduleForm(Form):
 
 
 class OverrideForm(Form):
-    company_id = SelectField(_l("Company"), coerce=int)
+    # Organisation number or exact name (the company field of the contact form): a
+    # drop-down of every company is 20,000 options in a large register.
+    company = StringField(_l("Company"), [DataRequired(), Length(max=300)])
     year = WholeNumberField(_l("Year (empty: every year)"), [Optional(), NumberRange(2000, 2100)])
     kind = SelectField(
         _l("Kind"),

@@ -743,14 +743,26 @@ def _prefilled_schedule_form(year: int) -> ScheduleForm:
 @bp.route("/overrides/new", methods=["GET", "POST"])
 @permission_required(EDIT)
 def override_new():
+    from crm.members import services as members
+
     form = OverrideForm()
-    companies = db.session.scalars(select(Company).order_by(Company.name)).all()
-    form.company_id.choices = [SelectChoice(c.id, f"{c.name} ({c.orgnr})") for c in companies]
+    company, suggestions = None, []
     if form.validate_on_submit():
+        try:
+            company = members.resolve_company(form.company.data)
+        except members.MembersError as exc:
+            form.company.errors.append(str(exc))
+            suggestions = members.company_suggestions(form.company.data, limit=5)
+        else:
+            if company is None:
+                form.company.errors.append(
+                    _("No company matches. Type the organisation number or pick a suggestion.")
+                )
+    if company is not None:
         is_amount = form.kind.data == "amount"
         try:
             services.add_override(
-                form.company_id.data,
+                company.id,
                 form.year.data,
                 amount_ore=form.amount.data if is_amount else None,
                 discount_percent=None if is_amount else form.discount_percent.data,
@@ -763,7 +775,11 @@ def override_new():
             db.session.commit()
             flash(_("Price override saved."), "success")
             return redirect(url_for(".schedule_list"))
-    return render_template("fees/override_form.html", form=form)
+    return render_template(
+        "fees/override_form.html",
+        form=form,
+        suggestions=[members.company_choice_label(c) for c in suggestions],
+    )
 
 
 @bp.route("/overrides/<int:override_id>/delete", methods=["POST"])
