@@ -204,7 +204,7 @@ def companies_without_primary_contact(limit: int = LIMIT):
     One pass over the companies gives both: the count is a window over every match,
     which also keeps PostgreSQL from walking the name index to find the first few (it
     would probe every member company that way when all of them have a primary contact).
-    The probe per company is served by ix_contact_current_primary (migration 0020).
+    The probe per company is served by ix_contact_current_primary (migration 0021).
     """
     matches = (
         select(Company.id, Company.name, func.count().over().label("total"))

@@ -145,7 +145,7 @@ class Contact(Audited, Timestamps, db.Model):
             postgresql_where=text("archived_at IS NOT NULL"),
         ),
         # Current primary contacts by company: the home page's "member companies without
-        # a primary contact" probes it once per member company (migration 0020).
+        # a primary contact" probes it once per member company (migration 0021).
         Index(
             "ix_contact_current_primary",
             "company_id",

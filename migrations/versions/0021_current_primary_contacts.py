@@ -1,7 +1,7 @@
 """members: index of current primary contacts by company (the home page's check)
 
-Revision ID: 0020_current_primary_contacts
-Revises: 0019_newsletter_picks
+Revision ID: 0021_current_primary_contacts
+Revises: 0020_newsletter_reach
 Create Date: 2026-12-06 20:30:00
 
 The home page lists member companies without a current primary contact: an anti-join of
@@ -13,8 +13,8 @@ partial index holds only the primary contacts' company ids.
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0020_current_primary_contacts"
-down_revision = "0019_newsletter_picks"
+revision = "0021_current_primary_contacts"
+down_revision = "0020_newsletter_reach"
 branch_labels = None
 depends_on = None
 
