@@ -267,6 +267,7 @@ def event_detail(event_id: int):
     event = _event_or_404(event_id)
     registrations = db.session.scalars(
         select(Registration)
+        .options(selectinload(Registration.company))  # company_label per row
         .where(Registration.event_id == event.id)
         .order_by(Registration.created_at, Registration.id)
     ).all()

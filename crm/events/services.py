@@ -889,6 +889,7 @@ def no_shows(event: Event, now: datetime | None = None) -> list[Registration]:
     return list(
         db.session.scalars(
             select(Registration)
+            .options(selectinload(Registration.company))  # company_label per row
             .where(
                 Registration.event_id == event.id,
                 Registration.status == "confirmed",
