@@ -89,3 +89,17 @@ def test_counters_equal_the_ledger_after_sending_and_a_webhook_burst_with_duplic
     # Marking sent rows sent again changes nothing.
     assert ledger.mark_sent(R.newsletter_id == newsletter.id) == 0
     assert _counters(newsletter.id) == counters
+
+
+def test_recipients_by_basis_are_counted_once_with_the_ledger(app_ctx):
+    bulk_subscribers(7)
+    newsletter = make_newsletter()
+    assert services.start_sending(newsletter) is not None
+    db.session.commit()
+    stored = db.session.scalar(
+        select(Newsletter.basis_counts).where(Newsletter.id == newsletter.id)
+    )
+    assert stored == [["consent", None, 7]]
+    from_rows = db.session.execute(ledger.basis_counts_query(newsletter.id)).all()
+    assert [list(row) for row in from_rows] == stored
+    assert ledger.counts_by_basis(newsletter.id) == {None: 7}

@@ -129,21 +129,39 @@ def create_ledger(newsletter: Newsletter) -> int:
         )
     for batch_id in batch_ids:
         after_commit("batch", batch_id, batch_job_id(newsletter.id, batch_id, 1))
-    return db.session.scalar(
-        select(func.count()).select_from(R).where(R.newsletter_id == newsletter.id)
+    # The rows never change basis or number after this: counted once, for the pages.
+    per_basis = [list(row) for row in db.session.execute(basis_counts_query(newsletter.id))]
+    db.session.execute(
+        update(Newsletter)
+        .where(Newsletter.id == newsletter.id)
+        .values(basis_counts=per_basis)
+        .execution_options(synchronize_session=False)
+    )
+    return sum(number for *_basis, number in per_basis)
+
+
+def basis_counts_query(newsletter_id: int):
+    """(basis, basis_network_id, rows) of a newsletter's ledger."""
+    R = NewsletterRecipient
+    return (
+        select(R.basis, R.basis_network_id, func.count())
+        .where(R.newsletter_id == newsletter_id)
+        .group_by(R.basis, R.basis_network_id)
+        .order_by(R.basis, R.basis_network_id)
     )
 
 
 def counts_by_basis(newsletter_id: int) -> dict[int | str | None, int]:
     """Ledger rows per basis: None = consent, a network id = membership of it,
-    "registration" = registered for the event (as `audience.count_by_basis`)."""
-    R = NewsletterRecipient
+    "registration" = registered for the event (as `audience.count_by_basis`);
+    from Newsletter.basis_counts, written with the ledger."""
+    per_basis = db.session.scalar(
+        select(Newsletter.basis_counts).where(Newsletter.id == newsletter_id)
+    )
+    if per_basis is None:  # a ledger made some other way (tests that build rows by hand)
+        per_basis = db.session.execute(basis_counts_query(newsletter_id)).all()
     counts: dict[int | str | None, int] = {}
-    for basis, network_id, number in db.session.execute(
-        select(R.basis, R.basis_network_id, func.count())
-        .where(R.newsletter_id == newsletter_id)
-        .group_by(R.basis, R.basis_network_id)
-    ):
+    for basis, network_id, number in per_basis:
         key = network_id if basis == "membership" else (basis if basis != "consent" else None)
         counts[key] = counts.get(key, 0) + int(number)
     return counts

@@ -85,6 +85,9 @@ class Newsletter(Audited, db.Model):
     opened_count: Mapped[int] = mapped_column(default=0, server_default="0")
     clicked_count: Mapped[int] = mapped_column(default=0, server_default="0")
     spam_count: Mapped[int] = mapped_column(default=0, server_default="0")
+    # [basis, basis_network_id, rows] of its ledger, counted when the ledger is made
+    # (rows never change basis): the detail page's "recipients by basis".
+    basis_counts: Mapped[list | None] = mapped_column(JSON)
 
     # What was sent, rendered once when sending started (with substitution tags), so
     # that every batch — and a resend after a crash — sends the same content.
