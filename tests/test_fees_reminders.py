@@ -1,6 +1,6 @@
 """Reminders (purring): 14 days after the due date, 14 more days to pay, at most two."""
 
-from datetime import timedelta
+from datetime import UTC, datetime, time, timedelta
 
 import pytest
 from sqlalchemy import func, select
@@ -8,7 +8,12 @@ from sqlalchemy import func, select
 from crm.extensions import db
 from crm.fees.errors import FeeError
 from crm.fees.models import Reminder
-from crm.fees.reminders import reminders_due, send_due_reminders, send_reminder
+from crm.fees.reminders import (
+    reminders_due,
+    reminders_due_count,
+    send_due_reminders,
+    send_reminder,
+)
 from crm.fees.services import overdue_invoices, register_payment
 from crm.timeutil import utcnow
 from tests.factories import make_fee_settings, make_invoiced_members
@@ -115,3 +120,20 @@ def test_a_reminder_fee_saved_above_the_legal_maximum_is_charged_at_the_maximum(
     make_fee_settings(reminder_fee_ore=10_000)  # from before the cap was checked
     (reminder,) = send_due_reminders(invoice.due_date + timedelta(days=14)).sent
     assert reminder.fee_ore == MAX_REMINDER_FEE_ORE == 3_500
+
+
+def test_the_count_of_due_reminders_agrees_with_the_list_day_by_day(ctx):
+    """The overdue page counts due reminders in the database; reminders_due decides."""
+    first, second, late, never = make_invoiced_members(4)
+    sent(first, second, late)
+    due = first.due_date
+    late.sent_at = datetime.combine(due + timedelta(days=40), time(23, 30), tzinfo=UTC)
+    send_reminder(second, 1, max(due, second.sent_at.date()) + timedelta(days=14))
+    db.session.commit()
+    levels = set()
+    for offset in range(0, 500, 3):
+        day = due + timedelta(days=offset)
+        listed = reminders_due(day)
+        assert reminders_due_count(day) == len(listed), day
+        levels |= {level for _invoice, level in listed}
+    assert levels == {1, 2}

@@ -24,10 +24,10 @@ The rules, and where they come from:
 """
 
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 from flask_babel import gettext as _
-from sqlalchemy import select
+from sqlalchemy import and_, exists, func, or_, select
 from sqlalchemy.orm import selectinload
 
 from crm.extensions import db
@@ -90,58 +90,47 @@ def reminders_due(today: date | None = None) -> list[tuple[Invoice, int]]:
     ).all()
     due = []
     for invoice in candidates:
-        level = next_level(invoice)
-        if level is None:
-            continue
-        earliest = earliest_date(invoice, level)
-        if earliest is not None and earliest <= today:
+        level = level_due(invoice, today)
+        if level is not None:
             due.append((invoice, level))
     return due
 
 
-@dataclass
-class _ReminderState:
-    """The columns the reminder rules read from an invoice, without loading it."""
+def level_due(invoice: Invoice, today: date) -> int | None:
+    """The reminder `invoice` may get today (1 or 2), or None; the invoice must be one
+    `reminders_due` considers (sent, unpaid, due 14 days ago), with its reminders."""
+    level = next_level(invoice)
+    if level is None:
+        return None
+    earliest = earliest_date(invoice, level)
+    return level if earliest is not None and earliest <= today else None
 
-    due_date: date
-    sent_at: object
-    reminders: list = field(default_factory=list)
 
-
-def reminder_levels_due(today: date | None = None) -> dict[int, int]:
-    """{invoice id: level} of the reminders `reminders_due` would give, read as plain
-    columns: the overdue page shows how many there are and which of its rows they are
-    without loading every overdue invoice and its reminders as objects."""
+def reminders_due_count(today: date | None = None) -> int:
+    """How many invoices `reminders_due(today)` gives, counted by the database: the
+    overdue page shows the number without loading every overdue invoice (the same
+    rules, written as conditions; tests check the two agree)."""
     today = today or today_oslo()
-    condition = (
-        Invoice.status.in_(UNPAID_STATUSES),
-        Invoice.due_date <= today - WAIT,
-        Invoice.sent_at.is_not(None),
+    last_day = today - WAIT
+    # Sent on or before `last_day` in Oslo: before the Oslo midnight that ends it.
+    sent_by = datetime.combine(last_day + timedelta(days=1), time(), tzinfo=OSLO).astimezone(UTC)
+    reminders = select(Reminder.id).where(Reminder.invoice_id == Invoice.id)
+    first = and_(~exists(reminders), Invoice.sent_at < sent_by)
+    second = and_(
+        exists(reminders.where(Reminder.level == 1, Reminder.new_due_date <= last_day)),
+        ~exists(reminders.where(Reminder.level == MAX_LEVEL)),
     )
-    states = {
-        invoice_id: _ReminderState(due_date, sent_at)
-        for invoice_id, due_date, sent_at in db.session.execute(
-            select(Invoice.id, Invoice.due_date, Invoice.sent_at).where(*condition)
+    return (
+        db.session.scalar(
+            select(func.count(Invoice.id)).where(
+                Invoice.status.in_(UNPAID_STATUSES),
+                Invoice.due_date <= last_day,
+                Invoice.sent_at.is_not(None),
+                or_(first, second),
+            )
         )
-    }
-    if not states:
-        return {}
-    for reminder in db.session.execute(
-        select(Reminder.invoice_id, Reminder.level, Reminder.new_due_date).where(
-            Reminder.invoice_id.in_(select(Invoice.id).where(*condition))
-        )
-    ):
-        if reminder.invoice_id in states:
-            states[reminder.invoice_id].reminders.append(reminder)
-    due = {}
-    for invoice_id, state in states.items():
-        level = next_level(state)
-        if level is None:
-            continue
-        earliest = earliest_date(state, level)
-        if earliest is not None and earliest <= today:
-            due[invoice_id] = level
-    return due
+        or 0
+    )
 
 
 def send_reminder(

@@ -512,13 +512,22 @@ def _flash_form_errors(form) -> None:
 @bp.route("/overdue")
 @permission_required(VIEW)
 def overdue():
-    from crm.fees.reminders import reminder_levels_due
+    from crm.fees.reminders import WAIT, level_due, reminders_due_count
 
     today = today_oslo()
+    page = _page_of(services.overdue_invoices_query(today))
     return render_template(
         "fees/overdue.html",
-        page=_page_of(services.overdue_invoices_query(today)),
-        reminders_due=reminder_levels_due(today),
+        page=page,
+        # Which rows of this page get a reminder now, and how many do in all.
+        reminders_due={
+            invoice.id: level
+            for invoice in page.items
+            if invoice.sent_at is not None
+            and invoice.due_date <= today - WAIT
+            and (level := level_due(invoice, today)) is not None
+        },
+        due_count=reminders_due_count(today),
         today=today,
         form=ReminderForm(),
     )
