@@ -255,6 +255,8 @@ def assert_each_recipient_exactly_once(app, server, newsletter_id: int, expected
             .where(NewsletterRecipient.newsletter_id == newsletter_id)
         ).all()
         assert Counter(row.state for row in rows) == {"sent": expected}
+        # The reach counter, kept by workers racing each other and the webhook.
+        assert db.session.get(Newsletter, newsletter_id).sent_count == expected
         row_of = {row.id: row for row in rows}
         batches = db.session.scalars(
             db.select(NewsletterBatch).where(NewsletterBatch.newsletter_id == newsletter_id)
