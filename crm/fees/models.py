@@ -198,6 +198,10 @@ class Invoice(Audited, db.Model):
         ),
         CheckConstraint("amount_ore >= 0", name="amount_not_negative"),
         Index("ix_invoice_year_status", "year", "status"),
+        # A year's invoices in number order, a page at a time (/fees/invoices,
+        # migration 0024): without it the first page walks the number index past
+        # every other year's invoices.
+        Index("ix_invoice_year_number", "year", "number"),
         # The few unpaid invoices by due date: the overdue page, its reminder count and
         # the unpaid filter (migration 0023), without reading every invoice ever sent.
         Index(
