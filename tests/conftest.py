@@ -112,7 +112,12 @@ def clean(request, app):
 
     get_redis(app).flushdb()
     app.config["WTF_CSRF_ENABLED"] = False
+    # The app lives for the whole run: a setting a test changes (a page size, a limit)
+    # must not leak into the tests after it.
+    settings = dict(app.config)
     yield
+    app.config.clear()
+    app.config.update(settings)
 
 
 @pytest.fixture

@@ -520,7 +520,7 @@ def test_overdue_page_lists_invoices_and_sends_due_reminders(app, client, auth, 
 def test_invoice_and_overdue_lists_come_in_pages_that_keep_the_filter_and_the_total(
     app, client, auth, monkeypatch
 ):
-    app.config["PAGE_SIZE"] = 2
+    monkeypatch.setitem(app.config, "PAGE_SIZE", 2)
     with app.test_request_context():
         invoices = make_invoiced_members(5)
         for invoice in invoices[:3]:
