@@ -163,6 +163,11 @@ def confirm():
         flash(_("The companies changed while importing. Nothing was imported."), "error")
         return redirect(url_for("imports.preview", token=form.token.data))
     importing.discard_upload(_upload_dir(), form.token.data)
+    _flash_done(counts)
+    return redirect(url_for("members.company_list"))
+
+
+def _flash_done(counts: dict) -> None:
     flash(
         _(
             "Import done: %(created)s new, %(updated)s updated, %(unchanged)s unchanged.",
@@ -172,15 +177,19 @@ def confirm():
         ),
         "success",
     )
-    return redirect(url_for("members.company_list"))
+
+
+def _discard_confirmed_upload() -> None:
+    """Cancel: the upload named by the posted form goes (company or contact file alike)."""
+    form = ImportConfirmForm()
+    if form.validate_on_submit() and _load(form.token.data) is not None:
+        importing.discard_upload(_upload_dir(), form.token.data)
 
 
 @bp.route("/companies/import/cancel", methods=["POST"])
 @permission_required("members.edit")
 def cancel():
-    form = ImportConfirmForm()
-    if form.validate_on_submit() and _load(form.token.data) is not None:
-        importing.discard_upload(_upload_dir(), form.token.data)
+    _discard_confirmed_upload()
     return redirect(url_for("imports.upload"))
 
 
@@ -269,24 +278,14 @@ def contacts_confirm():
         flash(_("The contacts changed while importing. Nothing was imported."), "error")
         return back
     importing.discard_upload(_upload_dir(), form.token.data)
-    flash(
-        _(
-            "Import done: %(created)s new, %(updated)s updated, %(unchanged)s unchanged.",
-            created=counts["created"],
-            updated=counts["updated"],
-            unchanged=counts["unchanged"],
-        ),
-        "success",
-    )
+    _flash_done(counts)
     return redirect(url_for("members.contact_list"))
 
 
 @bp.route("/contacts/import/cancel", methods=["POST"])
 @permission_required("members.edit")
 def contacts_cancel():
-    form = ImportConfirmForm()
-    if form.validate_on_submit() and _load(form.token.data) is not None:
-        importing.discard_upload(_upload_dir(), form.token.data)
+    _discard_confirmed_upload()
     return redirect(url_for("imports.contacts_upload"))
 
 
