@@ -69,24 +69,27 @@ def _load(token: str | None):
     return importing.load_upload(_upload_dir(), token, current_user.id)
 
 
-def _gone():
+def _gone(upload_endpoint: str = "imports.upload"):
     flash(_("This upload was not found or has expired. Please upload the file again."), "error")
-    return redirect(url_for("imports.upload"))
+    return redirect(url_for(upload_endpoint))
+
+
+def _saved_upload(form) -> str | None:
+    """The token of the posted file, saved for its preview; None (with the form's error)
+    when it is too large."""
+    data = form.file.data.read(MAX_UPLOAD_BYTES + 1)
+    if len(data) > MAX_UPLOAD_BYTES:
+        form.file.errors.append(_("The file is larger than 10 MB."))
+        return None
+    return importing.save_upload(_upload_dir(), data, form.file.data.filename, current_user.id)
 
 
 @bp.route("/companies/import", methods=["GET", "POST"])
 @permission_required("members.edit")
 def upload():
     form = ImportUploadForm()
-    if form.validate_on_submit():
-        data = form.file.data.read(MAX_UPLOAD_BYTES + 1)
-        if len(data) > MAX_UPLOAD_BYTES:
-            form.file.errors.append(_("The file is larger than 10 MB."))
-        else:
-            token = importing.save_upload(
-                _upload_dir(), data, form.file.data.filename, current_user.id
-            )
-            return redirect(url_for("imports.preview", token=token))
+    if form.validate_on_submit() and (token := _saved_upload(form)):
+        return redirect(url_for("imports.preview", token=token))
     return render_template("members/import_upload.html", form=form, columns=importing.CSV_COLUMNS)
 
 
@@ -200,23 +203,15 @@ def cancel():
 
 
 def _contacts_gone():
-    flash(_("This upload was not found or has expired. Please upload the file again."), "error")
-    return redirect(url_for("imports.contacts_upload"))
+    return _gone("imports.contacts_upload")
 
 
 @bp.route("/contacts/import", methods=["GET", "POST"])
 @permission_required("members.edit")
 def contacts_upload():
     form = ContactUploadForm()
-    if form.validate_on_submit():
-        data = form.file.data.read(MAX_UPLOAD_BYTES + 1)
-        if len(data) > MAX_UPLOAD_BYTES:
-            form.file.errors.append(_("The file is larger than 10 MB."))
-        else:
-            token = importing.save_upload(
-                _upload_dir(), data, form.file.data.filename, current_user.id
-            )
-            return redirect(url_for("imports.contacts_preview", token=token))
+    if form.validate_on_submit() and (token := _saved_upload(form)):
+        return redirect(url_for("imports.contacts_preview", token=token))
     return render_template("members/contact_import_upload.html", form=form, columns=CONTACT_COLUMNS)
 
 
