@@ -37,6 +37,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+# The same helpers as the search benchmark (this script runs from bench/, beside it).
+from search import ensure_pg_database, percentile  # noqa: E402
+
 COMPANIES = int(os.environ.get("BENCH_COMPANIES", 20_000))
 CONTACTS = int(os.environ.get("BENCH_CONTACTS", 200_000))
 NEWSLETTERS = int(os.environ.get("BENCH_NEWSLETTERS", 50))
@@ -56,22 +59,6 @@ ADMIN, STAFF = "bench-admin@example.no", "bench-staff@example.no"
 # Follow-ups are spread over these staff users (the benchmark's staff user is the first).
 STAFF_USERS = [STAFF] + [f"bench-staff{i}@example.no" for i in range(2, 7)]
 TODAY = date(2026, 12, 6)
-
-
-def percentile(samples: list[float], p: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
-
-
-def ensure_pg_database(url: str) -> None:
-    import sqlalchemy as sa
-
-    base, name = url.rsplit("/", 1)
-    engine = sa.create_engine(f"{base}/postgres", isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        if not conn.scalar(sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}):
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    engine.dispose()
 
 
 def make_app(database_url: str):
