@@ -1,11 +1,13 @@
 """The cluster's results for a period: what the board, the municipalities and the
 national cluster programme ask for.
 
-Every figure is one aggregate query (or a handful), so the page costs the same with 150
-member companies or 20,000. A company counts as a member in the period when it was one
-on any day of it (`member_since` on or before the last day, not resigned before the
-first). "Active" member companies took part in an activity or an event in the period,
-or have a contact in a network.
+Every figure is counted by the database in one aggregate query (or a handful), so the
+page asks the same number of queries with 150 member companies or 20,000; the counts are
+kept in Redis until a table they read changes (crm.table_versions), so a second view
+costs two Redis round trips and one small query. A company counts as a member in the
+period when it was one on any day of it (`member_since` on or before the last day, not
+resigned before the first). "Active" member companies took part in an activity or an
+event in the period, or have a contact in a network.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from decimal import Decimal
 from babel.numbers import format_decimal
 from flask_babel import get_locale
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import and_, case, exists, func, or_, select
+from sqlalchemy import and_, case, exists, func, or_, select, union
 
 from crm.events.models import PARTICIPANT_TYPES, Certificate, Event, EventSession, Registration
 from crm.extensions import db
@@ -26,6 +28,7 @@ from crm.members.models import Activity, Company, Contact, Network, contact_netw
 from crm.members.municipalities import CLUSTER_MUNICIPALITIES
 from crm.newsletters.models import Newsletter, NewsletterRecipient
 from crm.subscriptions.models import GENERAL_TOPIC, ConsentEvent, Topic
+from crm.table_versions import cached_many, watch
 from crm.timeutil import OSLO
 
 SIZE_BANDS = ((0, 9, "0–9"), (10, 49, "10–49"), (50, 249, "50–249"), (250, None, "250+"))
@@ -105,12 +108,6 @@ def section_of(nace_code: str) -> str | None:
     return next((s for s, low, high in NACE_SECTIONS if low <= division <= high), None)
 
 
-def band_of(employees: int | None) -> str:
-    if employees is None:
-        return str(UNKNOWN)
-    return next(label for low, high, label in SIZE_BANDS if high is None or employees <= high)
-
-
 def _utc(day: date) -> datetime:
     return datetime.combine(day, time.min, OSLO).astimezone(UTC)
 
@@ -135,45 +132,52 @@ def member_condition(start: date, end: date):
     )
 
 
-def _member_rows(start: date, end: date):
-    return db.session.execute(
-        select(Company.id, Company.municipality_number, Company.employees, Company.nace_code).where(
-            member_condition(start, end)
-        )
-    ).all()
+def _band_index():
+    """The size band's index in SIZE_BANDS, counted by the database (-1: not known)."""
+    bands = enumerate(SIZE_BANDS)
+    whens = [(Company.employees <= high, i) for i, (_low, high, _label) in bands if high]
+    return case((Company.employees.is_(None), -1), *whens, else_=len(SIZE_BANDS) - 1)
 
 
-def _active_ids(start: date, end: date) -> set[int]:
-    """Member companies with an activity or event in the period, or a contact in a network."""
-    after, before = _utc(start), _utc(end + timedelta(days=1))
-    activity = exists().where(
-        Activity.company_id == Company.id,
-        Activity.occurred_on >= start,
-        Activity.occurred_on <= end,
-    )
-    event = exists().where(
-        Registration.company_id == Company.id,
-        Registration.status == "confirmed",
-        exists().where(
-            EventSession.event_id == Registration.event_id,
-            EventSession.starts_at >= after,
-            EventSession.starts_at < before,
+def _active_company_ids(start: date, end: date):
+    """Companies with an activity or event in the period, or a contact in a network."""
+    return union(
+        select(Activity.company_id).where(
+            Activity.company_id.is_not(None),
+            Activity.occurred_on >= start,
+            Activity.occurred_on <= end,
         ),
+        select(Registration.company_id).where(
+            Registration.company_id.is_not(None),
+            Registration.status == "confirmed",
+            _event_in_period(start, end),
+        ),
+        select(Contact.company_id)
+        .join(contact_network, contact_network.c.contact_id == Contact.id)
+        .where(Contact.company_id.is_not(None), Contact.archived_at.is_(None)),
     )
-    network = exists().where(
-        Contact.company_id == Company.id,
-        Contact.archived_at.is_(None),
-        contact_network.c.contact_id == Contact.id,
-    )
-    stmt = select(Company.id).where(member_condition(start, end), or_(activity, event, network))
-    return set(db.session.scalars(stmt))
 
 
-def _count_by(rows, key) -> dict[str, int]:
+def _member_counts(start: date, end: date) -> list[list]:
+    """Member companies counted by municipality, size band, NACE division and whether
+    they were active: [municipality number, band index, division, active, count]."""
+    active = case((Company.id.in_(_active_company_ids(start, end)), 1), else_=0)
+    division = func.substr(Company.nace_code, 1, 2)
+    band = _band_index()
+    stmt = (
+        select(Company.municipality_number, band, division, active, func.count())
+        .where(member_condition(start, end))
+        .group_by(Company.municipality_number, band, division, active)
+    )
+    return [list(row) for row in db.session.execute(stmt)]
+
+
+def _sum_by(rows: list[list], key, only_active: bool = False) -> dict[str, int]:
     counts: dict[str, int] = {}
     for row in rows:
-        label = key(row)
-        counts[label] = counts.get(label, 0) + 1
+        if not only_active or row[3]:
+            label = key(row)
+            counts[label] = counts.get(label, 0) + row[4]
     return counts
 
 
@@ -181,31 +185,74 @@ def _municipality(number: str) -> str:
     return CLUSTER_MUNICIPALITIES.get(number) or str(OTHER_MUNICIPALITIES)
 
 
+def _band_label(index: int) -> str:
+    return SIZE_BANDS[index][2] if index >= 0 else str(UNKNOWN)
+
+
+# What each cached part of the report reads (crm.table_versions: a change to one of these
+# tables has the part counted again).
+_MEMBERSHIP = (Company.__table__.name,)
+_ENGAGEMENT = _MEMBERSHIP + tuple(
+    t.name
+    for t in (
+        Activity.__table__, Registration.__table__, EventSession.__table__,
+        Contact.__table__, contact_network,
+    )
+)  # fmt: skip
+_NETWORKS = _ENGAGEMENT + (Network.__table__.name,)
+_EVENTS = tuple(
+    t.name for t in (Event.__table__, EventSession.__table__, Registration.__table__,
+                     Certificate.__table__)
+)  # fmt: skip
+_CONSENTS = (ConsentEvent.__table__.name, Topic.__table__.name)
+_MONEY = (Invoice.__table__.name, Payment.__table__.name)
+watch(*_NETWORKS, *_EVENTS, *_CONSENTS, *_MONEY)
+
+
+def period_figures(start: date, end: date) -> dict:
+    """The report's counts, plain numbers and labels (no words in a language): each
+    part from the cache while the tables it reads are unchanged."""
+    parts = {
+        "members": (_ENGAGEMENT, lambda: _member_counts(start, end)),
+        "growth": (_MEMBERSHIP, lambda: _growth_counts(start, end)),
+        "networks": (_NETWORKS, lambda: _network_counts(start, end)),
+        "participants": (_EVENTS, lambda: _participation_counts(start, end)),
+        "courses": (_EVENTS, lambda: _course_counts(start, end)),
+        "subscribers": (_CONSENTS, lambda: _subscriber_counts(start, end)),
+        "fees": (_MONEY, lambda: _fee_sums(start, end)),
+    }
+    return cached_many(f"report:{start.isoformat()}:{end.isoformat()}", parts)
+
+
 def year_report(start: date, end: date) -> Report:
     """Every table of the results page for the period [start, end]."""
-    members = _member_rows(start, end)
-    active = _active_ids(start, end)
+    figures = period_figures(start, end)
+    members = figures["members"]
     tables = [
-        _by_municipality(members, active),
+        _by_municipality(members),
         _by_size(members),
         _by_nace(members),
-        _growth(start, end),
-        _active_by_network(start, end, active),
-        _participations(start, end),
-        _courses(start, end),
-        _newsletters(start, end),
-        _subscribers(start, end),
-        _fees(start, end),
+        _growth(figures["growth"]),
+        _active_by_network(figures["networks"]),
+        _participations(figures["participants"]),
+        _courses(figures["courses"]),
+        _newsletters(start, end),  # the newsletters' own counters: one small query
+        _subscribers(start, end, figures["subscribers"]),
+        _fees(figures["fees"]),
     ]
-    return Report(start=start, end=end, members=len(members), active=len(active), tables=tables)
-
-
-def _by_municipality(members, active: set[int]) -> Table:
-    order = list(CLUSTER_MUNICIPALITIES.values()) + [str(OTHER_MUNICIPALITIES)]
-    counts = _count_by(members, lambda r: _municipality(r.municipality_number))
-    active_counts = _count_by(
-        [r for r in members if r.id in active], lambda r: _municipality(r.municipality_number)
+    return Report(
+        start=start,
+        end=end,
+        members=sum(row[4] for row in members),
+        active=sum(row[4] for row in members if row[3]),
+        tables=tables,
     )
+
+
+def _by_municipality(members: list[list]) -> Table:
+    order = list(CLUSTER_MUNICIPALITIES.values()) + [str(OTHER_MUNICIPALITIES)]
+    counts = _sum_by(members, lambda r: _municipality(r[0]))
+    active_counts = _sum_by(members, lambda r: _municipality(r[0]), only_active=True)
     rows = [[name, counts[name], active_counts.get(name, 0)] for name in order if name in counts]
     return Table(
         "municipalities",
@@ -215,8 +262,8 @@ def _by_municipality(members, active: set[int]) -> Table:
     )
 
 
-def _by_size(members) -> Table:
-    counts = _count_by(members, lambda r: band_of(r.employees))
+def _by_size(members: list[list]) -> Table:
+    counts = _sum_by(members, lambda r: _band_label(r[1]))
     labels = [label for _low, _high, label in SIZE_BANDS] + [str(UNKNOWN)]
     return Table(
         "sizes",
@@ -226,8 +273,8 @@ def _by_size(members) -> Table:
     )
 
 
-def _by_nace(members) -> Table:
-    counts = _count_by(members, lambda r: section_of(r.nace_code) or "?")
+def _by_nace(members: list[list]) -> Table:
+    counts = _sum_by(members, lambda r: section_of(r[2]) or "?")
     rows = [[f"{s} {NACE_TITLES[s]}", counts[s]] for s, _low, _high in NACE_SECTIONS if s in counts]
     if "?" in counts:
         rows.append([str(UNKNOWN), counts["?"]])
@@ -239,17 +286,26 @@ def _by_nace(members) -> Table:
     )
 
 
-def _growth(start: date, end: date) -> Table:
-    at_start = db.session.scalar(
-        select(func.count()).where(member_condition(start, start), Company.member_since < start)
+def _growth_counts(start: date, end: date) -> list[int]:
+    """[members at the start, joined, resigned, members at the end], one query."""
+
+    def count(*conditions):
+        return select(func.count()).select_from(Company).where(*conditions).scalar_subquery()
+
+    return list(
+        db.session.execute(
+            select(
+                count(member_condition(start, start), Company.member_since < start),
+                count(Company.member_since >= start, Company.member_since <= end),
+                count(Company.resigned_on >= start, Company.resigned_on <= end),
+                count(member_condition(end, end)),
+            )
+        ).one()
     )
-    joined = db.session.scalar(
-        select(func.count()).where(Company.member_since >= start, Company.member_since <= end)
-    )
-    resigned = db.session.scalar(
-        select(func.count()).where(Company.resigned_on >= start, Company.resigned_on <= end)
-    )
-    at_end = db.session.scalar(select(func.count()).where(member_condition(end, end)))
+
+
+def _growth(counts: list[int]) -> Table:
+    at_start, joined, resigned, at_end = counts
     churn = "—"
     if at_start:
         churn = f"{format_decimal(Decimal(100 * resigned) / at_start, '0.0', locale=_locale())} %"
@@ -268,7 +324,7 @@ def _growth(start: date, end: date) -> Table:
     )
 
 
-def _active_by_network(start: date, end: date, active: set[int]) -> Table:
+def _network_counts(start: date, end: date) -> list[list]:
     stmt = (
         select(Network.name, func.count(func.distinct(Contact.company_id)))
         .join(contact_network, contact_network.c.network_id == Network.id)
@@ -278,7 +334,10 @@ def _active_by_network(start: date, end: date, active: set[int]) -> Table:
         .group_by(Network.name)
         .order_by(Network.name)
     )
-    rows = [[name, count] for name, count in db.session.execute(stmt)]
+    return [[name, count] for name, count in db.session.execute(stmt)]
+
+
+def _active_by_network(rows: list[list]) -> Table:
     return Table(
         "networks",
         str(_l("Member companies in each network")),
@@ -295,13 +354,16 @@ def _event_in_period(start: date, end: date):
     )
 
 
-def _participations(start: date, end: date) -> Table:
+def _participation_counts(start: date, end: date) -> dict[str, int]:
     stmt = (
         select(Registration.participant_type, func.count())
         .where(Registration.status == "confirmed", _event_in_period(start, end))
         .group_by(Registration.participant_type)
     )
-    counts = dict(db.session.execute(stmt).all())
+    return dict(db.session.execute(stmt).all())
+
+
+def _participations(counts: dict[str, int]) -> Table:
     rows = [[str(label), counts[key]] for key, label in PARTICIPANT_TYPES.items() if key in counts]
     return Table(
         "participants",
@@ -311,7 +373,8 @@ def _participations(start: date, end: date) -> Table:
     )
 
 
-def _courses(start: date, end: date) -> Table:
+def _course_counts(start: date, end: date) -> list[list]:
+    """[title, participants, certificates, certified hours (text)] for each course."""
     in_period = _event_in_period(start, end)
     participants = db.session.execute(
         select(Event.title, func.count(Registration.id))
@@ -320,28 +383,28 @@ def _courses(start: date, end: date) -> Table:
         .group_by(Event.id, Event.title)
         .order_by(Event.title)
     ).all()
-    certificates = dict(
-        db.session.execute(
-            select(Event.title, func.count(Certificate.id))
+    certified = {
+        title: (count, hours)
+        for title, count, hours in db.session.execute(
+            select(
+                Event.title,
+                func.count(Certificate.id),
+                func.coalesce(func.sum(Certificate.hours), 0),
+            )
             .join(Registration, Registration.event_id == Event.id)
             .join(Certificate, Certificate.registration_id == Registration.id)
             .where(Event.kind == "course", in_period)
             .group_by(Event.title)
-        ).all()
-    )
-    hours = dict(
-        db.session.execute(
-            select(Event.title, func.coalesce(func.sum(Certificate.hours), 0))
-            .join(Registration, Registration.event_id == Event.id)
-            .join(Certificate, Certificate.registration_id == Registration.id)
-            .where(Event.kind == "course", in_period)
-            .group_by(Event.title)
-        ).all()
-    )
-    rows = [
-        [title, count, certificates.get(title, 0), Decimal(hours.get(title, 0) or 0)]
-        for title, count in participants
-    ]
+        )
+    }
+    rows = []
+    for title, count in participants:
+        certificates, hours = certified.get(title, (0, 0))
+        rows.append([title, count, certificates, str(Decimal(hours or 0))])
+    return rows
+
+
+def _courses(rows: list[list]) -> Table:
     return Table(
         "courses",
         str(_l("Courses: participants, certificates and certified hours")),
@@ -351,7 +414,7 @@ def _courses(start: date, end: date) -> Table:
             str(_l("Certificates")),
             str(_l("Certified hours")),
         ],
-        rows,
+        [[title, count, certs, Decimal(hours)] for title, count, certs, hours in rows],
     )
 
 
@@ -385,7 +448,7 @@ def _month_starts(start: date, end: date) -> list[date]:
     return months
 
 
-def _subscribers(start: date, end: date) -> Table:
+def _subscriber_counts(start: date, end: date) -> list[int]:
     """Subscribers of the general newsletter at each month's end: subscriptions started
     (confirmed) less those ended (withdrawn, bounced, complained, objected)."""
     months = _month_starts(start, end)
@@ -401,32 +464,42 @@ def _subscribers(start: date, end: date) -> Table:
     ]
     general = select(Topic.id).where(Topic.slug == GENERAL_TOPIC).scalar_subquery()
     values = db.session.execute(select(*columns).where(ConsentEvent.topic_id == general)).one()
+    return [int(v or 0) for v in values]
+
+
+def _subscribers(start: date, end: date, counts: list[int]) -> Table:
     return Table(
         "subscribers",
         str(_l("Newsletter subscribers at each month's end")),
         [str(_l("Month")), str(_l("Subscribers"))],
-        [[day.strftime("%m.%Y"), int(v or 0)] for day, v in zip(months, values, strict=True)],
+        [[m.strftime("%m.%Y"), n] for m, n in zip(_month_starts(start, end), counts, strict=True)],
     )
 
 
-def _fees(start: date, end: date) -> Table:
-    invoiced = db.session.scalar(
-        select(func.coalesce(func.sum(Invoice.amount_ore), 0)).where(
-            Invoice.issue_date >= start, Invoice.issue_date <= end
-        )
+def _fee_sums(start: date, end: date) -> list[int]:
+    """[invoiced, paid] in øre, one query."""
+    invoiced = (
+        select(func.coalesce(func.sum(Invoice.amount_ore), 0))
+        .where(Invoice.issue_date >= start, Invoice.issue_date <= end)
+        .scalar_subquery()
     )
-    paid = db.session.scalar(
-        select(func.coalesce(func.sum(Payment.amount_ore), 0)).where(
-            Payment.kind == "payment", Payment.paid_on >= start, Payment.paid_on <= end
-        )
+    paid = (
+        select(func.coalesce(func.sum(Payment.amount_ore), 0))
+        .where(Payment.kind == "payment", Payment.paid_on >= start, Payment.paid_on <= end)
+        .scalar_subquery()
     )
+    return [int(v) for v in db.session.execute(select(invoiced, paid)).one()]
+
+
+def _fees(sums: list[int]) -> Table:
+    invoiced, paid = sums
     return Table(
         "fees",
         str(_l("Fees and course income")),
         [str(_l("Figure")), str(_l("Amount (NOK)"))],
         [
-            [str(_l("Invoiced")), Decimal(int(invoiced)) / 100],
-            [str(_l("Paid")), Decimal(int(paid)) / 100],
+            [str(_l("Invoiced")), Decimal(invoiced) / 100],
+            [str(_l("Paid")), Decimal(paid) / 100],
         ],
         chart="none",
     )
