@@ -33,6 +33,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection
 
 from crm.extensions import db
+from crm.table_versions import note_written
 
 _SQLITE_BATCH = 10_000
 
@@ -203,6 +204,7 @@ def _copy_in(connection: Connection, table_name: str, columns: Sequence[str], ro
     statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
         sql.Identifier(table_name), sql.SQL(", ").join(map(sql.Identifier, columns))
     )
+    note_written(connection, table_name)  # COPY goes around the cursor events
     cursor = connection.connection.cursor()
     try:
         with cursor.copy(statement) as copy:

@@ -26,6 +26,7 @@ from crm.members.importing import ORG_FORMS
 from crm.members.models import Activity, Company, Contact, Network, SearchTerm, contact_network
 from crm.members.normalize import make_orgnr
 from crm.members.search import terms_for
+from crm.table_versions import note_written
 
 DemoHook = Callable[[random.Random, list, list, dict], str | None]
 DEMO_HOOKS: list[DemoHook] = []
@@ -791,6 +792,7 @@ def _insert_many(connection, table, rows: list[dict]) -> None:
         return
     columns = list(rows[0])
     names = ", ".join(f'"{c}"' for c in columns)
+    note_written(connection, table.name)  # COPY goes around the cursor events
     raw = connection.connection.driver_connection
     with raw.cursor() as cursor, cursor.copy(f'COPY "{table.name}" ({names}) FROM STDIN') as copy:
         for row in rows:
