@@ -14,6 +14,7 @@ from crm.fees.models import (
     Payment,
     UnmatchedPayment,
 )
+from crm.table_versions import cached_many, watch
 from crm.timeutil import today_oslo
 
 # --- lists and figures ----------------------------------------------------------------
@@ -99,18 +100,16 @@ class Dashboard:
         return settled * 1000 // self.invoiced.ore
 
 
-def dashboard(year: int, today: date | None = None) -> Dashboard:
-    """Invoiced, paid, outstanding and overdue for `year`, in øre and counts."""
-    today = today or today_oslo()
-    invoiced = Figure(0, 0)
-    paid = Figure(0, 0)
-    outstanding = Figure(0, 0)
-    overdue = Figure(0, 0)
-    credited = Figure(0, 0)
-    written_off = 0
+# What the dashboard's sums read (crm.table_versions): payments change invoices' paid
+# amounts, so the invoice table says it all.
+_SUMS_READ = watch(Invoice.__table__.name)
+_UNMATCHED_READ = watch(UnmatchedPayment.__table__.name)
 
-    # Summed by the database per status (and overdue or not): a year holds one invoice
-    # per member, and reading them all into Python took longer than the page may.
+
+def _sums_by_status(year: int, today: date) -> list[list]:
+    """Summed by the database per status (and overdue or not): a year holds one invoice
+    per member, and reading them all into Python took longer than the page may."""
+
     def positive(amount):
         return func.coalesce(func.sum(case((amount > 0, amount), else_=0)), 0)
 
@@ -133,36 +132,62 @@ def dashboard(year: int, today: date | None = None) -> Dashboard:
         .where(Invoice.year == year)
         .group_by(Invoice.status, past_due)
     )
+    return [[status, flag, *(int(n) for n in numbers)] for status, flag, *numbers in rows]
+
+
+def _unmatched_open() -> int:
+    return (
+        db.session.scalar(
+            select(func.count(UnmatchedPayment.id)).where(UnmatchedPayment.state == "open")
+        )
+        or 0
+    )
+
+
+def dashboard(year: int, today: date | None = None) -> Dashboard:
+    """Invoiced, paid, outstanding and overdue for `year`, in øre and counts (the sums
+    kept in Redis until an invoice changes)."""
+    today = today or today_oslo()
+    invoiced = Figure(0, 0)
+    paid = Figure(0, 0)
+    outstanding = Figure(0, 0)
+    overdue = Figure(0, 0)
+    credited = Figure(0, 0)
+    written_off = 0
+    figures = cached_many(
+        f"fee-dashboard:{year}:{today.isoformat()}",
+        {
+            "sums": (_SUMS_READ, lambda: _sums_by_status(year, today)),
+            "unmatched": (_UNMATCHED_READ, _unmatched_open),
+        },
+    )
     refund_due = Figure(0, 0)
-    for status, overdue_flag, count, owed_ore, credit, paid_ore, off, *rest in rows:
+    for status, overdue_flag, count, owed_ore, credit, paid_ore, off, *rest in figures["sums"]:
         paid_count, paid_positive, left, excess = rest
         if status == "credited":
             # Nothing is invoiced on a credited invoice, so money received on it is not
             # paid towards the invoiced amount (it would inflate the share paid): it is
             # owed back, and shown as a refund due until it is refunded.
             credited.count += count
-            credited.ore += int(credit)
+            credited.ore += credit
             refund_due.count += paid_count
-            refund_due.ore += int(paid_positive)
+            refund_due.ore += paid_positive
             continue
-        paid.ore += int(paid_ore)
-        written_off += int(off)
+        paid.ore += paid_ore
+        written_off += off
         if status == "overpaid":
             refund_due.count += count
-            refund_due.ore += int(excess)
+            refund_due.ore += excess
         invoiced.count += count
-        invoiced.ore += int(owed_ore)
+        invoiced.ore += owed_ore
         if status in ("paid", "overpaid"):
             paid.count += count
         if status in UNPAID_STATUSES:
             outstanding.count += count
-            outstanding.ore += int(left)
+            outstanding.ore += left
             if overdue_flag:
                 overdue.count += count
-                overdue.ore += int(left)
-    unmatched_open = db.session.scalar(
-        select(func.count(UnmatchedPayment.id)).where(UnmatchedPayment.state == "open")
-    )
+                overdue.ore += left
     return Dashboard(
         year,
         invoiced,
@@ -171,7 +196,7 @@ def dashboard(year: int, today: date | None = None) -> Dashboard:
         overdue,
         credited,
         written_off,
-        unmatched_open or 0,
+        figures["unmatched"],
         refund_due,
     )
 

@@ -21,6 +21,7 @@ from sqlalchemy.orm import selectinload
 
 from crm.extensions import db
 from crm.members.models import Activity, Company, Contact
+from crm.table_versions import cached_many, watch
 from crm.timeutil import OSLO, today_oslo, utcnow
 
 LIMIT = 8
@@ -198,14 +199,12 @@ def _without_primary_contact():
     )
 
 
-def companies_without_primary_contact(limit: int = LIMIT):
-    """Member companies nobody is the primary contact of (by name), and how many.
+# What the check reads (crm.table_versions): it is kept until a company or contact changes.
+_PRIMARY_CONTACT_READ = watch(Company.__table__.name, Contact.__table__.name)
 
-    One pass over the companies gives both: the count is a window over every match,
-    which also keeps PostgreSQL from walking the name index to find the first few (it
-    would probe every member company that way when all of them have a primary contact).
-    The probe per company is served by ix_contact_current_primary (migration 0021).
-    """
+
+def _without_primary_contact_ids(limit: int) -> list[int]:
+    """The first `limit` ids by name, and the count of all, last: [id, …, total]."""
     matches = (
         select(Company.id, Company.name, func.count().over().label("total"))
         .where(_without_primary_contact())
@@ -214,15 +213,33 @@ def companies_without_primary_contact(limit: int = LIMIT):
     rows = db.session.execute(
         select(matches.c.id, matches.c.total).order_by(matches.c.name, matches.c.id).limit(limit)
     ).all()
-    if not rows:
+    return [row.id for row in rows] + [rows[0].total if rows else 0]
+
+
+def companies_without_primary_contact(limit: int = LIMIT):
+    """Member companies nobody is the primary contact of (by name), and how many.
+
+    One pass over the companies gives both: the count is a window over every match,
+    which also keeps PostgreSQL from walking the name index to find the first few (it
+    would probe every member company that way when all of them have a primary contact).
+    The probe per company is served by ix_contact_current_primary (migration 0021). The
+    answer is kept in Redis until a company or a contact changes.
+    """
+    found = cached_many(
+        f"without-primary:{limit}",
+        {"ids": (_PRIMARY_CONTACT_READ, lambda: _without_primary_contact_ids(limit))},
+    )["ids"]
+    *ids, total = found
+    if not ids:
         return [], 0
     by_id = {
         company.id: company
         for company in db.session.scalars(
-            select(Company).options(_company_columns()).where(Company.id.in_([r.id for r in rows]))
+            select(Company).options(_company_columns()).where(Company.id.in_(ids))
         )
     }
-    return [by_id[row.id] for row in rows], rows[0].total
+    # (A bump lost with Redis could leave a deleted company among the kept ids.)
+    return [by_id[i] for i in ids if i in by_id], total
 
 
 def _company_columns():

@@ -144,6 +144,8 @@ class Subscriber(Audited, db.Model):
     """What the newsletter side keeps about a contact beyond the contact record."""
 
     __tablename__ = "subscriber"
+    # The home page's "new subscribers this week" (count and latest) (migration 0025).
+    __table_args__ = (Index("ix_subscriber_created_at", "created_at"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     contact_id: Mapped[int] = mapped_column(
