@@ -145,16 +145,20 @@ class NewPeople:
 def new_people(since: datetime, limit: int = LIMIT) -> NewPeople:
     """Newsletter subscribers who confirmed since `since`, and signups still waiting
     for their confirmation."""
+    from crm.events.models import Registration
     from crm.subscriptions.models import PendingSignup, Subscriber
 
-    subscribers = db.session.scalar(
-        select(func.count(Subscriber.id)).where(
-            Subscriber.created_at >= since, Subscriber.erased_at.is_(None)
+    def count(column, *conditions):
+        return select(func.count(column)).where(*conditions).scalar_subquery()
+
+    # The three counts in one round trip.
+    subscribers, pending, registrations = db.session.execute(
+        select(
+            count(Subscriber.id, Subscriber.created_at >= since, Subscriber.erased_at.is_(None)),
+            count(PendingSignup.id, PendingSignup.created_at >= since),
+            count(Registration.id, Registration.created_at >= since),
         )
-    )
-    pending = db.session.scalar(
-        select(func.count(PendingSignup.id)).where(PendingSignup.created_at >= since)
-    )
+    ).one()
     latest = db.session.execute(
         select(Subscriber, Contact)
         .join(Contact, Contact.id == Subscriber.contact_id)
@@ -162,11 +166,6 @@ def new_people(since: datetime, limit: int = LIMIT) -> NewPeople:
         .order_by(Subscriber.created_at.desc(), Subscriber.id.desc())
         .limit(limit)
     ).all()
-    from crm.events.models import Registration
-
-    registrations = db.session.scalar(
-        select(func.count(Registration.id)).where(Registration.created_at >= since)
-    )
     return NewPeople(
         subscribers or 0, pending or 0, [tuple(row) for row in latest], registrations or 0
     )
