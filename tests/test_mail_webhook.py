@@ -9,6 +9,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import event as sa_event
+from sqlalchemy import func
 
 from crm.extensions import db
 from crm.mail import services
@@ -269,3 +271,86 @@ def test_nul_bytes_lone_surrogates_and_nan_are_handled(app, client, signer):
     assert post(client, signer, None, body=body).status_code == 200
     assert post(client, signer, None, body=b'[{"timestamp": NaN}]').status_code == 400
     assert count(app, EmailEvent) == 1
+
+
+def _messages(app, n: int, start: int = 0) -> list[dict]:
+    with app.test_request_context():
+        made = []
+        for i in range(start, start + n):
+            message = services.queue_email(f"person{i}@example.no", "mail/test", {"name": "P"})
+            message.state = "sent"
+            message.provider_message_id = f"prov{i}"
+            made.append(message)
+        db.session.commit()
+        return [{"id": m.id, "uuid": m.uuid, "i": i} for i, m in enumerate(made, start)]
+
+
+def _mixed_events(messages: list[dict], tag: str) -> list[dict]:
+    """Per message: delivered (by our id), open twice (by SendGrid's id), and for the
+    first a bounce; plus an event that names no message and one repeated in the body."""
+    events = []
+    for m in messages:
+        email = f"person{m['i']}@example.no"
+        events.append(event("delivered", f"{tag}-d{m['i']}", m, email=email))
+        for n in range(2):
+            events.append(
+                event("open", f"{tag}-o{m['i']}-{n}", email=email, sg_message_id=f"prov{m['i']}.x")
+            )
+    first = messages[0]
+    events.append(event("bounce", f"{tag}-b", first, email=f"person{first['i']}@example.no"))
+    events.append(event("delivered", f"{tag}-stray", email="nobody@example.no", sg_message_id=""))
+    events.append(dict(events[0]))
+    return events
+
+
+def test_a_large_delivery_asks_no_more_queries_than_a_small_one(app, client, signer):
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, *args):
+        statements.append(statement)
+
+    small, large = _messages(app, 3), _messages(app, 30, start=3)
+    with app.app_context():
+        engine = db.engine
+    sa_event.listen(engine, "before_cursor_execute", count)
+    try:
+        first = post(client, signer, _mixed_events(small, "s"))
+        few = len(statements)
+        statements.clear()
+        second = post(client, signer, _mixed_events(large, "l"))
+        many = len(statements)
+    finally:
+        sa_event.remove(engine, "before_cursor_execute", count)
+    assert first.get_json() == {"received": 12, "new": 11, "duplicates": 1, "failed": 0}
+    assert second.get_json() == {"received": 93, "new": 92, "duplicates": 1, "failed": 0}
+    assert many == few, f"{few} statements for 12 events, {many} for 93"
+    with app.app_context():
+        states = dict(db.session.execute(db.select(EmailMessage.id, EmailMessage.state)).all())
+        assert [states[m["id"]] for m in small + large] == (
+            ["bounced", "opened", "opened"] + ["bounced"] + ["opened"] * 29
+        )
+        assert db.session.scalar(db.select(func.count()).select_from(EmailEvent)) == 103
+        assert {s.email for s in db.session.scalars(db.select(Suppression))} == {
+            "person0@example.no",
+            "person3@example.no",
+        }
+
+
+def test_one_event_that_cannot_be_applied_does_not_hold_up_the_others(app, client, signer, message):
+    def broken(event, message):
+        if event["sg_event_id"] == "ev-bad":
+            raise RuntimeError("boom")
+
+    events = [event("delivered", f"ev-{n}", message) for n in range(5)]
+    events.insert(2, event("open", "ev-bad", message))
+    services.register_event_handler(broken)
+    try:
+        response = post(client, signer, events)
+    finally:
+        services.unregister_event_handler(broken)
+    assert response.status_code == 503
+    assert response.get_json() == {"received": 6, "new": 5, "duplicates": 0, "failed": 1}
+    assert count(app, EmailEvent) == 5 and state_of(app, message) == "delivered"
+    again = post(client, signer, events)
+    assert again.get_json() == {"received": 6, "new": 1, "duplicates": 5, "failed": 0}
+    assert state_of(app, message) == "opened"

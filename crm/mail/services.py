@@ -28,8 +28,11 @@ from sqlalchemy import event as sa_event
 from sqlalchemy import func, select, update
 from sqlalchemy import insert as sa_insert
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
+from sqlalchemy.orm.attributes import set_committed_value
 
+from crm import bulk
+from crm.bulk import chunks, id_in, text_in
 from crm.extensions import db
 from crm.mail.backends import (
     Address,
@@ -544,7 +547,9 @@ def lift_suppression(address: str) -> bool:
 # --- Webhook events -------------------------------------------------------------------
 
 EventHandler = Callable[[dict, EmailMessage | None], None]
+BatchEventHandler = Callable[[list[tuple[dict, EmailMessage | None]]], None]
 _event_handlers: list[EventHandler] = []
+_batch_handlers: dict[EventHandler, BatchEventHandler] = {}
 
 # event type -> message state it implies
 EVENT_STATES = {
@@ -621,15 +626,21 @@ def _lift_group_unsubscribe(resubscribe: EmailEvent) -> None:
     lift_suppression(resubscribe.email)
 
 
-def register_event_handler(handler: EventHandler) -> EventHandler:
+def register_event_handler(
+    handler: EventHandler, batch: BatchEventHandler | None = None
+) -> EventHandler:
     """Call `handler(event, message_or_None)` for each new (de-duplicated) webhook event.
 
     It runs inside the transaction that stores the event; an exception rolls that event
     back and the webhook answers 503, so SendGrid delivers it again later.
+    `batch(items)`, when given, does the same for a list of (event, message) pairs at
+    once: `record_events` calls it instead of `handler` once per event.
     Usable as a decorator; registering the same function twice has no effect.
     """
     if handler not in _event_handlers:
         _event_handlers.append(handler)
+    if batch is not None:
+        _batch_handlers[handler] = batch
     return handler
 
 
@@ -637,10 +648,13 @@ def unregister_event_handler(handler: EventHandler) -> None:
     """Stop calling `handler` (tests, mostly)."""
     if handler in _event_handlers:
         _event_handlers.remove(handler)
+    _batch_handlers.pop(handler, None)
 
 
 def _clean_string(value: str) -> str:
     # PostgreSQL stores neither NUL nor lone surrogates (valid JSON may carry both).
+    if value.isascii() and "\x00" not in value:
+        return value  # the usual case, and a webhook delivery has thousands of strings
     return value.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
 
 
@@ -679,26 +693,68 @@ def event_id_of(event: dict) -> str:
     return f"sha256:{digest}"
 
 
-def _message_for_event(event: dict, address: str) -> EmailMessage | None:
+def _message_keys(event: dict, address: str) -> tuple[str | None, tuple[str, str] | None]:
+    """How an event names its message: our uuid (custom_args), else SendGrid's message
+    id with the recipient's address."""
     message_uuid = event.get("klynge_message_id")
-    if isinstance(message_uuid, str) and message_uuid:
-        message = db.session.scalar(
-            select(EmailMessage).where(EmailMessage.uuid == message_uuid[:36])
-        )
+    by_uuid = message_uuid[:36] if isinstance(message_uuid, str) and message_uuid else None
+    provider_id = _text(event.get("sg_message_id"), 200).split(".", 1)[0]
+    return by_uuid, ((provider_id[:100], address) if provider_id else None)
+
+
+def _message_for_event(event: dict, address: str) -> EmailMessage | None:
+    by_uuid, by_provider = _message_keys(event, address)
+    if by_uuid:
+        message = db.session.scalar(select(EmailMessage).where(EmailMessage.uuid == by_uuid))
         if message is not None:
             return message
-    sg_message_id = _text(event.get("sg_message_id"), 200)
-    provider_id = sg_message_id.split(".", 1)[0]
-    if provider_id:
+    if by_provider:
         return db.session.scalar(
             select(EmailMessage)
             .where(
-                EmailMessage.provider_message_id == provider_id[:100],
-                func.lower(EmailMessage.to_email) == address,
+                EmailMessage.provider_message_id == by_provider[0],
+                func.lower(EmailMessage.to_email) == by_provider[1],
             )
             .limit(1)
         )
     return None
+
+
+def _event_columns(event: dict) -> dict:
+    """The stored columns of a cleaned webhook event, its message aside."""
+    return {
+        "sg_event_id": event_id_of(event),
+        "event": _text(event.get("event"), 30) or "unknown",
+        "email": _address_key(_text(event.get("email"), 254)),
+        "occurred_at": _event_time(event.get("timestamp")),
+        "reason": _text(event.get("reason") or event.get("response") or event.get("url"), 2000),
+        "sg_message_id": _text(event.get("sg_message_id"), 200),
+        "raw": event,
+    }
+
+
+def _note_on_message(message: EmailMessage, columns: dict) -> None:
+    """An event's timestamp (the first of its kind wins) and bounce reason on its message;
+    its state is moved separately (`_advance_state`), guarded against races."""
+    kind = columns["event"]
+    column = EVENT_TIMES.get(kind)
+    if column and getattr(message, column) is None:
+        setattr(message, column, columns["occurred_at"] or utcnow())
+    if kind in ("bounce", "dropped") and columns["reason"]:
+        message.last_error = columns["reason"]
+
+
+def _suppression_reason(columns: dict, record: EmailEvent | None = None) -> str | None:
+    """Why the event's address goes on the suppression list, if it does."""
+    kind, event = columns["event"], columns["raw"]
+    reason = SUPPRESSING_EVENTS.get(kind)
+    if not reason or not columns["email"]:
+        return None
+    if kind == "bounce" and event.get("type") == "blocked":
+        return None  # a soft bounce: the address exists
+    if kind == "group_unsubscribe" and _later_group_event(record, "group_resubscribe"):
+        return None  # events come out of order: the person already came back
+    return reason
 
 
 def record_event(event: dict) -> EmailEvent | None:
@@ -706,49 +762,208 @@ def record_event(event: dict) -> EmailEvent | None:
 
     Unknown event types are stored and otherwise ignored. Bounces (not soft "blocked"
     ones), drops, spam reports and unsubscribes put the address on the suppression list.
-    Then every registered handler is called.
+    Then every registered handler is called. `record_events` does the same for many.
     """
     event = clean_json(event)
-    sg_event_id = event_id_of(event)
-    if db.session.scalar(select(EmailEvent.id).where(EmailEvent.sg_event_id == sg_event_id)):
+    columns = _event_columns(event)
+    if db.session.scalar(
+        select(EmailEvent.id).where(EmailEvent.sg_event_id == columns["sg_event_id"])
+    ):
         return None
-    kind = _text(event.get("event"), 30) or "unknown"
-    address = _address_key(_text(event.get("email"), 254))
-    message = _message_for_event(event, address)
-    occurred_at = _event_time(event.get("timestamp"))
-    record = EmailEvent(
-        sg_event_id=sg_event_id,
-        event=kind,
-        email=address,
-        occurred_at=occurred_at,
-        reason=_text(event.get("reason") or event.get("response") or event.get("url"), 2000),
-        sg_message_id=_text(event.get("sg_message_id"), 200),
-        message=message,
-        raw=event,
-    )
+    message = _message_for_event(event, columns["email"])
+    record = EmailEvent(message=message, **columns)
     db.session.add(record)
     db.session.flush()
 
+    kind = columns["event"]
     if message is not None:
-        column = EVENT_TIMES.get(kind)
-        if column and getattr(message, column) is None:
-            setattr(message, column, occurred_at or utcnow())
+        _note_on_message(message, columns)
         if kind in EVENT_STATES:
             _advance_state(message, EVENT_STATES[kind])
-        if kind in ("bounce", "dropped") and record.reason:
-            message.last_error = record.reason
-    reason = SUPPRESSING_EVENTS.get(kind)
-    soft_bounce = kind == "bounce" and event.get("type") == "blocked"
-    if kind == "group_unsubscribe" and _later_group_event(record, "group_resubscribe"):
-        reason = None  # events come out of order: the person already came back
-    if reason and address and not soft_bounce:
-        suppress(address, reason, record.reason, event=record)
-    if kind == "group_resubscribe" and address:
+    reason = _suppression_reason(columns, record)
+    if reason:
+        suppress(record.email, reason, record.reason, event=record)
+    if kind == "group_resubscribe" and record.email:
         _lift_group_unsubscribe(record)
     for handler in list(_event_handlers):
         handler(event, message)
     db.session.flush()
     return record
+
+
+def record_events(events: list[dict]) -> tuple[int, int]:
+    """Store and apply a webhook delivery's events together: (new, duplicates).
+
+    The same effects as `record_event` for each event in turn, with a few statements per
+    kind of work for the whole list instead of several per event: the replays are found
+    in one query, the messages in two, the events stored in one multi-row INSERT, message
+    states moved by one guarded UPDATE per target state, suppressions read at once, and
+    handlers registered with a `batch` form called once. A failure raises: the caller
+    rolls back and applies the events one by one, so one bad event does not hold up the
+    others.
+    """
+    incoming: dict[str, dict] = {}
+    duplicates = 0
+    for event in events:
+        columns = _event_columns(clean_json(event))
+        if columns["sg_event_id"] in incoming:
+            duplicates += 1  # repeated within the delivery itself
+        else:
+            incoming[columns["sg_event_id"]] = columns
+    for ids in chunks(list(incoming)):
+        for seen in db.session.scalars(
+            select(EmailEvent.sg_event_id).where(text_in(EmailEvent.sg_event_id, ids))
+        ):
+            duplicates += incoming.pop(seen, None) is not None
+    new = list(incoming.values())
+    if not new:
+        return 0, duplicates
+    messages = _messages_for_events(new)
+    _store_events(new, messages)
+
+    targets: dict[int, str] = {}
+    for columns, message in zip(new, messages, strict=True):
+        if message is None:
+            continue
+        _note_on_message(message, columns)
+        state = EVENT_STATES.get(columns["event"])
+        current = targets.get(message.id)
+        if state and (current is None or STATE_RANK[state] > STATE_RANK[current]):
+            targets[message.id] = state
+    _advance_states(targets, messages)
+    _suppress_for_events(new)
+    items = [(columns["raw"], message) for columns, message in zip(new, messages, strict=True)]
+    for handler in list(_event_handlers):
+        batch = _batch_handlers.get(handler)
+        if batch is not None:
+            batch(items)
+        else:
+            for event, message in items:
+                handler(event, message)
+    db.session.flush()
+    return len(new), duplicates
+
+
+def _messages_for_events(new: list[dict]) -> list[EmailMessage | None]:
+    """Each event's message, as `_message_for_event` finds it, in two queries."""
+    keys = [_message_keys(columns["raw"], columns["email"]) for columns in new]
+    # The bodies are not needed to apply events: they stay unloaded.
+    light = defer(EmailMessage.text_body), defer(EmailMessage.html_body)
+    by_uuid: dict[str, EmailMessage] = {}
+    for uuids in chunks(sorted({u for u, _ in keys if u})):
+        for message in db.session.scalars(
+            select(EmailMessage).options(*light).where(text_in(EmailMessage.uuid, uuids))
+        ):
+            by_uuid[message.uuid] = message
+    wanted = sorted({p[0] for u, p in keys if p and u not in by_uuid})
+    by_provider: dict[tuple[str, str], EmailMessage] = {}
+    for provider_ids in chunks(wanted):
+        for message in db.session.scalars(
+            select(EmailMessage)
+            .options(*light)
+            .where(text_in(EmailMessage.provider_message_id, provider_ids))
+            .order_by(EmailMessage.id)
+        ):
+            by_provider.setdefault((message.provider_message_id, message.to_email.lower()), message)
+    return [by_uuid.get(u) or (by_provider.get(p) if p else None) for u, p in keys]
+
+
+def _store_events(new: list[dict], messages: list[EmailMessage | None]) -> None:
+    """INSERT the new events at the driver's speed (COPY on PostgreSQL); the ids of
+    those a suppression will point to are read back into `new`."""
+    bulk.insert_rows(
+        EmailEvent.__table__,
+        [
+            dict(columns, message_id=message.id if message is not None else None)
+            for columns, message in zip(new, messages, strict=True)
+        ],
+        common={"received_at": utcnow()},
+    )
+    wanted = [
+        c["sg_event_id"]
+        for c in new
+        if c["event"] in SUPPRESSING_EVENTS or c["event"] == "group_resubscribe"
+    ]
+    ids = {}
+    for chunk in chunks(wanted):
+        ids.update(
+            db.session.execute(
+                select(EmailEvent.sg_event_id, EmailEvent.id).where(
+                    text_in(EmailEvent.sg_event_id, chunk)
+                )
+            ).all()
+        )
+    for columns in new:
+        columns["id"] = ids.get(columns["sg_event_id"])
+
+
+def _advance_states(targets: dict[int, str], messages: list[EmailMessage | None]) -> None:
+    """`_advance_state` for many messages: one guarded UPDATE per target state, then the
+    messages' states read back."""
+    if not targets:
+        return
+    db.session.flush()  # the timestamps set on the messages go first
+    by_state: dict[str, list[int]] = {}
+    for message_id, state in targets.items():
+        by_state.setdefault(state, []).append(message_id)
+    for state, ids in by_state.items():
+        lower = [s for s, rank in STATE_RANK.items() if rank < STATE_RANK[state]]
+        for chunk in chunks(sorted(ids)):
+            db.session.execute(
+                update(EmailMessage)
+                .where(id_in(EmailMessage.id, chunk), EmailMessage.state.in_(lower))
+                .values(state=state, updated_at=utcnow())
+                .execution_options(synchronize_session=False)
+            )
+    states = {}
+    for chunk in chunks(sorted(targets)):
+        states.update(
+            db.session.execute(
+                select(EmailMessage.id, EmailMessage.state).where(id_in(EmailMessage.id, chunk))
+            ).all()
+        )
+    for message in {m.id: m for m in messages if m is not None and m.id in states}.values():
+        set_committed_value(message, "state", states[message.id])
+
+
+def _suppress_for_events(new: list[dict]) -> None:
+    """`suppress` (and the group resubscribe's lift) for the events that call for it, in
+    the events' order, with the addresses' suppressions read in one query."""
+    relevant = [
+        c
+        for c in new
+        if c["email"] and (c["event"] in SUPPRESSING_EVENTS or c["event"] == "group_resubscribe")
+    ]
+    if not relevant:
+        return
+    known: dict[str, Suppression | None] = dict.fromkeys({c["email"] for c in relevant})
+    for emails in chunks(sorted(known)):
+        for suppression in db.session.scalars(
+            select(Suppression).where(text_in(Suppression.email, emails))
+        ):
+            known[suppression.email] = suppression
+    for columns in relevant:
+        address = columns["email"]
+        record = None
+        if columns["event"].startswith("group_"):
+            record = db.session.get(EmailEvent, columns["id"])
+        reason = _suppression_reason(columns, record)
+        if reason:
+            suppression = known[address]
+            if suppression is None:
+                suppression = known[address] = Suppression(email=address)
+                db.session.add(suppression)
+            suppression.reason = reason
+            suppression.detail = single_line(columns["reason"], 2000)
+            suppression.event_id = columns["id"]
+            suppression.updated_at = utcnow()
+        if columns["event"] == "group_resubscribe":
+            db.session.flush()
+            _lift_group_unsubscribe(record)
+            known[address] = db.session.scalar(
+                select(Suppression).where(Suppression.email == address)
+            )
+    db.session.flush()
 
 
 # --- Webhook authenticity ---------------------------------------------------------------

@@ -9,8 +9,11 @@ step with the rows. Nothing here commits.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy import exists, func, insert, literal, select, update
 
+from crm.bulk import rows_cte
 from crm.extensions import db
 from crm.members.models import Network
 from crm.newsletters import audience, compose
@@ -365,3 +368,34 @@ def note_first_event(row_id: int, newsletter_id: int, column: str, at) -> None:
     )
     if state == "sent" and column in EVENT_COUNTERS:
         _add_to_counters(newsletter_id, {EVENT_COUNTERS[column]: 1})
+
+
+def note_first_events(stamps: list[tuple[int, int, str, datetime]]) -> None:
+    """`note_first_event` for a webhook delivery's events: `stamps` are (row id,
+    newsletter id, column, time), at most one per row and column. One UPDATE per column
+    and one per newsletter concerned (in id order: concurrent deliveries take the same
+    locks in the same order); the caller takes the rows' locks first, in id order."""
+    R = NewsletterRecipient
+    by_column: dict[str, list[tuple[int, int, datetime]]] = {}
+    for row_id, newsletter_id, column, at in stamps:
+        by_column.setdefault(column, []).append((row_id, newsletter_id, at))
+    added: dict[int, dict[str, int]] = {}
+    for column, rows in by_column.items():
+        stamp = getattr(R, column)
+        given = rows_cte(
+            "given", [("id", R.id.type), ("newsletter_id", R.id.type), ("at", stamp.type)], rows
+        )
+        changed = db.session.execute(
+            update(R)
+            .where(R.id == given.c.id, R.newsletter_id == given.c.newsletter_id, stamp.is_(None))
+            .values({column: given.c.at})
+            .returning(R.newsletter_id, R.state)
+            .execution_options(synchronize_session=False)
+        ).all()
+        counter = EVENT_COUNTERS.get(column)
+        for newsletter_id, state in changed:
+            if state == "sent" and counter:
+                counts = added.setdefault(newsletter_id, {})
+                counts[counter] = counts.get(counter, 0) + 1
+    for newsletter_id in sorted(added):
+        _add_to_counters(newsletter_id, added[newsletter_id])

@@ -607,7 +607,7 @@ def init_app(app) -> None:
 
     app.register_blueprint(bp)
     app.register_blueprint(archive_bp)
-    register_event_handler(statistics.record_mail_event)
+    register_event_handler(statistics.record_mail_event, batch=statistics.record_mail_events)
     if services.merge_recipients not in MERGE_HOOKS:
         MERGE_HOOKS.append(services.merge_recipients)
     if tasks.reconcile_tick not in WORKER_HOOKS:

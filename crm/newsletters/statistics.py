@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from sqlalchemy import case, exists, func, or_, select, update
 from sqlalchemy.orm import aliased
 
+from crm.bulk import chunks, id_in, rows_cte
 from crm.extensions import db
 from crm.members.models import Company, Contact, Network, contact_network
 from crm.members.municipalities import municipality_label
@@ -82,6 +83,78 @@ def record_mail_event(event: dict, message=None) -> None:
         .values(**values)
         .execution_options(synchronize_session=False)
     )
+
+
+def record_mail_events(items: list[tuple[dict, object]]) -> None:
+    """`record_mail_event` for a webhook delivery's events at once (its batch form): the
+    first event of each kind per row wins, as when they come one by one."""
+    R = NewsletterRecipient
+    firsts: dict[tuple[int, int], list] = {}  # row -> [processed_at, provider id, unsubscribed_at]
+    stamps: dict[tuple[int, int, str], datetime] = {}
+    for event, _message in items:
+        row_id = _int(event.get("klynge_recipient"))
+        newsletter_id = _int(event.get("klynge_newsletter"))
+        if row_id is None or newsletter_id is None:
+            continue
+        kind = str(event.get("event") or "")
+        at = _event_time(event.get("timestamp"))
+        first = firsts.setdefault((row_id, newsletter_id), [at, "", None])
+        column = EVENT_COLUMNS.get(kind)
+        if column and not (kind == "bounce" and event.get("type") == "blocked"):
+            if column in ledger.EVENT_COUNTERS:
+                stamps.setdefault((row_id, newsletter_id, column), at)
+            elif column == "unsubscribed_at" and first[2] is None:
+                first[2] = at
+        if not first[1]:
+            first[1] = str(event.get("sg_message_id") or "").split(".", 1)[0][:100]
+    if not firsts:
+        return
+    # Rows are locked in id order before any is changed, so that two deliveries (or a
+    # delivery and the sender marking a batch sent) cannot wait for each other.
+    for chunk in chunks(sorted(firsts)):
+        db.session.execute(
+            select(R.id)
+            .where(id_in(R.id, [row_id for row_id, _ in chunk]))
+            .order_by(R.id)
+            .with_for_update()
+        ).all()
+    ledger.note_first_events([(*row, column, at) for (*row, column), at in stamps.items()])
+    rows = sorted((*row, *first) for row, first in firsts.items())
+    for chunk in chunks(rows):
+        given = rows_cte(
+            "given",
+            [
+                ("id", R.id.type),
+                ("newsletter_id", R.id.type),
+                ("at", R.processed_at.type),
+                ("provider_id", R.provider_message_id.type),
+            ],
+            [row[:4] for row in chunk],
+        )
+        db.session.execute(
+            update(R)
+            .where(R.id == given.c.id, R.newsletter_id == given.c.newsletter_id)
+            .values(
+                processed_at=func.coalesce(R.processed_at, given.c.at),
+                provider_message_id=func.coalesce(
+                    R.provider_message_id, func.nullif(given.c.provider_id, "")
+                ),
+            )
+            .execution_options(synchronize_session=False)
+        )
+        unsubscribed = [(*row[:2], row[4]) for row in chunk if row[4] is not None]
+        if unsubscribed:
+            given = rows_cte(
+                "given",
+                [("id", R.id.type), ("newsletter_id", R.id.type), ("at", R.unsubscribed_at.type)],
+                unsubscribed,
+            )
+            db.session.execute(
+                update(R)
+                .where(R.id == given.c.id, R.newsletter_id == given.c.newsletter_id)
+                .values(unsubscribed_at=func.coalesce(R.unsubscribed_at, given.c.at))
+                .execution_options(synchronize_session=False)
+            )
 
 
 def _unsubscribed():
