@@ -521,14 +521,24 @@ def suppress(address: str, reason: str, detail: str = "", event: EmailEvent | No
     if not key:
         return None
     suppression = db.session.scalar(select(Suppression).where(Suppression.email == key))
+    suppression = _note_suppression(
+        suppression, key, reason, detail, event.id if event is not None else None
+    )
+    db.session.flush()
+    return suppression
+
+
+def _note_suppression(
+    suppression: Suppression | None, key: str, reason: str, detail: str, event_id: int | None
+) -> Suppression:
+    """The address's suppression (found by the caller, or new) says why, and since when."""
     if suppression is None:
         suppression = Suppression(email=key)
         db.session.add(suppression)
     suppression.reason = reason
     suppression.detail = single_line(detail, 2000)
-    suppression.event_id = event.id if event is not None and event.id else None
+    suppression.event_id = event_id or None
     suppression.updated_at = utcnow()
-    db.session.flush()
     return suppression
 
 
@@ -796,7 +806,7 @@ def record_events(events: list[dict]) -> tuple[int, int]:
 
     The same effects as `record_event` for each event in turn, with a few statements per
     kind of work for the whole list instead of several per event: the replays are found
-    in one query, the messages in two, the events stored in one multi-row INSERT, message
+    in one query, the messages in two, the events written with COPY (PostgreSQL), message
     states moved by one guarded UPDATE per target state, suppressions read at once, and
     handlers registered with a `batch` form called once. A failure raises: the caller
     rolls back and applies the events one by one, so one bad event does not hold up the
@@ -949,14 +959,9 @@ def _suppress_for_events(new: list[dict]) -> None:
             record = db.session.get(EmailEvent, columns["id"])
         reason = _suppression_reason(columns, record)
         if reason:
-            suppression = known[address]
-            if suppression is None:
-                suppression = known[address] = Suppression(email=address)
-                db.session.add(suppression)
-            suppression.reason = reason
-            suppression.detail = single_line(columns["reason"], 2000)
-            suppression.event_id = columns["id"]
-            suppression.updated_at = utcnow()
+            known[address] = _note_suppression(
+                known[address], address, reason, columns["reason"], columns["id"]
+            )
         if columns["event"] == "group_resubscribe":
             db.session.flush()
             _lift_group_unsubscribe(record)
