@@ -880,7 +880,7 @@ def profile(client, url: str) -> None:
     profiler.disable()
     event.remove(engine, "before_cursor_execute", count)
     print(f"{url}: {len(statements) // 10} statements a request")
-    pstats.Stats(profiler).sort_stats("cumulative").print_stats(45)
+    pstats.Stats(profiler).sort_stats(os.environ.get("BENCH_SORT", "cumulative")).print_stats(45)
 
 
 def main() -> None:

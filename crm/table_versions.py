@@ -7,8 +7,12 @@ to any of them has it computed afresh on the next view, and nothing else does.
 Why after the commit and why the reader takes the versions before it queries: a reader
 that sees the old version either ran its queries after the commit (its figures are
 already new) or before it (then the bump that follows the commit changes the key, and
-its figures are never read again). A bump lost with Redis or a dead process leaves a
-figure stale at most `TABLE_CACHE_SECONDS` (every entry expires).
+its figures are never read again). This needs each query to see what was committed
+before it began: PostgreSQL's read committed, and SQLite's reads outside a transaction
+(pysqlite begins one only for writes). Figures counted inside a transaction that has
+written to a watched table are not kept (they may be rolled back). A bump lost with
+Redis or a dead process leaves a figure stale at most `TABLE_CACHE_SECONDS` (every entry
+expires).
 
 Writes are noticed at the cursor, so ORM flushes, Core statements and bulk INSERT …
 SELECT are all seen; COPY goes around the cursor and says so itself (`note_written`).
@@ -102,6 +106,9 @@ def cached_many(
     """Each part's value (JSON-able), computed or from Redis: `parts` maps a name to the
     tables it reads and the function that computes it; `key` names the arguments they
     share (a period, say). Two Redis round trips when every part is fresh."""
+    if _uncommitted_writes():
+        # Figures that count this transaction's own writes may be rolled back with them.
+        return {name: fn() for name, (_tabs, fn) in parts.items()}
     try:
         from crm.queue import get_redis
 
@@ -134,6 +141,14 @@ def cached_many(
         except Exception:  # noqa: BLE001 - computed again next time
             log.warning("could not keep computed figures", exc_info=True)
     return values
+
+
+def _uncommitted_writes() -> bool:
+    """Whether the session's open transaction has written to a watched table."""
+    from crm.extensions import db
+
+    session = db.session()
+    return session.in_transaction() and bool(session.connection().info.get("written_tables"))
 
 
 def _entry_key(name: str, key: str, versions: dict[str, bytes | None]) -> str:

@@ -130,3 +130,18 @@ def test_without_redis_the_page_counts_every_time(app, auth, client):
         if dead is not None:
             app.extensions["crm_redis"] = dead
         app.config["REDIS_URL"] = url
+
+
+def test_figures_counted_with_this_transactions_own_writes_are_not_kept(app, auth, client):
+    from crm.reports.services import year_report
+
+    with app.app_context():
+        ids = _two_members()
+    with app.test_request_context():
+        db.session.add(Activity(kind="call", occurred_on=date(2026, 3, 3), summary="Ring",
+                                company_id=ids["b"]))  # fmt: skip
+        db.session.flush()
+        assert year_report(date(2026, 1, 1), date(2026, 12, 31)).active == 2
+        db.session.rollback()
+    auth.login("staff")
+    assert _figure(client.get("/reports/2026").get_data(as_text=True), "active") == "1"
