@@ -1,13 +1,18 @@
-"""Requests/s of POST /subscribe under gunicorn (2 workers), against a bare Flask endpoint.
+"""Requests/s and latency of POST /subscribe under gunicorn (2 workers), against a bare
+Flask endpoint.
 
 Both servers run under gunicorn with 2 sync workers on 127.0.0.1, loaded in turn by the
 same client (CLIENTS processes, a new connection per request, as sync workers close
 them) for SECONDS each. Each signup uses a new address, so every request does the real
 work: validate, look up the address, store a pending signup, queue the confirmation
 email (to Redis; no worker runs). Rate limits and the minimum fill time are switched
-off here, or the figure would measure the bot and abuse paths instead.
+off here, or the figure would measure the bot and abuse paths instead. Latency is each
+request's time as its client saw it (connect, send, read the whole answer); p50 / p95 over
+all requests of the run.
 
     .venv/bin/python bench/subscribe.py
+    BENCH_DATABASE_URL=postgresql+psycopg://postgres@127.0.0.1:5432/bench_NAME \
+        .venv/bin/python bench/subscribe.py
 """
 
 import http.client
@@ -20,10 +25,14 @@ import sys
 import tempfile
 import time
 import urllib.parse
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+from search import ensure_pg_database, percentile  # noqa: E402
+
 BIN = Path(sys.executable).parent
 SECONDS = float(os.environ.get("BENCH_SECONDS", 10))
 CLIENTS = int(os.environ.get("BENCH_CLIENTS", 4))
@@ -60,24 +69,41 @@ def start_gunicorn(app_spec: str, port: int, env: dict) -> subprocess.Popen:
 
 def load(port: int, path: str, body_for, seconds: float, worker: int, results) -> None:
     done = errors = 0
+    latencies = []
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline:
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         body = body_for(worker, done)
+        started = time.perf_counter()
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         headers = {"Content-Type": "application/x-www-form-urlencoded"} if body else {}
         connection.request("POST", path, body=body, headers=headers)
         response = connection.getresponse()
         response.read()
         connection.close()
+        latencies.append(time.perf_counter() - started)
         # The signup answers 303 to its "check your inbox" page (post/redirect/get).
         if response.status in (200, 303):
             done += 1
         else:
             errors += 1
-    results.put((done, errors))
+    results.put((done, errors, latencies))
 
 
-def measure(port: int, path: str, body_for) -> tuple[float, int]:
+@dataclass
+class Figures:
+    rate: float  # requests/s
+    errors: int
+    p50_ms: float
+    p95_ms: float
+
+    def line(self, label: str) -> str:
+        return (
+            f"{label:<20}: {self.rate:8.1f} requests/s, p50 {self.p50_ms:6.1f} ms, "
+            f"p95 {self.p95_ms:6.1f} ms ({self.errors} errors)"
+        )
+
+
+def measure(port: int, path: str, body_for) -> Figures:
     results = multiprocessing.Queue()
     workers = [
         multiprocessing.Process(target=load, args=(port, path, body_for, SECONDS, i, results))
@@ -90,7 +116,13 @@ def measure(port: int, path: str, body_for) -> tuple[float, int]:
     for w in workers:
         w.join()
     elapsed = time.perf_counter() - started
-    return sum(d for d, _ in totals) / elapsed, sum(e for _, e in totals)
+    latencies = [x * 1000 for _, _, run in totals for x in run]
+    return Figures(
+        rate=sum(d for d, _, _ in totals) / elapsed,
+        errors=sum(e for _, e, _ in totals),
+        p50_ms=percentile(latencies, 50),
+        p95_ms=percentile(latencies, 95),
+    )
 
 
 def signup_form(port: int) -> dict:
@@ -146,6 +178,8 @@ def main() -> None:
         MAIL_BACKEND="outbox",
         SECRET_KEY=SECRET_KEY,
     )
+    if env["DATABASE_URL"].startswith("postgresql"):
+        ensure_pg_database(env["DATABASE_URL"])
     if not env.get("REDIS_URL"):
         sys.path.insert(0, str(ROOT))
         from crm.redis_server import ensure_embedded_redis
@@ -153,22 +187,23 @@ def main() -> None:
         env["REDIS_URL"] = ensure_embedded_redis(WORK / "redis")
     subprocess.run([str(BIN / "crm"), "db", "upgrade"], env=env, check=True, capture_output=True)
 
-    bare = start_gunicorn("bench.bare_app:app", 5301, env)
+    server = start_gunicorn("bench.bare_app:app", 5301, env)
     try:
-        bare_rate, bare_errors = measure(5301, "/", no_body)
+        bare = measure(5301, "/", no_body)
     finally:
-        bare.terminate()
-        bare.wait()
+        server.terminate()
+        server.wait()
     app = start_gunicorn("crm:create_app()", 5302, env)
     try:
         hidden = signup_form(5302)
-        rate, errors = measure(5302, "/subscribe", SignupBody(hidden))
+        signup = measure(5302, "/subscribe", SignupBody(hidden))
     finally:
         app.terminate()
         app.wait()
-    print(f"bare Flask endpoint : {bare_rate:8.1f} requests/s ({bare_errors} errors)")
-    print(f"POST /subscribe     : {rate:8.1f} requests/s ({errors} errors)")
-    print(f"ratio               : {rate / bare_rate:8.3f} of the bare endpoint")
+    print(f"database            : {env['DATABASE_URL'].split(':')[0]}")
+    print(bare.line("bare Flask endpoint"))
+    print(signup.line("POST /subscribe"))
+    print(f"{'ratio':<20}: {signup.rate / bare.rate:8.3f} of the bare endpoint's requests/s")
 
 
 if __name__ == "__main__":
