@@ -98,6 +98,41 @@ def test_same_key_queued_twice_is_sent_once(app, run_worker, sendgrid_server):
     assert message.provider_message_id == sendgrid_server.requests[0].message_id
 
 
+def test_a_fresh_key_is_still_refused_a_second_time_and_sent_once(app, run_worker, outbox):
+    # `fresh_key` skips the look-up before rendering, not the unique key.
+    with app.test_request_context():
+        first = queue_email(
+            "kari@example.no", "mail/test", {"name": "Kari"}, key="k:1", fresh_key=True
+        )
+        second = queue_email(
+            "kari@example.no", "mail/test", {"name": "Kari"}, key="k:1", fresh_key=True
+        )
+        assert first is second
+        db.session.commit()
+    run_worker()
+    assert len(list(outbox.glob("*.eml"))) == 1
+    with app.app_context():
+        assert db.session.scalar(db.select(db.func.count(EmailMessage.id))) == 1
+
+
+def test_new_emails_committed_together_each_wait_once_in_the_mail_queue(app, run_worker, outbox):
+    from crm.mail.services import MAIL_QUEUE, job_id_for
+    from crm.queue import get_queue
+
+    with app.test_request_context():
+        messages = [queue_email(f"p{i}@example.no", "mail/test", {"name": "P"}) for i in range(3)]
+        db.session.commit()
+        uuids = [m.uuid for m in messages]
+        queue = get_queue(MAIL_QUEUE)
+        assert sorted(queue.get_job_ids()) == sorted(job_id_for(u, 0) for u in uuids)
+        assert all(enqueue_send(u) is False for u in uuids)  # already waiting
+    run_worker()
+    assert len(list(outbox.glob("*.eml"))) == 3
+    with app.app_context():
+        states = db.session.scalars(db.select(EmailMessage.state)).all()
+        assert states == ["sent"] * 3
+
+
 def test_a_key_queued_meanwhile_by_another_request_leaves_this_transaction_intact(app):
     from crm.mail.services import _insert_message
     from crm.members.models import Company

@@ -339,6 +339,22 @@ def test_a_signup_form_token_starts_one_signup_only(app, client, quick_forms):
     assert addresses == ["first@example.no"]
 
 
+def test_a_signup_form_token_stays_used_when_redis_forgets(app, client, quick_forms):
+    # Redis here keeps nothing on disk: a restart must not let an old form start again.
+    from crm.queue import get_redis
+
+    with app.test_request_context():
+        started = tokens.make_form_token()
+    subscribe(client, email="first@example.no", started=started)
+    get_redis(app).flushdb()
+    subscribe(client, email="second@example.no", started=started)
+    with app.app_context():
+        addresses = db.session.scalars(db.select(PendingSignup.email)).all()
+        confirmations = db.session.scalars(db.select(EmailMessage.to_email)).all()
+    assert addresses == ["first@example.no"]
+    assert confirmations == ["first@example.no"]
+
+
 def test_an_old_signup_form_token_has_expired(app, client, quick_forms, monkeypatch):
     with app.test_request_context():
         started = tokens.make_form_token()

@@ -148,21 +148,25 @@ def queue_email(
     headers: dict[str, str] | None = None,
     attachments: Iterable[tuple[str, str, bytes]] | None = None,
     locale: str | None = None,
+    fresh_key: bool = False,
 ) -> EmailMessage:
     """Render `templates/email/<template>.{subject.txt,txt,html}` and queue it for `to`.
 
     The message is added to the session and flushed, not committed; the send job is
     enqueued after the surrounding transaction commits. With a `key` already used the
-    existing message is returned and nothing new is sent. Raises `InvalidAddress` for an
+    existing message is returned and nothing new is sent. `fresh_key` says the key names
+    something this transaction created (a signup's random nonce), so it is not looked up
+    before rendering; the INSERT still refuses a duplicate. Raises `InvalidAddress` for an
     unusable address and `HeaderInjectionError` for header names/values with line breaks.
     Suppressed addresses are not checked here: callers that must skip them (newsletters)
     ask `is_suppressed` first.
     """
     if key is not None:
         key = str(key)[:200]
-        existing = db.session.scalar(select(EmailMessage).where(EmailMessage.key == key))
-        if existing is not None:
-            return existing
+        if not fresh_key:
+            existing = db.session.scalar(select(EmailMessage).where(EmailMessage.key == key))
+            if existing is not None:
+                return existing
     to_email = normalize_address(to)
     headers = {str(k): v for k, v in (headers or {}).items()}
     check_custom_headers(headers)
@@ -196,7 +200,7 @@ def queue_email(
             )
         )
     db.session.flush()
-    _enqueue_after_commit(message.uuid, attempt=0)
+    _enqueue_after_commit(message.uuid, attempt=0, new=True)
     return message
 
 
@@ -212,18 +216,17 @@ def _insert_message(values: dict) -> EmailMessage | None:
     # a transaction would commit on release). Not INSERT … ON CONFLICT: SQLAlchemy's
     # dialect INSERTs have no cache key, so that statement was compiled anew on every
     # call, which cost more CPU than all the rest of a signup's SQL.
-    table = EmailMessage.__table__
+    # The ORM INSERT … RETURNING gives the message itself: no second SELECT for it.
     savepoint = db.session.get_bind().dialect.name == "postgresql"
     try:
         with db.session.begin_nested() if savepoint else contextlib.nullcontext():
-            message_id = db.session.execute(
-                sa_insert(table).returning(table.c.id), values
-            ).scalar_one()
+            return db.session.scalars(
+                sa_insert(EmailMessage).returning(EmailMessage), [values]
+            ).one()
     except IntegrityError:
         if db.session.scalar(select(EmailMessage.id).where(EmailMessage.key == values["key"])):
             return None  # the same key, inserted a moment ago by someone else
         raise
-    return db.session.get(EmailMessage, message_id)
 
 
 # --- Enqueueing after commit -----------------------------------------------------------
@@ -231,13 +234,25 @@ def _insert_message(values: dict) -> EmailMessage | None:
 _PENDING = "crm_mail_pending_jobs"
 
 
-def _enqueue_after_commit(message_uuid: str, attempt: int, delay: float = 0) -> None:
-    db.session().info.setdefault(_PENDING, []).append((message_uuid, attempt, delay))
+def _enqueue_after_commit(
+    message_uuid: str, attempt: int, delay: float = 0, *, new: bool = False
+) -> None:
+    """`new`: the message was inserted by this transaction, so no job can exist for it."""
+    db.session().info.setdefault(_PENDING, []).append((message_uuid, attempt, delay, new))
 
 
 @sa_event.listens_for(Session, "after_commit")
 def _enqueue_pending_jobs(session: Session) -> None:
-    for message_uuid, attempt, delay in session.info.pop(_PENDING, ()):
+    pending = session.info.pop(_PENDING, ())
+    new = [uuid for uuid, attempt, delay, is_new in pending if is_new and not delay]
+    if new:
+        try:
+            enqueue_new_messages(new)
+        except Exception:  # noqa: BLE001 - the commit stands; `crm mail requeue` recovers
+            log.exception("could not enqueue %d new email(s); they stay queued", len(new))
+    for message_uuid, attempt, delay, is_new in pending:
+        if is_new and not delay:
+            continue
         try:
             enqueue_send(message_uuid, attempt, delay)
         except Exception:  # noqa: BLE001 - the commit stands; `crm mail requeue` recovers
@@ -285,6 +300,34 @@ def enqueue_send(message_uuid: str, attempt: int = 0, delay: float = 0) -> bool:
     except DuplicateJobError:
         return False
     return True
+
+
+def enqueue_new_messages(message_uuids: list[str]) -> None:
+    """Put the first send job of messages just committed on the `mail` queue, all in one
+    Redis round trip (one MULTI/EXEC).
+
+    Their job ids name a message nobody could have enqueued before (a new uuid, attempt
+    0), so the duplicate check of `enqueue_send` (a Lua script, and a round trip of its
+    own besides the queue registration) has nothing to find here. The job still refuses
+    to send a message twice.
+    """
+    from crm.mail.tasks import send_message
+    from crm.queue import get_queue
+
+    queue = get_queue(MAIL_QUEUE)
+    with queue.connection.pipeline() as pipe:
+        for message_uuid in message_uuids:
+            job = queue.create_job(
+                send_message,
+                args=(message_uuid,),
+                job_id=job_id_for(message_uuid, 0),
+                description=f"email {message_uuid} attempt 1",
+                timeout=120,
+                result_ttl=3600,
+                failure_ttl=7 * 24 * 3600,
+            )
+            queue.enqueue_job(job, pipeline=pipe)
+        pipe.execute()
 
 
 def _job(options: dict) -> dict:

@@ -188,5 +188,7 @@ class PendingSignup(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     contact_id: Mapped[int | None] = mapped_column(ForeignKey("contact.id", ondelete="SET NULL"))
+    # Digest of the signup form's token: unique, so one form starts one signup only.
+    form_token: Mapped[str | None] = mapped_column(String(32), unique=True, index=True)
 
     wording: Mapped[ConsentWording] = relationship()

@@ -96,16 +96,17 @@ def _address_allowed(email: str) -> bool:
 
 
 def _signup_looks_automated(form: SubscribeForm) -> bool:
-    """Honeypot filled in, form token missing, forged, expired or used before, or the
-    form filled in inhumanly fast."""
+    """Honeypot filled in, form token missing, forged or expired, or the form filled in
+    inhumanly fast. (A token used before is refused when the signup is stored.)"""
     if form.website.data:
         return True
-    age = tokens.claim_form_token(form.started.data)
+    age = tokens.fresh_form_age(form.started.data)
     return age is None or age < current_app.config["SUBSCRIBE_MIN_FILL_SECONDS"]
 
 
 def _schedule_purge() -> None:
-    """Queue the clean-up of expired signups, at most once an hour (signups trigger it)."""
+    """Queue the clean-up of expired signups, at most once an hour (signups trigger it
+    when there is something to clean up)."""
     try:
         if get_redis().set("klynge:subscriptions:purge", "1", nx=True, ex=3600):
             get_queue("default").enqueue(tasks.purge_expired_signups, job_timeout=300)
@@ -140,17 +141,24 @@ def subscribe():
         if valid:
             # Bots get the same friendly answer as people, and nothing happens.
             if not _signup_looks_automated(form) and _address_allowed(form.email.data):
-                signup.start_signup(
-                    name=form.name.data,
-                    email=form.email.data,
-                    company=form.company.data or "",
-                    topics=chosen,
-                    wording=wording,
-                    ip=_client_ip(),
-                    locale=_locale(),
-                )
-                db.session.commit()
-                _schedule_purge()
+                try:
+                    signup.start_signup(
+                        name=form.name.data,
+                        email=form.email.data,
+                        company=form.company.data or "",
+                        topics=chosen,
+                        wording=wording,
+                        ip=_client_ip(),
+                        locale=_locale(),
+                        form_token=tokens.form_token_digest(form.started.data),
+                    )
+                except signup.FormAlreadyUsed:
+                    db.session.rollback()  # a replayed form: its signup was started before
+                else:
+                    purge_due = signup.expired_signups_exist()
+                    db.session.commit()
+                    if purge_due:
+                        _schedule_purge()
             # Post/redirect/get: reloading the answer page must not sign up (and mail) again.
             return redirect(url_for("subscriptions.subscribe", sent="1", **public_args()), 303)
     elif request.args.get("sent") == "1":

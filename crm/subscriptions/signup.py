@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
 
 from crm.extensions import db
 from crm.mail.services import queue_email
@@ -46,6 +47,10 @@ from crm.timeutil import utcnow
 PENDING_RETENTION = timedelta(seconds=CONFIRM_MAX_AGE) + timedelta(days=1)
 
 
+class FormAlreadyUsed(Exception):
+    """The form token started a signup before; the session must be rolled back."""
+
+
 def start_signup(
     *,
     name: str,
@@ -55,12 +60,14 @@ def start_signup(
     wording: ConsentWording,
     ip: str | None,
     locale: str,
+    form_token: str | None = None,
 ) -> PendingSignup:
     """Store a signup and queue the confirmation email; nothing else changes yet.
 
     The register is not even looked at: the response and the email are the same
     whether the address is known or not, so the form reveals nothing about who is
-    on file.
+    on file. `form_token` (a digest, see `tokens.form_token_digest`) starts one signup
+    only: `FormAlreadyUsed` when it started one before.
     """
     email = normalize_email(email)
     first_name, last_name = split_name(name)
@@ -75,9 +82,15 @@ def start_signup(
         ip=(ip or None) and ip[:45],
         locale=locale if locale in ("nb", "en") else "nb",
         created_at=utcnow(),
+        form_token=form_token,
     )
     db.session.add(pending)
-    db.session.flush()
+    try:
+        db.session.flush()
+    except IntegrityError as exc:
+        if form_token is not None and "form_token" in str(exc.orig):
+            raise FormAlreadyUsed from exc
+        raise
     token = make_confirm_token(pending.id, pending.nonce)
     queue_email(
         to=email,
@@ -91,11 +104,23 @@ def start_signup(
             "valid_days": CONFIRM_MAX_AGE // 86400,
         },
         key=f"confirm:{pending.id}:{pending.nonce}",
+        fresh_key=True,  # it names the row just inserted
         contact_id=None,
         headers={},
         locale=pending.locale,
     )
     return pending
+
+
+def expired_signups_exist(now: datetime | None = None) -> bool:
+    """Whether `purge_expired_signups` has anything to do (one probe of the index)."""
+    cutoff = (now or utcnow()) - PENDING_RETENTION
+    return (
+        db.session.scalar(
+            select(PendingSignup.id).where(PendingSignup.created_at < cutoff).limit(1)
+        )
+        is not None
+    )
 
 
 def purge_expired_signups(now: datetime | None = None) -> int:

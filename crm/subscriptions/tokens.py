@@ -5,7 +5,8 @@
   so bumping `Subscriber.token_version` (erase, rotation) revokes every old link;
   a network mail's link also names the network whose mail it stops;
 - the signup form's start time: proves the form came from us and how long it took
-  to fill in (bots post at once); it expires (FORM_MAX_AGE) and works once.
+  to fill in (bots post at once); it expires (FORM_MAX_AGE) and starts one signup only
+  (the pending signup stores its digest under a unique index).
 
 A token from one purpose never passes as another: the salts differ.
 """
@@ -193,21 +194,16 @@ def form_age_seconds(token: str | None) -> float | None:
     return (utcnow() - signed_at).total_seconds()
 
 
-def claim_form_token(token: str | None) -> float | None:
-    """The age of a genuine form token that has not expired and was not used before,
-    which it now is; None otherwise. A replayed form (a bot posting one token again and
-    again, or the browser resending the POST) starts nothing new."""
+def fresh_form_age(token: str | None) -> float | None:
+    """The age of a genuine form token that has not expired; None otherwise."""
     age = form_age_seconds(token)
     if age is None or age > FORM_MAX_AGE:
         return None
-    from redis.exceptions import RedisError
+    return age
 
-    from crm.queue import get_redis
 
-    key = "klynge:signup-form:" + hashlib.sha256(token.encode()).hexdigest()[:32]
-    try:
-        first_use = get_redis().set(key, 1, nx=True, ex=FORM_MAX_AGE + 3600)
-    except RedisError:
-        current_app.logger.warning("signup form token: Redis unavailable, not checked for reuse")
-        return age
-    return age if first_use else None
+def form_token_digest(token: str) -> str:
+    """What a pending signup stores of the form token that started it: its unique index
+    lets a token start one signup only (a bot posting one token again and again, or the
+    browser resending the POST, starts nothing new)."""
+    return hashlib.sha256(token.encode()).hexdigest()[:32]
