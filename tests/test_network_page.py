@@ -7,7 +7,7 @@ from sqlalchemy import select
 
 from crm.audit import AuditEntry
 from crm.extensions import db
-from crm.members.models import Activity, Network, contact_network
+from crm.members.models import Activity, Company, Contact, Network, contact_network
 from tests.factories import make_company, make_contact, make_newsletter
 
 
@@ -39,6 +39,38 @@ def test_the_page_lists_members_and_their_companies_and_searches_them(app, clien
     found = client.get(f"/networks/{network_id}?q=glåmdal").get_data(as_text=True)
     members = found.split('id="members"')[1].split("</section>")[0]
     assert "Ola Berg" in members and "Kari Hansen" not in members
+
+
+def _companies_panel(client, network_id: int) -> str:
+    page = client.get(f"/networks/{network_id}").get_data(as_text=True)
+    panel = page.split('id="companies">')[1].split("</section>")[0]
+    panel = panel.replace(" · Potensielt medlem", "")  # the companies are prospects
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", panel)).strip()
+
+
+def test_the_companies_panel_counts_members_and_follows_every_change(app, client, auth):
+    """The panel is kept between views (crm.table_versions) until a company, contact or
+    membership changes: each change below shows on the next view."""
+    from crm.timeutil import utcnow
+
+    auth.login("staff")
+    with app.app_context():
+        solor = make_company("Solør Bruk AS").id
+        glamdal = make_company("Glåmdal Trykk AS").id
+        kari = make_contact("Kari", "Hansen", company_id=solor, networks=["Logistikk"]).id
+        make_contact("Per", "Hansen", company_id=solor, networks=["Logistikk"])
+        ola = make_contact("Ola", "Berg", company_id=glamdal, networks=["Logistikk"]).id
+        network_id = _network().id
+    assert _companies_panel(client, network_id) == (
+        "Bedrifter 2 Glåmdal Trykk AS 1 medlem Solør Bruk AS 2 medlemmer"
+    )
+    client.post(f"/networks/{network_id}/members/{kari}/remove")
+    assert "Solør Bruk AS 1 medlem" in _companies_panel(client, network_id)
+    with app.app_context():
+        db.session.get(Contact, ola).archived_at = utcnow()
+        db.session.get(Company, solor).name = "Solør Bruk og Sag AS"
+        db.session.commit()
+    assert _companies_panel(client, network_id) == "Bedrifter 1 Solør Bruk og Sag AS 1 medlem"
 
 
 def test_staff_add_a_contact_by_email_and_a_company_by_name_and_remove_one(app, client, auth):

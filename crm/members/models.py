@@ -23,7 +23,9 @@ contact_network = Table(
     db.metadata,
     Column("contact_id", ForeignKey("contact.id", ondelete="CASCADE"), primary_key=True),
     Column("network_id", ForeignKey("network.id", ondelete="CASCADE"), primary_key=True),
-    Index("ix_contact_network_network_id", "network_id"),
+    # A network's members in contact order: merge-joined with ix_contact_current_company
+    # to group them by company (migration 0026).
+    Index("ix_contact_network_network_contact", "network_id", "contact_id"),
 )
 
 # The contacts who lead a network (a network's "leaders"), named on its page.
@@ -151,6 +153,15 @@ class Contact(Audited, Timestamps, db.Model):
             "company_id",
             sqlite_where=text("is_primary_contact AND active AND archived_at IS NULL"),
             postgresql_where=text("is_primary_contact AND active AND archived_at IS NULL"),
+        ),
+        # Current contacts' companies in id order, read without the table: a network's
+        # page groups its members by company with it (migration 0026).
+        Index(
+            "ix_contact_current_company",
+            "id",
+            "company_id",
+            sqlite_where=text("archived_at IS NULL"),
+            postgresql_where=text("archived_at IS NULL"),
         ),
     )
 

@@ -9,6 +9,7 @@ from crm.extensions import db
 from crm.members import bulk_actions, listing, services
 from crm.members.models import Activity, Company, Contact, Network, contact_network
 from crm.members.normalize import normalize_email
+from crm.table_versions import cached_many, watch
 
 MEETINGS_SHOWN = 20
 MAILINGS_SHOWN = 20
@@ -29,9 +30,12 @@ def member_query(network: Network, q: str = "") -> listing.ListQuery:
     members = select(Contact.id).where(*conditions)
     order = (Contact.last_name, Contact.first_name, Contact.id)
     return listing.ListQuery(
+        # The conditions on the rows themselves (not `id IN (members)`): PostgreSQL then
+        # walks the current contacts' name index and probes each for membership, which
+        # finds a page of a large network at once (0.5 ms against 36 ms on the scale set).
         rows=select(Contact)
         .options(selectinload(Contact.company))
-        .where(Contact.id.in_(members))
+        .where(*conditions)
         .order_by(*order),
         ids=members.order_by(*order),
         count=members,
@@ -39,34 +43,46 @@ def member_query(network: Network, q: str = "") -> listing.ListQuery:
     )
 
 
+# What the companies panel reads (crm.table_versions): kept until one of them changes.
+_COMPANIES_READ = watch(Company.__table__.name, Contact.__table__.name, contact_network.name)
+
+
 def member_companies(network: Network, limit: int = COMPANIES_SHOWN) -> dict:
     """The companies the network's members work at, with how many members each, and
-    how many companies in all."""
+    how many companies in all; kept in Redis until a company, contact or membership
+    changes (a network of 40,000 members takes tens of milliseconds to group)."""
+    return cached_many(
+        f"network-companies:{network.id}:{limit}",
+        {"companies": (_COMPANIES_READ, lambda: _member_companies(network.id, limit))},
+    )["companies"]
+
+
+def _member_companies(network_id: int, limit: int) -> dict:
     members = (
         select(Contact.company_id, func.count().label("n"))
         .where(
             Contact.archived_at.is_(None),
             Contact.company_id.is_not(None),
-            Contact.id.in_(_member_ids(network)),
+            Contact.id.in_(
+                select(contact_network.c.contact_id).where(
+                    contact_network.c.network_id == network_id
+                )
+            ),
         )
         .group_by(Contact.company_id)
-        .subquery()
+        .cte("members")
     )
-    # The count is a window over the same grouping: a network of 40,000 members is
-    # grouped once, not again for the total.
+    # The members are grouped once (PostgreSQL keeps a CTE read twice): the total is
+    # counted from the groups, and the first companies by name are joined to them. The
+    # grouping is a merge join of two index-only scans (migration 0026).
+    total = select(func.count()).select_from(members).scalar_subquery()
     rows = db.session.execute(
-        select(
-            Company.id,
-            Company.name,
-            Company.membership_status,
-            members.c.n,
-            func.count().over().label("total"),
-        )
+        select(Company.id, Company.name, Company.membership_status, members.c.n, total)
         .join(members, members.c.company_id == Company.id)
         .order_by(Company.name, Company.id)
         .limit(limit)
     ).all()
-    return {"rows": [tuple(row[:4]) for row in rows], "total": rows[0].total if rows else 0}
+    return {"rows": [list(row[:4]) for row in rows], "total": rows[0][4] if rows else 0}
 
 
 def meetings(network: Network, limit: int = MEETINGS_SHOWN) -> list[Activity]:
