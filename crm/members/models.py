@@ -24,7 +24,7 @@ contact_network = Table(
     Column("contact_id", ForeignKey("contact.id", ondelete="CASCADE"), primary_key=True),
     Column("network_id", ForeignKey("network.id", ondelete="CASCADE"), primary_key=True),
     # A network's members in contact order: merge-joined with ix_contact_current_company
-    # to group them by company (migration 0026).
+    # to group them by company (migration 0028).
     Index("ix_contact_network_network_contact", "network_id", "contact_id"),
 )
 
@@ -155,7 +155,7 @@ class Contact(Audited, Timestamps, db.Model):
             postgresql_where=text("is_primary_contact AND active AND archived_at IS NULL"),
         ),
         # Current contacts' companies in id order, read without the table: a network's
-        # page groups its members by company with it (migration 0026).
+        # page groups its members by company with it (migration 0028).
         Index(
             "ix_contact_current_company",
             "id",

@@ -74,7 +74,7 @@ def _member_companies(network_id: int, limit: int) -> dict:
     )
     # The members are grouped once (PostgreSQL keeps a CTE read twice): the total is
     # counted from the groups, and the first companies by name are joined to them. The
-    # grouping is a merge join of two index-only scans (migration 0026).
+    # grouping is a merge join of two index-only scans (migration 0028).
     total = select(func.count()).select_from(members).scalar_subquery()
     rows = db.session.execute(
         select(Company.id, Company.name, Company.membership_status, members.c.n, total)

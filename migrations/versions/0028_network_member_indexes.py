@@ -1,7 +1,7 @@
 """members: a network's members in contact order, and current contacts' companies by id
 
-Revision ID: 0026_network_member_indexes
-Revises: 0025_subscriber_created_at
+Revision ID: 0028_network_member_indexes
+Revises: 0027_newsletter_recipient_hot
 Create Date: 2026-12-06 23:00:00
 
 A network's page groups its members by company (37,000 members of 200,000 contacts in
@@ -14,8 +14,8 @@ index-only scans. The (network, contact) index serves everything the (network) o
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0026_network_member_indexes"
-down_revision = "0025_subscriber_created_at"
+revision = "0028_network_member_indexes"
+down_revision = "0027_newsletter_recipient_hot"
 branch_labels = None
 depends_on = None
 
