@@ -4,7 +4,7 @@ questions whatever the number of rows it shows: no query per row (N+1).
 Each page is loaded with a few records of every kind, then again with four times as
 many, and the SQL statements of each request are counted. Pages are found from the app's
 routes (every staff GET page without URL arguments, plus searches and the detail pages
-of a company, a contact and a network), so a page added later is covered too.
+of a company, a contact, a network and an event), so a page added later is covered too.
 """
 
 from datetime import UTC, date, datetime, timedelta
@@ -27,6 +27,9 @@ SEARCHES = (
     "/contacts?topic=any&kind=company",
     "/reports/2026",
 )
+
+
+ANNUAL_MEETING = "Årsmøte"
 
 
 def _seed(start: int, count: int) -> dict:
@@ -83,17 +86,26 @@ def _register(contact, company, i: int) -> None:
     event_.sessions = [EventSession(starts_at=starts, ends_at=starts + timedelta(hours=3))]
     db.session.add(event_)
     db.session.flush()
-    db.session.add(
-        Registration(
-            event_id=event_.id,
-            contact_id=contact.id,
-            name=contact.name,
-            email=contact.email,
-            company_id=company.id,
-            company_name=company.name,
-            status="confirmed",
+    # Everyone also comes to the annual meeting: its page lists a registration per company.
+    annual = db.session.scalar(db.select(Event).where(Event.title == ANNUAL_MEETING))
+    if annual is None:
+        annual = Event(title=ANNUAL_MEETING, kind="seminar", published=True)
+        starts = datetime(2027, 3, 1, 16, 0, tzinfo=UTC)
+        annual.sessions = [EventSession(starts_at=starts, ends_at=starts + timedelta(hours=2))]
+        db.session.add(annual)
+        db.session.flush()
+    for event_id in (event_.id, annual.id):
+        db.session.add(
+            Registration(
+                event_id=event_id,
+                contact_id=contact.id,
+                name=contact.name,
+                email=contact.email,
+                company_id=company.id,
+                company_name=company.name,
+                status="confirmed",
+            )
         )
-    )
 
 
 def _pages(app, ids: dict) -> list[str]:
@@ -106,6 +118,10 @@ def _pages(app, ids: dict) -> list[str]:
     pages += [f"/companies/{ids['company']}", f"/contacts/{ids['contact']}"]
     network = db.session.scalar(db.select(Network.id).order_by(Network.id))
     pages.append(f"/networks/{network}")
+    from crm.events.models import Event
+
+    annual = db.session.scalar(db.select(Event.id).where(Event.title == ANNUAL_MEETING))
+    pages.append(f"/events/{annual}")
     return sorted(set(pages))
 
 

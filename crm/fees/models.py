@@ -223,7 +223,8 @@ class Invoice(Audited, db.Model):
     amount_ore: Mapped[int] = mapped_column(BigInteger)
     net_ore: Mapped[int] = mapped_column(BigInteger, default=0)
     vat_ore: Mapped[int] = mapped_column(BigInteger, default=0)
-    issue_date: Mapped[date] = mapped_column()
+    # Indexed for the accounting page's sums over a period (migration 0029).
+    issue_date: Mapped[date] = mapped_column(index=True)
     due_date: Mapped[date] = mapped_column(index=True)
     description: Mapped[str] = mapped_column(String(300), default="")
     # How the amount was found: the tier, or the override and its reason.
