@@ -470,7 +470,10 @@ def test_redis_restarted_mid_send_loses_the_queues_and_still_everyone_gets_it_on
                     )
                 )
                 assert len(queued) == RECIPIENTS // 500 - 2
-                assert len(get_queue(QUEUE)) == len(queued)  # their jobs, about to be lost
+                # Their jobs wait in Redis, about to be lost (compared by batch: a full CI
+                # run once saw one more job waiting beside them).
+                waiting = {int(j.split("-")[3]) for j in get_queue(QUEUE).job_ids if "-batch-" in j}
+                assert queued <= waiting, (sorted(queued), get_queue(QUEUE).job_ids)
             redis.restart()  # SIGKILL, then a fresh, empty server on the same socket
             status = wait_until_finished(app, big_newsletter, workers)
         assert status["state"] == "finished", workers.logs()
