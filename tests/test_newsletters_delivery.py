@@ -470,7 +470,7 @@ def test_redis_restarted_mid_send_loses_the_queues_and_still_everyone_gets_it_on
                     )
                 )
                 assert len(queued) == RECIPIENTS // 500 - 2
-                # Their jobs wait in Redis, about to be lost (compared by batch: a full CI
+                # Their jobs wait in Redis, about to be lost (compared by batch: a full suite
                 # run once saw one more job waiting beside them).
                 waiting = {int(j.split("-")[3]) for j in get_queue(QUEUE).job_ids if "-batch-" in j}
                 assert queued <= waiting, (sorted(queued), get_queue(QUEUE).job_ids)
