@@ -56,7 +56,8 @@ def settings():
             db.session.commit()
             flash(_("The organisation's settings are saved."), "success")
             return redirect(url_for(".settings"))
-    history = history_for(current) if current in db.session else []
+    # Settings never saved are the defaults, with no history (and no audit entries).
+    history = history_for(current)
     return render_template(
         "organisation/settings.html",
         form=form,

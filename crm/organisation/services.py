@@ -10,6 +10,7 @@ from pathlib import Path
 from flask import current_app, g, has_app_context, has_request_context, url_for
 from flask_babel import gettext as _
 
+from crm import cache
 from crm.extensions import db
 from crm.organisation.models import DEFAULT_NAME, Organisation
 
@@ -49,17 +50,22 @@ def _defaults() -> Organisation:
 def get() -> Organisation:
     """The organisation's settings (defaults, not stored, until an admin saves them).
 
-    Read once per request or job: every page and every email asks (a signup renders
-    four templates), and without a stored row the identity map cannot answer.
+    A copy outside the session, from this process's cache (crm/cache.py): every page
+    and every email asks, and they change once in a blue moon. Each request gets its
+    own copy; change the settings through `for_update()`.
     """
     cached = g.get(_CACHE) if has_app_context() else None
     if cached is not None:
         return cached
-    organisation = db.session.get(Organisation, 1)
-    organisation = organisation if organisation is not None else _defaults()
+    organisation = cache.detached_copy(cache.cached("organisation", _stored_or_defaults))
     if has_app_context():
         setattr(g, _CACHE, organisation)
     return organisation
+
+
+def _stored_or_defaults() -> Organisation:
+    organisation = db.session.get(Organisation, 1)
+    return cache.detached_copy(organisation) if organisation is not None else _defaults()
 
 
 _CACHE = "crm_organisation"

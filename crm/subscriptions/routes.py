@@ -124,7 +124,7 @@ def _chosen_topics(form, topics) -> list:
 @limiter.limit("10 per minute;60 per hour", methods=["POST"])
 def subscribe():
     request.max_content_length = MAX_SIGNUP_BYTES
-    topics, wording = topic_rules.reference_data()
+    topics, wording = topic_rules.public_reference_data()
     form = SubscribeForm()
     form.topics.choices = topic_choices(topics, _locale())
 
@@ -141,6 +141,9 @@ def subscribe():
         if valid:
             # Bots get the same friendly answer as people, and nothing happens.
             if not _signup_looks_automated(form) and _address_allowed(form.email.data):
+                # Asked before the first write: SQLite holds its one write lock from
+                # there to the commit, and every other signup waits for it.
+                purge_due = signup.expired_signups_exist()
                 try:
                     signup.start_signup(
                         name=form.name.data,
@@ -155,7 +158,6 @@ def subscribe():
                 except signup.FormAlreadyUsed:
                     db.session.rollback()  # a replayed form: its signup was started before
                 else:
-                    purge_due = signup.expired_signups_exist()
                     db.session.commit()
                     if purge_due:
                         _schedule_purge()
@@ -251,7 +253,7 @@ def preferences(token: str):
     contact = links.contact_for_link(token)
     if contact is None:
         return _invalid_link()
-    topics, wording = topic_rules.reference_data()
+    topics, wording = topic_rules.public_reference_data()
     form = PreferencesForm()
     form.topics.choices = topic_choices(topics, _locale())
     if form.validate_on_submit():

@@ -5,7 +5,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.exc import IntegrityError
 
 from crm.extensions import db
@@ -112,15 +112,16 @@ def start_signup(
     return pending
 
 
+# Built once: every signup asks, and building a statement costs more than running it.
+_ANY_EXPIRED = (
+    select(PendingSignup.id).where(PendingSignup.created_at < bindparam("cutoff")).limit(1)
+)
+
+
 def expired_signups_exist(now: datetime | None = None) -> bool:
     """Whether `purge_expired_signups` has anything to do (one probe of the index)."""
     cutoff = (now or utcnow()) - PENDING_RETENTION
-    return (
-        db.session.scalar(
-            select(PendingSignup.id).where(PendingSignup.created_at < cutoff).limit(1)
-        )
-        is not None
-    )
+    return db.session.scalar(_ANY_EXPIRED, {"cutoff": cutoff}) is not None
 
 
 def purge_expired_signups(now: datetime | None = None) -> int:

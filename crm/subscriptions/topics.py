@@ -3,6 +3,7 @@
 from flask_babel import gettext as _
 from sqlalchemy import select
 
+from crm import cache
 from crm.extensions import db
 from crm.members.models import Network
 from crm.subscriptions.ledger import ConsentError
@@ -101,6 +102,18 @@ def reference_data() -> tuple[list[Topic], ConsentWording]:
         # Loaded after the commit, which would otherwise expire them attribute by attribute.
         return active_topics(), current_wording()
     return topics, wording
+
+
+def public_reference_data() -> tuple[list[Topic], ConsentWording]:
+    """`reference_data()` as the public signup form uses it: this process's copy
+    (crm/cache.py), shared by every request. Read it; never change it or give it to a
+    session (use the ids)."""
+    return cache.cached("signup-reference", _reference_copies)
+
+
+def _reference_copies() -> tuple[list[Topic], ConsentWording]:
+    topics, wording = reference_data()
+    return [cache.detached_copy(t) for t in topics], cache.detached_copy(wording)
 
 
 def active_topics() -> list[Topic]:
