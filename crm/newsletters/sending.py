@@ -39,6 +39,7 @@ from flask import current_app
 from flask_babel import gettext as _
 from sqlalchemy import exists, func, or_, select, text, update
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import aliased
 
 from crm.bulk import id_in
 from crm.extensions import db
@@ -115,32 +116,42 @@ def _newsletter_sending(batch_newsletter_id):
     return exists().where(Newsletter.id == batch_newsletter_id, Newsletter.state == "sending")
 
 
-def claim_batch(batch_id: int, owner: str) -> NewsletterBatch | None:
-    """Take the batch's lease if nobody holds it and it is due; None if not."""
-    B = NewsletterBatch
-    now = utcnow()
-    claimable = (
+def _claimable(B, batch_id: int, now) -> tuple:
+    """WHERE terms of a batch that may be claimed now (B: NewsletterBatch or an alias)."""
+    return (
         B.id == batch_id,
         B.state == "pending",
         or_(B.lease_expires_at.is_(None), B.lease_expires_at < now),
         or_(B.next_attempt_at.is_(None), B.next_attempt_at <= now),
         _newsletter_sending(B.newsletter_id),
     )
+
+
+def claim_batch(batch_id: int, owner: str) -> NewsletterBatch | None:
+    """Take the batch's lease if nobody holds it and it is due; None if not.
+
+    One statement, which returns the batch. On PostgreSQL it first locks the row with
+    FOR UPDATE SKIP LOCKED, so two claimers never even wait for each other.
+    """
+    B = NewsletterBatch
+    now = utcnow()
+    target = _claimable(B, batch_id, now)
     if db.session.get_bind().dialect.name == "postgresql":
-        locked = db.session.scalar(
-            select(B.id).where(*claimable).with_for_update(skip_locked=True, of=B)
+        L = aliased(NewsletterBatch)
+        locked = (
+            select(L.id)
+            .where(*_claimable(L, batch_id, now))
+            .with_for_update(skip_locked=True, of=L)
+            .scalar_subquery()
         )
-        if locked is None:
-            return None
-    result = db.session.execute(
+        target = (B.id == locked, *target)
+    return db.session.scalars(
         update(B)
-        .where(*claimable)
+        .where(*target)
         .values(lease_owner=owner, lease_expires_at=_lease_until(), updated_at=now)
-        .execution_options(synchronize_session=False)
-    )
-    if result.rowcount != 1:
-        return None
-    return db.session.get(B, batch_id, populate_existing=True)
+        .returning(B),
+        execution_options={"populate_existing": True},
+    ).one_or_none()
 
 
 def _update_own_batch(batch: NewsletterBatch, owner: str, *conditions, **values) -> bool:
