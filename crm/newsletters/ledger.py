@@ -13,7 +13,7 @@ from datetime import datetime
 
 from sqlalchemy import exists, func, insert, literal, select, update
 
-from crm.bulk import rows_cte
+from crm.bulk import given_rows
 from crm.extensions import db
 from crm.members.models import Network
 from crm.newsletters import audience, compose
@@ -427,7 +427,7 @@ def note_first_events(stamps: list[tuple[int, int, str, datetime]]) -> None:
     added: dict[int, dict[str, int]] = {}
     for column, rows in by_column.items():
         stamp = getattr(R, column)
-        given = rows_cte(
+        given = given_rows(
             "given", [("id", R.id.type), ("newsletter_id", R.id.type), ("at", stamp.type)], rows
         )
         changed = db.session.execute(

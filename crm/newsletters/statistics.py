@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from sqlalchemy import case, exists, func, or_, select, update
 from sqlalchemy.orm import aliased
 
-from crm.bulk import chunks, id_in, rows_cte
+from crm.bulk import chunks, given_rows, id_in
 from crm.extensions import db
 from crm.members.models import Company, Contact, Network, contact_network
 from crm.members.municipalities import municipality_label
@@ -121,7 +121,7 @@ def record_mail_events(items: list[tuple[dict, object]]) -> None:
     ledger.note_first_events([(*row, column, at) for (*row, column), at in stamps.items()])
     rows = sorted((*row, *first) for row, first in firsts.items())
     for chunk in chunks(rows):
-        given = rows_cte(
+        given = given_rows(
             "given",
             [
                 ("id", R.id.type),
@@ -144,7 +144,7 @@ def record_mail_events(items: list[tuple[dict, object]]) -> None:
         )
         unsubscribed = [(*row[:2], row[4]) for row in chunk if row[4] is not None]
         if unsubscribed:
-            given = rows_cte(
+            given = given_rows(
                 "given",
                 [("id", R.id.type), ("newsletter_id", R.id.type), ("at", R.unsubscribed_at.type)],
                 unsubscribed,
