@@ -177,6 +177,31 @@ def test_provider_events_withdraw_consent(app_ctx, event, kind):
     assert {(e.kind, e.source) for e in events} == {(kind, "webhook")}
 
 
+def test_a_delivery_of_many_events_withdraws_consent_as_one_by_one(app_ctx):
+    """The webhook applies a delivery's events together (`record_events`): owners are
+    found at once, and each consent still ends with its own ledger event."""
+    from crm.mail.services import record_events
+
+    kari = make_subscriber("kari@example.no", topics=("generelt", "hr"))
+    ola = make_subscriber("ola@example.no")
+    per = make_subscriber("per@example.no")
+    events = [
+        {"event": "delivered", "email": "per@example.no", "sg_event_id": "d-1"},
+        {"event": "bounce", "type": "bounce", "email": "Kari@Example.no", "sg_event_id": "b-1"},
+        {"event": "spamreport", "email": "ola@example.no", "sg_event_id": "s-1"},
+        {"event": "bounce", "type": "blocked", "email": "per@example.no", "sg_event_id": "b-2"},
+        {"event": "dropped", "email": "kari@example.no", "sg_event_id": "x-1"},
+        {"event": "bounce", "email": "nobody@example.no", "sg_event_id": "b-3"},
+    ]
+    assert record_events(events) == (6, 0)
+    db.session.commit()
+    assert statuses(kari) == {"generelt": "bounced", "hr": "bounced"}
+    assert statuses(ola) == {"generelt": "complained"}
+    assert statuses(per) == {"generelt": "active"}
+    history = [(e.kind, e.source, e.note) for e in ledger.consent_history(kari)[:2]]
+    assert history == [("bounced", "webhook", "bounce: bounce")] * 2
+
+
 def test_a_soft_bounce_or_a_delivery_changes_no_consent(app_ctx):
     contact = make_subscriber("kari@example.no")
     record_mail_event({"event": "bounce", "type": "blocked", "email": "kari@example.no"})

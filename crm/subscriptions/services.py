@@ -12,7 +12,7 @@ from sqlalchemy import select
 from crm.extensions import db
 from crm.members.models import Contact
 from crm.subscriptions.ledger import rebuild_states
-from crm.subscriptions.mail_events import handle_mail_event
+from crm.subscriptions.mail_events import handle_mail_event, handle_mail_events
 from crm.subscriptions.models import ConsentEvent, ledger_rewrite_allowed
 from crm.subscriptions.subscribers import subscriber_profile
 
@@ -46,7 +46,7 @@ def register_hooks() -> None:
     from crm.mail.services import register_event_handler
     from crm.members import services as members_services
 
-    register_event_handler(handle_mail_event)
+    register_event_handler(handle_mail_event, batch=handle_mail_events)
     if merge_consent not in members_services.MERGE_HOOKS:
         members_services.MERGE_HOOKS.append(merge_consent)
     try:
