@@ -279,6 +279,39 @@ def test_email_is_rendered_in_the_requested_language(app):
         db.session.rollback()
 
 
+def test_a_message_queued_unrendered_is_written_by_its_send_job_in_its_language(
+    app, outbox, run_worker
+):
+    with app.test_request_context():  # a Norwegian request queues an English email
+        message = queue_email(
+            "ola@example.no", "mail/test", {"name": "Ola"}, locale="en", render_in_worker=True
+        )
+        db.session.commit()
+        message_id = message.id
+    queued = load(app, message_id)
+    assert (queued.subject, queued.text_body, queued.context) == ("", "", {"name": "Ola"})
+    run_worker()
+    message = load(app, message_id)
+    assert message.state == "sent" and message.context is None
+    assert message.subject == "Test email from Klynge"
+    assert message.text_body.startswith("Hi Ola,") and "<html" in message.html_body
+    [eml] = outbox.glob("*.eml")
+    parsed = email.message_from_bytes(eml.read_bytes(), policy=email.policy.default)
+    assert parsed["Subject"] == "Test email from Klynge"
+    assert parsed.get_body(preferencelist=("plain",)).get_content().startswith("Hi Ola,")
+
+
+def test_a_message_whose_template_cannot_be_rendered_fails_with_the_reason(app, run_worker):
+    with app.test_request_context():
+        message = queue_email("ola@example.no", "mail/missing", {}, render_in_worker=True)
+        db.session.commit()
+        message_id = message.id
+    run_worker()
+    message = load(app, message_id)
+    assert message.state == "failed"
+    assert "mail/missing" in message.last_error
+
+
 def test_an_unusable_address_is_refused_and_nothing_is_queued(app):
     from crm.mail.services import InvalidAddress
 

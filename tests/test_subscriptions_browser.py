@@ -6,6 +6,7 @@ import pytest
 
 from crm.extensions import db
 from crm.mail.models import EmailMessage
+from crm.mail.services import render_stored
 from crm.members.models import Contact
 from crm.subscriptions import ledger, subscribers
 
@@ -34,6 +35,7 @@ def confirm_path(app) -> str:
         message = db.session.scalar(
             db.select(EmailMessage).where(EmailMessage.template == "subscriptions/confirm")
         )
+        render_stored(message)  # written by the send job, as the worker would (not saved)
         return re.search(r"/subscribe/confirm/\S+", message.text_body).group(0)
 
 

@@ -12,6 +12,7 @@ from werkzeug.datastructures import MultiDict
 
 from crm.extensions import db
 from crm.mail.models import EmailMessage
+from crm.mail.services import render_stored
 from crm.members.models import Network
 from crm.organisation import services as organisation
 from crm.subscriptions.models import PendingSignup
@@ -58,17 +59,21 @@ def test_a_closed_network_can_no_longer_be_chosen(app, client, quick_forms):
         assert db.session.scalar(db.select(db.func.count(PendingSignup.id))) == 0
 
 
-def test_saved_organisation_settings_show_in_the_next_confirmation_email(app, client, quick_forms):
+def test_saved_organisation_settings_show_on_the_next_signup_page_and_email(
+    app, client, quick_forms
+):
     _signup(client, email="first@example.no")
     with app.test_request_context():
         organisation.for_update().name = "Glåmdal Industriklynge"
         db.session.commit()
+    assert "Glåmdal Industriklynge" in client.get("/subscribe").get_data(as_text=True)
     _signup(client, email="second@example.no")
     with app.app_context():
-        body = db.session.scalar(
-            db.select(EmailMessage.text_body).where(EmailMessage.to_email == "second@example.no")
+        message = db.session.scalar(
+            db.select(EmailMessage).where(EmailMessage.to_email == "second@example.no")
         )
-    assert "Glåmdal Industriklynge" in body
+        render_stored(message)  # as the send job does, in this process
+        assert "Glåmdal Industriklynge" in message.text_body
 
 
 def test_a_rolled_back_change_leaves_the_copy_as_it_was(app, client):

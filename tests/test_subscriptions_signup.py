@@ -12,6 +12,7 @@ from werkzeug.datastructures import MultiDict
 
 from crm.extensions import db
 from crm.mail.models import EmailMessage
+from crm.mail.services import render_stored
 from crm.members.models import Contact
 from crm.subscriptions import ledger, links, subscribers, tokens, topics
 from crm.subscriptions.models import ConsentEvent, PendingSignup
@@ -58,6 +59,7 @@ def confirmation_path(app) -> str:
         message = db.session.scalar(
             db.select(EmailMessage).where(EmailMessage.template == "subscriptions/confirm")
         )
+        render_stored(message)  # written by the send job, as the worker would (not saved)
         return urllib.parse.urlsplit(CONFIRM_LINK.search(message.text_body).group(0)).path
 
 

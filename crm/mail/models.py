@@ -63,6 +63,9 @@ class EmailMessage(db.Model):
     text_body: Mapped[str] = mapped_column(Text, default="")
     html_body: Mapped[str | None] = mapped_column(Text)
     headers: Mapped[dict] = mapped_column(JSON, default=dict)
+    # A message queued unrendered (`queue_email(render_in_worker=True)`): what the send
+    # job renders `template` with. Emptied once the text is written.
+    context: Mapped[dict | None] = mapped_column(JSON)
 
     state: Mapped[str] = mapped_column(String(20), default="queued", index=True)
     # Attempts ever made; `retry_base` is the count when the current round began

@@ -105,9 +105,13 @@ def single_line(value: str | None, limit: int = 998) -> str:
     return line[:limit]
 
 
-def _render(template: str, context: dict) -> tuple[str, str, str | None]:
+def _check_template_name(template: str) -> None:
     if not _TEMPLATE_NAME.match(template) or ".." in template:
         raise ValueError(f"invalid email template name {template!r}")
+
+
+def _render(template: str, context: dict) -> tuple[str, str, str | None]:
+    _check_template_name(template)
     base = f"email/{template}"
     subject = single_line(render_template(f"{base}.subject.txt", **context))
     text = render_template(f"{base}.txt", **context)
@@ -136,6 +140,16 @@ def render_email(template: str, context: dict | None = None, locale: str | None 
         return _render(template, context)
 
 
+def render_stored(message: EmailMessage) -> None:
+    """Write the text of a message queued unrendered, from its stored context; nothing
+    for a message that has its text."""
+    if message.context is None:
+        return
+    subject, text, html = render_email(message.template, message.context, message.locale)
+    message.subject, message.text_body, message.html_body = subject, text, html
+    message.context = None
+
+
 def queue_email(
     to: str,
     template: str,
@@ -149,6 +163,7 @@ def queue_email(
     attachments: Iterable[tuple[str, str, bytes]] | None = None,
     locale: str | None = None,
     fresh_key: bool = False,
+    render_in_worker: bool = False,
 ) -> EmailMessage:
     """Render `templates/email/<template>.{subject.txt,txt,html}` and queue it for `to`.
 
@@ -156,7 +171,10 @@ def queue_email(
     enqueued after the surrounding transaction commits. With a `key` already used the
     existing message is returned and nothing new is sent. `fresh_key` says the key names
     something this transaction created (a signup's random nonce), so it is not looked up
-    before rendering; the INSERT still refuses a duplicate. Raises `InvalidAddress` for an
+    before rendering; the INSERT still refuses a duplicate. `render_in_worker` stores the
+    context (JSON) instead, and the send job renders the templates (in the stored locale)
+    just before sending: a request that must answer fast leaves the rendering to the
+    worker. Raises `InvalidAddress` for an
     unusable address and `HeaderInjectionError` for header names/values with line breaks.
     Suppressed addresses are not checked here: callers that must skip them (newsletters)
     ask `is_suppressed` first.
@@ -171,7 +189,13 @@ def queue_email(
     headers = {str(k): v for k, v in (headers or {}).items()}
     check_custom_headers(headers)
     locale = locale or _current_locale()
-    subject, text, html = render_email(template, context, locale)
+    if render_in_worker:
+        _check_template_name(template)
+        subject, text, html = "", "", None
+        stored_context = json.loads(json.dumps(context or {}))  # JSON now, not at the INSERT
+    else:
+        subject, text, html = render_email(template, context, locale)
+        stored_context = None
     values = {
         "uuid": new_message_uuid(),
         "key": key,
@@ -186,6 +210,7 @@ def queue_email(
         "text_body": text,
         "html_body": html,
         "headers": headers,
+        "context": stored_context,
         "state": "queued",
     }
     message = _insert_message(values)
@@ -420,6 +445,7 @@ def deliver(message: EmailMessage) -> SendOutcome:
     backend_name = current_app.config.get("MAIL_BACKEND", "")
     attempt.backend = str(backend_name)[:20]
     try:
+        render_stored(message)  # a template error fails the message, with its reason
         backend = get_backend(current_app.config)
         provider_id = backend.send_batch(outgoing_mail(message))
     except TransientSendError as exc:

@@ -179,7 +179,7 @@ def _erase_email_copies(contact: Contact, email: str | None) -> None:
     db.session.execute(
         update(EmailMessage)
         .where(or_(*conditions))
-        .values(to_email=ERASED, to_name="", text_body="", html_body=None, headers={})
+        .values(to_email=ERASED, to_name="", text_body="", html_body=None, headers={}, context=None)
         .execution_options(synchronize_session=False)
     )
     if email:

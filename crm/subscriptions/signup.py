@@ -105,6 +105,7 @@ def start_signup(
         },
         key=f"confirm:{pending.id}:{pending.nonce}",
         fresh_key=True,  # it names the row just inserted
+        render_in_worker=True,  # the visitor waits for this request, not for the email
         contact_id=None,
         headers={},
         locale=pending.locale,
