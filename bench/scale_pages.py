@@ -835,6 +835,9 @@ def pages(app, ids: dict, rng: random.Random) -> dict[str, list[str]]:
             "/mail/messages?page=<deep>": [
                 f"/mail/messages?page={rng.randint(50, 1000)}" for _ in range(n)
             ],
+            # The network page's "all companies" and "open in contact list" links.
+            "/companies?network=<id>": [f"/companies?network={ids['network']}"] * n,
+            "/contacts?network=<id>": [f"/contacts?network={ids['network']}"] * n,
             "/companies/<id>": [f"/companies/{ids['company']}"] * n,
             "/contacts/<id>": [f"/contacts/{ids['contact']}"] * n,
             "/networks/<id>": [f"/networks/{ids['network']}"] * n,
