@@ -600,3 +600,27 @@ def test_the_fast_request_body_is_the_one_the_sendgrid_helpers_build(app, app_ct
     assert len(included) == 2
     fast = BatchSendGridBackend(app.config).build_request(mail)
     assert fast == SendGridBackend(app.config).build_request(mail)
+
+
+def test_each_recipient_gets_a_value_for_every_tag_the_email_uses_and_no_others(
+    app, app_ctx, sendgrid
+):
+    from crm.newsletters import compose
+
+    make_subscriber("kari@example.no", first_name="Kari Ø")
+    plain = make_newsletter("Nytt", body="Hei %first_name%!")
+    linked = make_newsletter("Lenke", body="[Påmelding](https://example.no/p?navn=%first_name%)")
+    for newsletter in (plain, linked):
+        start(newsletter)
+        send_all(newsletter.id)
+        sent = db.session.get(Newsletter, newsletter.id)
+        used = compose.tags_used(sent.subject, sent.html, sent.text)
+        substitutions = sendgrid.requests[-1].body["personalizations"][0]["substitutions"]
+        assert set(substitutions) == used
+    # Not in a link: no percent-encoded name; in a link: percent-encoded (from UTF-8).
+    assert (
+        "%first_name_url%" not in sendgrid.requests[0].body["personalizations"][0]["substitutions"]
+    )
+    linked_values = sendgrid.requests[1].body["personalizations"][0]["substitutions"]
+    assert linked_values["%first_name_url%"] == "Kari%20%C3%98"
+    assert linked_values["%first_name%"] == "Kari Ø"

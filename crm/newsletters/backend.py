@@ -1,11 +1,13 @@
 """The mail backend newsletters send batches with.
 
 For SendGrid it is the mail area's `SendGridBackend` (its request, errors and answers),
-with two changes, because CPU is what limits throughput on a small machine:
+with three changes, because CPU is what limits throughput on a small machine:
 
 - the request body is built from plain dicts instead of the official helper classes,
   which cost ~0.1 ms per recipient — a fifth of a 1,000-recipient batch's CPU time.
   The body is the same JSON (tests/test_newsletters_sending.py compares the two);
+- it is encoded with orjson (0.2 ms for a 1,000-recipient body; json.dumps took 6 ms,
+  a tenth of a batch's CPU time). The same JSON, non-ASCII as UTF-8 instead of \\u escapes;
 - it is posted with http.client, one connection per request as the official client
   does, with the client's own headers. The official client (python_http_client)
   formats the whole 1 MB body into a debug message on every request, logged or not:
@@ -13,9 +15,10 @@ with two changes, because CPU is what limits throughput on a small machine:
 """
 
 import http.client
-import json
 import ssl
 from urllib.parse import urlsplit
+
+import orjson
 
 from crm.mail.backends import (
     OutgoingMail,
@@ -70,7 +73,7 @@ class BatchSendGridBackend(SendGridBackend):
         return body
 
     def send_batch(self, mail: OutgoingMail) -> str | None:
-        body = json.dumps(self.build_request(mail), separators=(",", ":")).encode()
+        body = orjson.dumps(self.build_request(mail))
         client = self.client.client  # the official client's host, headers and timeout
         url = urlsplit(client.host)
         if url.scheme == "https":

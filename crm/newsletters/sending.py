@@ -305,7 +305,9 @@ def build_mail(
         {r.contact_id: r.network_id or networks[0] for r in rows} if networks else None,
     )
     extra = compose.extra_substitutions(newsletter, [r.contact_id for r in rows])
-    personalizer = compose.Personalizer()
+    personalizer = compose.Personalizer(
+        compose.tags_used(newsletter.subject, newsletter.html, newsletter.text)
+    )
     recipients, included, unmailable = [], [], []
     newsletter_arg, batch_arg = str(newsletter.id), str(batch.id)
     template = None
