@@ -951,11 +951,6 @@ def main() -> None:
         url = f"/reports/{TODAY.year}"
         plan.append((f"{url} (a change before each view)", admin, [url] * REQUESTS,
                      lambda: _bump_versions(app)))  # fmt: skip
-    if not os.environ.get("BENCH_ONLY") or "/networks" in os.environ["BENCH_ONLY"]:
-        # The network page keeps its companies panel the same way.
-        url = f"/networks/{ids['network']}"
-        plan.append(("/networks/<id> (a change before each view)", admin, [url] * REQUESTS,
-                     lambda: _bump_versions(app)))  # fmt: skip
     for label, client, urls, before in plan:
         samples = time_requests(client, urls, before)
         if samples is None:

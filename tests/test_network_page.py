@@ -49,8 +49,6 @@ def _companies_panel(client, network_id: int) -> str:
 
 
 def test_the_companies_panel_counts_members_and_follows_every_change(app, client, auth):
-    """The panel is kept between views (crm.table_versions) until a company, contact or
-    membership changes: each change below shows on the next view."""
     from crm.timeutil import utcnow
 
     auth.login("staff")
@@ -71,6 +69,24 @@ def test_the_companies_panel_counts_members_and_follows_every_change(app, client
         db.session.get(Company, solor).name = "Solør Bruk og Sag AS"
         db.session.commit()
     assert _companies_panel(client, network_id) == "Bedrifter 1 Solør Bruk og Sag AS 1 medlem"
+
+
+def test_the_companies_panel_counts_companies_up_to_a_cap(app, client, auth, monkeypatch):
+    from crm.members import network_pages
+
+    monkeypatch.setattr(network_pages, "COMPANIES_SHOWN", 2)
+    auth.login("staff")
+    with app.app_context():
+        for name in ("Alfa AS", "Beta AS", "Gamma AS", "Delta AS"):
+            make_contact("Kari", name, company_id=make_company(name).id, networks=["HR"])
+        network_id = _network("HR").id
+    assert _companies_panel(client, network_id) == (
+        "Bedrifter 4 Alfa AS 1 medlem Beta AS 1 medlem Alle 4 bedrifter"
+    )
+    monkeypatch.setattr(network_pages, "COMPANIES_COUNT_CAP", 3)
+    assert _companies_panel(client, network_id) == (
+        "Bedrifter 3+ Alfa AS 1 medlem Beta AS 1 medlem Mer enn 3 bedrifter"
+    )
 
 
 def test_staff_add_a_contact_by_email_and_a_company_by_name_and_remove_one(app, client, auth):
