@@ -12,6 +12,10 @@ cache. A transaction that changed a watched table reads past the cache until it 
 Cached values are copies outside any session (`detached_copy`), shared by every request
 of the process: read them, never change them or add them to a session. Rows written
 beside the session (raw SQL in psql) are seen after a restart, or after any other change.
+
+Figures counted from many rows (the results page, dashboards) are kept in Redis instead,
+by a version per table (`crm.table_versions`): those tables change all day, too often
+for one stamp row every writer would queue on.
 """
 
 import secrets

@@ -16,6 +16,11 @@ expires).
 
 Writes are noticed at the cursor, so ORM flushes, Core statements and bulk INSERT …
 SELECT are all seen; COPY goes around the cursor and says so itself (`note_written`).
+
+Beside it, `crm.cache` keeps the few rarely changed rows every public page reads
+(settings, topics, wordings) in each process's memory, stale by a stamp in the database:
+a copy in memory must outlive a Redis restart, and those tables are written seldom
+enough for one stamp row. Counted figures live in Redis and go with it.
 """
 
 from __future__ import annotations
