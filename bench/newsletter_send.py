@@ -607,8 +607,9 @@ def report(number: int, r: Round) -> None:
     print(
         f"         server: {stats['requests']} requests, {stats['recipients']} recipients,"
         f" {stats['recipients'] - stats['unique']} repeated, {stats['refused']} refused;"
-        f" first {stats['first'] - r.started:.2f} s after start; idle {stats['idle']:.1f} s"
-        f" between requests",
+        f" first {stats['first'] - r.started:.2f} s after start,"
+        f" last {stats['last'] - r.started:.2f} s (finished at {r.seconds:.2f} s);"
+        f" idle {stats['idle']:.1f} s between requests",
         flush=True,
     )
     print(
