@@ -624,3 +624,24 @@ def test_each_recipient_gets_a_value_for_every_tag_the_email_uses_and_no_others(
     linked_values = sendgrid.requests[1].body["personalizations"][0]["substitutions"]
     assert linked_values["%first_name_url%"] == "Kari%20%C3%98"
     assert linked_values["%first_name%"] == "Kari Ø"
+
+
+def test_each_link_carries_its_subscribers_current_token_version(app, app_ctx, sendgrid):
+    from crm.subscriptions.subscribers import subscriber_profile
+    from crm.subscriptions.tokens import read_link_token
+
+    kari = make_subscriber("kari@example.no")
+    ola = make_subscriber("ola@example.no")  # no subscriber record: version 1
+    subscriber_profile(kari, create=True).token_version = 3
+    db.session.commit()  # Kari's older links were revoked (erasure, rotation)
+    newsletter = make_newsletter()
+    start(newsletter)
+    send_all(newsletter.id)
+    link_of = {
+        p["to"][0]["email"]: p["substitutions"]["%unsubscribe_url%"]
+        for p in sendgrid.requests[-1].body["personalizations"]
+    }
+    for contact, version in ((kari, 3), (ola, 1)):
+        token = link_of[contact.email].rsplit("/", 1)[1]
+        assert read_link_token(token).version == version
+        assert links.link_holder(token).contact.id == contact.id

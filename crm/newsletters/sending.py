@@ -59,7 +59,8 @@ from crm.newsletters.backend import newsletter_backend
 from crm.newsletters.models import Newsletter, NewsletterBatch, NewsletterRecipient
 from crm.newsletters.ratelimit import RateLimiter
 from crm.newsletters.settings import setting
-from crm.subscriptions.links import unsubscribe_urls
+from crm.subscriptions.links import DEFAULT_TOKEN_VERSION, unsubscribe_urls
+from crm.subscriptions.models import Subscriber
 from crm.subscriptions.subscribers import header_safe
 from crm.timeutil import utcnow
 
@@ -197,10 +198,14 @@ class Row:
     last_name: str
     # The network whose membership is the basis for mailing them (None: consent).
     network_id: int | None = None
+    # Their link tokens' version (crm.subscriptions.links), read with the row; None:
+    # not read, `build_mail` asks for it.
+    token_version: int | None = None
 
 
 def batch_rows(batch: NewsletterBatch, *conditions) -> list[Row]:
-    """The batch's ledger rows with their contacts' addresses and names, in id order."""
+    """The batch's ledger rows with their contacts' addresses, names and link token
+    versions, in id order."""
     R = NewsletterRecipient
     result = db.session.execute(
         select(
@@ -210,8 +215,11 @@ def batch_rows(batch: NewsletterBatch, *conditions) -> list[Row]:
             Contact.first_name,
             Contact.last_name,
             R.basis_network_id,
+            # A contact has at most one subscriber (unique): the join adds no rows.
+            func.coalesce(Subscriber.token_version, DEFAULT_TOKEN_VERSION),
         )
         .join(Contact, Contact.id == R.contact_id)
+        .outerjoin(Subscriber, Subscriber.contact_id == R.contact_id)
         .where(*ledger.in_batch(batch), *conditions)
         .order_by(R.id)
     )
@@ -300,9 +308,11 @@ def build_mail(
     # Network mail: every link is the one-click objection to a network's mail (that of
     # the row's membership basis; for consent holders, the mail's first network).
     networks = audience.Audience.of(newsletter).basis_networks
+    read = all(r.token_version is not None for r in rows)
     links = unsubscribe_urls(
         [r.contact_id for r in rows],
         {r.contact_id: r.network_id or networks[0] for r in rows} if networks else None,
+        versions={r.contact_id: r.token_version for r in rows} if read else None,
     )
     extra = compose.extra_substitutions(newsletter, [r.contact_id for r in rows])
     personalizer = compose.Personalizer(
@@ -428,10 +438,20 @@ def _finish_newsletter_if_done(batch: NewsletterBatch) -> Step:
     return Done("done")
 
 
+def _reload(batch: NewsletterBatch) -> Newsletter:
+    """The batch and its newsletter as they are now, in one query; the newsletter."""
+    _batch, newsletter = db.session.execute(
+        select(NewsletterBatch, Newsletter)
+        .join(Newsletter, Newsletter.id == NewsletterBatch.newsletter_id)
+        .where(NewsletterBatch.id == batch.id),
+        execution_options={"populate_existing": True},
+    ).one()
+    return newsletter
+
+
 def attempt(batch: NewsletterBatch, owner: str, limiter: RateLimiter) -> Step:
     """One try at sending a claimed batch. Commits as it goes."""
-    db.session.refresh(batch)
-    newsletter = db.session.get(Newsletter, batch.newsletter_id, populate_existing=True)
+    newsletter = _reload(batch)
     if batch.lease_owner != owner:
         return Done("lease-lost")
     if newsletter.state != "sending":

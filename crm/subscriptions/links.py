@@ -37,6 +37,10 @@ def public_url(path: str) -> str:
     return current_app.config["PUBLIC_BASE_URL"] + path
 
 
+# A contact without a subscriber record has never had a token revoked.
+DEFAULT_TOKEN_VERSION = 1
+
+
 def _token_versions(contact_ids: Iterable[int]) -> dict[int, int]:
     ids = list(contact_ids)
     versions = {}
@@ -54,7 +58,9 @@ def _token_versions(contact_ids: Iterable[int]) -> dict[int, int]:
 
 def link_token(contact: Contact) -> str:
     """The contact's long-lived token for /unsubscribe and /preferences."""
-    return make_link_token(contact.id, _token_versions([contact.id]).get(contact.id, 1))
+    return make_link_token(
+        contact.id, _token_versions([contact.id]).get(contact.id, DEFAULT_TOKEN_VERSION)
+    )
 
 
 def unsubscribe_url(contact: Contact) -> str:
@@ -74,24 +80,29 @@ def unsubscribe_headers(contact: Contact) -> dict[str, str]:
 
 
 def unsubscribe_urls(
-    contact_ids: Iterable[int], networks: dict[int, int] | None = None
+    contact_ids: Iterable[int],
+    networks: dict[int, int] | None = None,
+    versions: dict[int, int] | None = None,
 ) -> dict[int, str]:
     """Unsubscribe URLs for many contacts with one query per 1,000 (newsletter sends).
 
     `networks` maps a contact id to the network whose mail reached them (network mail):
     their link then objects to that network's mail instead (`crm.subscriptions.network_mail`).
+    `versions`: their token versions, if the caller read them already (a newsletter
+    batch reads them with its rows); else they are read here.
     """
     ids = list(contact_ids)
-    versions = _token_versions(ids)
+    if versions is None:
+        versions = _token_versions(ids)
     if networks:
         claims = (
-            (cid, versions.get(cid, 1), networks[cid])
+            (cid, versions.get(cid, DEFAULT_TOKEN_VERSION), networks[cid])
             if cid in networks
-            else (cid, versions.get(cid, 1))
+            else (cid, versions.get(cid, DEFAULT_TOKEN_VERSION))
             for cid in ids
         )
     else:
-        claims = ((cid, versions.get(cid, 1)) for cid in ids)
+        claims = ((cid, versions.get(cid, DEFAULT_TOKEN_VERSION)) for cid in ids)
     tokens = make_link_tokens(claims)
     base = public_url("/unsubscribe/")
     return {cid: base + token for cid, token in zip(ids, tokens, strict=True)}
@@ -126,7 +137,7 @@ def link_holder(token: str) -> LinkHolder | None:
     contact = db.session.get(Contact, claim.contact_id)
     if contact is None:
         return None
-    if _token_versions([contact.id]).get(contact.id, 1) != claim.version:
+    if _token_versions([contact.id]).get(contact.id, DEFAULT_TOKEN_VERSION) != claim.version:
         return None
     network = None
     if claim.network_id is not None:
