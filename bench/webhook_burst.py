@@ -17,7 +17,6 @@ find them set. `--profile` prints a cProfile of the first round.
 """
 
 import argparse
-import base64
 import cProfile
 import json
 import os
@@ -30,28 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-
-def _signer():
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    public = base64.b64encode(
-        key.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    ).decode()
-
-    def headers(body: bytes) -> dict:
-        stamp = str(int(time.time()))
-        signature = key.sign(stamp.encode() + body, ec.ECDSA(hashes.SHA256()))
-        return {
-            "X-Twilio-Email-Event-Webhook-Signature": base64.b64encode(signature).decode(),
-            "X-Twilio-Email-Event-Webhook-Timestamp": stamp,
-            "Content-Type": "application/json",
-        }
-
-    return public, headers
+# The load test's signer (this script runs from bench/, beside it).
+from load_test import make_signer  # noqa: E402
 
 
 def _prepare(app, recipients: int) -> tuple[int, list[tuple[int, str]]]:
@@ -129,7 +108,7 @@ def main() -> None:
         os.environ["REDIS_URL"] = ensure_embedded_redis(work / "redis")
     from crm import create_app
 
-    public_key, signed = _signer()
+    public_key, signed = make_signer()
     app = create_app({"SENDGRID_WEBHOOK_PUBLIC_KEY": public_key})
     newsletter_id, rows = _prepare(app, args.events)
     database = "PostgreSQL" if os.environ["DATABASE_URL"].startswith("postgresql") else "SQLite"

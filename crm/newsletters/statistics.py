@@ -57,24 +57,38 @@ def _event_time(value) -> datetime:
         return utcnow()
 
 
-def record_mail_event(event: dict, message=None) -> None:
-    """Webhook handler (registered with crm.mail.services): note the event on its row."""
+def _parsed(event: dict) -> tuple[int, int, datetime, str | None] | None:
+    """A newsletter event's ledger row (id, newsletter id), its time and the row's column
+    it stamps (None: none); None when it names no row. A "blocked" bounce is temporary
+    (the address exists): it stamps nothing."""
     row_id = _int(event.get("klynge_recipient"))
     newsletter_id = _int(event.get("klynge_newsletter"))
     if row_id is None or newsletter_id is None:
-        return
+        return None
     kind = str(event.get("event") or "")
-    at = _event_time(event.get("timestamp"))
+    column = EVENT_COLUMNS.get(kind)
+    if kind == "bounce" and event.get("type") == "blocked":
+        column = None
+    return row_id, newsletter_id, _event_time(event.get("timestamp")), column
+
+
+def _provider_id(event: dict) -> str:
+    return str(event.get("sg_message_id") or "").split(".", 1)[0][:100]
+
+
+def record_mail_event(event: dict, message=None) -> None:
+    """Webhook handler (registered with crm.mail.services): note the event on its row."""
+    parsed = _parsed(event)
+    if parsed is None:
+        return
+    row_id, newsletter_id, at, column = parsed
     R = NewsletterRecipient
     values = {"processed_at": func.coalesce(R.processed_at, at)}
-    column = EVENT_COLUMNS.get(kind)
-    # A "blocked" bounce is temporary (the address exists): not counted as bounced.
-    if column and not (kind == "bounce" and event.get("type") == "blocked"):
-        if column in ledger.EVENT_COUNTERS:
-            ledger.note_first_event(row_id, newsletter_id, column, at)
-        else:
-            values[column] = func.coalesce(getattr(R, column), at)
-    provider_id = str(event.get("sg_message_id") or "").split(".", 1)[0][:100]
+    if column in ledger.EVENT_COUNTERS:
+        ledger.note_first_event(row_id, newsletter_id, column, at)
+    elif column:
+        values[column] = func.coalesce(getattr(R, column), at)
+    provider_id = _provider_id(event)
     if provider_id:
         values["provider_message_id"] = func.coalesce(R.provider_message_id, provider_id)
     db.session.execute(
@@ -92,21 +106,17 @@ def record_mail_events(items: list[tuple[dict, object]]) -> None:
     firsts: dict[tuple[int, int], list] = {}  # row -> [processed_at, provider id, unsubscribed_at]
     stamps: dict[tuple[int, int, str], datetime] = {}
     for event, _message in items:
-        row_id = _int(event.get("klynge_recipient"))
-        newsletter_id = _int(event.get("klynge_newsletter"))
-        if row_id is None or newsletter_id is None:
+        parsed = _parsed(event)
+        if parsed is None:
             continue
-        kind = str(event.get("event") or "")
-        at = _event_time(event.get("timestamp"))
+        row_id, newsletter_id, at, column = parsed
         first = firsts.setdefault((row_id, newsletter_id), [at, "", None])
-        column = EVENT_COLUMNS.get(kind)
-        if column and not (kind == "bounce" and event.get("type") == "blocked"):
-            if column in ledger.EVENT_COUNTERS:
-                stamps.setdefault((row_id, newsletter_id, column), at)
-            elif column == "unsubscribed_at" and first[2] is None:
-                first[2] = at
+        if column in ledger.EVENT_COUNTERS:
+            stamps.setdefault((row_id, newsletter_id, column), at)
+        elif column == "unsubscribed_at" and first[2] is None:
+            first[2] = at
         if not first[1]:
-            first[1] = str(event.get("sg_message_id") or "").split(".", 1)[0][:100]
+            first[1] = _provider_id(event)
     if not firsts:
         return
     # Rows are locked in id order before any is changed, so that two deliveries (or a
