@@ -167,3 +167,24 @@ def test_email_log_in_chromium(app, page, live_server, artifacts_dir):
     page.screenshot(path=str(artifacts_dir / "mail-message.png"), full_page=True)
     page.goto(f"{live_server.url}/mail/suppressions")
     page.screenshot(path=str(artifacts_dir / "mail-suppressions.png"), full_page=True)
+
+
+def test_a_message_waiting_for_its_send_job_says_it_is_written_then(app, client, auth, run_worker):
+    with app.test_request_context():
+        message = services.queue_email(
+            "ola@example.no", "mail/test", {"name": "Ola"}, render_in_worker=True
+        )
+        db.session.commit()
+        message_id = message.id
+    auth.login("staff")
+    listing = client.get("/mail/messages").get_data(as_text=True)
+    assert "Skrives når den sendes" in listing
+    page = client.get(f"/mail/messages/{message_id}")
+    assert page.status_code == 200
+    assert "fra malen mail/test på mottakerens språk" in page.get_data(as_text=True)
+    run_worker()
+    listing = client.get("/mail/messages").get_data(as_text=True)
+    assert "Skrives når den sendes" not in listing
+    with app.app_context():
+        subject = db.session.get(EmailMessage, message_id).subject
+    assert subject and subject in listing

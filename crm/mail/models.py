@@ -101,6 +101,11 @@ class EmailMessage(db.Model):
     contact = relationship("Contact")
 
     @property
+    def awaiting_render(self) -> bool:
+        """Queued unrendered: its subject and text are written by its send job."""
+        return self.context is not None and not self.subject
+
+    @property
     def to_display(self) -> str:
         return f"{self.to_name} <{self.to_email}>" if self.to_name else self.to_email
 
