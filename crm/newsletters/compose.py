@@ -426,19 +426,17 @@ class Personalizer:
         greeting = self.greeting(first_name)
         tags = self._tags
         values = {}
-        if TAG_GREETING in tags:
-            values[TAG_GREETING] = greeting
-        # Quotes escaped too: the HTML variants also stand in attribute values (title, alt).
-        if TAG_GREETING_HTML in tags:
-            values[TAG_GREETING_HTML] = html_lib.escape(greeting, quote=True)
-        if TAG_GREETING_URL in tags:
-            values[TAG_GREETING_URL] = quote(greeting, safe="")
-        if TAG_FIRST_NAME in tags:
-            values[TAG_FIRST_NAME] = first_name
-        if TAG_FIRST_NAME_HTML in tags:
-            values[TAG_FIRST_NAME_HTML] = html_lib.escape(first_name, quote=True)
-        if TAG_FIRST_NAME_URL in tags:
-            values[TAG_FIRST_NAME_URL] = quote(first_name, safe="")
+        for plain, html, url, value in (
+            (TAG_GREETING, TAG_GREETING_HTML, TAG_GREETING_URL, greeting),
+            (TAG_FIRST_NAME, TAG_FIRST_NAME_HTML, TAG_FIRST_NAME_URL, first_name),
+        ):
+            if plain in tags:
+                values[plain] = value
+            # Quotes escaped too: the HTML variants also stand in attribute values.
+            if html in tags:
+                values[html] = html_lib.escape(value, quote=True)
+            if url in tags:
+                values[url] = quote(value, safe="")
         if TAG_UNSUBSCRIBE in tags:
             values[TAG_UNSUBSCRIBE] = unsubscribe_url
         if TAG_PREFERENCES in tags:
