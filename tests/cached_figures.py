@@ -1,6 +1,12 @@
-"""Forget the figures kept in Redis (crm.table_versions), so the next page view counts
-in the database: query-count tests measure that path, the one that could grow with data."""
+"""For query-count tests: count a request's SQL statements, and forget the figures kept
+in Redis (crm.table_versions) so the next page view counts in the database, the path
+that could grow with data."""
 
+from contextlib import contextmanager
+
+from sqlalchemy import event
+
+from crm.extensions import db
 from crm.queue import get_redis
 from crm.table_versions import ENTRY_PREFIX
 
@@ -10,3 +16,18 @@ def forget_cached_figures(app) -> None:
     keys = list(redis.scan_iter(f"{ENTRY_PREFIX}*"))
     if keys:
         redis.delete(*keys)
+
+
+@contextmanager
+def counting_queries():
+    statements = []
+
+    def count(conn, cursor, statement, parameters, context, executemany):
+        statements.append(statement)
+
+    engine = db.engine
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", count)

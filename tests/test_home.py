@@ -2,10 +2,7 @@
 queries however much data there is."""
 
 import re
-from contextlib import contextmanager
 from datetime import timedelta
-
-from sqlalchemy import event
 
 from crm.extensions import db
 from crm.followups.models import FollowUp
@@ -13,7 +10,7 @@ from crm.mail.models import EmailEvent
 from crm.members.models import Activity
 from crm.subscriptions.models import PendingSignup, Subscriber
 from crm.timeutil import today_oslo, utcnow
-from tests.cached_figures import forget_cached_figures
+from tests.cached_figures import counting_queries, forget_cached_figures
 from tests.factories import make_company, make_contact, make_user
 
 BOXES = re.compile(r'data-box="([a-z-]+)"')
@@ -164,21 +161,6 @@ def test_upcoming_meetings_bounces_and_new_subscribers_show(app, client, auth):
     assert "Nettverksmøte logistikk" in page and "Old meeting" not in page
     assert "sinna@example.no" in page and "glad@example.no" not in page
     assert "Siri Ny" in page
-
-
-@contextmanager
-def counting_queries():
-    statements = []
-
-    def count(conn, cursor, statement, parameters, context, executemany):
-        statements.append(statement)
-
-    engine = db.engine
-    event.listen(engine, "before_cursor_execute", count)
-    try:
-        yield statements
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
 
 
 def _add_data(n: int, users) -> None:

@@ -8,11 +8,12 @@ write to a table the counts don't read, keeps them.
 
 from datetime import date
 
-from sqlalchemy import event, update
+from sqlalchemy import update
 
 from crm.extensions import db
 from crm.members.models import Activity, Company, Contact
 from crm.table_versions import VERSIONS_KEY
+from tests.cached_figures import counting_queries
 from tests.factories import make_company, make_contact
 
 
@@ -31,19 +32,9 @@ def _two_members() -> dict:
 
 
 def _statements(app, client, url: str) -> tuple[str, list[str]]:
-    seen: list[str] = []
-
-    def count(conn, cursor, statement, *args):
-        seen.append(statement)
-
-    with app.app_context():
-        engine = db.engine
-    event.listen(engine, "before_cursor_execute", count)
-    try:
+    with app.app_context(), counting_queries() as seen:
         html = client.get(url).get_data(as_text=True)
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
-    return html, seen
+    return html, list(seen)
 
 
 def test_a_new_activity_is_counted_on_the_next_view(app, auth, client):
