@@ -22,20 +22,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+# The gunicorn benchmark's settings (this script runs from bench/, beside it).
+from subscribe import SECRET_KEY, signup_settings  # noqa: E402
+
 SIGNUPS = int(os.environ.get("BENCH_SIGNUPS", 500))
 WORK = Path(tempfile.mkdtemp(prefix="klynge-signup-profile-"))
-SECRET_KEY = "bench"
 
 
 def main() -> None:
-    os.environ.update(
-        DATABASE_URL=os.environ.get("BENCH_DATABASE_URL", f"sqlite:///{WORK / 'p.sqlite3'}"),
-        CRM_INSTANCE_PATH=str(WORK / "instance"),
-        RATELIMIT_ENABLED="0",
-        SUBSCRIBE_MIN_FILL_SECONDS="0",
-        MAIL_BACKEND="outbox",
-        SECRET_KEY=SECRET_KEY,
-    )
+    os.environ.update(signup_settings(f"sqlite:///{WORK / 'p.sqlite3'}", WORK))
     crm = Path(sys.executable).parent / "crm"
     subprocess.run([str(crm), "db", "upgrade"], check=True, capture_output=True)
 
