@@ -11,11 +11,26 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import exists, func, insert, literal, select, update
+from sqlalchemy import (
+    Integer,
+    case,
+    cast,
+    exists,
+    func,
+    insert,
+    literal,
+    literal_column,
+    select,
+    true,
+    update,
+)
+from sqlalchemy.dialects.postgresql import aggregate_order_by
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from crm.bulk import given_rows
 from crm.extensions import db
-from crm.members.models import Network
+from crm.members.models import Contact, Network
 from crm.newsletters import audience, compose
 from crm.newsletters.models import Newsletter, NewsletterBatch, NewsletterRecipient
 from crm.newsletters.queueing import after_commit, batch_job_id
@@ -54,62 +69,58 @@ def freeze_content(newsletter: Newsletter) -> None:
     newsletter.text = rendered.text
 
 
+# Ledger rows written when sending starts, in whole batches: the first request can go
+# out while the rest are written (`write_planned`, a job of its own, FILL_ROWS at a time
+# per transaction). Module constants, not settings: tests lower them.
+FIRST_ROWS = 2_000
+FILL_ROWS = 5_000
+
+
 def create_ledger(newsletter: Newsletter) -> int:
-    """One pending row per recipient and the batches they go out in; the row count."""
+    """Fix the recipients and the batches they go out in; write the first batches'
+    ledger rows. The row count.
+
+    One INSERT … SELECT makes every batch from the audience (one snapshot,
+    deduplicated), each `planned` with its recipients as JSON: sizes, and so the
+    newsletter's counts, are right from the start. The first FIRST_ROWS rows' batches
+    get their ledger rows (and jobs) now; the rest are written by the `fill_ledger`
+    job, enqueued ahead of them, while the first batches go out. Until then the
+    newsletter cannot finish (`finish_if_done`), and the reconciler resumes an
+    interrupted fill.
+    """
     size = batch_size()
     now = utcnow()
     recipients = audience.recipients_with_basis(audience.Audience.of(newsletter)).subquery()
     numbered = select(
-        literal(newsletter.id),
         recipients.c.contact_id,
-        ((func.row_number().over(order_by=recipients.c.contact_id) - 1) // size),
-        literal("pending"),
-        literal(""),
-        literal(""),
-        recipients.c.basis,
         recipients.c.network_id,
-    )
-    db.session.execute(
-        insert(NewsletterRecipient).from_select(
-            [
-                "newsletter_id",
-                "contact_id",
-                "batch_number",
-                "state",
-                "skip_reason",
-                "error",
-                "basis",
-                "basis_network_id",
-            ],
-            numbered,
-        )
-    )
-    R = NewsletterRecipient
-    per_batch = (
-        select(
-            R.newsletter_id,
-            R.batch_number,
-            literal("pending"),
-            func.count(),
-            literal(0),
-            literal(0),
-            literal(0),
-            literal(0),
-            literal(0),
-            literal(""),
-            literal(1),
-            literal(now, type_=NewsletterBatch.updated_at.type),
-        )
-        .where(R.newsletter_id == newsletter.id)
-        .group_by(R.newsletter_id, R.batch_number)
-    )
-    db.session.execute(
-        insert(NewsletterBatch).from_select(
+        ((func.row_number().over(order_by=recipients.c.contact_id) - 1) // size).label("number"),
+    ).subquery()
+    per_batch = select(
+        literal(newsletter.id),
+        numbered.c.number,
+        literal("planned"),
+        func.count(),
+        _json_list(numbered.c.contact_id, numbered.c.network_id),
+        literal(0),
+        literal(0),
+        literal(0),
+        literal(0),
+        literal(0),
+        literal(""),
+        literal(0),
+        literal(now, type_=NewsletterBatch.updated_at.type),
+    ).group_by(numbered.c.number)
+    B = NewsletterBatch
+    sizes = db.session.execute(
+        insert(B)
+        .from_select(
             [
                 "newsletter_id",
                 "number",
                 "state",
                 "size",
+                "planned",
                 "sent_count",
                 "failed_count",
                 "skipped_count",
@@ -121,26 +132,178 @@ def create_ledger(newsletter: Newsletter) -> int:
             ],
             per_batch,
         )
-    )
-    batch_ids = db.session.scalars(
-        select(NewsletterBatch.id).where(NewsletterBatch.newsletter_id == newsletter.id)
+        .returning(B.size)
     ).all()
-    if batch_ids:
-        db.session.execute(
-            update(NewsletterBatch),
-            [{"id": b, "job_id": batch_job_id(newsletter.id, b, 1)} for b in batch_ids],
-        )
-    for batch_id in batch_ids:
-        after_commit("batch", batch_id, batch_job_id(newsletter.id, batch_id, 1))
-    # The rows never change basis or number after this: counted once, for the pages.
-    per_basis = [list(row) for row in db.session.execute(basis_counts_query(newsletter.id))]
+    total = sum(number for (number,) in sizes)
+    # The rows never change basis after this: counted once, for the pages.
+    networks = audience.Audience.of(newsletter).basis_networks
+    if not networks:
+        per_basis = [[_default_basis(newsletter), None, total]] if total else []
+    else:
+        per_basis = [list(row) for row in db.session.execute(_planned_basis_counts(newsletter))]
     db.session.execute(
         update(Newsletter)
         .where(Newsletter.id == newsletter.id)
         .values(basis_counts=per_basis)
         .execution_options(synchronize_session=False)
     )
-    return sum(number for *_basis, number in per_basis)
+    if len(sizes) * size > FIRST_ROWS:
+        # Ahead of the first batches' jobs: one worker writes while another sends.
+        after_commit("ledger", newsletter.id)
+    write_planned(newsletter.id, max(1, FIRST_ROWS // size))
+    return total
+
+
+def _default_basis(newsletter: Newsletter) -> str:
+    """The basis of a row without a basis network (as `audience.recipients_with_basis`)."""
+    kind = newsletter.kind or "newsletter"
+    return (
+        audience.BASIS_REGISTRATION if kind in audience.REGISTRANT_KINDS else audience.BASIS_CONSENT
+    )
+
+
+def _postgresql() -> bool:
+    return db.session.get_bind().dialect.name == "postgresql"
+
+
+def _json_list(contact_id, network_id):
+    """The aggregate that makes a batch's `planned`: [[contact_id, network_id], …]."""
+    if _postgresql():
+        return func.json_agg(
+            aggregate_order_by(func.json_build_array(contact_id, network_id), contact_id)
+        )
+    return func.json_group_array(func.json_array(contact_id, network_id))
+
+
+def _planned_rows():
+    """A select of the planned recipients: (batch id, newsletter id, batch number,
+    contact id, basis network id), one row per element of each batch's `planned`."""
+    B = NewsletterBatch
+    if _postgresql():
+        element = func.json_array_elements(B.planned).table_valued("value").alias("recipient")
+        contact_id = cast(element.c.value.op("->>")(literal_column("0")), Integer)
+        network_id = cast(element.c.value.op("->>")(literal_column("1")), Integer)
+    else:
+        element = func.json_each(B.planned).table_valued("value").alias("recipient")
+        contact_id = cast(func.json_extract(element.c.value, "$[0]"), Integer)
+        network_id = cast(func.json_extract(element.c.value, "$[1]"), Integer)
+    return (
+        select(
+            B.id.label("batch_id"),
+            B.newsletter_id,
+            B.number,
+            contact_id.label("contact_id"),
+            network_id.label("network_id"),
+        )
+        .select_from(B)
+        .join(element, true())
+    )
+
+
+def _planned_basis_counts(newsletter: Newsletter):
+    """(basis, basis_network_id, rows) of a newsletter's planned batches."""
+    planned = _planned_rows().where(NewsletterBatch.newsletter_id == newsletter.id).subquery()
+    basis = case(
+        (planned.c.network_id.is_(None), _default_basis(newsletter)),
+        else_=audience.BASIS_MEMBERSHIP,
+    )
+    return (
+        select(basis, planned.c.network_id, func.count())
+        .group_by(basis, planned.c.network_id)
+        .order_by(basis, planned.c.network_id)
+    )
+
+
+def write_planned(newsletter_id: int, batches: int | None) -> int:
+    """Write the ledger rows of up to `batches` (None: all) planned batches of the
+    newsletter, the lowest numbers first, which become pending, and enqueue their jobs
+    after commit; those of a cancelled newsletter are skipped instead. The number of
+    batches written (0: none was left). Does not commit.
+
+    Safe to run twice at once (the job and the reconciler): on PostgreSQL each takes
+    batches the other has not locked; elsewhere the second waits for the first's
+    write lock, and the rows' UNIQUE (newsletter, contact) and the conditional UPDATE
+    make its repeat a no-op. A contact deleted since the audience was fixed is left
+    out (the batch's size says so).
+    """
+    B = NewsletterBatch
+    chosen = (
+        select(B.id)
+        .where(B.newsletter_id == newsletter_id, B.state == "planned")
+        .order_by(B.number)
+        .limit(batches)
+    )
+    if _postgresql():
+        chosen = chosen.with_for_update(skip_locked=True)
+    chosen = db.session.scalars(chosen).all()
+    if not chosen:
+        return 0
+    default_basis = _default_basis(db.session.get(Newsletter, newsletter_id))
+    written = []
+    for batch_id in chosen:
+        rows = _planned_rows().where(B.id == batch_id).subquery()
+        ledger_rows = (
+            select(
+                rows.c.newsletter_id,
+                rows.c.contact_id,
+                rows.c.number,
+                literal("pending"),
+                literal(""),
+                literal(""),
+                case(
+                    (rows.c.network_id.is_(None), default_basis),
+                    else_=audience.BASIS_MEMBERSHIP,
+                ),
+                rows.c.network_id,
+            )
+            # Deleted since the audience was fixed: not written (its key check would fail).
+            .where(exists().where(Contact.id == rows.c.contact_id))
+        )
+        # ON CONFLICT DO NOTHING: a row already written (by a fill run twice) stays.
+        into_ledger = (postgresql_insert if _postgresql() else sqlite_insert)(NewsletterRecipient)
+        inserted = db.session.execute(
+            into_ledger.from_select(
+                [
+                    "newsletter_id",
+                    "contact_id",
+                    "batch_number",
+                    "state",
+                    "skip_reason",
+                    "error",
+                    "basis",
+                    "basis_network_id",
+                ],
+                ledger_rows,
+            ).on_conflict_do_nothing()
+        ).rowcount
+        job_id = batch_job_id(newsletter_id, batch_id, 1)
+        became_pending = db.session.execute(
+            update(B)
+            .where(B.id == batch_id, B.state == "planned")
+            .values(
+                state="pending",
+                planned=None,
+                size=inserted,
+                job_id=job_id,
+                enqueued_count=1,
+                updated_at=utcnow(),
+            )
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        if became_pending:
+            written.append((batch_id, job_id))
+    # Read after the rows are written, with a share lock: cancelling (which locks the
+    # row for update first) either came before, and is seen here, or waits for this
+    # transaction and then skips the batches written here with the rest.
+    state = db.session.scalar(
+        select(Newsletter.state).where(Newsletter.id == newsletter_id).with_for_update(read=True)
+    )
+    for batch_id, job_id in written:
+        if state == "cancelled":
+            skip_batch(db.session.get(B, batch_id), "cancelled")
+        else:
+            after_commit("batch", batch_id, job_id)
+    return len(chosen)
 
 
 def basis_counts_query(newsletter_id: int):
@@ -243,7 +406,8 @@ def refresh_batch(batch_id: int, **values) -> None:
 
 
 def finish_if_done(newsletter_id: int) -> bool:
-    """`sending` → `finished` when no row is pending any more (a conditional UPDATE).
+    """`sending` → `finished` when no row is pending any more, nor any batch still
+    planned (its rows not written yet): a conditional UPDATE.
 
     Only the rows of batches still pending are looked at: a batch is settled only in
     the transaction that counted none of its rows pending (`refresh_batch`), and no row
@@ -256,6 +420,7 @@ def finish_if_done(newsletter_id: int) -> bool:
         .where(
             Newsletter.id == newsletter_id,
             Newsletter.state == "sending",
+            ~exists().where(B.newsletter_id == newsletter_id, B.state == "planned"),
             ~exists().where(
                 B.newsletter_id == newsletter_id,
                 B.state == "pending",
@@ -278,6 +443,15 @@ def skip_unsent(newsletter: Newsletter, reason: str) -> int:
     whatever the newsletter's state is by then (or the reconciler does, from events).
     """
     B = NewsletterBatch
+    # Batches still planned (a cancel while the ledger is being written): their rows are
+    # written now, and skipped at once (`write_planned` sees the newsletter cancelled).
+    planned = db.session.scalar(
+        select(func.coalesce(func.sum(B.size), 0)).where(
+            B.newsletter_id == newsletter.id, B.state == "planned"
+        )
+    )
+    if planned:
+        write_planned(newsletter.id, None)
     # Not idle: a request under way, or one whose outcome is not known yet (a 5xx or
     # timeout awaiting the webhook's events). The reconciler settles those later.
     idle_batches = select(B.number).where(
@@ -301,7 +475,7 @@ def skip_unsent(newsletter: Newsletter, reason: str) -> int:
         select(B.id).where(B.newsletter_id == newsletter.id, B.state == "pending")
     ).all():
         refresh_batch(batch_id)
-    return result.rowcount
+    return planned + result.rowcount
 
 
 def skip_batch(batch: NewsletterBatch, reason: str) -> None:

@@ -22,7 +22,9 @@ NEWSLETTER_STATES = ("draft", "scheduled", "sending", "paused", "finished", "can
 # States in which the content and audience may still be edited.
 EDITABLE_STATES = ("draft", "scheduled")
 RECIPIENT_STATES = ("pending", "sent", "failed", "skipped")
-BATCH_STATES = ("pending", "sent", "failed")
+# planned: its recipients are fixed (`NewsletterBatch.planned`) but their ledger rows are
+# not written yet; nobody claims it until they are (then it is pending).
+BATCH_STATES = ("planned", "pending", "sent", "failed")
 MEMBERSHIP_FILTERS = ("", "member", "non_member")
 # newsletter: to consent holders of its topics. network_mail: a network's own mail
 # (meeting notes …), which contacts of member companies in the network get on the basis
@@ -143,6 +145,11 @@ class NewsletterBatch(db.Model):
     attempts: Mapped[int] = mapped_column(default=0)
     resends: Mapped[int] = mapped_column(default=0)
     last_error: Mapped[str] = mapped_column(Text, default="")
+
+    # While the batch is `planned`: its recipients, [[contact_id, basis network id or
+    # null], …] in contact order, as the audience was when sending started (one snapshot,
+    # deduplicated); emptied when their ledger rows are written (crm.newsletters.ledger).
+    planned: Mapped[list | None] = mapped_column(JSON, deferred=True)
 
     job_id: Mapped[str | None] = mapped_column(String(100))
     enqueued_count: Mapped[int] = mapped_column(default=0)

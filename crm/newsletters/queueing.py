@@ -87,7 +87,21 @@ def enqueue_start(newsletter_id: int, at: datetime) -> None:
     )
 
 
-_ENQUEUERS = {"batch": enqueue_batch, "start": enqueue_start}
+def enqueue_ledger(newsletter_id: int) -> None:
+    """Write the rest of a newsletter's ledger (its planned batches), in chunks."""
+    from crm.newsletters.tasks import fill_ledger
+
+    _queue().enqueue(
+        fill_ledger,
+        newsletter_id,
+        job_id=f"nl-{newsletter_id}-ledger",
+        job_timeout=JOB_TIMEOUT,
+        result_ttl=3600,
+        failure_ttl=7 * 24 * 3600,
+    )
+
+
+_ENQUEUERS = {"batch": enqueue_batch, "start": enqueue_start, "ledger": enqueue_ledger}
 
 
 # -- the periodic reconciler ---------------------------------------------------------------

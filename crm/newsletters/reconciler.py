@@ -7,6 +7,7 @@ An RQ job, enqueued every NEWSLETTER_RECONCILE_SECONDS by the workers' upkeep th
 - enqueues again every pending batch that nobody is working on: no live lease and
   no queued or scheduled job (the worker was SIGKILLed, Redis restarted and lost its
   queues, the machine rebooted). The claim protocol makes a spare job harmless;
+- writes the ledger rows of batches still planned whose fill job was lost;
 - marks newsletters finished once no row is pending.
 """
 
@@ -23,7 +24,7 @@ from crm.extensions import db
 from crm.newsletters import ledger
 from crm.newsletters.models import Newsletter, NewsletterBatch
 from crm.newsletters.queueing import after_commit, batch_job_id
-from crm.newsletters.settings import setting
+from crm.newsletters.settings import batch_size, setting
 from crm.timeutil import utcnow
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,31 @@ def start_due_newsletters() -> int:
         db.session.commit()
         started += 1
     return started
+
+
+def write_planned_ledger(newsletter_id: int) -> int:
+    """Write all of a newsletter's planned batches, ledger.FILL_ROWS rows per
+    transaction; the number of batches written. Commits."""
+    per_chunk = max(1, ledger.FILL_ROWS // batch_size())
+    written = 0
+    while True:
+        chunk = ledger.write_planned(newsletter_id, per_chunk)
+        db.session.commit()
+        if not chunk:
+            return written
+        written += chunk
+
+
+def resume_ledgers() -> int:
+    """Write the planned batches whose fill job was lost (Redis lost it, its worker was
+    killed): the batches written. Should the job still be at work, the two share the
+    batches out (`ledger.write_planned`)."""
+    B = NewsletterBatch
+    newsletters = db.session.scalars(
+        select(B.newsletter_id).where(B.state == "planned").distinct()
+    ).all()
+    db.session.commit()
+    return sum(write_planned_ledger(newsletter_id) for newsletter_id in newsletters)
 
 
 def _unleased_pending_batches(newsletter_state: str, now) -> list[NewsletterBatch]:
@@ -208,6 +234,7 @@ def reconcile(connection=None) -> dict[str, int]:
 
     connection = connection or get_redis()
     started = start_due_newsletters()
+    resumed = resume_ledgers()
     orphans = orphaned_batches(connection)
     for batch in orphans:
         requeue(batch)
@@ -219,17 +246,19 @@ def reconcile(connection=None) -> dict[str, int]:
     ).all():
         finished += ledger.finish_if_done(newsletter_id)
     db.session.commit()
-    if orphans or started or finished or settled:
+    if orphans or started or finished or settled or resumed:
         log.info(
-            "reconciler: %s started, %s batches enqueued again, %s finished, "
-            "%s batches of cancelled newsletters settled",
+            "reconciler: %s started, %s planned batches written, %s batches enqueued "
+            "again, %s finished, %s batches of cancelled newsletters settled",
             started,
+            resumed,
             len(orphans),
             finished,
             settled,
         )
     return {
         "started": started,
+        "resumed": resumed,
         "requeued": len(orphans),
         "finished": finished,
         "settled": settled,

@@ -18,6 +18,13 @@ def send_batch(batch_id: int) -> str:
     return sending.run_batch(batch_id, reschedule=reschedule)
 
 
+def fill_ledger(newsletter_id: int) -> str:
+    """Write the ledger rows of a newsletter's planned batches, a chunk per transaction,
+    each chunk's batch jobs enqueued as it commits (see ledger.create_ledger)."""
+    written = reconciler.write_planned_ledger(newsletter_id)
+    return f"{written} batches written"
+
+
 def start_scheduled(newsletter_id: int) -> str:
     """Start a scheduled newsletter whose time has come (a no-op if it was changed)."""
     newsletter = db.session.get(Newsletter, newsletter_id)

@@ -1,0 +1,234 @@
+"""The ledger written in chunks: the first batches at once, the rest while they go out.
+
+A newsletter's recipients are fixed when sending starts (its batches, `planned`); the
+first FIRST_ROWS rows are written then, the rest by the `fill_ledger` job, or by the
+reconciler if that job was lost. Lowered here so a few subscribers make many batches.
+"""
+
+import email
+import email.policy
+
+import pytest
+from sqlalchemy import delete, func, select
+
+from crm.extensions import db
+from crm.members.models import Contact, Network
+from crm.newsletters import ledger, reconciler, sending, services, tasks
+from crm.newsletters.models import Newsletter, NewsletterBatch, NewsletterRecipient
+from tests.factories import (
+    bulk_subscribers,
+    make_company,
+    make_contact,
+    make_newsletter,
+    make_subscriber,
+)
+
+pytest_plugins = ["tests.sendgrid_server"]
+
+
+@pytest.fixture
+def small_chunks(app, monkeypatch):
+    """Batches of 2, the first one written when sending starts, then 2 per chunk."""
+    monkeypatch.setitem(app.config, "NEWSLETTER_BATCH_SIZE", 2)
+    monkeypatch.setattr(ledger, "FIRST_ROWS", 2)
+    monkeypatch.setattr(ledger, "FILL_ROWS", 4)
+
+
+@pytest.fixture
+def sendgrid(app, sendgrid_server, monkeypatch):
+    for key, value in sendgrid_server.worker_env().items():
+        monkeypatch.setitem(app.config, key, value)
+    monkeypatch.setitem(app.config, "NEWSLETTER_RATE_PER_MINUTE", 6_000_000)
+    return sendgrid_server
+
+
+def start(newsletter: Newsletter) -> int:
+    total = services.start_sending(newsletter)
+    db.session.commit()
+    return total
+
+
+def batch_states(newsletter_id: int) -> list[tuple[int, str, int]]:
+    db.session.expire_all()
+    B = NewsletterBatch
+    return db.session.execute(
+        select(B.number, B.state, B.size).where(B.newsletter_id == newsletter_id).order_by(B.number)
+    ).all()
+
+
+def ledger_contacts(newsletter_id: int) -> list[int]:
+    R = NewsletterRecipient
+    return db.session.scalars(
+        select(R.contact_id).where(R.newsletter_id == newsletter_id).order_by(R.contact_id)
+    ).all()
+
+
+def status(newsletter_id: int) -> dict:
+    db.session.expire_all()
+    return services.status(db.session.get(Newsletter, newsletter_id))
+
+
+def test_sending_starts_with_the_first_batch_written_and_the_counts_of_all(
+    app, app_ctx, small_chunks, sendgrid
+):
+    contact_ids = bulk_subscribers(7)
+    newsletter = make_newsletter()
+    assert start(newsletter) == 7
+    assert batch_states(newsletter.id) == [
+        (0, "pending", 2),
+        (1, "planned", 2),
+        (2, "planned", 2),
+        (3, "planned", 1),
+    ]
+    assert ledger_contacts(newsletter.id) == sorted(contact_ids)[:2]
+    assert status(newsletter.id) | {"state": None} == {
+        "state": None,
+        "total": 7,
+        "sent": 0,
+        "failed": 0,
+        "pending": 7,
+        "skipped": 0,
+    }
+    assert services.recipients_by_basis(db.session.get(Newsletter, newsletter.id)) == {None: 7}
+
+    # The first batch goes out before the rest is written: not finished yet.
+    first = db.session.scalar(
+        select(NewsletterBatch.id).where(
+            NewsletterBatch.newsletter_id == newsletter.id, NewsletterBatch.number == 0
+        )
+    )
+    assert sending.run_batch(first, reschedule=lambda *a: None) == "done"
+    assert status(newsletter.id)["state"] == "sending"
+
+
+def test_the_fill_job_writes_the_rest_and_then_it_finishes(app, app_ctx, small_chunks, sendgrid):
+    contact_ids = bulk_subscribers(7)
+    newsletter = make_newsletter()
+    start(newsletter)
+    assert tasks.fill_ledger(newsletter.id) == "3 batches written"
+    assert tasks.fill_ledger(newsletter.id) == "0 batches written"  # run twice: no-op
+    assert [state for _n, state, _s in batch_states(newsletter.id)] == ["pending"] * 4
+    assert ledger_contacts(newsletter.id) == sorted(contact_ids)
+    for batch in db.session.scalars(
+        select(NewsletterBatch).where(NewsletterBatch.newsletter_id == newsletter.id)
+    ).all():
+        assert batch.job_id and batch.enqueued_count == 1
+        assert sending.run_batch(batch.id, reschedule=lambda *a: None) == "done"
+    assert status(newsletter.id) == {
+        "state": "finished",
+        "total": 7,
+        "sent": 7,
+        "failed": 0,
+        "pending": 0,
+        "skipped": 0,
+    }
+    assert len(sendgrid.recipients) == 7 == len(set(sendgrid.recipients))
+
+
+def test_no_newsletter_finishes_while_batches_are_planned(app, app_ctx, small_chunks, sendgrid):
+    bulk_subscribers(3)
+    newsletter = make_newsletter()
+    start(newsletter)
+    first = batch_states(newsletter.id)[0]
+    assert first[1] == "pending"
+    first_id = db.session.scalar(
+        select(NewsletterBatch.id).where(
+            NewsletterBatch.newsletter_id == newsletter.id, NewsletterBatch.state == "pending"
+        )
+    )
+    sending.run_batch(first_id, reschedule=lambda *a: None)
+    assert not ledger.finish_if_done(newsletter.id)
+    assert status(newsletter.id)["state"] == "sending"
+
+
+def test_the_reconciler_writes_what_a_lost_fill_job_left(app, app_ctx, small_chunks, sendgrid):
+    contact_ids = bulk_subscribers(7)
+    newsletter = make_newsletter()
+    start(newsletter)  # its fill job is never run here: as if Redis lost it
+    assert reconciler.reconcile()["resumed"] == 3
+    assert ledger_contacts(newsletter.id) == sorted(contact_ids)
+    assert reconciler.reconcile()["resumed"] == 0
+
+
+def test_cancelling_while_the_ledger_is_written_skips_the_planned_batches(
+    app, app_ctx, small_chunks, sendgrid
+):
+    bulk_subscribers(7)
+    newsletter = make_newsletter()
+    start(newsletter)
+    services.cancel(db.session.get(Newsletter, newsletter.id))
+    db.session.commit()
+    assert status(newsletter.id) == {
+        "state": "cancelled",
+        "total": 7,
+        "sent": 0,
+        "failed": 0,
+        "pending": 0,
+        "skipped": 7,
+    }
+    assert tasks.fill_ledger(newsletter.id) == "0 batches written"
+    assert len(sendgrid.recipients) == 0
+
+
+def logistikk_members(count: int) -> tuple[Network, list[int]]:
+    """Logistikk with `count` contacts at a member company (mailed on that basis)."""
+    logistikk = db.session.scalar(select(Network).filter_by(name="Logistikk"))
+    member = make_company("Medlem AS", membership_status="member")
+    contacts = [
+        make_contact(f"M{n}", email=f"m{n}@example.no", company_id=member.id, networks=[logistikk])
+        for n in range(count)
+    ]
+    return logistikk, [c.id for c in contacts]
+
+
+def test_a_contact_deleted_before_its_row_is_written_is_left_out(app_ctx, small_chunks):
+    logistikk, contact_ids = logistikk_members(5)
+    mail = make_newsletter("Referat", kind="network_mail", topics=(), network_ids=(logistikk.id,))
+    start(mail)
+    gone = contact_ids[4]  # in batch 2, still planned
+    db.session.execute(delete(Contact).where(Contact.id == gone))
+    db.session.commit()
+    tasks.fill_ledger(mail.id)
+    assert ledger_contacts(mail.id) == contact_ids[:4]
+    assert batch_states(mail.id)[2] == (2, "pending", 0)
+    assert status(mail.id)["total"] == 4
+
+
+def test_network_mail_counts_its_bases_before_the_rows_are_written(app_ctx, small_chunks):
+    logistikk, _members = logistikk_members(3)
+    make_subscriber("abonnent@example.no")
+    make_subscriber("leser@example.no")
+    mail = make_newsletter(
+        "Møtereferat", kind="network_mail", topics=("generelt",), network_ids=(logistikk.id,)
+    )
+    assert start(mail) == 5
+    assert services.recipients_by_basis(db.session.get(Newsletter, mail.id)) == {
+        logistikk.id: 3,
+        None: 2,
+    }
+    tasks.fill_ledger(mail.id)
+    R = NewsletterRecipient
+    assert sorted(
+        db.session.execute(
+            select(R.basis, R.basis_network_id, func.count())
+            .where(R.newsletter_id == mail.id)
+            .group_by(R.basis, R.basis_network_id)
+        ).all()
+    ) == [("consent", None, 2), ("membership", logistikk.id, 3)]
+
+
+def test_a_real_worker_writes_the_rest_and_sends_each_subscriber_once(
+    app, app_ctx, small_chunks, outbox, run_worker
+):
+    bulk_subscribers(7)
+    newsletter = make_newsletter()
+    start(newsletter)
+    run_worker()
+    assert status(newsletter.id)["state"] == "finished"
+    addresses = [
+        email.message_from_bytes(path.read_bytes(), policy=email.policy.default)["To"]
+        .addresses[0]
+        .addr_spec
+        for path in outbox.glob("*.eml")
+    ]
+    assert len(addresses) == 7 == len(set(addresses))
