@@ -274,7 +274,10 @@ def write_planned(newsletter_id: int, batches: int | None) -> int:
                     "basis_network_id",
                 ],
                 ledger_rows,
-            ).on_conflict_do_nothing()
+            )
+            .on_conflict_do_nothing()
+            # SQLAlchemy keeps the driver's row count for UPDATE and DELETE only.
+            .execution_options(preserve_rowcount=True)
         ).rowcount
         job_id = batch_job_id(newsletter_id, batch_id, 1)
         became_pending = db.session.execute(
