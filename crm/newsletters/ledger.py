@@ -24,8 +24,6 @@ from sqlalchemy import (
     true,
     update,
 )
-from sqlalchemy.dialects.postgresql import aggregate_order_by
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from crm.bulk import given_rows
@@ -167,11 +165,10 @@ def _postgresql() -> bool:
 
 
 def _json_list(contact_id, network_id):
-    """The aggregate that makes a batch's `planned`: [[contact_id, network_id], …]."""
+    """The aggregate that makes a batch's `planned`: [[contact_id, network_id], …] (in
+    no particular order: a batch's rows may be written in any)."""
     if _postgresql():
-        return func.json_agg(
-            aggregate_order_by(func.json_build_array(contact_id, network_id), contact_id)
-        )
+        return func.json_agg(func.json_build_array(contact_id, network_id))
     return func.json_group_array(func.json_array(contact_id, network_id))
 
 
@@ -200,6 +197,15 @@ def _planned_rows():
     )
 
 
+def _into_ledger():
+    """The INSERT of ledger rows: on PostgreSQL a plain one (the batch's row lock keeps
+    a second writer out; ON CONFLICT would cost a speculative insertion per row);
+    elsewhere a writer that waited for the first one's commit must add nothing."""
+    if _postgresql():
+        return insert(NewsletterRecipient)
+    return sqlite_insert(NewsletterRecipient).on_conflict_do_nothing()
+
+
 def _planned_basis_counts(newsletter: Newsletter):
     """(basis, basis_network_id, rows) of a newsletter's planned batches."""
     planned = _planned_rows().where(NewsletterBatch.newsletter_id == newsletter.id).subquery()
@@ -220,11 +226,12 @@ def write_planned(newsletter_id: int, batches: int | None) -> int:
     after commit; those of a cancelled newsletter are skipped instead. The number of
     batches written (0: none was left). Does not commit.
 
-    Safe to run twice at once (the job and the reconciler): on PostgreSQL each takes
-    batches the other has not locked; elsewhere the second waits for the first's
-    write lock, and the rows' UNIQUE (newsletter, contact) and the conditional UPDATE
-    make its repeat a no-op. A contact deleted since the audience was fixed is left
-    out (the batch's size says so).
+    Safe to run twice at once (the job and the reconciler): on PostgreSQL each locks
+    the batches it takes, skipping those the other has locked, and finds them pending
+    once it could lock them; elsewhere the second waits for the first's write lock,
+    then its INSERT adds nothing (ON CONFLICT DO NOTHING) and its conditional UPDATE
+    changes nothing. A contact deleted since the audience was fixed is left out (the
+    batch's size says so).
     """
     B = NewsletterBatch
     chosen = (
@@ -259,10 +266,9 @@ def write_planned(newsletter_id: int, batches: int | None) -> int:
             # Deleted since the audience was fixed: not written (its key check would fail).
             .where(exists().where(Contact.id == rows.c.contact_id))
         )
-        # ON CONFLICT DO NOTHING: a row already written (by a fill run twice) stays.
-        into_ledger = (postgresql_insert if _postgresql() else sqlite_insert)(NewsletterRecipient)
         inserted = db.session.execute(
-            into_ledger.from_select(
+            _into_ledger()
+            .from_select(
                 [
                     "newsletter_id",
                     "contact_id",
@@ -275,7 +281,6 @@ def write_planned(newsletter_id: int, batches: int | None) -> int:
                 ],
                 ledger_rows,
             )
-            .on_conflict_do_nothing()
             # SQLAlchemy keeps the driver's row count for UPDATE and DELETE only.
             .execution_options(preserve_rowcount=True)
         ).rowcount

@@ -147,7 +147,7 @@ class NewsletterBatch(db.Model):
     last_error: Mapped[str] = mapped_column(Text, default="")
 
     # While the batch is `planned`: its recipients, [[contact_id, basis network id or
-    # null], …] in contact order, as the audience was when sending started (one snapshot,
+    # null], …] as the audience was when sending started (one snapshot,
     # deduplicated); emptied when their ledger rows are written (crm.newsletters.ledger).
     planned: Mapped[list | None] = mapped_column(JSON, deferred=True)
 
