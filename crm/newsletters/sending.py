@@ -37,7 +37,7 @@ from urllib.error import URLError
 
 from flask import current_app
 from flask_babel import gettext as _
-from sqlalchemy import exists, func, or_, select, text, update
+from sqlalchemy import exists, func, inspect, or_, select, text, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import aliased
 
@@ -423,17 +423,24 @@ def commit_lazily() -> None:
     db.session.commit()
 
 
+def _id(instance) -> int:
+    """The primary key of a mapped instance, also after a commit expired it (reading
+    `.id` then costs a SELECT that reloads every column; a batch paid three)."""
+    return inspect(instance).identity[0]
+
+
 def _finish_batch(batch: NewsletterBatch) -> Step:
-    ledger.refresh_batch(batch.id, lease_owner=None, lease_expires_at=None, in_flight_since=None)
+    newsletter_id = batch.newsletter_id
+    ledger.refresh_batch(_id(batch), lease_owner=None, lease_expires_at=None, in_flight_since=None)
     commit_lazily()
-    return _finish_newsletter_if_done(batch)
+    return _finish_newsletter_if_done(newsletter_id)
 
 
-def _finish_newsletter_if_done(batch: NewsletterBatch) -> Step:
+def _finish_newsletter_if_done(newsletter_id: int) -> Step:
     # In a transaction of its own, after the batch's: two senders finishing the last two
     # batches at once then cannot each miss the other's rows.
-    if ledger.finish_if_done(batch.newsletter_id):
-        log.info("newsletter %s finished", batch.newsletter_id)
+    if ledger.finish_if_done(newsletter_id):
+        log.info("newsletter %s finished", newsletter_id)
     commit_lazily()
     return Done("done")
 
@@ -443,7 +450,7 @@ def _reload(batch: NewsletterBatch) -> Newsletter:
     _batch, newsletter = db.session.execute(
         select(NewsletterBatch, Newsletter)
         .join(Newsletter, Newsletter.id == NewsletterBatch.newsletter_id)
-        .where(NewsletterBatch.id == batch.id),
+        .where(NewsletterBatch.id == _id(batch)),
         execution_options={"populate_existing": True},
     ).one()
     return newsletter
@@ -546,7 +553,7 @@ def attempt(batch: NewsletterBatch, owner: str, limiter: RateLimiter) -> Step:
     except (PermanentSendError, ValueError) as exc:
         return _refused(batch, owner, rows, exc)
     _record_sent_persistently(batch, rows, provider_id)
-    return _finish_newsletter_if_done(batch)
+    return _finish_newsletter_if_done(_id(newsletter))
 
 
 RECORD_TRIES = 5
@@ -584,7 +591,7 @@ def _record_sent(batch: NewsletterBatch, rows: list[Row], provider_id: str | Non
         error="",
     )
     ledger.refresh_batch(
-        batch.id,
+        _id(batch),
         lease_owner=None,
         lease_expires_at=None,
         in_flight_since=None,
