@@ -45,6 +45,8 @@ def test_a_connection_idle_longer_than_the_limit_is_pinged_first(pings, monkeypa
 def test_a_connection_the_server_closed_while_idle_is_replaced(app_ctx, monkeypatch):
     if db.engine.dialect.name != "postgresql":
         pytest.skip("the server closing a connection: PostgreSQL")
+    db.session.remove()
+    db.engine.dispose()  # one pooled connection: the one closed below
     victim = db.session.scalar(text("SELECT pg_backend_pid()"))
     db.session.commit()  # back in the pool
     outside = create_engine(db.engine.url, poolclass=NullPool)  # not from our pool

@@ -2,6 +2,7 @@
 
 import email
 import email.policy
+import unicodedata
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -180,3 +181,27 @@ def test_the_sender_name_cannot_carry_an_address_either(app):
     assert [a.addr_spec for a in parsed["From"].addresses] == ["post@example.no"]
     body = SendGridBackend.build_request(SendGridBackend.__new__(SendGridBackend), mail)
     assert not set(body["from"].get("name", "")) & set("<>@,;")
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    name=st.text(max_size=250)
+    | st.text(alphabet=st.sampled_from(' aÅ\xa0\u2028\u3000\x85\t\r\n<@,"()'), max_size=30)
+)
+def test_names_are_tidied_for_headers_whatever_path_they_take(name):
+    # display_name and header_safe give a tidy name back as it is (a batch has 1,000):
+    # whichever way, single spaces, nothing that reads as an address or breaks a line.
+    from crm.mail.backends import display_name
+    from crm.subscriptions.subscribers import header_safe
+
+    shown, safe = display_name(name), header_safe(name, 120)
+    assert len(shown) <= 200 and len(safe) <= 120
+    for tidied in (shown, safe):
+        assert tidied == " ".join(tidied.split())  # no line breaks, tabs, odd spaces
+        assert not any(unicodedata.category(c) == "Cc" and c < "\x80" for c in tidied)
+    assert not set('<>@,;:"\\()[]') & set(shown)
+    assert not any(c < " " or "\x7f" <= c <= "\x9f" or c in "\u2028\u2029" for c in safe)
+    words = " ".join(name.split())
+    if words.isprintable() and not set('<>@,;:"\\()[]') & set(words):
+        assert display_name(name) == words[:200]  # nothing else is taken away
+        assert header_safe(name, 120) == words[:120]

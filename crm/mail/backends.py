@@ -157,6 +157,8 @@ class Recipient:
         Address(self.email, self.name)  # validates
         check_custom_headers(self.headers)
         check_header("Subject", self.subject or "")
+        if not all(isinstance(value, str) for value in self.custom_args.values()):
+            raise ValueError("custom_args values must be strings (SendGrid refuses others)")
 
 
 @dataclass
@@ -255,7 +257,22 @@ def display_name(name: str | None) -> str:
     `@`, commas, semicolons, colons, quotes and parentheses no parser can find an address
     in the name, however the line is folded. The rest of the name stays readable.
     """
+    if name and is_tidy(name, 200) and not _ADDRESS_SYNTAX.search(name):
+        return name  # what the line below would give back (a newsletter has 1,000)
     return " ".join(_ADDRESS_SYNTAX.sub(" ", name or "").split())[:200]
+
+
+def is_tidy(text: str, limit: int) -> bool:
+    """Whether `" ".join(text.split())[:limit] == text`, asked cheaply: printable text
+    holds no whitespace but the plain space (Python counts every other kind, like
+    no-break spaces and line breaks, as unprintable)."""
+    return (
+        len(text) <= limit
+        and text.isprintable()
+        and "  " not in text
+        and text[0] != " "
+        and text[-1] != " "
+    )
 
 
 def _mime_address(address: Address) -> MimeAddress:

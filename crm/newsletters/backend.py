@@ -57,7 +57,7 @@ class BatchSendGridBackend(SendGridBackend):
             if recipient.substitutions:
                 p["substitutions"] = recipient.substitutions
             if custom_args:
-                p["custom_args"] = {key: str(value) for key, value in custom_args.items()}
+                p["custom_args"] = custom_args  # strings: checked by Recipient
             personalizations.append(p)
         content = [{"type": "text/plain", "value": mail.text}]
         if mail.html is not None:

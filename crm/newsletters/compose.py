@@ -398,6 +398,11 @@ def extra_substitutions(newsletter, contact_ids: list[int]) -> dict[int, dict[st
     return values
 
 
+# What html.escape(quote=True) replaces; most names have none of it (one search is
+# cheaper than its five replaces, 2,000 times a batch).
+_HTML_SPECIAL = re.compile("[&<>\"']")
+
+
 class Personalizer:
     """Each recipient's substitution values; the greeting is translated once.
 
@@ -434,7 +439,7 @@ class Personalizer:
                 values[plain] = value
             # Quotes escaped too: the HTML variants also stand in attribute values.
             if html in tags:
-                values[html] = html_lib.escape(value, quote=True)
+                values[html] = html_lib.escape(value) if _HTML_SPECIAL.search(value) else value
             if url in tags:
                 values[url] = quote(value, safe="")
         if TAG_UNSUBSCRIBE in tags:

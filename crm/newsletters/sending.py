@@ -320,25 +320,28 @@ def build_mail(
     )
     recipients, included, unmailable = [], [], []
     newsletter_arg, batch_arg = str(newsletter.id), str(batch.id)
+    message_id_prefix = f"nl{newsletter_arg}-"
+    substitutions_of = personalizer.substitutions
     template = None
     for row in rows:
         unsubscribe = links[row.contact_id]
+        row_id = str(row.id)
+        substitutions = substitutions_of(row.first_name, unsubscribe, _preferences_url(unsubscribe))
+        if extra:
+            substitutions.update(extra.get(row.contact_id, {}))
         values = {
             "email": row.email,
             "name": header_safe(f"{row.first_name} {row.last_name}", 200),
-            "message_id": f"nl{newsletter.id}-{row.id}",
+            "message_id": message_id_prefix + row_id,
             "headers": {
                 "List-Unsubscribe": f"<{unsubscribe}>",
                 "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
             },
-            "substitutions": personalizer.substitutions(
-                row.first_name, unsubscribe, _preferences_url(unsubscribe)
-            )
-            | extra.get(row.contact_id, {}),
+            "substitutions": substitutions,
             "custom_args": {
                 "klynge_newsletter": newsletter_arg,
                 "klynge_batch": batch_arg,
-                "klynge_recipient": str(row.id),
+                "klynge_recipient": row_id,
             },
         }
         try:

@@ -7,6 +7,7 @@ from sqlalchemy import select
 
 from crm.bulk import chunks, text_in
 from crm.extensions import db
+from crm.mail.backends import is_tidy
 from crm.members.models import Company, Contact
 from crm.members.normalize import is_role_address
 from crm.members.search import matching_ids
@@ -19,6 +20,8 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 def header_safe(text: str | None, limit: int = 200) -> str:
     """Text that can go into a header: control characters (CR, LF, …) become spaces."""
+    if text and is_tidy(text, limit):
+        return text  # no control character is printable: nothing would change
     return " ".join(_CONTROL.sub(" ", text or "").split())[:limit]
 
 
