@@ -29,6 +29,10 @@ pipeline once per size, each next to its own reference.
     BENCH_RECIPIENTS=20000 BENCH_DATABASE_URL=postgresql+psycopg://postgres@127.0.0.1:5432/x \
         .venv/bin/python bench/newsletter_send.py
     BENCH_SERVER=validating BENCH_SAMPLE=500 .venv/bin/python bench/newsletter_send.py
+    BENCH_WORKERS=2,4 BENCH_SINK_LATENCY_MS=200 .venv/bin/python bench/newsletter_send.py
+
+BENCH_SINK_LATENCY_MS makes the sink answer that long after it read a request (each on
+its own thread), as a real API does; the default 0 answers at once.
 
 BENCH_SAMPLE > 0 also times one RQ job per recipient (the single-email pipeline) on
 that many recipients. Redis: REDIS_URL (its database is flushed!) or a private
@@ -55,6 +59,10 @@ POOLS = [int(n) for n in os.environ.get("BENCH_WORKERS", "2").split(",")]
 SAMPLE = int(os.environ.get("BENCH_SAMPLE", 0))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", 5))
 SERVER = os.environ.get("BENCH_SERVER", "sink")
+# The sink's answer comes this long after the body (0: at once). The real API takes
+# tens to hundreds of milliseconds for a 1,000-recipient request; with a wait per
+# request a worker spends most of its time waiting, which more workers can fill.
+LATENCY_MS = float(os.environ.get("BENCH_SINK_LATENCY_MS", 0))
 WORK = Path(tempfile.mkdtemp(prefix="klynge-bench-newsletter-"))
 
 SERVER_SCRIPT = """
@@ -124,7 +132,9 @@ SINK_SCRIPT = """
 import itertools, json, sys, threading, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-# Reads the body and answers 202: nothing a real API does beyond taking the bytes.
+# Reads the body and answers 202: nothing a real API does beyond taking the bytes
+# (after LATENCY seconds, each request on its own thread, if the run asks for it).
+LATENCY = float(sys.argv[2]) / 1000
 bodies, busy, lock = [], [], threading.Lock()
 ids = itertools.count(1)
 
@@ -140,6 +150,8 @@ class Sink(BaseHTTPRequestHandler):
         with lock:  # before the answer: the sender may ask for stats right after it
             bodies.append(body)
             busy.append((started, time.perf_counter()))
+        if LATENCY:
+            time.sleep(LATENCY)
         self.send_response(202)
         self.send_header("X-Message-Id", f"sink{next(ids)}")
         self.send_header("Content-Length", "0")
@@ -182,7 +194,7 @@ class Server:
     def __init__(self, kind: str = SERVER):
         script = SINK_SCRIPT if kind == "sink" else SERVER_SCRIPT
         self.process = subprocess.Popen(
-            [sys.executable, "-c", script, str(ROOT)],
+            [sys.executable, "-c", script, str(ROOT), str(LATENCY_MS)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -660,7 +672,9 @@ def main() -> None:
         get_redis().flushdb()
     print(
         f"seeding {RECIPIENTS:,} subscribers ({os.environ['DATABASE_URL'].split(':')[0]}),"
-        f" server: {SERVER} …",
+        f" server: {SERVER}"
+        + (f", answering after {LATENCY_MS:g} ms" if LATENCY_MS else "")
+        + " …",
         flush=True,
     )
     seed(app)
