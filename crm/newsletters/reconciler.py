@@ -17,7 +17,7 @@ import logging
 from datetime import datetime, timedelta
 
 from rq.job import Job
-from sqlalchemy import or_, select, update
+from sqlalchemy import exists, or_, select, update
 from sqlalchemy.orm.attributes import set_committed_value
 
 from crm.extensions import db
@@ -79,7 +79,12 @@ def resume_ledgers() -> int:
     batches out (`ledger.write_planned`)."""
     B = NewsletterBatch
     newsletters = db.session.scalars(
-        select(B.newsletter_id).where(B.state == "planned").distinct()
+        select(Newsletter.id)
+        .where(
+            Newsletter.state.in_(("sending", "paused", "cancelled")),
+            exists().where(B.newsletter_id == Newsletter.id, B.state == "planned"),
+        )
+        .order_by(Newsletter.id)
     ).all()
     db.session.commit()
     return sum(write_planned_ledger(newsletter_id) for newsletter_id in newsletters)
