@@ -388,3 +388,12 @@ def bulk_network_members(
     )
     db.session.commit()
     return list(contact_ids)
+
+
+def run_signup_job(app) -> int:
+    """Store the confirmation emails of waiting signups, as the worker's job does (the
+    request stores the signup only). Returns how many it stored."""
+    from crm.subscriptions import tasks
+
+    with app.app_context():
+        return tasks.send_confirmations()

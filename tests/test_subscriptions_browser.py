@@ -9,6 +9,7 @@ from crm.mail.models import EmailMessage
 from crm.mail.services import render_stored
 from crm.members.models import Contact
 from crm.subscriptions import ledger, subscribers
+from tests.factories import run_signup_job
 
 pytestmark = pytest.mark.browser
 
@@ -31,6 +32,7 @@ def phone(browser, live_server, app):
 
 
 def confirm_path(app) -> str:
+    run_signup_job(app)
     with app.app_context():
         message = db.session.scalar(
             db.select(EmailMessage).where(EmailMessage.template == "subscriptions/confirm")

@@ -17,6 +17,7 @@ from crm.members.models import Network
 from crm.organisation import services as organisation
 from crm.subscriptions.models import PendingSignup
 from scripts.subscribe_smoke import fill_signup, signup_form
+from tests.factories import run_signup_job
 
 
 @pytest.fixture
@@ -68,6 +69,7 @@ def test_saved_organisation_settings_show_on_the_next_signup_page_and_email(
         db.session.commit()
     assert "Glåmdal Industriklynge" in client.get("/subscribe").get_data(as_text=True)
     _signup(client, email="second@example.no")
+    run_signup_job(app)
     with app.app_context():
         message = db.session.scalar(
             db.select(EmailMessage).where(EmailMessage.to_email == "second@example.no")

@@ -24,7 +24,7 @@ from scripts.subscribe_smoke import (
     signup_form,
     text_of,
 )
-from tests.factories import make_contact, make_subscriber
+from tests.factories import make_contact, make_subscriber, run_signup_job
 
 
 @pytest.fixture
@@ -55,6 +55,7 @@ def subscribe(
 
 
 def confirmation_path(app) -> str:
+    run_signup_job(app)
     with app.app_context():
         message = db.session.scalar(
             db.select(EmailMessage).where(EmailMessage.template == "subscriptions/confirm")
@@ -268,6 +269,7 @@ def test_signup_is_rate_limited_per_ip_and_silently_per_address(app, client, qui
     ]
     assert {a.status_code for a in answers} == {200}
     assert len({a.get_data() for a in answers}) == 1
+    run_signup_job(app)
     with app.app_context():
         sent = db.session.scalar(
             db.select(db.func.count(EmailMessage.id)).where(
@@ -350,6 +352,7 @@ def test_a_signup_form_token_stays_used_when_redis_forgets(app, client, quick_fo
     subscribe(client, email="first@example.no", started=started)
     get_redis(app).flushdb()
     subscribe(client, email="second@example.no", started=started)
+    run_signup_job(app)
     with app.app_context():
         addresses = db.session.scalars(db.select(PendingSignup.email)).all()
         confirmations = db.session.scalars(db.select(EmailMessage.to_email)).all()
@@ -364,3 +367,74 @@ def test_an_old_signup_form_token_has_expired(app, client, quick_forms, monkeypa
     subscribe(client, email="late@example.no", started=started)
     with app.app_context():
         assert db.session.scalar(db.select(db.func.count(PendingSignup.id))) == 0
+
+
+def _queued_jobs(app, name: str) -> list[str]:
+    from crm.queue import get_queue
+
+    with app.app_context():
+        return [j.func_name for j in get_queue("mail").jobs if j.func_name.endswith(name)]
+
+
+def test_a_signup_stores_its_row_and_the_job_writes_exactly_one_confirmation(
+    app, client, quick_forms
+):
+    assert subscribe(client, email="once@example.no").status_code == 200
+    with app.app_context():
+        [pending] = db.session.scalars(db.select(PendingSignup)).all()
+        assert pending.confirmation_queued_at is None  # the visitor waited for this row only
+        assert db.session.scalar(db.select(db.func.count(EmailMessage.id))) == 0
+    assert len(_queued_jobs(app, "send_confirmations")) == 1
+
+    assert run_signup_job(app) == 1
+    assert run_signup_job(app) == 0  # a second run (or a second worker) finds it done
+    with app.app_context():
+        [message] = db.session.scalars(db.select(EmailMessage)).all()
+        pending = db.session.scalar(db.select(PendingSignup))
+        assert pending.confirmation_queued_at is not None
+        assert message.key == f"confirm:{pending.id}:{pending.nonce}"
+        assert (message.to_email, message.to_name) == ("once@example.no", "Kari Nordmann")
+        render_stored(message)
+        link = CONFIRM_LINK.search(message.text_body).group(0)
+        claim = tokens.read_confirm_token(link.rsplit("/", 1)[1])
+        assert (claim.pending_id, claim.nonce) == (pending.id, pending.nonce)
+    # Its send job was queued by the commit, as for any email.
+    assert len(_queued_jobs(app, "send_message")) == 1
+
+
+def test_one_queued_run_covers_every_signup_until_it_starts(app, client, quick_forms):
+    for n in range(3):
+        subscribe(client, email=f"burst{n}@example.no", ip=f"198.51.100.{n + 1}")
+    assert len(_queued_jobs(app, "send_confirmations")) == 1  # not one per signup
+    assert run_signup_job(app) == 3
+    subscribe(client, email="later@example.no", ip="198.51.100.9")
+    assert len(_queued_jobs(app, "send_confirmations")) == 2  # the run cleared the key
+    assert run_signup_job(app) == 1
+    with app.app_context():
+        sent = db.session.scalars(db.select(EmailMessage.to_email)).all()
+    assert sorted(sent) == ["burst0@example.no", "burst1@example.no", "burst2@example.no"] + [
+        "later@example.no"
+    ]
+
+
+def test_a_signup_whose_wake_up_was_lost_still_gets_its_email(
+    app, client, run_worker, outbox, quick_forms
+):
+    from datetime import timedelta
+
+    from crm.queue import get_redis
+    from crm.timeutil import utcnow
+
+    subscribe(client, email="stray@example.no")
+    get_redis(app).flushdb()  # Redis restarted: the queued run is gone
+    run_worker()
+    assert read_outbox(outbox, "stray@example.no", since=0) == []  # too recent to be stray
+    with app.app_context():
+        pending = db.session.scalar(db.select(PendingSignup))
+        pending.created_at = utcnow() - timedelta(minutes=2)
+        db.session.commit()
+    run_worker()  # the workers' hook finds it
+    [confirmation] = read_outbox(outbox, "stray@example.no", since=0)
+    assert confirmation["Subject"] == "Bekreft påmeldingen til nyhetsbrevet"
+    run_worker()
+    assert len(read_outbox(outbox, "stray@example.no", since=0)) == 1

@@ -10,7 +10,7 @@ that "everyone with active consent for topic X" is one indexed query at 100,000 
 import contextvars
 from datetime import datetime
 
-from sqlalchemy import JSON, ForeignKey, Index, String, Text, event
+from sqlalchemy import JSON, ForeignKey, Index, String, Text, event, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from crm.audit import Audited
@@ -174,6 +174,16 @@ class PendingSignup(db.Model):
     """
 
     __tablename__ = "pending_signup"
+    __table_args__ = (
+        # The signups whose confirmation email is still to be written (migration 0032):
+        # the worker's sweep finds them without reading the days of signups kept.
+        Index(
+            "ix_pending_signup_unmailed",
+            "id",
+            sqlite_where=text("confirmation_queued_at IS NULL"),
+            postgresql_where=text("confirmation_queued_at IS NULL"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     nonce: Mapped[str] = mapped_column(String(32))
@@ -190,5 +200,8 @@ class PendingSignup(db.Model):
     contact_id: Mapped[int | None] = mapped_column(ForeignKey("contact.id", ondelete="SET NULL"))
     # Digest of the signup form's token: unique, so one form starts one signup only.
     form_token: Mapped[str | None] = mapped_column(String(32), unique=True, index=True)
+    # When the worker stored this signup's confirmation email (in the same transaction);
+    # None until then. The request stores only this row (crm.subscriptions.signup).
+    confirmation_queued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     wording: Mapped[ConsentWording] = relationship()

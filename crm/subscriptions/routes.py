@@ -19,14 +19,12 @@ from flask_babel import get_locale
 from flask_babel import gettext as _
 from flask_login import current_user
 from limits import parse as parse_limit
-from redis.exceptions import RedisError
 from werkzeug.routing import BuildError
 
 from crm.auth.permissions import permission_required
 from crm.extensions import csrf, db, limiter
 from crm.members.models import Contact
 from crm.public_pages import public_args, render_public
-from crm.queue import get_queue, get_redis
 from crm.subscriptions import (
     gdpr,
     ledger,
@@ -104,16 +102,6 @@ def _signup_looks_automated(form: SubscribeForm) -> bool:
     return age is None or age < current_app.config["SUBSCRIBE_MIN_FILL_SECONDS"]
 
 
-def _schedule_purge() -> None:
-    """Queue the clean-up of expired signups, at most once an hour (signups trigger it
-    when there is something to clean up)."""
-    try:
-        if get_redis().set("klynge:subscriptions:purge", "1", nx=True, ex=3600):
-            get_queue("default").enqueue(tasks.purge_expired_signups, job_timeout=300)
-    except RedisError:
-        current_app.logger.warning("could not queue the purge of expired signups")
-
-
 def _chosen_topics(form, topics) -> list:
     wanted = set(form.topics.data or [])
     return [t for t in topics if t.slug in wanted]
@@ -141,9 +129,6 @@ def subscribe():
         if valid:
             # Bots get the same friendly answer as people, and nothing happens.
             if not _signup_looks_automated(form) and _address_allowed(form.email.data):
-                # Asked before the first write: SQLite holds its one write lock from
-                # there to the commit, and every other signup waits for it.
-                purge_due = signup.expired_signups_exist()
                 try:
                     signup.start_signup(
                         name=form.name.data,
@@ -159,8 +144,8 @@ def subscribe():
                     db.session.rollback()  # a replayed form: its signup was started before
                 else:
                     db.session.commit()
-                    if purge_due:
-                        _schedule_purge()
+                    # The confirmation email is written and sent by a worker job.
+                    tasks.wake_confirmations()
             # Post/redirect/get: reloading the answer page must not sign up (and mail) again.
             return redirect(url_for("subscriptions.subscribe", sent="1", **public_args()), 303)
     elif request.args.get("sent") == "1":
@@ -455,3 +440,8 @@ def init_app(app) -> None:
     if panel not in panels.CONTACT_PANELS:
         panels.CONTACT_PANELS.append(panel)
     services.register_hooks()
+    from crm import worker
+
+    # A signup whose wake-up was lost still gets its confirmation email.
+    if tasks.confirmations_tick not in worker.WORKER_HOOKS:
+        worker.WORKER_HOOKS.append(tasks.confirmations_tick)

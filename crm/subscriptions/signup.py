@@ -1,15 +1,17 @@
-"""The public signup: a pending signup, its confirmation email, its confirmation (opt-in)."""
+"""The public signup: a pending signup, its confirmation email (written by a worker job),
+its confirmation (opt-in)."""
 
 import hmac
+import logging
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, delete, select
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from crm.extensions import db
-from crm.mail.services import queue_email
+from crm.mail.services import InvalidAddress, queue_email
 from crm.members.models import Contact
 from crm.members.normalize import normalize_email
 from crm.subscriptions.ledger import (
@@ -46,9 +48,16 @@ from crm.timeutil import utcnow
 # Pending signups are kept a little past their link's expiry, then purged.
 PENDING_RETENTION = timedelta(seconds=CONFIRM_MAX_AGE) + timedelta(days=1)
 
+log = logging.getLogger(__name__)
+
 
 class FormAlreadyUsed(Exception):
     """The form token started a signup before; the session must be rolled back."""
+
+
+# Built once: a plain table INSERT compiles once per process and runs without the ORM's
+# unit of work (the request needs nothing back from it).
+_INSERT_PENDING = PendingSignup.__table__.insert()
 
 
 def start_signup(
@@ -61,56 +70,105 @@ def start_signup(
     ip: str | None,
     locale: str,
     form_token: str | None = None,
-) -> PendingSignup:
-    """Store a signup and queue the confirmation email; nothing else changes yet.
+) -> None:
+    """Store a signup; nothing else changes yet.
 
-    The register is not even looked at: the response and the email are the same
-    whether the address is known or not, so the form reveals nothing about who is
-    on file. `form_token` (a digest, see `tokens.form_token_digest`) starts one signup
-    only: `FormAlreadyUsed` when it started one before.
+    The row holds all its confirmation email needs: a worker job writes and sends that
+    email (`queue_confirmations`), so the visitor waits for one INSERT only. The
+    register is not even looked at: the response and the email are the same whether
+    the address is known or not, so the form reveals nothing about who is on file.
+    `form_token` (a digest, see `tokens.form_token_digest`) starts one signup only:
+    `FormAlreadyUsed` when it started one before.
     """
     email = normalize_email(email)
     first_name, last_name = split_name(name)
-    pending = PendingSignup(
-        nonce=secrets.token_urlsafe(16),
-        email=email,
-        first_name=first_name,
-        last_name=last_name,
-        company_name=header_safe(company, 200),
-        topic_ids=sorted({t.id for t in topics}),
-        wording_id=wording.id,
-        ip=(ip or None) and ip[:45],
-        locale=locale if locale in ("nb", "en") else "nb",
-        created_at=utcnow(),
-        form_token=form_token,
-    )
-    db.session.add(pending)
+    values = {
+        "nonce": secrets.token_urlsafe(16),
+        "email": email,
+        "first_name": first_name,
+        "last_name": last_name,
+        "company_name": header_safe(company, 200),
+        "topic_ids": sorted({t.id for t in topics}),
+        "wording_id": wording.id,
+        "ip": (ip or None) and ip[:45],
+        "locale": locale if locale in ("nb", "en") else "nb",
+        "created_at": utcnow(),
+        "form_token": form_token,
+    }
     try:
-        db.session.flush()
+        db.session.connection().execute(_INSERT_PENDING, values)
     except IntegrityError as exc:
         if form_token is not None and "form_token" in str(exc.orig):
             raise FormAlreadyUsed from exc
         raise
-    token = make_confirm_token(pending.id, pending.nonce)
-    queue_email(
-        to=email,
-        to_name=f"{first_name} {last_name}".strip(),
-        category="subscription",
-        template="subscriptions/confirm",
-        context={
-            "name": first_name,
-            "confirm_url": public_url(f"/subscribe/confirm/{token}"),
-            "topics": [t.label(pending.locale) for t in topics],
-            "valid_days": CONFIRM_MAX_AGE // 86400,
-        },
-        key=f"confirm:{pending.id}:{pending.nonce}",
-        fresh_key=True,  # it names the row just inserted
-        render_in_worker=True,  # the visitor waits for this request, not for the email
-        contact_id=None,
-        headers={},
-        locale=pending.locale,
+
+
+_UNMAILED = PendingSignup.confirmation_queued_at.is_(None)
+_NEXT_UNMAILED = (
+    select(PendingSignup.id).where(_UNMAILED).order_by(PendingSignup.id).limit(bindparam("n"))
+)
+
+
+def unmailed_signups_exist(older_than: timedelta = timedelta(0)) -> bool:
+    """Whether a signup is waiting for its confirmation email (for `older_than`)."""
+    query = select(PendingSignup.id).where(
+        _UNMAILED, PendingSignup.created_at <= utcnow() - older_than
     )
-    return pending
+    return db.session.scalar(query.limit(1)) is not None
+
+
+def queue_confirmations(limit: int = 200) -> tuple[int, int]:
+    """Store the confirmation email of up to `limit` signups that have none yet, and
+    mark each signup in the same transaction: exactly one email per signup, even with
+    two workers sweeping at once (the mark is a conditional UPDATE; on PostgreSQL the
+    second waits for the first and then finds the rows taken). The send jobs are
+    enqueued after the commit, as for any email. Returns (signups looked at, emails
+    stored); the caller commits.
+    """
+    ids = db.session.scalars(_NEXT_UNMAILED, {"n": limit}).all()
+    if not ids:
+        return 0, 0
+    claimed = db.session.scalars(
+        update(PendingSignup)
+        .where(PendingSignup.id.in_(ids), _UNMAILED)
+        .values(confirmation_queued_at=utcnow())
+        .returning(PendingSignup.id)
+        .execution_options(synchronize_session=False)
+    ).all()
+    if not claimed:
+        return len(ids), 0
+    pendings = db.session.scalars(
+        select(PendingSignup).where(PendingSignup.id.in_(claimed)).order_by(PendingSignup.id)
+    ).all()
+    topic_ids = {i for p in pendings for i in (p.topic_ids or [])}
+    topics = {t.id: t for t in db.session.scalars(select(Topic).where(Topic.id.in_(topic_ids)))}
+    for pending in pendings:
+        chosen = in_display_order(topics[i] for i in pending.topic_ids or [] if i in topics)
+        token = make_confirm_token(pending.id, pending.nonce)
+        try:
+            queue_email(
+                to=pending.email,
+                to_name=f"{pending.first_name} {pending.last_name}".strip(),
+                category="subscription",
+                template="subscriptions/confirm",
+                context={
+                    "name": pending.first_name,
+                    "confirm_url": public_url(f"/subscribe/confirm/{token}"),
+                    "topics": [t.label(pending.locale) for t in chosen],
+                    "valid_days": CONFIRM_MAX_AGE // 86400,
+                },
+                key=f"confirm:{pending.id}:{pending.nonce}",
+                fresh_key=True,  # the mark above makes this sweep the only one for it
+                render_in_worker=True,
+                contact_id=None,
+                headers={},
+                locale=pending.locale,
+            )
+        except InvalidAddress:
+            # The form refuses such addresses; one that got in some other way must not
+            # stop every signup after it.
+            log.warning("pending signup %s has an address that cannot be mailed", pending.id)
+    return len(ids), len(pendings)
 
 
 # Built once: every signup asks, and building a statement costs more than running it.
