@@ -1,16 +1,25 @@
-"""Requests/s and latency of POST /subscribe under gunicorn (2 workers), against a bare
-Flask endpoint.
+"""Requests/s and latency of POST /subscribe under gunicorn, against a bare Flask endpoint.
 
-Both servers run under gunicorn with 2 sync workers on 127.0.0.1, loaded in turn by the
-same client (CLIENTS processes, a new connection per request, as sync workers close
-them) for SECONDS each. Each signup uses a new address, so every request does the real
-work: validate, look up the address, store a pending signup, queue the confirmation
-email (to Redis; no worker runs). Rate limits and the minimum fill time are switched
-off here, or the figure would measure the bot and abuse paths instead. Latency is each
-request's time as its client saw it (connect, send, read the whole answer); p50 / p95 over
-all requests of the run.
+Both servers run under the same gunicorn configuration on 127.0.0.1, loaded in turn by
+the same client (CLIENTS processes, a new connection per request) for SECONDS each, the
+bare endpoint right before the signup so both see the same minute of the machine. Two
+configurations, each printed: `sync` (2 sync workers, the figure of earlier runs) and
+`gthread` (2 workers x 4 threads, what `crm serve`
+runs: crm/cli.py `_gunicorn`). Each on SQLite and on PostgreSQL (BENCH_PG_URL, a database
+for the bench only: its schema is dropped and made anew; skipped when PostgreSQL does not
+answer); BENCH_DATABASE_URL measures that one database only.
+
+Each signup uses a new address and form token, so every request does the real work:
+validate, store the pending signup, wake the job that writes the confirmation email (to
+Redis; no worker runs, so the emails stay unwritten: the worker's share is measured by
+bench/subscribe_profile.py). Rate limits and the minimum fill time are off here, or the
+figure would measure the bot and abuse paths instead. Latency is each request's time as
+its client saw it (connect, send, read the whole answer); p50 / p95 over all requests of
+the run. "server CPU" is the gunicorn processes' CPU time per request (user + system),
+"client CPU" the load processes'; Redis and PostgreSQL are not counted there.
 
     .venv/bin/python bench/subscribe.py
+    BENCH_SECONDS=8 BENCH_CONFIGS=gthread .venv/bin/python bench/subscribe.py
     BENCH_DATABASE_URL=postgresql+psycopg://postgres@127.0.0.1:5432/bench_NAME \
         .venv/bin/python bench/subscribe.py
 """
@@ -40,12 +49,21 @@ WORK = Path(tempfile.gettempdir()) / "klynge-bench-subscribe"
 SECRET_KEY = "bench"
 
 
-def start_gunicorn(app_spec: str, port: int, env: dict) -> subprocess.Popen:
+PG_URL = os.environ.get(
+    "BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/bench_subscribe"
+)
+# name -> gunicorn options; "gthread" is crm serve's configuration (crm/cli.py _gunicorn).
+CONFIGS = {
+    "sync": ["-w", "2"],
+    "gthread": ["-w", "2", "--threads", "4", "--worker-class", "gthread"],
+}
+
+
+def start_gunicorn(app_spec: str, port: int, env: dict, options: list[str]) -> subprocess.Popen:
     process = subprocess.Popen(
         [
             str(BIN / "gunicorn"),
-            "-w",
-            "2",
+            *options,
             "-b",
             f"127.0.0.1:{port}",
             "--log-level",
@@ -67,9 +85,24 @@ def start_gunicorn(app_spec: str, port: int, env: dict) -> subprocess.Popen:
     raise SystemExit(f"gunicorn for {app_spec} did not start")
 
 
+def process_tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of a process and its children, from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(stat.parent.name) == pid or int(fields[1]) == pid:
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
 def load(port: int, path: str, body_for, seconds: float, worker: int, results) -> None:
     done = errors = 0
     latencies = []
+    cpu = time.process_time()
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline:
         body = body_for(worker, done)
@@ -86,7 +119,7 @@ def load(port: int, path: str, body_for, seconds: float, worker: int, results) -
             done += 1
         else:
             errors += 1
-    results.put((done, errors, latencies))
+    results.put((done, errors, latencies, time.process_time() - cpu))
 
 
 @dataclass
@@ -95,20 +128,24 @@ class Figures:
     errors: int
     p50_ms: float
     p95_ms: float
+    server_cpu_ms: float  # gunicorn's CPU per request
+    client_cpu_ms: float  # the load processes' CPU per request
 
     def line(self, label: str) -> str:
         return (
-            f"{label:<20}: {self.rate:8.1f} requests/s, p50 {self.p50_ms:6.1f} ms, "
-            f"p95 {self.p95_ms:6.1f} ms ({self.errors} errors)"
+            f"{label:<22}: {self.rate:8.1f} requests/s, p50 {self.p50_ms:6.1f} ms, "
+            f"p95 {self.p95_ms:6.1f} ms ({self.errors} errors); CPU per request: "
+            f"server {self.server_cpu_ms:.2f} ms, client {self.client_cpu_ms:.2f} ms"
         )
 
 
-def measure(port: int, path: str, body_for) -> Figures:
+def measure(server: subprocess.Popen, port: int, path: str, body_for) -> Figures:
     results = multiprocessing.Queue()
     workers = [
         multiprocessing.Process(target=load, args=(port, path, body_for, SECONDS, i, results))
         for i in range(CLIENTS)
     ]
+    server_cpu = process_tree_cpu(server.pid)
     started = time.perf_counter()
     for w in workers:
         w.start()
@@ -116,12 +153,16 @@ def measure(port: int, path: str, body_for) -> Figures:
     for w in workers:
         w.join()
     elapsed = time.perf_counter() - started
-    latencies = [x * 1000 for _, _, run in totals for x in run]
+    server_cpu = process_tree_cpu(server.pid) - server_cpu
+    latencies = [x * 1000 for _, _, run, _ in totals for x in run]
+    requests = max(1, sum(d + e for d, e, _, _ in totals))
     return Figures(
-        rate=sum(d for d, _, _ in totals) / elapsed,
-        errors=sum(e for _, e, _ in totals),
+        rate=sum(d for d, _, _, _ in totals) / elapsed,
+        errors=sum(e for _, e, _, _ in totals),
         p50_ms=percentile(latencies, 50),
         p95_ms=percentile(latencies, 95),
+        server_cpu_ms=server_cpu / requests * 1000,
+        client_cpu_ms=sum(c for _, _, _, c in totals) / requests * 1000,
     )
 
 
@@ -179,37 +220,88 @@ def signup_settings(sqlite_url: str, work: Path) -> dict[str, str]:
     )
 
 
+def databases() -> list[str]:
+    if os.environ.get("BENCH_DATABASE_URL"):
+        return [os.environ["BENCH_DATABASE_URL"]]
+    urls = [f"sqlite:///{WORK / 'bench.sqlite3'}"]
+    try:
+        ensure_pg_database(PG_URL)
+        urls.append(PG_URL)
+    except Exception as exc:  # noqa: BLE001 - no PostgreSQL here: measure SQLite only
+        print(f"PostgreSQL skipped ({type(exc).__name__}: {str(exc).splitlines()[0]})")
+    return urls
+
+
+def fresh_database(url: str, env: dict) -> None:
+    if url.startswith("sqlite"):
+        (WORK / "bench.sqlite3").unlink(missing_ok=True)
+    else:
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(url)
+        with engine.begin() as conn:
+            conn.execute(sa.text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+        engine.dispose()
+    subprocess.run([str(BIN / "crm"), "db", "upgrade"], env=env, check=True, capture_output=True)
+
+
+def run(config: str, url: str, base_env: dict) -> tuple[Figures, Figures]:
+    env = dict(base_env, DATABASE_URL=url)
+    fresh_database(url, env)
+    options = CONFIGS[config]
+    server = start_gunicorn("bench.bare_app:app", 5301, env, options)
+    try:
+        bare = measure(server, 5301, "/", no_body)
+    finally:
+        server.terminate()
+        server.wait()
+    app = start_gunicorn("crm:create_app()", 5302, env, options)
+    try:
+        hidden = signup_form(5302)
+        signup = measure(app, 5302, "/subscribe", SignupBody(hidden))
+    finally:
+        app.terminate()
+        app.wait()
+    return bare, signup
+
+
 def main() -> None:
     WORK.mkdir(exist_ok=True)
-    database = WORK / "bench.sqlite3"
-    database.unlink(missing_ok=True)
-    env = dict(os.environ, **signup_settings(f"sqlite:///{database}", WORK))
-    if env["DATABASE_URL"].startswith("postgresql"):
-        ensure_pg_database(env["DATABASE_URL"])
+    env = dict(os.environ, **signup_settings("", WORK))
     if not env.get("REDIS_URL"):
         sys.path.insert(0, str(ROOT))
         from crm.redis_server import ensure_embedded_redis
 
         env["REDIS_URL"] = ensure_embedded_redis(WORK / "redis")
-    subprocess.run([str(BIN / "crm"), "db", "upgrade"], env=env, check=True, capture_output=True)
-
-    server = start_gunicorn("bench.bare_app:app", 5301, env)
-    try:
-        bare = measure(5301, "/", no_body)
-    finally:
-        server.terminate()
-        server.wait()
-    app = start_gunicorn("crm:create_app()", 5302, env)
-    try:
-        hidden = signup_form(5302)
-        signup = measure(5302, "/subscribe", SignupBody(hidden))
-    finally:
-        app.terminate()
-        app.wait()
-    print(f"database            : {env['DATABASE_URL'].split(':')[0]}")
-    print(bare.line("bare Flask endpoint"))
-    print(signup.line("POST /subscribe"))
-    print(f"{'ratio':<20}: {signup.rate / bare.rate:8.3f} of the bare endpoint's requests/s")
+    configs = os.environ.get("BENCH_CONFIGS", "sync,gthread").split(",")
+    print(
+        f"load average at the start: {os.getloadavg()[0]:.2f}; "
+        f"{CLIENTS} clients, {SECONDS:g} s each"
+    )
+    rows = []
+    for url in databases():
+        for config in configs:
+            bare, signup = run(config, url, env)
+            name = url.split(":")[0].split("+")[0]
+            print(f"--- {name}, gunicorn {config} ({' '.join(CONFIGS[config])})")
+            print(bare.line("bare Flask endpoint"))
+            print(signup.line("POST /subscribe"))
+            print(
+                f"{'ratio':<22}: {signup.rate / bare.rate:8.3f} of the bare endpoint's requests/s"
+            )
+            rows.append((name, config, bare, signup))
+    print(f"load average at the end: {os.getloadavg()[0]:.2f}")
+    print()
+    print(
+        "| database | gunicorn | bare req/s (p50 / p95 ms) | signup req/s (p50 / p95 ms) | ratio |"
+    )
+    print("|---|---|---|---|---|")
+    for name, config, bare, signup in rows:
+        print(
+            f"| {name} | {config} | {bare.rate:,.1f} ({bare.p50_ms:.1f} / {bare.p95_ms:.1f}) "
+            f"| {signup.rate:,.1f} ({signup.p50_ms:.1f} / {signup.p95_ms:.1f}) "
+            f"| {signup.rate / bare.rate:.3f} |"
+        )
 
 
 if __name__ == "__main__":

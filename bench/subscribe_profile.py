@@ -3,7 +3,8 @@ POST /subscribe, then CPU per signup over many, optionally under cProfile.
 
 The bench's settings (rate limits and minimum fill time off, outbox mail), the Flask test
 client, a new address and form token per signup, a fresh SQLite database (or
-BENCH_DATABASE_URL). No worker runs: the confirmation emails stay queued.
+BENCH_DATABASE_URL). Then the worker's share, in the same process: the job that stores
+the confirmation emails, and the emails' send jobs.
 
     .venv/bin/python bench/subscribe_profile.py                 # counts and ms per signup
     BENCH_PROFILE=1 .venv/bin/python bench/subscribe_profile.py # and the cProfile top 40
@@ -100,10 +101,62 @@ def main() -> None:
         f"{SIGNUPS} signups: {wall / SIGNUPS * 1000:.2f} ms each, "
         f"CPU {cpu / SIGNUPS * 1000:.2f} ms each{' (under cProfile)' if profiler else ''}"
     )
+    if not profiler:
+        bare = bare_cpu()
+        print(
+            f"the bare endpoint through the same test client, in the same minute: CPU "
+            f"{bare * 1000:.2f} ms each; a signup costs {cpu / SIGNUPS / bare:.1f} of them"
+        )
     if profiler:
         stats = pstats.Stats(profiler)
         print(f"{stats.total_calls / SIGNUPS:,.0f} Python calls per signup")
         stats.sort_stats("cumulative").print_stats(40)
+    worker_share(app)
+
+
+def bare_cpu() -> float:
+    """CPU seconds per request of bench/bare_app.py through the Flask test client: a
+    yardstick measured beside the signups, as the machine's speed drifts."""
+    from bare_app import app as bare_app
+
+    client = bare_app.test_client()
+    for _ in range(50):
+        client.post("/")
+    cpu = time.process_time()
+    for _ in range(SIGNUPS):
+        client.post("/")
+    return (time.process_time() - cpu) / SIGNUPS
+
+
+def worker_share(app) -> None:
+    """The worker's part of each signup, which the request no longer waits for: the job
+    that stores the confirmation emails, then each email's send job (render, write to
+    the outbox)."""
+    from sqlalchemy import select
+
+    from crm.extensions import db
+    from crm.mail.models import EmailMessage
+    from crm.mail.tasks import send_message
+    from crm.subscriptions.tasks import send_confirmations
+
+    with app.app_context():
+        started, cpu = time.perf_counter(), time.process_time()
+        stored = send_confirmations()
+        wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+        print(
+            f"worker: the confirmations job stored {stored} emails, "
+            f"{wall / stored * 1000:.2f} ms each, CPU {cpu / stored * 1000:.2f} ms each"
+        )
+        uuids = db.session.scalars(select(EmailMessage.uuid).limit(200)).all()
+    started, cpu = time.perf_counter(), time.process_time()
+    for uuid in uuids:
+        with app.app_context():
+            send_message(uuid)
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    print(
+        f"worker: {len(uuids)} send jobs (render, outbox), {wall / len(uuids) * 1000:.2f} ms "
+        f"each, CPU {cpu / len(uuids) * 1000:.2f} ms each (RQ's own work per job not counted)"
+    )
 
 
 if __name__ == "__main__":

@@ -70,7 +70,7 @@ def register_extensions(app: Flask) -> None:
     domains = i18n.translation_domains(PROJECT_ROOT / "translations")
     babel.init_app(
         app,
-        locale_selector=i18n.select_locale,
+        locale_selector=i18n.babel_locale,
         default_domain=";".join(domains),
         default_translation_directories=";".join(
             [str(PROJECT_ROOT / "translations")] * len(domains)

@@ -109,7 +109,9 @@ def clean(request, app):
     """Every test starts with only the seeded networks, an empty Redis and CSRF off."""
     _clean_database(app)
     from crm.queue import get_redis
+    from crm.subscriptions.tasks import wait_for_wakes
 
+    wait_for_wakes()  # a signup's wake-up from the test before must not land in this one
     get_redis(app).flushdb()
     app.config["WTF_CSRF_ENABLED"] = False
     # The app lives for the whole run: a setting a test changes (a page size, a limit)

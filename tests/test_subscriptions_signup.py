@@ -371,7 +371,9 @@ def test_an_old_signup_form_token_has_expired(app, client, quick_forms, monkeypa
 
 def _queued_jobs(app, name: str) -> list[str]:
     from crm.queue import get_queue
+    from crm.subscriptions.tasks import wait_for_wakes
 
+    assert wait_for_wakes()  # the wake-up is sent from a thread, after the answer
     with app.app_context():
         return [j.func_name for j in get_queue("mail").jobs if j.func_name.endswith(name)]
 
@@ -426,6 +428,7 @@ def test_a_signup_whose_wake_up_was_lost_still_gets_its_email(
     from crm.timeutil import utcnow
 
     subscribe(client, email="stray@example.no")
+    assert _queued_jobs(app, "send_confirmations")
     get_redis(app).flushdb()  # Redis restarted: the queued run is gone
     run_worker()
     assert read_outbox(outbox, "stray@example.no", since=0) == []  # too recent to be stray

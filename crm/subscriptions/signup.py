@@ -13,7 +13,6 @@ from sqlalchemy.exc import IntegrityError
 from crm.extensions import db
 from crm.mail.services import InvalidAddress, queue_email
 from crm.members.models import Contact
-from crm.members.normalize import normalize_email
 from crm.subscriptions.ledger import (
     allow_mail_again,
     consent_states,
@@ -71,7 +70,8 @@ def start_signup(
     locale: str,
     form_token: str | None = None,
 ) -> None:
-    """Store a signup; nothing else changes yet.
+    """Store a signup; nothing else changes yet. `email` comes as SubscribeForm's
+    validator normalised it (`normalize_email`).
 
     The row holds all its confirmation email needs: a worker job writes and sends that
     email (`queue_confirmations`), so the visitor waits for one INSERT only. The
@@ -80,7 +80,6 @@ def start_signup(
     `form_token` (a digest, see `tokens.form_token_digest`) starts one signup only:
     `FormAlreadyUsed` when it started one before.
     """
-    email = normalize_email(email)
     first_name, last_name = split_name(name)
     values = {
         "nonce": secrets.token_urlsafe(16),

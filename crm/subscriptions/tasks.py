@@ -1,6 +1,8 @@
 """RQ jobs of the subscriptions area, and how signups wake them."""
 
 import logging
+import os
+import threading
 from datetime import timedelta
 
 from flask import Flask, current_app
@@ -44,9 +46,22 @@ def send_confirmations() -> int:
 def wake_confirmations() -> None:
     """After a signup committed: make sure a `send_confirmations` run will see it.
 
-    One Redis command when a run is already queued (the usual case under load), two
-    when not. If Redis is away the signup stands: the workers' hook finds it.
+    The Redis command goes from a thread of this process (`_Waker`), so the visitor
+    does not wait for Redis's answer, and signups committed while one command is on its
+    way share the next. If Redis is away or the process dies first the signup stands:
+    the workers' hook finds it (`confirmations_tick`).
     """
+    _waker.poke(current_app._get_current_object())
+
+
+def wait_for_wakes(timeout: float = 5.0) -> bool:
+    """Wait until every wake-up asked for so far has reached Redis (tests, shutdown)."""
+    return _waker.wait(timeout)
+
+
+def _wake_now() -> None:
+    """One Redis command when a run is already queued (the usual case under load), two
+    when not."""
     redis = get_redis()
     try:
         if redis.set(CONFIRMATIONS_DUE, "1", nx=True, ex=CONFIRMATIONS_DUE_SECONDS):
@@ -56,7 +71,55 @@ def wake_confirmations() -> None:
                 redis.delete(CONFIRMATIONS_DUE)  # or nobody would queue one for a while
                 raise
     except RedisError:
-        current_app.logger.warning("could not wake the confirmation emails' job")
+        log.warning("could not wake the confirmation emails' job", exc_info=True)
+
+
+class _Waker:
+    """A thread that sends the wake-ups of this process's signups.
+
+    `poke` counts a request; the thread serves every request counted before it starts a
+    command, so a signup that committed before its poke is always covered by a command
+    sent after that commit (which is what `send_confirmations` relies on).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Condition()
+        self._requested = self._served = 0
+        self._thread: threading.Thread | None = None
+        self._app: Flask | None = None
+
+    def poke(self, app: Flask) -> None:
+        with self._lock:
+            self._requested += 1
+            self._app = app
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="signup-waker", daemon=True)
+                self._thread.start()
+            self._lock.notify_all()
+
+    def wait(self, timeout: float) -> bool:
+        with self._lock:
+            target = self._requested
+            return self._lock.wait_for(lambda: self._served >= target, timeout)
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                self._lock.wait_for(lambda: self._served < self._requested)
+                target, app = self._requested, self._app
+            try:
+                with app.app_context():
+                    _wake_now()
+            except Exception:  # noqa: BLE001 - the thread must live on; the hook recovers
+                log.exception("waking the confirmation emails' job failed")
+            with self._lock:
+                self._served = target
+                self._lock.notify_all()
+
+
+_waker = _Waker()
+# A forked process (gunicorn's workers) starts without the parent's thread and state.
+os.register_at_fork(after_in_child=_waker.__init__)
 
 
 def _enqueue_run() -> None:
@@ -71,7 +134,7 @@ def confirmations_tick(app: Flask) -> None:
     with app.app_context():
         try:
             if signup.unmailed_signups_exist(older_than=STRAY_SIGNUP_AGE):
-                wake_confirmations()
+                _wake_now()
         finally:
             db.session.remove()
 
