@@ -441,3 +441,31 @@ def test_a_signup_whose_wake_up_was_lost_still_gets_its_email(
     assert confirmation["Subject"] == "Bekreft påmeldingen til nyhetsbrevet"
     run_worker()
     assert len(read_outbox(outbox, "stray@example.no", since=0)) == 1
+
+
+def test_a_signup_stands_when_redis_is_away_and_the_hook_wakes_the_job_later(
+    app, client, quick_forms, monkeypatch
+):
+    from datetime import timedelta
+
+    import redis
+
+    from crm.subscriptions import tasks
+
+    away = redis.Redis(host="127.0.0.1", port=1, socket_timeout=0.5, socket_connect_timeout=0.5)
+    monkeypatch.setattr(tasks, "get_redis", lambda: away)
+    warnings = []
+    monkeypatch.setattr(tasks.log, "warning", lambda message, **_: warnings.append(message))
+    response = subscribe(client, email="patient@example.no")
+    assert response.status_code == 200 and "Sjekk innboksen" in response.get_data(as_text=True)
+    assert tasks.wait_for_wakes()
+    assert warnings == ["could not wake the confirmation emails' job"]
+    assert _queued_jobs(app, "send_confirmations") == []
+    with app.app_context():
+        assert db.session.scalar(db.select(PendingSignup.email)) == "patient@example.no"
+
+    monkeypatch.undo()  # Redis is back; a worker's hook finds the stray signup
+    monkeypatch.setattr(tasks, "STRAY_SIGNUP_AGE", timedelta(0))
+    tasks.confirmations_tick(app)
+    assert len(_queued_jobs(app, "send_confirmations")) == 1
+    assert run_signup_job(app) == 1

@@ -1,8 +1,10 @@
 """RQ jobs of the subscriptions area, and how signups wake them."""
 
+import atexit
 import logging
 import os
 import threading
+import time
 from datetime import timedelta
 
 from flask import Flask, current_app
@@ -22,6 +24,8 @@ CONFIRMATIONS_DUE = "klynge:subscriptions:confirmations-due"
 # Bounds how long a lost wake-up (a job deleted from Redis) can hold the key.
 CONFIRMATIONS_DUE_SECONDS = 300
 CONFIRMATION_BATCH = 200
+# How long the waker thread waits for more signups before it sends the wake-up.
+WAKE_LINGER_SECONDS = 0.01
 # The worker hook's fallback: signups this old without their email get a run anyway.
 STRAY_SIGNUP_AGE = timedelta(seconds=60)
 
@@ -47,8 +51,8 @@ def wake_confirmations() -> None:
     """After a signup committed: make sure a `send_confirmations` run will see it.
 
     The Redis command goes from a thread of this process (`_Waker`), so the visitor
-    does not wait for Redis's answer, and signups committed while one command is on its
-    way share the next. If Redis is away or the process dies first the signup stands:
+    does not wait for Redis's answer, and the signups of the same few milliseconds share
+    one command. If Redis is away or the process dies first the signup stands:
     the workers' hook finds it (`confirmations_tick`).
     """
     _waker.poke(current_app._get_current_object())
@@ -106,6 +110,9 @@ class _Waker:
         while True:
             with self._lock:
                 self._lock.wait_for(lambda: self._served < self._requested)
+            # Signups arriving meanwhile share the command (their emails wait as long).
+            time.sleep(WAKE_LINGER_SECONDS)
+            with self._lock:
                 target, app = self._requested, self._app
             try:
                 with app.app_context():
@@ -120,6 +127,8 @@ class _Waker:
 _waker = _Waker()
 # A forked process (gunicorn's workers) starts without the parent's thread and state.
 os.register_at_fork(after_in_child=_waker.__init__)
+# A process stopping in order (gunicorn's graceful stop) sends what it owes first.
+atexit.register(wait_for_wakes, 1.0)
 
 
 def _enqueue_run() -> None:
