@@ -175,7 +175,7 @@ class PendingSignup(db.Model):
 
     __tablename__ = "pending_signup"
     __table_args__ = (
-        # The signups whose confirmation email is still to be written (migration 0032):
+        # The signups whose confirmation email is still to be written (migration 0033):
         # the worker's sweep finds them without reading the days of signups kept.
         Index(
             "ix_pending_signup_unmailed",

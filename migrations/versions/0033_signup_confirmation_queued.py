@@ -1,7 +1,7 @@
 """subscriptions: a pending signup says when its confirmation email was stored
 
-Revision ID: 0032_signup_confirmation_queued
-Revises: 0031_email_render_in_worker
+Revision ID: 0033_signup_confirmation_queued
+Revises: 0032_newsletter_batch_planned
 Create Date: 2026-12-07 01:00:00
 
 The public signup stored its pending row, then the confirmation email, then queued the
@@ -16,8 +16,8 @@ from alembic import op
 
 import crm.types
 
-revision = "0032_signup_confirmation_queued"
-down_revision = "0031_email_render_in_worker"
+revision = "0033_signup_confirmation_queued"
+down_revision = "0032_newsletter_batch_planned"
 branch_labels = None
 depends_on = None
 
