@@ -232,3 +232,21 @@ def test_a_real_worker_writes_the_rest_and_sends_each_subscriber_once(
         for path in outbox.glob("*.eml")
     ]
     assert len(addresses) == 7 == len(set(addresses))
+
+
+def test_a_deleted_contact_or_newsletter_takes_its_ledger_rows_along(app_ctx, small_chunks):
+    logistikk, contact_ids = logistikk_members(3)
+    mail = make_newsletter("Referat", kind="network_mail", topics=(), network_ids=(logistikk.id,))
+    start(mail)
+    tasks.fill_ledger(mail.id)
+    other = make_newsletter("Neste", kind="network_mail", topics=(), network_ids=(logistikk.id,))
+    start(other)
+    tasks.fill_ledger(other.id)
+    db.session.execute(delete(Contact).where(Contact.id == contact_ids[0]))
+    db.session.commit()
+    assert ledger_contacts(mail.id) == contact_ids[1:]
+    assert ledger_contacts(other.id) == contact_ids[1:]
+    db.session.execute(delete(Newsletter).where(Newsletter.id == mail.id))
+    db.session.commit()
+    assert ledger_contacts(mail.id) == []
+    assert ledger_contacts(other.id) == contact_ids[1:]

@@ -263,8 +263,11 @@ def write_planned(newsletter_id: int, batches: int | None) -> int:
                 ),
                 rows.c.network_id,
             )
-            # Deleted since the audience was fixed: not written (its key check would fail).
-            .where(exists().where(Contact.id == rows.c.contact_id))
+            # The ledger's key check (it has no foreign keys, see the model): a contact
+            # deleted since the audience was fixed is not written; one that exists is
+            # locked, so that a delete waits for this commit, then takes the row along.
+            .join(Contact, Contact.id == rows.c.contact_id)
+            .with_for_update(key_share=True, of=Contact)
         )
         inserted = db.session.execute(
             _into_ledger()

@@ -184,10 +184,12 @@ class NewsletterRecipient(db.Model):
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    newsletter_id: Mapped[int] = mapped_column(ForeignKey("newsletter.id", ondelete="CASCADE"))
-    contact_id: Mapped[int] = mapped_column(
-        ForeignKey("contact.id", ondelete="CASCADE"), index=True
-    )
+    # Its newsletter and contact, without foreign keys: their per-row checks were half
+    # the work of writing the ledger. A trigger on each table deletes the rows of a
+    # deleted newsletter or contact, and the ledger's writer joins (and on PostgreSQL
+    # locks) the contacts it writes rows for (migration 0033, `ledger.write_planned`).
+    newsletter_id: Mapped[int] = mapped_column()
+    contact_id: Mapped[int] = mapped_column(index=True)
     batch_number: Mapped[int] = mapped_column()
     state: Mapped[str] = mapped_column(String(10), default="pending")
     # no_consent | objected | suppressed | erased | no_email | filter | duplicate | cancelled
@@ -212,4 +214,6 @@ class NewsletterRecipient(db.Model):
     unsubscribed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     spam_reported_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
-    contact = relationship("Contact")
+    contact = relationship(
+        "Contact", primaryjoin="foreign(NewsletterRecipient.contact_id) == Contact.id"
+    )
