@@ -187,7 +187,7 @@ class NewsletterRecipient(db.Model):
     # Its newsletter and contact, without foreign keys: their per-row checks were half
     # the work of writing the ledger. A trigger on each table deletes the rows of a
     # deleted newsletter or contact, and the ledger's writer joins (and on PostgreSQL
-    # locks) the contacts it writes rows for (migration 0033, `ledger.write_planned`).
+    # locks) the contacts it writes rows for (migration 0034, `ledger.write_planned`).
     newsletter_id: Mapped[int] = mapped_column()
     contact_id: Mapped[int] = mapped_column(index=True)
     batch_number: Mapped[int] = mapped_column()

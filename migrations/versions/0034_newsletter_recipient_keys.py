@@ -1,7 +1,7 @@
 """newsletter ledger: its two foreign keys become delete triggers on contact and newsletter
 
-Revision ID: 0033_newsletter_recipient_keys
-Revises: 0032_newsletter_batch_planned
+Revision ID: 0034_newsletter_recipient_keys
+Revises: 0033_signup_confirmation_queued
 Create Date: 2026-12-07 01:35:00
 
 Each ledger row written ran two foreign-key checks, each a query of its own per row
@@ -19,8 +19,8 @@ statement locking the same 20,000 contacts takes 0.03). What they protected stay
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0033_newsletter_recipient_keys"
-down_revision = "0032_newsletter_batch_planned"
+revision = "0034_newsletter_recipient_keys"
+down_revision = "0033_signup_confirmation_queued"
 branch_labels = None
 depends_on = None
 
