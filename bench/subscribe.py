@@ -20,6 +20,7 @@ the run. "server CPU" is the gunicorn processes' CPU time per request (user + sy
 
     .venv/bin/python bench/subscribe.py
     BENCH_SECONDS=8 BENCH_CONFIGS=gthread .venv/bin/python bench/subscribe.py
+    BENCH_ROUNDS=3 .venv/bin/python bench/subscribe.py    # and the median of three
     BENCH_DATABASE_URL=postgresql+psycopg://postgres@127.0.0.1:5432/bench_NAME \
         .venv/bin/python bench/subscribe.py
 """
@@ -29,6 +30,7 @@ import multiprocessing
 import os
 import re
 import secrets
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -45,6 +47,9 @@ from search import ensure_pg_database, percentile  # noqa: E402
 BIN = Path(sys.executable).parent
 SECONDS = float(os.environ.get("BENCH_SECONDS", 10))
 CLIENTS = int(os.environ.get("BENCH_CLIENTS", 4))
+# Each round measures every database and configuration once more, in the same order;
+# with more than one the medians are printed too (the machine drifts between minutes).
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", 1))
 WORK = Path(tempfile.gettempdir()) / "klynge-bench-subscribe"
 SECRET_KEY = "bench"
 
@@ -279,29 +284,46 @@ def main() -> None:
         f"{CLIENTS} clients, {SECONDS:g} s each"
     )
     rows = []
-    for url in databases():
-        for config in configs:
-            bare, signup = run(config, url, env)
-            name = url.split(":")[0].split("+")[0]
-            print(f"--- {name}, gunicorn {config} ({' '.join(CONFIGS[config])})")
-            print(bare.line("bare Flask endpoint"))
-            print(signup.line("POST /subscribe"))
-            print(
-                f"{'ratio':<22}: {signup.rate / bare.rate:8.3f} of the bare endpoint's requests/s"
-            )
-            rows.append((name, config, bare, signup))
+    urls = databases()
+    for round_number in range(1, ROUNDS + 1):
+        for url in urls:
+            for config in configs:
+                rows.append(measure_pair(round_number, config, url, env))
     print(f"load average at the end: {os.getloadavg()[0]:.2f}")
     print()
     print(
-        "| database | gunicorn | bare req/s (p50 / p95 ms) | signup req/s (p50 / p95 ms) | ratio |"
+        "| round | database | gunicorn | bare req/s (p50 / p95 ms) "
+        "| signup req/s (p50 / p95 ms) | ratio |"
     )
-    print("|---|---|---|---|---|")
-    for name, config, bare, signup in rows:
+    print("|---|---|---|---|---|---|")
+    for round_number, name, config, bare, signup in rows:
         print(
-            f"| {name} | {config} | {bare.rate:,.1f} ({bare.p50_ms:.1f} / {bare.p95_ms:.1f}) "
+            f"| {round_number} | {name} | {config} "
+            f"| {bare.rate:,.1f} ({bare.p50_ms:.1f} / {bare.p95_ms:.1f}) "
             f"| {signup.rate:,.1f} ({signup.p50_ms:.1f} / {signup.p95_ms:.1f}) "
             f"| {signup.rate / bare.rate:.3f} |"
         )
+    if ROUNDS > 1:
+        print()
+        for key in dict.fromkeys((name, config) for _, name, config, _, _ in rows):
+            ratios = [s.rate / b.rate for _, n, c, b, s in rows if (n, c) == key]
+            p95s = [s.p95_ms for _, n, c, _, s in rows if (n, c) == key]
+            print(
+                f"{key[0]:<10} {key[1]:<8}: median ratio {statistics.median(ratios):.3f} "
+                f"(rounds {', '.join(f'{r:.3f}' for r in ratios)}), "
+                f"signup p95 median {statistics.median(p95s):.1f} ms"
+            )
+
+
+def measure_pair(round_number: int, config: str, url: str, env: dict):
+    bare, signup = run(config, url, env)
+    name = url.split(":")[0].split("+")[0]
+    print(f"--- round {round_number}, {name}, gunicorn {config} ({' '.join(CONFIGS[config])})")
+    print(bare.line("bare Flask endpoint"))
+    print(signup.line("POST /subscribe"))
+    print(f"{'ratio':<22}: {signup.rate / bare.rate:8.3f} of the bare endpoint's requests/s")
+    print(f"{'load average':<22}: {os.getloadavg()[0]:.2f}")
+    return round_number, name, config, bare, signup
 
 
 if __name__ == "__main__":
