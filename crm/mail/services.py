@@ -441,7 +441,9 @@ def deliver(message: EmailMessage) -> SendOutcome:
     permanent ones (SendGrid 400, configuration) mark it failed with the reason.
     """
     started_at, started = utcnow(), time.monotonic()
-    attempt = EmailAttempt(message=message, number=message.attempts, started_at=started_at)
+    # Tied to its message only when added below: tied now, the message's attempt list
+    # would hold an object the session does not have while the send autoflushes.
+    attempt = EmailAttempt(number=message.attempts, started_at=started_at)
     backend_name = current_app.config.get("MAIL_BACKEND", "")
     attempt.backend = str(backend_name)[:20]
     try:
@@ -466,6 +468,7 @@ def deliver(message: EmailMessage) -> SendOutcome:
         _advance_state(message, "sent")
         outcome = SendOutcome("sent")
     attempt.duration_ms = int((time.monotonic() - started) * 1000)
+    attempt.message = message
     db.session.add(attempt)
     db.session.flush()
     return outcome
