@@ -7,9 +7,10 @@ reconciler if that job was lost. Lowered here so a few subscribers make many bat
 
 import email
 import email.policy
+import threading
 
 import pytest
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, text
 
 from crm.extensions import db
 from crm.members.models import Contact, Network
@@ -250,3 +251,38 @@ def test_a_deleted_contact_or_newsletter_takes_its_ledger_rows_along(app_ctx, sm
     db.session.commit()
     assert ledger_contacts(mail.id) == []
     assert ledger_contacts(other.id) == contact_ids[1:]
+
+
+def test_two_writers_at_once_share_the_planned_batches_out(app, app_ctx, small_chunks):
+    """PostgreSQL: the fill job and the reconciler at the same time each take batches
+    the other has not locked; every contact gets one row."""
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has one writer at a time: the second waits for the first")
+    contact_ids = bulk_subscribers(7)
+    newsletter = make_newsletter()
+    start(newsletter)  # batch 0 written; 1, 2 and 3 planned
+    holding, release = threading.Event(), threading.Event()
+    taken = []
+
+    def first_writer():
+        with app.app_context():
+            taken.append(ledger.write_planned(newsletter.id, 1))  # locks batch 1
+            holding.set()
+            release.wait(10)
+            db.session.commit()
+
+    thread = threading.Thread(target=first_writer)
+    thread.start()
+    assert holding.wait(10)
+    try:
+        # Waiting for the first writer's lock would be an error here, not a delay.
+        db.session.execute(text("SET LOCAL lock_timeout = '2s'"))
+        assert ledger.write_planned(newsletter.id, None) == 2  # batches 2 and 3
+        db.session.commit()
+    finally:
+        release.set()
+        thread.join(10)
+    assert taken == [1]
+    assert [state for _n, state, _s in batch_states(newsletter.id)] == ["pending"] * 4
+    assert ledger_contacts(newsletter.id) == sorted(contact_ids)
+    assert ledger.write_planned(newsletter.id, None) == 0
