@@ -54,6 +54,7 @@ def _prepare(app, recipients: int) -> tuple[int, list[tuple[int, str]]]:
         db.session.commit()
         newsletter = make_newsletter()
         services.start_sending(newsletter)
+        ledger.write_planned(newsletter.id, None)  # what the fill job writes (no worker here)
         R = NewsletterRecipient
         ledger.mark_sent(R.newsletter_id == newsletter.id)
         db.session.commit()

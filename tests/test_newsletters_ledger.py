@@ -31,7 +31,7 @@ pytest_plugins = ["tests.sendgrid_server"]
 def small_chunks(app, monkeypatch):
     """Batches of 2, the first one written when sending starts, then 2 per chunk."""
     monkeypatch.setitem(app.config, "NEWSLETTER_BATCH_SIZE", 2)
-    monkeypatch.setattr(ledger, "FIRST_ROWS", 2)
+    monkeypatch.setattr(ledger, "FIRST_ROWS", {"postgresql": 2, "sqlite": 2})
     monkeypatch.setattr(ledger, "FILL_ROWS", 4)
 
 

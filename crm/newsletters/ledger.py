@@ -67,10 +67,13 @@ def freeze_content(newsletter: Newsletter) -> None:
     newsletter.text = rendered.text
 
 
-# Ledger rows written when sending starts, in whole batches: the first request can go
-# out while the rest are written (`write_planned`, a job of its own, FILL_ROWS at a time
-# per transaction). Module constants, not settings: tests lower them.
-FIRST_ROWS = 2_000
+# Ledger rows written when sending starts, in whole batches, by database: on PostgreSQL
+# the first request can go out while the rest are written (`write_planned`, a job of its
+# own, FILL_ROWS at a time per transaction). SQLite writes them all at once: it has one
+# writer at a time, so a fill job beside the senders only made them wait for its lock
+# (2026-12-07, 20,000 recipients: see bench/RESULTS.md). Module constants, not settings:
+# tests lower them.
+FIRST_ROWS: dict[str, int] = {"postgresql": 2_000}
 FILL_ROWS = 5_000
 
 
@@ -145,10 +148,14 @@ def create_ledger(newsletter: Newsletter) -> int:
         .values(basis_counts=per_basis)
         .execution_options(synchronize_session=False)
     )
-    if len(sizes) * size > FIRST_ROWS:
+    first_rows = FIRST_ROWS.get(db.session.get_bind().dialect.name)
+    if first_rows is None:
+        write_planned(newsletter.id, None)
+        return total
+    if len(sizes) * size > first_rows:
         # Ahead of the first batches' jobs: one worker writes while another sends.
         after_commit("ledger", newsletter.id)
-    write_planned(newsletter.id, max(1, FIRST_ROWS // size))
+    write_planned(newsletter.id, max(1, first_rows // size))
     return total
 
 
