@@ -358,6 +358,16 @@ def make_newsletter(subject: str = "Nytt fra klyngen", body: str | None = None, 
     return newsletter
 
 
+def start_newsletter(newsletter) -> int:
+    """Start sending a newsletter (its ledger, batches and jobs) and commit: the number of
+    recipients. No worker runs: its batches wait in the queue."""
+    from crm.newsletters import services
+
+    total = services.start_sending(newsletter)
+    db.session.commit()
+    return total
+
+
 def bulk_network_members(
     count: int, network, company=None, prefix: str = "member", **contact_fields
 ) -> list[int]:

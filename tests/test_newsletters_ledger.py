@@ -23,6 +23,7 @@ from tests.factories import (
     make_newsletter,
     make_subscriber,
 )
+from tests.factories import start_newsletter as start
 
 pytest_plugins = ["tests.sendgrid_server"]
 
@@ -41,12 +42,6 @@ def sendgrid(app, sendgrid_server, monkeypatch):
         monkeypatch.setitem(app.config, key, value)
     monkeypatch.setitem(app.config, "NEWSLETTER_RATE_PER_MINUTE", 6_000_000)
     return sendgrid_server
-
-
-def start(newsletter: Newsletter) -> int:
-    total = services.start_sending(newsletter)
-    db.session.commit()
-    return total
 
 
 def batch_states(newsletter_id: int) -> list[tuple[int, str, int]]:

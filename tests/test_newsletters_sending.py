@@ -25,6 +25,7 @@ from crm.subscriptions import gdpr, links
 from crm.subscriptions import ledger as consent_ledger
 from crm.timeutil import utcnow
 from tests.factories import bulk_subscribers, make_newsletter, make_subscriber, make_user
+from tests.factories import start_newsletter as start
 
 pytest_plugins = ["tests.sendgrid_server"]
 
@@ -40,12 +41,6 @@ def sendgrid(app, sendgrid_server, monkeypatch):
     monkeypatch.setitem(app.config, "NEWSLETTER_RETRY_MAX_SECONDS", 0.5)
     monkeypatch.setitem(app.config, "NEWSLETTER_RATE_PER_MINUTE", 6_000_000)
     return sendgrid_server
-
-
-def start(newsletter: Newsletter) -> int:
-    total = services.start_sending(newsletter)
-    db.session.commit()
-    return total
 
 
 def batches(newsletter_id: int) -> list[NewsletterBatch]:
