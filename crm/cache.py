@@ -5,9 +5,16 @@ follow), the consent wordings.
 Each web or worker process keeps its own copy. A stamp in the database says when it is
 stale: every change to a watched table made through the session (a flush, or an ORM
 INSERT/UPDATE/DELETE statement) writes a new random stamp in the same transaction,
-before its own rows, so every process sees it at its next request and a rolled-back
-change changes nothing. A request reads the stamp once, whatever it takes from the
-cache. A transaction that changed a watched table reads past the cache until it ends.
+before its own rows, and a rolled-back change changes nothing. A request reads the stamp
+once, whatever it takes from the cache. A transaction that changed a watched table reads
+past the cache until it ends.
+
+How soon a process sees another's change: a logged-in user's request reads the stamp
+from the database every time (staff make the changes and look at them on the next page,
+whichever process serves it); other requests (the public pages, where a signup would
+otherwise spend a tenth of its time on the stamp) and jobs take the process's last
+reading while it is under STAMP_WINDOW_SECONDS old. The process that made a change sees
+it at once.
 
 Cached values are copies outside any session (`detached_copy`), shared by every request
 of the process: read them, never change them or add them to a session. Rows written
@@ -19,10 +26,13 @@ for one stamp row every writer would queue on.
 """
 
 import secrets
+import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from flask import g, has_request_context
+from flask_login import current_user
 from sqlalchemy import String, event, inspect, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
@@ -30,6 +40,9 @@ from crm.extensions import db
 
 STAMP_NAME = "reference"
 _REQUEST_STAMP = "crm_cache_stamp"
+# How old the process's reading of the stamp may be for requests of anonymous visitors and
+# for jobs: another process's change shows there within this time.
+STAMP_WINDOW_SECONDS = 1.0
 _CHANGED = "crm_cache_changed"  # in session.info: this transaction bumped the stamp
 
 T = TypeVar("T")
@@ -50,6 +63,36 @@ _STAMP_SQL = f"SELECT stamp FROM cache_stamp WHERE name = '{STAMP_NAME}'"  # noq
 _watched: tuple[type, ...] = ()
 _watched_tables: frozenset[str] = frozenset()
 _entries: dict[str, tuple[str, Any]] = {}
+
+
+class _Reading:
+    """The process's last reading of the stamp, shared by its threads. A reading begun
+    before this process changed the stamp is not kept (`generation`)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.generation = 0
+        self.value: tuple[float, str | None] | None = None  # (monotonic time, stamp)
+
+    def fresh(self) -> tuple[bool, str | None]:
+        value = self.value
+        if value is None or _clock() - value[0] >= STAMP_WINDOW_SECONDS:
+            return False, None
+        return True, value[1]
+
+    def keep(self, generation: int, read_at: float, stamp: str | None) -> None:
+        with self.lock:
+            if generation == self.generation:
+                self.value = (read_at, stamp)
+
+    def forget(self) -> None:
+        with self.lock:
+            self.generation += 1
+            self.value = None
+
+
+_clock = time.monotonic  # tests move it on
+_reading = _Reading()
 
 
 def watch(*models: type) -> None:
@@ -77,6 +120,7 @@ def cached(name: str, load: Callable[[], T]) -> T:
 def clear() -> None:
     """Forget every copy (tests that write rows beside the session)."""
     _entries.clear()
+    _reading.forget()
 
 
 def detached_copy(row: T) -> T:
@@ -86,15 +130,23 @@ def detached_copy(row: T) -> T:
 
 
 def _current_stamp() -> str | None:
-    if has_request_context() and _REQUEST_STAMP in g:
+    in_request = has_request_context()
+    if in_request and _REQUEST_STAMP in g:
         return g.get(_REQUEST_STAMP)
-    # On the session's connection, in its transaction, as plain SQL: every request asks,
-    # and the ORM's execute path and the statement cache's key cost several times the
-    # query itself.
-    stamp = db.session.connection().exec_driver_sql(_STAMP_SQL).scalar()
-    if has_request_context():
+    fresh, stamp = _reading.fresh()
+    if not fresh or (in_request and current_user.is_authenticated):
+        generation, read_at = _reading.generation, _clock()
+        stamp = _read_stamp()
+        _reading.keep(generation, read_at, stamp)
+    if in_request:
         setattr(g, _REQUEST_STAMP, stamp)
     return stamp
+
+
+def _read_stamp() -> str | None:
+    # On the session's connection, in its transaction, as plain SQL: the ORM's execute
+    # path and the statement cache's key cost several times the query itself.
+    return db.session.connection().exec_driver_sql(_STAMP_SQL).scalar()
 
 
 def _bump(session: Session) -> None:
@@ -145,5 +197,6 @@ def _bump_before_watched_statements(state) -> None:
 @event.listens_for(Session, "after_transaction_end")
 def _forget_change(session: Session, transaction) -> None:
     if transaction.parent is None and session.info.pop(_CHANGED, None):
+        _reading.forget()  # this process reads the new stamp next time
         if has_request_context():
-            g.pop(_REQUEST_STAMP, None)  # read the new stamp next time
+            g.pop(_REQUEST_STAMP, None)
