@@ -589,8 +589,9 @@ def test_the_fast_request_body_is_the_one_the_sendgrid_helpers_build(app, app_ct
     newsletter = make_newsletter(subject="Hei %first_name%")
     start(newsletter)
     batch = batches(newsletter.id)[0]
+    newsletter = db.session.get(Newsletter, newsletter.id)
     mail, included, _ = sending.build_mail(
-        db.session.get(Newsletter, newsletter.id), batch, sending.pending_rows(batch)
+        newsletter, batch, sending.pending_rows(batch, newsletter)
     )
     assert len(included) == 2
     fast = BatchSendGridBackend(app.config).build_request(mail)

@@ -100,14 +100,21 @@ def _not_suppressed():
 
 
 def _not_erased():
-    return ~exists().where(Subscriber.contact_id == Contact.id, Subscriber.erased_at.is_not(None))
+    # correlate_except: a query that already joins Subscriber (a batch's rows) must not
+    # have this subquery taken over by its join.
+    erased = (
+        select(Subscriber.contact_id)
+        .where(Subscriber.contact_id == Contact.id, Subscriber.erased_at.is_not(None))
+        .correlate_except(Subscriber)
+    )
+    return ~erased.exists()
 
 
-def _has_consent(topics: Iterable[str], among=None):
+def _has_consent(topics: Iterable[str], correlated: bool):
     slugs = [t for t in topics if t]
     if not slugs:
         return false()  # no topic, no consent: nobody
-    if among is not None:
+    if correlated:
         # A batch: key lookups per contact (correlated EXISTS) — nested IN subqueries
         # can make PostgreSQL re-read every subscriber for every row.
         return active_consent_exists(Contact.id, slugs)
@@ -167,9 +174,9 @@ def _membership_basis(networks: tuple[int, ...]):
     )
 
 
-def _basis(audience: Audience, among):
+def _basis(audience: Audience, correlated: bool):
     """Some basis to mail the contact: consent, or (network mail) membership."""
-    consent = _has_consent(audience.topics, among)
+    consent = _has_consent(audience.topics, correlated)
     networks = audience.basis_networks
     if not networks:
         return consent
@@ -231,25 +238,38 @@ def eligible_contacts(audience: Audience, among: Select | Iterable[int] | None =
 
 
 def _eligible(audience: Audience, among) -> Select:
-    statement = select(Contact.id).where(
+    return select(Contact.id).where(*_rule(audience, correlated=among is not None))
+
+
+def may_receive(audience: Audience):
+    """The rule as a condition on `Contact` in an enclosing query (a batch's ledger rows
+    joined to their contacts): each row answered by key lookups, in the query that
+    reads the batch, instead of a second query over the same contacts."""
+    return and_(*_rule(audience, correlated=True))
+
+
+def _rule(audience: Audience, correlated: bool) -> list:
+    """The conditions a contact (`Contact`) must meet; `correlated`: answered per contact
+    by key lookups (a known set of contacts) rather than by reading every subscriber."""
+    conditions = [
         Contact.email.is_not(None),
         Contact.email != "",
         Contact.archived_at.is_(None),
         _not_suppressed(),
         _not_erased(),
-    )
+    ]
     if audience.kind in REGISTRANT_KINDS:
-        return statement.where(_registered(audience.event_id, REGISTRANT_KINDS[audience.kind]))
-    statement = statement.where(
-        _basis(audience, among), *_filters(audience), _picked(audience.newsletter_id)
-    )
+        return [*conditions, _registered(audience.event_id, REGISTRANT_KINDS[audience.kind])]
+    conditions += [
+        _basis(audience, correlated),
+        *_filters(audience),
+        _picked(audience.newsletter_id),
+    ]
     if audience.kind == "event_invitation":
-        statement = statement.where(
-            ~_answered(audience.event_id), ~_invited_before(audience.event_id, audience)
-        )
+        conditions += [~_answered(audience.event_id), ~_invited_before(audience.event_id, audience)]
     elif audience.kind == "event_invitation_reminder":
-        statement = statement.where(~_answered(audience.event_id), _sent(audience.parent_id))
-    return statement
+        conditions += [~_answered(audience.event_id), _sent(audience.parent_id)]
+    return conditions
 
 
 def _picked(newsletter_id: int | None):
@@ -444,7 +464,7 @@ def exclusion_reasons(audience: Audience, contact_ids: Iterable[int]) -> dict[in
         mark("filter", true())  # no longer registered
     if audience.basis_networks:
         mark("objected", _objected_to_any(audience.basis_networks))
-    mark("no_consent", ~_basis(audience, among=ids))
+    mark("no_consent", ~_basis(audience, correlated=True))
     for contact_id in ids:
         reasons.setdefault(contact_id, "filter")
     return reasons

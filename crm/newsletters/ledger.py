@@ -393,28 +393,43 @@ def in_batch(batch: NewsletterBatch) -> tuple:
 
 
 def refresh_batch(batch_id: int, **values) -> None:
-    """Recount a batch's rows into its counters; `sent` / `failed` once none is pending."""
+    """Recount a batch's rows into its counters; `sent` / `failed` once none is pending.
+
+    One UPDATE … FROM its rows' counts (a SELECT and an UPDATE before: a round trip
+    more for every batch sent).
+    """
     R, B = NewsletterRecipient, NewsletterBatch
-    rows = dict(
-        db.session.execute(
-            select(R.state, func.count())
-            .join(B, (B.newsletter_id == R.newsletter_id) & (B.number == R.batch_number))
-            .where(B.id == batch_id)
-            .group_by(R.state)
-        ).all()
+
+    def rows_in(state: str):
+        return func.coalesce(func.sum(case((R.state == state, 1), else_=0)), 0)
+
+    counts = (
+        select(
+            rows_in("pending").label("pending"),
+            rows_in("sent").label("sent"),
+            rows_in("failed").label("failed"),
+            rows_in("skipped").label("skipped"),
+        )
+        .join(B, (B.newsletter_id == R.newsletter_id) & (B.number == R.batch_number))
+        .where(B.id == batch_id)
+        .subquery("counts")
     )
-    state = "pending"
-    if not rows.get("pending"):
-        state = "failed" if rows.get("failed") and not rows.get("sent") else "sent"
-        # Settled: nobody holds it any more, whoever was sending it.
-        values = {"lease_owner": None, "lease_expires_at": None, **values}
+    settled = counts.c.pending == 0
+    state = case(
+        (~settled, "pending"),
+        ((counts.c.failed > 0) & (counts.c.sent == 0), "failed"),
+        else_="sent",
+    )
+    # Settled: nobody holds it any more, whoever was sending it.
+    for column in ("lease_owner", "lease_expires_at"):
+        values.setdefault(column, case((settled, None), else_=getattr(B, column)))
     db.session.execute(
-        update(NewsletterBatch)
-        .where(NewsletterBatch.id == batch_id)
+        update(B)
+        .where(B.id == batch_id)
         .values(
-            sent_count=rows.get("sent", 0),
-            failed_count=rows.get("failed", 0),
-            skipped_count=rows.get("skipped", 0),
+            sent_count=counts.c.sent,
+            failed_count=counts.c.failed,
+            skipped_count=counts.c.skipped,
             state=state,
             updated_at=utcnow(),
             **values,

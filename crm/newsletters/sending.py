@@ -37,7 +37,7 @@ from urllib.error import URLError
 
 from flask import current_app
 from flask_babel import gettext as _
-from sqlalchemy import exists, func, inspect, or_, select, text, update
+from sqlalchemy import exists, func, inspect, or_, select, text, true, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import aliased
 
@@ -201,11 +201,14 @@ class Row:
     # Their link tokens' version (crm.subscriptions.links), read with the row; None:
     # not read, `build_mail` asks for it.
     token_version: int | None = None
+    # Whether the audience rule still lets them have it (`pending_rows` asks).
+    eligible: bool = True
 
 
-def batch_rows(batch: NewsletterBatch, *conditions) -> list[Row]:
+def batch_rows(batch: NewsletterBatch, *conditions, eligible=None) -> list[Row]:
     """The batch's ledger rows with their contacts' addresses, names and link token
-    versions, in id order."""
+    versions, in id order; `eligible`: a condition on the row's contact, read as the
+    row's `eligible`."""
     R = NewsletterRecipient
     result = db.session.execute(
         select(
@@ -217,6 +220,7 @@ def batch_rows(batch: NewsletterBatch, *conditions) -> list[Row]:
             R.basis_network_id,
             # A contact has at most one subscriber (unique): the join adds no rows.
             func.coalesce(Subscriber.token_version, DEFAULT_TOKEN_VERSION),
+            true() if eligible is None else eligible,
         )
         .join(Contact, Contact.id == R.contact_id)
         .outerjoin(Subscriber, Subscriber.contact_id == R.contact_id)
@@ -226,8 +230,13 @@ def batch_rows(batch: NewsletterBatch, *conditions) -> list[Row]:
     return [Row(*values) for values in result]
 
 
-def pending_rows(batch: NewsletterBatch) -> list[Row]:
-    return batch_rows(batch, NewsletterRecipient.state == "pending")
+def pending_rows(batch: NewsletterBatch, newsletter: Newsletter) -> list[Row]:
+    """The batch's pending rows, each with whether the audience rule (consent,
+    suppression, erasure, …) still lets them have the newsletter, in one query."""
+    rule = audience.Audience.of(newsletter)
+    return batch_rows(
+        batch, NewsletterRecipient.state == "pending", eligible=audience.may_receive(rule)
+    )
 
 
 def _set_rows(row_ids: list[int], **values) -> None:
@@ -243,25 +252,18 @@ def _set_rows(row_ids: list[int], **values) -> None:
         )
 
 
-def _batch_contacts(batch: NewsletterBatch):
-    R = NewsletterRecipient
-    return select(R.contact_id).where(*ledger.in_batch(batch), R.state == "pending")
-
-
 def skip_ineligible(newsletter: Newsletter, batch: NewsletterBatch, rows: list[Row]) -> list[Row]:
-    """The rows still allowed to receive it; the others are marked skipped (with why)."""
+    """The rows still allowed to receive it (`Row.eligible`, from `pending_rows`); the
+    others are marked skipped (with why)."""
     rule = audience.Audience.of(newsletter)
-    allowed = set(
-        db.session.scalars(audience.eligible_contacts(rule, among=_batch_contacts(batch)))
-    )
-    keep, seen = [], set()
-    excluded = [r for r in rows if r.contact_id not in allowed]
+    excluded = [r for r in rows if not r.eligible]
     reasons = audience.exclusion_reasons(rule, [r.contact_id for r in excluded])
     by_reason: dict[str, list[int]] = {}
     for row in excluded:
         by_reason.setdefault(reasons[row.contact_id], []).append(row.id)
+    keep, seen = [], set()
     for row in rows:
-        if row.contact_id not in allowed:
+        if not row.eligible:
             continue
         address = row.email.lower()
         if address in seen:
@@ -416,10 +418,9 @@ def commit_lazily() -> None:
     Only for steps whose loss in a database crash the protocol already recovers from:
     the claim (the lease is gone, and nothing is sent without the in-flight mark),
     the 202's record (the durable in-flight mark makes the batch ambiguous, settled
-    from the webhook's events), a settled batch without a request, and "finished"
-    (the reconciler finishes it again). The in-flight mark itself is committed
-    durably before every request. With PostgreSQL shared by busy neighbours, a disk
-    flush per commit was most of a batch's wall time.
+    from the webhook's events) and a settled batch without a request. The in-flight
+    mark itself is committed durably before every request. With PostgreSQL shared by
+    busy neighbours, a disk flush per commit was most of a batch's wall time.
     """
     if db.session.get_bind().dialect.name == "postgresql":
         db.session.execute(text("SET LOCAL synchronous_commit = off"))
@@ -444,7 +445,10 @@ def _finish_newsletter_if_done(newsletter_id: int) -> Step:
     # batches at once then cannot each miss the other's rows.
     if ledger.finish_if_done(newsletter_id):
         log.info("newsletter %s finished", newsletter_id)
-    commit_lazily()
+    # A plain commit: unless this finished the newsletter (once per newsletter) the
+    # transaction wrote nothing, and PostgreSQL then writes no commit record to flush;
+    # `commit_lazily` would cost a statement for nothing.
+    db.session.commit()
     return Done("done")
 
 
@@ -496,7 +500,7 @@ def attempt(batch: NewsletterBatch, owner: str, limiter: RateLimiter) -> Step:
         db.session.commit()
 
     # 3. What is left, and who may still have it.
-    rows = pending_rows(batch)
+    rows = pending_rows(batch, newsletter)
     if rows:
         rows = skip_ineligible(newsletter, batch, rows)
     if not rows:
