@@ -32,6 +32,16 @@ class _LoginManager(LoginManager):
     """Marks the remember cookie Secure whenever the request came over HTTPS, like the
     session cookie (crm/security.py), not only when PUBLIC_BASE_URL says https."""
 
+    def _session_protection_failed(self):
+        # An empty session (a visitor who never logged in) has nothing to protect:
+        # Flask-Login says so too, but only after hashing the visitor's address and
+        # browser, on every public request.
+        from flask import session
+
+        if not session:
+            return False
+        return super()._session_protection_failed()
+
     def _set_cookie(self, response):
         super()._set_cookie(response)
         from flask import current_app, request

@@ -34,14 +34,7 @@ class _StorableMeta:
         field_class = unbound_field.field_class
         if issubclass(field_class, FieldList | FormField):
             return super().bind_field(form, unbound_field, options)  # subforms: SubForm
-        # Every field takes its validators second (label, validators, …).
-        args, kwargs = list(unbound_field.args), dict(unbound_field.kwargs)
-        if len(args) > 1:
-            args[1] = [refuse_unstorable_text, *(args[1] or ())]
-        else:
-            kwargs["validators"] = [refuse_unstorable_text, *(kwargs.get("validators") or ())]
-        if issubclass(field_class, StringField):
-            kwargs["filters"] = [blank_to_empty, *(kwargs.get("filters") or ())]
+        args, kwargs = _storable_arguments(unbound_field)
         return field_class(
             *args,
             name=options["name"],
@@ -50,6 +43,23 @@ class _StorableMeta:
             _translations=options.get("translations"),
             **kwargs,
         )
+
+
+def _storable_arguments(unbound_field) -> tuple[tuple, dict]:
+    """The field's arguments with the checks above added, worked out once per field of a
+    form class (forms are built on every request). Tuples: fields share them."""
+    arguments = unbound_field.__dict__.get("_storable_arguments")
+    if arguments is None:
+        # Every field takes its validators second (label, validators, …).
+        args, kwargs = list(unbound_field.args), dict(unbound_field.kwargs)
+        if len(args) > 1:
+            args[1] = (refuse_unstorable_text, *(args[1] or ()))
+        else:
+            kwargs["validators"] = (refuse_unstorable_text, *(kwargs.get("validators") or ()))
+        if issubclass(unbound_field.field_class, StringField):
+            kwargs["filters"] = (blank_to_empty, *(kwargs.get("filters") or ()))
+        arguments = unbound_field._storable_arguments = (tuple(args), kwargs)
+    return arguments
 
 
 class Form(FlaskForm):

@@ -2,6 +2,7 @@
 
 from flask import request
 from flask.sessions import SecureCookieSessionInterface
+from itsdangerous import URLSafeTimedSerializer
 
 CSP = (
     "default-src 'self'; img-src 'self' data:; object-src 'none'; "
@@ -10,10 +11,22 @@ CSP = (
 
 
 class SessionInterface(SecureCookieSessionInterface):
-    """Marks the cookie Secure whenever the request itself came over HTTPS."""
+    """Marks the cookie Secure whenever the request itself came over HTTPS, and keeps
+    one signing serializer per key: Flask builds a new one for every request (a test
+    serialisation included), even for a visitor who sends no session cookie."""
+
+    def __init__(self) -> None:
+        self._serializers: dict[tuple, URLSafeTimedSerializer | None] = {}
 
     def get_cookie_secure(self, app) -> bool:
         return super().get_cookie_secure(app) or request.is_secure
+
+    def get_signing_serializer(self, app) -> URLSafeTimedSerializer | None:
+        key = (app.secret_key, tuple(app.config.get("SECRET_KEY_FALLBACKS") or ()))
+        serializer = self._serializers.get(key)
+        if serializer is None:
+            serializer = self._serializers[key] = super().get_signing_serializer(app)
+        return serializer
 
 
 def set_security_headers(response):
