@@ -141,9 +141,8 @@ def subscribe():
                         form_token=tokens.form_token_digest(form.started.data),
                     )
                 except signup.FormAlreadyUsed:
-                    db.session.rollback()  # a replayed form: its signup was started before
+                    pass  # a replayed form: its signup was started before
                 else:
-                    db.session.commit()
                     # The confirmation email is written and sent by a worker job.
                     tasks.wake_confirmations()
             # Post/redirect/get: reloading the answer page must not sign up (and mail) again.
