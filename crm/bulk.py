@@ -69,6 +69,20 @@ def _in_one_parameter(column, items: list, element_type):
     return column.in_(items)
 
 
+def id_in_parameter(column, name: str, dialect: str):
+    """`id_in` for a statement built once: the ids come at execution, as parameter
+    `name` with the value `ids_value(ids, dialect)`."""
+    if dialect == "postgresql":
+        return column == any_(bindparam(name, type_=ARRAY(Integer())))
+    return column.in_(select(literal_column("value")).select_from(func.json_each(bindparam(name))))
+
+
+def ids_value(ids: Sequence[int], dialect: str):
+    """The value of an `id_in_parameter`."""
+    ids = [int(i) for i in ids]
+    return ids if dialect == "postgresql" else json.dumps(ids)
+
+
 # Rows per statement where each row is bound parameters (IN lists, VALUES): far below
 # both databases' limits on parameters, and a statement short enough to plan quickly.
 CHUNK = 1000

@@ -592,12 +592,7 @@ def _record_sent(batch: NewsletterBatch, rows: list[Row], provider_id: str | Non
     """
     now = utcnow()
     provider_id = (provider_id or "")[:100] or None
-    ledger.mark_sent(
-        id_in(NewsletterRecipient.id, [r.id for r in rows]),
-        sent_at=now,
-        provider_message_id=provider_id,
-        error="",
-    )
+    ledger.mark_rows_sent([r.id for r in rows], now, provider_id)
     ledger.refresh_batch(
         _id(batch),
         lease_owner=None,
