@@ -104,7 +104,9 @@ def watch(*models: type) -> None:
 
 def cached(name: str, load: Callable[[], T]) -> T:
     """`load()`'s value, taken from this process's copy while the stamp is unchanged."""
-    if db.session.info.get(_CHANGED):
+    # Only a session that exists can have changed anything: asking a scope without one
+    # would make one (and a signup needs none).
+    if db.session.registry.has() and db.session.info.get(_CHANGED):
         return load()
     stamp = _current_stamp()
     if stamp is None:  # no stamp row (a test emptied every table): nothing is cached
