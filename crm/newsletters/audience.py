@@ -362,11 +362,10 @@ def recipient_contacts(audience: Audience) -> Select:
 
     Two contact records sharing an address are one mailbox: it gets one copy.
     """
-    # Grouped in the query that applies the rule: joined back to `contact` instead, the
-    # rule's result cost a third more (PostgreSQL: 51 → 35 ms for 20,000 recipients).
+    eligible = eligible_contacts(audience).subquery()
     return (
         select(func.min(Contact.id).label("contact_id"))
-        .where(*_rule(audience, correlated=False))
+        .join(eligible, eligible.c.id == Contact.id)
         .group_by(func.lower(Contact.email))
     )
 
