@@ -3,6 +3,7 @@ with real records behind the URLs (the app-wide garbage test only reaches id 1).
 
 import re
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -93,6 +94,7 @@ def _fuzz(app, client, ids, fields):
     run()
 
 
+@pytest.mark.slow
 def test_garbage_on_the_public_event_pages_never_causes_a_500(app, client, monkeypatch):
     from crm.extensions import limiter
 
@@ -101,6 +103,7 @@ def test_garbage_on_the_public_event_pages_never_causes_a_500(app, client, monke
     _fuzz(app, client, ids, _fields(client, ids))
 
 
+@pytest.mark.slow
 def test_garbage_from_staff_on_the_event_pages_never_causes_a_500(app, client, auth, monkeypatch):
     from crm.extensions import limiter
 

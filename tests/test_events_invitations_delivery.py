@@ -11,6 +11,8 @@ import time
 from collections import Counter
 from urllib.parse import parse_qs, urlsplit
 
+import pytest
+
 from crm.events import invitations
 from crm.events.models import Event, EventSession
 from crm.extensions import db
@@ -60,6 +62,7 @@ def invite(app, event_id: int) -> int:
         return invitation.id
 
 
+@pytest.mark.slow
 def test_2000_invitees_two_workers_one_killed_each_invited_exactly_once_and_objection_holds(
     app,
     app_ctx,

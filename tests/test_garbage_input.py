@@ -9,6 +9,7 @@ same treatment. With TESTING on, exceptions propagate, so a crash fails the test
 import random
 import re
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -134,6 +135,7 @@ def _fuzz_all(app, client, targets, restore, pool, seed):
             restore()
 
 
+@pytest.mark.slow
 def test_garbage_from_a_logged_in_admin_never_causes_a_500(app, client, auth):
     admin = _seed(app)
     auth.login(user=admin)
@@ -151,6 +153,7 @@ def test_garbage_from_a_logged_in_admin_never_causes_a_500(app, client, auth):
     _fuzz_all(app, client, _targets(app, client), restore)
 
 
+@pytest.mark.slow
 def test_garbage_from_anonymous_visitors_never_causes_a_500(app, client):
     _seed(app)
     _fuzz_all(app, client, _targets(app, client), None)

@@ -146,6 +146,7 @@ def _webhook_events(app, newsletter_id: int) -> None:
         db.session.commit()
 
 
+@pytest.mark.slow
 def test_compose_preview_send_and_watch_the_progress_bar_reach_100(
     app, page, live_server, artifacts_dir, worker, monkeypatch
 ):

@@ -43,6 +43,9 @@ from crm.subscriptions.tokens import read_link_token
 from tests.factories import bulk_subscribers, make_newsletter
 
 pytest_plugins = ["tests.sendgrid_server"]
+# Run first, one after another in one xdist process (--dist loadgroup): their leases and
+# timeouts are seconds long, and two of them at once on a small machine are too slow.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("delivery")]
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPIENTS = 5000

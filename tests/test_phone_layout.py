@@ -90,6 +90,7 @@ def seeded(app, runner):
         return admin.email
 
 
+@pytest.mark.slow
 def test_every_staff_page_fits_a_phone_without_sideways_scrolling(
     app, browser, live_server, seeded, artifacts_dir
 ):

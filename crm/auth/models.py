@@ -1,7 +1,8 @@
+import os
 import secrets
 from datetime import datetime
 
-from argon2 import PasswordHasher
+from argon2 import PasswordHasher, profiles
 from argon2.exceptions import InvalidHashError, VerificationError
 from flask_login import UserMixin
 from sqlalchemy import String, false
@@ -14,7 +15,14 @@ from crm.types import UTCDateTime
 
 ROLES = ("admin", "staff", "treasurer")
 
-_hasher = PasswordHasher()
+# argon2-cffi's defaults (RFC 9106, 64 MiB): ~0.1 s a hash or check, on purpose. The test
+# suite hashes thousands of passwords and sets CRM_TEST_CHEAP_PASSWORD_HASHES=1 for the
+# library's profile meant for tests (still argon2id, a right or wrong password alike).
+_hasher = (
+    PasswordHasher.from_parameters(profiles.CHEAPEST)
+    if os.environ.get("CRM_TEST_CHEAP_PASSWORD_HASHES") == "1"
+    else PasswordHasher()
+)
 
 
 class User(Audited, UserMixin, db.Model):
