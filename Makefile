@@ -36,7 +36,11 @@ run: install
 	$(BIN)/crm ensure-admin
 	$(BIN)/crm serve
 
-# The suite on SQLite, then again on PostgreSQL when TEST_DATABASE_URL is set.
+# The suite on SQLite, then again on PostgreSQL when TEST_DATABASE_URL is set, each in 4
+# processes (pytest-xdist; tests/conftest.py gives each its own database and Redis): much
+# of it waits on worker processes and Chromium, so more processes than cores pays.
+# One file, serially: make test PYTEST_ARGS="tests/test_x.py".
+PYTEST_ARGS ?= -n 4 --dist loadgroup
 test: dev
 	$(BIN)/pytest $(PYTEST_ARGS)
 	@if [ -n "$$TEST_DATABASE_URL" ]; then \
