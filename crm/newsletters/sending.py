@@ -21,9 +21,8 @@ Exactly-once effect, step by step:
    named) fails and the rest go again; otherwise the batch fails. 401/403, or a batch
    out of attempts (NEWSLETTER_MAX_ATTEMPTS): the newsletter pauses, rows stay pending.
 
-Each step commits before the next (on PostgreSQL the claim commits with the step after
-it), so a crash anywhere leaves a state the next sender (or the reconciler, once the
-lease expired) continues from.
+Each step commits before the next, so a crash anywhere leaves a state the next
+sender (or the reconciler, once the lease expired) continues from.
 """
 
 from __future__ import annotations
@@ -683,15 +682,9 @@ def run_batch(batch_id: int, *, reschedule) -> str:
 
     owner = new_owner()
     batch = claim_batch(batch_id, owner)
+    commit_lazily()
     if batch is None:
-        db.session.commit()
         return "not-claimed"
-    if db.session.get_bind().dialect.name != "postgresql":
-        # SQLite has one writer at a time: its lock must not be held while the batch is
-        # read and built. On PostgreSQL the claim's row lock keeps other claimers out
-        # (SKIP LOCKED) until the claim commits with the attempt's first step, which
-        # saves a commit per batch.
-        commit_lazily()
     limiter = RateLimiter(get_redis())
     waited = 0.0
     try:
@@ -718,17 +711,9 @@ def run_batch(batch_id: int, *, reschedule) -> str:
         # reconciler enqueues it again. An in-flight mark stays: outcome unknown.
         try:
             fresh = db.session.get(NewsletterBatch, batch_id, populate_existing=True)
-            if fresh.lease_owner != owner:
-                # A claim not committed yet (PostgreSQL) went with the rollback: take it
-                # again, so that the backoff is recorded.
-                fresh = claim_batch(batch_id, owner)
-            if fresh is not None:
-                release(
-                    fresh,
-                    owner,
-                    wait=backoff(fresh.attempts + 1),
-                    error=f"{type(exc).__name__}: {exc}",
-                )
+            release(
+                fresh, owner, wait=backoff(fresh.attempts + 1), error=f"{type(exc).__name__}: {exc}"
+            )
             db.session.commit()
         except Exception:  # noqa: BLE001 - the lease expires by itself
             db.session.rollback()
