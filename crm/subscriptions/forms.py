@@ -101,11 +101,14 @@ class SubscribeForm(Form):
         ],
     )
     topics = MultiCheckboxField(_l("What would you like to hear about?"))
+    # No labels of their own (the consent box shows the wording): without one, WTForms
+    # would translate a label made from the field's name on every request.
     consent = BooleanField(
-        validators=[DataRequired(message=_l("Please tick the box to confirm your consent."))]
+        "",
+        validators=[DataRequired(message=_l("Please tick the box to confirm your consent."))],
     )
-    wording = HiddenField()
-    started = HiddenField()
+    wording = HiddenField("")
+    started = HiddenField("")
     # Honeypot: hidden from people (CSS, aria-hidden, no tab stop); bots fill it in.
     website = StringField(_l("Leave this field empty"))
 
