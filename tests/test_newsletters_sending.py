@@ -641,3 +641,31 @@ def test_each_link_carries_its_subscribers_current_token_version(app, app_ctx, s
         token = link_of[contact.email].rsplit("/", 1)[1]
         assert read_link_token(token).version == version
         assert links.link_holder(token).contact.id == contact.id
+
+
+def test_a_batch_whose_attempt_fails_unexpectedly_is_given_back_with_a_backoff(
+    app, app_ctx, sendgrid, monkeypatch
+):
+    """A bug (or the database gone) mid-attempt: nothing is sent, the lease is given
+    back, the error is kept and the batch waits a backoff before its next try — also on
+    PostgreSQL, where the claim commits with the attempt's first step."""
+    make_subscriber("kari@example.no", first_name="Kari")
+    newsletter = make_newsletter()
+    start(newsletter)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("template exploded")
+
+    monkeypatch.setattr(sending, "build_mail", broken)
+    batch_id = batches(newsletter.id)[0].id
+    with pytest.raises(RuntimeError):
+        sending.run_batch(batch_id, reschedule=lambda *a: None)
+    db.session.rollback()
+    (batch,) = batches(newsletter.id)
+    assert batch.state == "pending"
+    assert batch.lease_owner is None and batch.in_flight_since is None
+    assert "template exploded" in batch.last_error
+    assert batch.next_attempt_at > utcnow()
+    assert sendgrid.requests == []
+    # Not due before the backoff: a second job does not take it.
+    assert sending.run_batch(batch_id, reschedule=lambda *a: None) == "not-claimed"

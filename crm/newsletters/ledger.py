@@ -398,9 +398,19 @@ def refresh_batch(batch_id: int, **values) -> None:
     """Recount a batch's rows into its counters; `sent` / `failed` once none is pending.
 
     One UPDATE … FROM its rows' counts (a SELECT and an UPDATE before: a round trip
-    more for every batch sent).
+    more for every batch sent), built once per set of `values` given.
     """
+    params = {f"set_{name}": value for name, value in values.items()}
+    db.session.execute(
+        _refresh_statement(tuple(sorted(values))),
+        {"batch_id": batch_id, "now": utcnow(), **params},
+    )
+
+
+@functools.cache
+def _refresh_statement(names: tuple[str, ...]):
     R, B = NewsletterRecipient, NewsletterBatch
+    batch_id = bindparam("batch_id", type_=Integer())
 
     def rows_in(state: str):
         return func.coalesce(func.sum(case((R.state == state, 1), else_=0)), 0)
@@ -422,10 +432,11 @@ def refresh_batch(batch_id: int, **values) -> None:
         ((counts.c.failed > 0) & (counts.c.sent == 0), "failed"),
         else_="sent",
     )
+    values = {name: bindparam(f"set_{name}", type_=getattr(B, name).type) for name in names}
     # Settled: nobody holds it any more, whoever was sending it.
-    for column in ("lease_owner", "lease_expires_at"):
-        values.setdefault(column, case((settled, None), else_=getattr(B, column)))
-    db.session.execute(
+    for name in ("lease_owner", "lease_expires_at"):
+        values.setdefault(name, case((settled, None), else_=getattr(B, name)))
+    return (
         update(B)
         .where(B.id == batch_id)
         .values(
@@ -433,7 +444,7 @@ def refresh_batch(batch_id: int, **values) -> None:
             failed_count=counts.c.failed,
             skipped_count=counts.c.skipped,
             state=state,
-            updated_at=utcnow(),
+            updated_at=bindparam("now", type_=B.updated_at.type),
             **values,
         )
         .execution_options(synchronize_session=False)
@@ -449,8 +460,17 @@ def finish_if_done(newsletter_id: int) -> bool:
     ever becomes pending again. So the question costs a look at the pending batches'
     rows, not at all 100,000 (no index holds `state`: see the model).
     """
-    R, B = NewsletterRecipient, NewsletterBatch
     result = db.session.execute(
+        _finish_statement(), {"newsletter_id": newsletter_id, "now": utcnow()}
+    )
+    return result.rowcount == 1
+
+
+@functools.cache
+def _finish_statement():
+    R, B = NewsletterRecipient, NewsletterBatch
+    newsletter_id = bindparam("newsletter_id", type_=Integer())
+    return (
         update(Newsletter)
         .where(
             Newsletter.id == newsletter_id,
@@ -464,10 +484,9 @@ def finish_if_done(newsletter_id: int) -> bool:
                 R.state == "pending",
             ),
         )
-        .values(state="finished", finished_at=utcnow())
+        .values(state="finished", finished_at=bindparam("now", type_=Newsletter.finished_at.type))
         .execution_options(synchronize_session=False)
     )
-    return result.rowcount == 1
 
 
 def skip_unsent(newsletter: Newsletter, reason: str) -> int:
