@@ -195,7 +195,9 @@ def test_compose_preview_send_and_watch_the_progress_bar_reach_100(
     expect(page.locator("[data-progress=eta]")).to_have_text(re.compile(r"^(\d+ s|—)$"))
     page.screenshot(path=str(artifacts_dir / "newsletter-sending.png"), full_page=True)
     expect(page.locator("#progress[data-state=finished]")).to_be_visible(timeout=60_000)
-    expect(bar).to_have_attribute("value", "100")
+    # "100" as the page's script sets it, "100.0" once the finished page has reloaded (it
+    # does 0.6 s after the last poll: a busy machine often looks only after that).
+    expect(bar).to_have_attribute("value", re.compile(r"^100(\.0)?$"))
     assert page.inner_text("[data-progress=done]") == "40"
     expect(page.locator(".send-card")).to_have_count(0)  # the page reloaded: sent
     page.frame_locator("iframe.email-preview").locator("text=Lunsj og nettverksmøte").wait_for()
