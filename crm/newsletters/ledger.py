@@ -206,11 +206,11 @@ def _planned_rows():
     )
 
 
-def _into_ledger():
+def _into_ledger(dialect: str):
     """The INSERT of ledger rows: on PostgreSQL a plain one (the batch's row lock keeps
     a second writer out; ON CONFLICT would cost a speculative insertion per row);
     elsewhere a writer that waited for the first one's commit must add nothing."""
-    if _postgresql():
+    if dialect == "postgresql":
         return insert(NewsletterRecipient)
     return sqlite_insert(NewsletterRecipient).on_conflict_do_nothing()
 
@@ -257,44 +257,11 @@ def write_planned(newsletter_id: int, batches: int | None) -> int:
     default_basis = _default_basis(db.session.get(Newsletter, newsletter_id))
     written = []
     for batch_id in chosen:
-        rows = _planned_rows().where(B.id == batch_id).subquery()
-        ledger_rows = (
-            select(
-                rows.c.newsletter_id,
-                rows.c.contact_id,
-                rows.c.number,
-                literal("pending"),
-                literal(""),
-                literal(""),
-                case(
-                    (rows.c.network_id.is_(None), default_basis),
-                    else_=audience.BASIS_MEMBERSHIP,
-                ),
-                rows.c.network_id,
-            )
-            # The ledger's key check (it has no foreign keys, see the model): a contact
-            # deleted since the audience was fixed is not written; one that exists is
-            # locked, so that a delete waits for this commit, then takes the row along.
-            .join(Contact, Contact.id == rows.c.contact_id)
-            .with_for_update(key_share=True, of=Contact)
-        )
-        inserted = db.session.execute(
-            _into_ledger()
-            .from_select(
-                [
-                    "newsletter_id",
-                    "contact_id",
-                    "batch_number",
-                    "state",
-                    "skip_reason",
-                    "error",
-                    "basis",
-                    "basis_network_id",
-                ],
-                ledger_rows,
-            )
-            # SQLAlchemy keeps the driver's row count for UPDATE and DELETE only.
-            .execution_options(preserve_rowcount=True)
+        # On the connection: given parameters, the session would take an INSERT for an
+        # ORM bulk insert of those rows.
+        inserted = db.session.connection().execute(
+            _write_planned_statement(db.session.get_bind().dialect.name, default_basis),
+            {"batch_id": batch_id},
         ).rowcount
         job_id = batch_job_id(newsletter_id, batch_id, 1)
         became_pending = db.session.execute(
@@ -324,6 +291,52 @@ def write_planned(newsletter_id: int, batches: int | None) -> int:
         else:
             after_commit("batch", batch_id, job_id)
     return len(chosen)
+
+
+@functools.cache
+def _write_planned_statement(dialect: str, default_basis: str):
+    """The INSERT of a planned batch's ledger rows, built once per process (and basis)
+    with the batch bound at execution: a fill job writes a batch at a time."""
+    B = NewsletterBatch
+    rows = _planned_rows().where(B.id == bindparam("batch_id", type_=Integer())).subquery()
+    ledger_rows = (
+        select(
+            rows.c.newsletter_id,
+            rows.c.contact_id,
+            rows.c.number,
+            literal("pending"),
+            literal(""),
+            literal(""),
+            case(
+                (rows.c.network_id.is_(None), default_basis),
+                else_=audience.BASIS_MEMBERSHIP,
+            ),
+            rows.c.network_id,
+        )
+        # The ledger's key check (it has no foreign keys, see the model): a contact
+        # deleted since the audience was fixed is not written; one that exists is
+        # locked, so that a delete waits for this commit, then takes the row along.
+        .join(Contact, Contact.id == rows.c.contact_id)
+        .with_for_update(key_share=True, of=Contact)
+    )
+    return (
+        _into_ledger(dialect)
+        .from_select(
+            [
+                "newsletter_id",
+                "contact_id",
+                "batch_number",
+                "state",
+                "skip_reason",
+                "error",
+                "basis",
+                "basis_network_id",
+            ],
+            ledger_rows,
+        )
+        # SQLAlchemy keeps the driver's row count for UPDATE and DELETE only.
+        .execution_options(preserve_rowcount=True)
+    )
 
 
 def basis_counts_query(newsletter_id: int):
