@@ -259,10 +259,14 @@ def write_planned(newsletter_id: int, batches: int | None) -> int:
     for batch_id in chosen:
         # On the connection: given parameters, the session would take an INSERT for an
         # ORM bulk insert of those rows.
-        inserted = db.session.connection().execute(
-            _write_planned_statement(db.session.get_bind().dialect.name, default_basis),
-            {"batch_id": batch_id},
-        ).rowcount
+        inserted = (
+            db.session.connection()
+            .execute(
+                _write_planned_statement(db.session.get_bind().dialect.name, default_basis),
+                {"batch_id": batch_id},
+            )
+            .rowcount
+        )
         job_id = batch_job_id(newsletter_id, batch_id, 1)
         became_pending = db.session.execute(
             update(B)
