@@ -434,6 +434,9 @@ def _refresh_statement(names: tuple[str, ...]):
 
     counts = (
         select(
+            # The batch's id, to join on: one row of counts always (no GROUP BY), also
+            # for a batch without rows.
+            batch_id.label("batch_id"),
             rows_in("pending").label("pending"),
             rows_in("sent").label("sent"),
             rows_in("failed").label("failed"),
@@ -455,7 +458,7 @@ def _refresh_statement(names: tuple[str, ...]):
         values.setdefault(name, case((settled, None), else_=getattr(B, name)))
     return (
         update(B)
-        .where(B.id == batch_id)
+        .where(B.id == counts.c.batch_id)
         .values(
             sent_count=counts.c.sent,
             failed_count=counts.c.failed,
