@@ -59,28 +59,33 @@ def text_in(column, texts: Sequence[str]):
 
 def _in_one_parameter(column, items: list, element_type):
     dialect = db.session.get_bind().dialect.name
-    if dialect == "postgresql":
-        return column == any_(bindparam(None, items, type_=ARRAY(element_type)))
-    if dialect == "sqlite":
-        values = json.dumps(items)
-        return column.in_(
-            select(literal_column("value")).select_from(func.json_each(bindparam(None, values)))
-        )
-    return column.in_(items)
+    if dialect not in ("postgresql", "sqlite"):
+        return column.in_(items)
+    return _in_parameter(column, None, element_type, dialect, _parameter_value(items, dialect))
 
 
 def id_in_parameter(column, name: str, dialect: str):
     """`id_in` for a statement built once: the ids come at execution, as parameter
     `name` with the value `ids_value(ids, dialect)`."""
-    if dialect == "postgresql":
-        return column == any_(bindparam(name, type_=ARRAY(Integer())))
-    return column.in_(select(literal_column("value")).select_from(func.json_each(bindparam(name))))
+    return _in_parameter(column, name, Integer(), dialect)
 
 
 def ids_value(ids: Sequence[int], dialect: str):
     """The value of an `id_in_parameter`."""
-    ids = [int(i) for i in ids]
-    return ids if dialect == "postgresql" else json.dumps(ids)
+    return _parameter_value([int(i) for i in ids], dialect)
+
+
+def _in_parameter(column, name: str | None, element_type, dialect: str, *value):
+    """`column` in the items of one parameter: an array on PostgreSQL, JSON on SQLite."""
+    if dialect == "postgresql":
+        return column == any_(bindparam(name, *value, type_=ARRAY(element_type)))
+    return column.in_(
+        select(literal_column("value")).select_from(func.json_each(bindparam(name, *value)))
+    )
+
+
+def _parameter_value(items: list, dialect: str):
+    return items if dialect == "postgresql" else json.dumps(items)
 
 
 # Rows per statement where each row is bound parameters (IN lists, VALUES): far below

@@ -150,7 +150,7 @@ def create_ledger(newsletter: Newsletter) -> int:
         .values(basis_counts=per_basis)
         .execution_options(synchronize_session=False)
     )
-    first_rows = FIRST_ROWS.get(db.session.get_bind().dialect.name)
+    first_rows = FIRST_ROWS.get(_dialect())
     if first_rows is None:
         write_planned(newsletter.id, None)
         return total
@@ -169,8 +169,12 @@ def _default_basis(newsletter: Newsletter) -> str:
     )
 
 
+def _dialect() -> str:
+    return db.session.get_bind().dialect.name
+
+
 def _postgresql() -> bool:
-    return db.session.get_bind().dialect.name == "postgresql"
+    return _dialect() == "postgresql"
 
 
 def _json_list(contact_id, network_id):
@@ -262,7 +266,7 @@ def write_planned(newsletter_id: int, batches: int | None) -> int:
         inserted = (
             db.session.connection()
             .execute(
-                _write_planned_statement(db.session.get_bind().dialect.name, default_basis),
+                _write_planned_statement(_dialect(), default_basis),
                 {"batch_id": batch_id},
             )
             .rowcount
@@ -601,7 +605,7 @@ def mark_sent(*conditions, **values) -> int:
     added to the counters, so a batch's 1,000 rows never travel back to us. Elsewhere
     the rows' UPDATE returns them, and one UPDATE per newsletter concerned follows.
     """
-    dialect = db.session.get_bind().dialect.name
+    dialect = _dialect()
     return _run_mark_sent(_mark_sent_statement(conditions, values, dialect), dialect, {})
 
 
@@ -609,7 +613,7 @@ def mark_rows_sent(row_ids: list[int], sent_at: datetime, provider_message_id: s
     """`mark_sent` of these rows (a 202's), with no error: the statement every batch
     runs, built once per process (building it, and SQLAlchemy's cache key of it, cost
     more CPU than the database's work on 1,000 rows)."""
-    dialect = db.session.get_bind().dialect.name
+    dialect = _dialect()
     return _run_mark_sent(
         _rows_sent_statement(dialect),
         dialect,
