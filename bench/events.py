@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(ROOT))
-from bench.subscribe import SignupBody, signup_form, start_gunicorn  # noqa: E402
+from bench.subscribe import SignupBodies, signup_form, start_gunicorn  # noqa: E402
 
 REQUESTS = int(os.environ.get("BENCH_REQUESTS", 1000))
 CLIENTS = int(os.environ.get("BENCH_CLIENTS", 8))
@@ -76,6 +76,18 @@ def run(path: str, body_for) -> tuple[float, list[float], int]:
     elapsed = time.perf_counter() - started
     timings = [t for ts, _ in collected for t in ts]
     return elapsed, timings, sum(e for _, e in collected)
+
+
+class SignupBody:
+    """Picklable body maker: bench/subscribe.py's signup bodies, made as they are needed."""
+
+    def __init__(self, hidden: dict):
+        self.bodies = SignupBodies(hidden)
+
+    def __call__(self, worker: int, n: int) -> str:
+        if n == 0:
+            self.bodies.prepare(worker, 0)
+        return self.bodies.make()
 
 
 class RegistrationBody:
@@ -178,7 +190,7 @@ def main() -> None:
     )
     event_id = int(setup.stdout.strip().splitlines()[-1])
 
-    server = start_gunicorn("crm:create_app()", PORT, env)
+    server = start_gunicorn("crm:create_app()", PORT, env, ["-w", "2"])
     try:
         connection = http.client.HTTPConnection("127.0.0.1", PORT)
         connection.request("GET", f"/arrangementer/{event_id}")
