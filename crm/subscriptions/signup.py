@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.exc import IntegrityError
 
+from crm.database import insert_committed
 from crm.extensions import db
 from crm.mail.services import InvalidAddress, queue_email
 from crm.members.models import Contact
@@ -54,11 +55,6 @@ class FormAlreadyUsed(Exception):
     """The form token started a signup before; nothing was stored."""
 
 
-# Built once: a plain table INSERT compiles once per process and runs without the ORM's
-# unit of work (the request needs nothing back from it).
-_INSERT_PENDING = PendingSignup.__table__.insert()
-
-
 def start_signup(
     *,
     name: str,
@@ -73,10 +69,10 @@ def start_signup(
     """Store a signup, committed when this returns; nothing else changes yet. `email`
     comes as SubscribeForm's validator normalised it (`normalize_email`).
 
-    The row is the request's only write, so it goes in by one statement that commits
-    itself (a connection of its own in autocommit mode, not the session's transaction):
-    on PostgreSQL one round trip, where BEGIN, INSERT and COMMIT were three that a
-    sync worker sat through. The commit is as durable (`synchronous_commit` as set).
+    The row is the request's only write, so it goes in by one INSERT committed on its
+    own, beside the session (`crm.database.insert_committed`): on PostgreSQL one round
+    trip, where BEGIN, INSERT and COMMIT were three that a sync worker sat through. The
+    commit is as durable as any (`synchronous_commit` as set).
 
     The row holds all its confirmation email needs: a worker job writes and sends that
     email (`queue_confirmations`), so the visitor waits for one INSERT only. The
@@ -100,9 +96,7 @@ def start_signup(
         "form_token": form_token,
     }
     try:
-        with db.engine.connect() as connection:
-            connection.execution_options(isolation_level="AUTOCOMMIT")
-            connection.execute(_INSERT_PENDING, values)
+        insert_committed(db.engine, PendingSignup.__table__, values)
     except IntegrityError as exc:
         if form_token is not None and "form_token" in str(exc.orig):
             raise FormAlreadyUsed from exc
