@@ -369,6 +369,23 @@ def test_an_old_signup_form_token_has_expired(app, client, quick_forms, monkeypa
         assert db.session.scalar(db.select(db.func.count(PendingSignup.id))) == 0
 
 
+def test_a_form_signed_before_the_secret_key_changed_starts_nothing(
+    app, client, quick_forms, monkeypatch
+):
+    # The form tokens' signer is kept per process: it must follow the key it signs with.
+    with app.test_request_context():
+        started = tokens.make_form_token()
+    monkeypatch.setitem(app.config, "SECRET_KEY", "a-new-secret-key")
+    with app.test_request_context():
+        fresh = tokens.make_form_token()
+    old_form = subscribe(client, email="old@example.no", started=started)
+    new_form = subscribe(client, email="new@example.no", started=fresh)
+    assert old_form.get_data() == new_form.get_data()  # the same friendly answer
+    with app.app_context():
+        addresses = db.session.scalars(db.select(PendingSignup.email)).all()
+    assert addresses == ["new@example.no"]
+
+
 def _queued_jobs(app, name: str) -> list[str]:
     from crm.queue import get_queue
     from crm.subscriptions.tasks import wait_for_wakes

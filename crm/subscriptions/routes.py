@@ -114,8 +114,6 @@ def subscribe():
     request.max_content_length = MAX_SIGNUP_BYTES
     topics, wording = topic_rules.public_reference_data()
     form = SubscribeForm()
-    form.topics.choices = topic_choices(topics, _locale())
-
     if request.method == "POST":
         # The version the form showed is what the person agreed to (if it exists).
         shown = form.wording.data or ""
@@ -153,6 +151,8 @@ def subscribe():
         form.started.data = tokens.make_form_token()
         form.topics.data = [models.GENERAL_TOPIC]
     form.wording.data = str(wording.version)
+    # Only a form shown needs its choices (validate_choice is off: the view checks them).
+    form.topics.choices = topic_choices(topics, _locale())
     return _render_public(
         "subscriptions/subscribe.html", form=form, wording=wording, locale=_locale()
     )

@@ -186,19 +186,28 @@ def read_link_token(token: str) -> LinkClaim:
 FORM_MAX_AGE = 24 * 3600  # a signup form older than a day is not submitted by a person
 
 
+class _FormSigner(TimestampSigner, _KeyOnceSigner):
+    """TimestampSigner deriving its key once."""
+
+
+@functools.lru_cache(maxsize=4)
+def _form_signer(secret: str) -> TimestampSigner:
+    # One per secret: every signup posts a token to check, every form shown signs one.
+    return _FormSigner(secret, salt=FORM_SALT)
+
+
 def make_form_token() -> str:
     """The signed moment the signup form was rendered, with a nonce: usable once."""
     value = f"subscribe.{secrets.token_urlsafe(9)}".encode()
-    return TimestampSigner(_secret(), salt=FORM_SALT).sign(value).decode()
+    return _form_signer(_secret()).sign(value).decode()
 
 
 def form_age_seconds(token: str | None) -> float | None:
     """Seconds since the form was rendered, or None for a missing or forged token."""
     if not token or len(token) > MAX_TOKEN_LENGTH:
         return None
-    signer = TimestampSigner(_secret(), salt=FORM_SALT)
     try:
-        value, signed_at = signer.unsign(token, return_timestamp=True)
+        value, signed_at = _form_signer(_secret()).unsign(token, return_timestamp=True)
     except (BadData, ValueError, TypeError):
         return None
     if not value.startswith(b"subscribe.") or len(value) > 40:
