@@ -11,6 +11,7 @@ import threading
 
 import pytest
 from sqlalchemy import delete, func, select, text
+from sqlalchemy.exc import OperationalError
 
 from crm.extensions import db
 from crm.members.models import Contact, Network
@@ -246,6 +247,47 @@ def test_a_deleted_contact_or_newsletter_takes_its_ledger_rows_along(app_ctx, sm
     db.session.commit()
     assert ledger_contacts(mail.id) == []
     assert ledger_contacts(other.id) == contact_ids[1:]
+
+
+def test_writing_the_ledger_holds_back_a_delete_of_its_contacts_but_not_an_edit(
+    app, app_ctx, small_chunks
+):
+    """PostgreSQL: while a fill writes rows, staff can still edit those contacts (and a
+    second newsletter can write rows for them); deleting one waits for the commit."""
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has one writer at a time")
+    contact_ids = bulk_subscribers(7)
+    newsletter = make_newsletter()
+    start(newsletter)  # batch 0 written; 1, 2 and 3 planned
+    planned = sorted(set(contact_ids) - set(ledger_contacts(newsletter.id)))
+    holding, release = threading.Event(), threading.Event()
+
+    def writer():
+        with app.app_context():
+            ledger.write_planned(newsletter.id, None)
+            holding.set()
+            release.wait(10)
+            db.session.commit()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    assert holding.wait(10)
+    try:
+        with db.engine.connect() as other:
+            with other.begin():
+                other.execute(text("SET LOCAL lock_timeout = '1s'"))
+                other.execute(
+                    text("UPDATE contact SET first_name = 'Endret' WHERE id = :id"),
+                    {"id": planned[0]},
+                )
+            with pytest.raises(OperationalError, match="lock timeout"), other.begin():
+                other.execute(text("SET LOCAL lock_timeout = '1s'"))
+                other.execute(text("DELETE FROM contact WHERE id = :id"), {"id": planned[0]})
+    finally:
+        release.set()
+        thread.join(10)
+    assert ledger_contacts(newsletter.id) == sorted(contact_ids)
+    assert db.session.get(Contact, planned[0]).first_name == "Endret"
 
 
 def test_two_writers_at_once_share_the_planned_batches_out(app, app_ctx, small_chunks):

@@ -323,9 +323,11 @@ def _write_planned_statement(dialect: str, default_basis: str):
         )
         # The ledger's key check (it has no foreign keys, see the model): a contact
         # deleted since the audience was fixed is not written; one that exists is
-        # locked, so that a delete waits for this commit, then takes the row along.
+        # locked FOR KEY SHARE (as a foreign key's check would), so that a delete waits
+        # for this commit, then takes the row along, while edits of the contact and
+        # other newsletters' writers go on.
         .join(Contact, Contact.id == rows.c.contact_id)
-        .with_for_update(key_share=True, of=Contact)
+        .with_for_update(read=True, key_share=True, of=Contact)
     )
     return (
         _into_ledger(dialect)
