@@ -24,15 +24,35 @@ KEY = "uq_newsletter_recipient_contact"
 CONTACT_INDEX = "ix_newsletter_recipient_contact_id"
 
 
-def upgrade():
+# SQLite rebuilds the table to change a unique key, and refuses to rename the new copy
+# while the delete triggers of 0034 name the table: they go for the rebuild.
+SQLITE_TRIGGERS = {
+    "newsletter_recipient_gone_with_contact": ("contact", "contact_id"),
+    "newsletter_recipient_gone_with_newsletter": ("newsletter", "newsletter_id"),
+}
+
+
+def _rekey(columns: list[str]) -> None:
+    sqlite = op.get_bind().dialect.name == "sqlite"
+    if sqlite:
+        for trigger in SQLITE_TRIGGERS:
+            op.execute(f"DROP TRIGGER {trigger}")
     with op.batch_alter_table(TABLE) as batch_op:
         batch_op.drop_constraint(KEY, type_="unique")
-        batch_op.create_unique_constraint(KEY, ["contact_id", "newsletter_id"])
+        batch_op.create_unique_constraint(KEY, columns)
+    if sqlite:
+        for trigger, (table, column) in SQLITE_TRIGGERS.items():
+            op.execute(
+                f"CREATE TRIGGER {trigger} AFTER DELETE ON {table} FOR EACH ROW BEGIN "
+                f"DELETE FROM {TABLE} WHERE {column} = OLD.id; END"
+            )
+
+
+def upgrade():
+    _rekey(["contact_id", "newsletter_id"])
     op.drop_index(CONTACT_INDEX, table_name=TABLE)
 
 
 def downgrade():
     op.create_index(CONTACT_INDEX, TABLE, ["contact_id"])
-    with op.batch_alter_table(TABLE) as batch_op:
-        batch_op.drop_constraint(KEY, type_="unique")
-        batch_op.create_unique_constraint(KEY, ["newsletter_id", "contact_id"])
+    _rekey(["newsletter_id", "contact_id"])
