@@ -611,15 +611,30 @@ def mark_sent(*conditions, **values) -> int:
     return _run_mark_sent(_mark_sent_statement(conditions, values, dialect), dialect, {})
 
 
-def mark_rows_sent(row_ids: list[int], sent_at: datetime, provider_message_id: str | None) -> int:
-    """`mark_sent` of these rows (a 202's), with no error: the statement every batch
-    runs, built once per process (building it, and SQLAlchemy's cache key of it, cost
-    more CPU than the database's work on 1,000 rows)."""
+def mark_rows_sent(
+    batch_key: tuple[int, int],
+    row_ids: list[int],
+    sent_at: datetime,
+    provider_message_id: str | None,
+) -> int:
+    """`mark_sent` of these rows (a 202's) of the batch `batch_key` (newsletter id,
+    batch number), with no error: the statement every batch runs, built once per
+    process (building it, and SQLAlchemy's cache key of it, cost more CPU than the
+    database's work on 1,000 rows).
+
+    The batch's key is part of the condition, so the batch's index finds the rows: with
+    the ids alone PostgreSQL chose to read the whole ledger (at the benchmark's 83,000
+    rows, 1,000 look-ups by primary key seemed dearer to it than a scan): 5 ms, against
+    1.2 ms through the batch's index.
+    """
     dialect = _dialect()
+    newsletter_id, batch_number = batch_key
     return _run_mark_sent(
         _rows_sent_statement(dialect),
         dialect,
         {
+            "of_newsletter": newsletter_id,
+            "of_batch": batch_number,
             "row_ids": ids_value(row_ids, dialect),
             "sent_at": sent_at,
             "provider_message_id": provider_message_id,
@@ -631,7 +646,12 @@ def mark_rows_sent(row_ids: list[int], sent_at: datetime, provider_message_id: s
 def _rows_sent_statement(dialect: str):
     R = NewsletterRecipient
     return _mark_sent_statement(
-        (id_in_parameter(R.id, "row_ids", dialect),),
+        (
+            # (Not named for the columns: an UPDATE keeps those names for its SET.)
+            R.newsletter_id == bindparam("of_newsletter", type_=Integer()),
+            R.batch_number == bindparam("of_batch", type_=Integer()),
+            id_in_parameter(R.id, "row_ids", dialect),
+        ),
         {
             "sent_at": bindparam("sent_at", type_=R.sent_at.type),
             "provider_message_id": bindparam(

@@ -182,6 +182,39 @@ def _update_own_batch(batch: NewsletterBatch, owner: str, *conditions, **values)
     return result.rowcount == 1
 
 
+def mark_in_flight(batch: NewsletterBatch, owner: str, started) -> bool:
+    """The batch's request goes out now: in flight since `started`, one attempt more and
+    the lease renewed, only while `owner` holds the lease and the newsletter is sending.
+    Whether it was marked."""
+    result = db.session.connection().execute(
+        _in_flight_statement(),
+        {"batch_id": _id(batch), "owner": owner, "now": started, "until": _lease_until()},
+    )
+    return result.rowcount == 1
+
+
+@functools.cache
+def _in_flight_statement():
+    """Built once per process with its values bound at execution (as the claim), and
+    run as a plain UPDATE on the connection: one per batch."""
+    B = NewsletterBatch
+    now = bindparam("now", type_=B.updated_at.type)
+    return (
+        update(B)
+        .where(
+            B.id == bindparam("batch_id", type_=Integer()),
+            B.lease_owner == bindparam("owner", type_=B.lease_owner.type),
+            _newsletter_sending(B.newsletter_id),
+        )
+        .values(
+            in_flight_since=now,
+            attempts=B.attempts + 1,
+            lease_expires_at=bindparam("until", type_=B.lease_expires_at.type),
+            updated_at=now,
+        )
+    )
+
+
 def extend_lease(batch: NewsletterBatch, owner: str, seconds: float = 0) -> bool:
     until = _lease_until() + timedelta(seconds=seconds)
     return _update_own_batch(batch, owner, lease_expires_at=until)
@@ -491,12 +524,20 @@ def _finish_newsletter_if_done(newsletter_id: int) -> Step:
 def _reload(batch: NewsletterBatch) -> Newsletter:
     """The batch and its newsletter as they are now, in one query; the newsletter."""
     _batch, newsletter = db.session.execute(
-        select(NewsletterBatch, Newsletter)
-        .join(Newsletter, Newsletter.id == NewsletterBatch.newsletter_id)
-        .where(NewsletterBatch.id == _id(batch)),
+        _reload_statement(),
+        {"batch_id": _id(batch)},
         execution_options={"populate_existing": True},
     ).one()
     return newsletter
+
+
+@functools.cache
+def _reload_statement():
+    return (
+        select(NewsletterBatch, Newsletter)
+        .join(Newsletter, Newsletter.id == NewsletterBatch.newsletter_id)
+        .where(NewsletterBatch.id == bindparam("batch_id", type_=Integer()))
+    )
 
 
 def attempt(batch: NewsletterBatch, owner: str, limiter: RateLimiter) -> Step:
@@ -568,14 +609,9 @@ def attempt(batch: NewsletterBatch, owner: str, limiter: RateLimiter) -> Step:
         db.session.commit()
         return Wait(wait, "rate-limited")
     started = utcnow()
-    in_flight = _update_own_batch(
-        batch,
-        owner,
-        _newsletter_sending(NewsletterBatch.newsletter_id),
-        in_flight_since=started,
-        attempts=NewsletterBatch.attempts + 1,
-        lease_expires_at=_lease_until(),
-    )
+    in_flight = mark_in_flight(batch, owner, started)
+    # Which rows are the batch's: read before the commit expires the batch.
+    batch_key = (batch.newsletter_id, batch.number)
     db.session.commit()
     if not in_flight:
         release(batch, owner)
@@ -595,20 +631,22 @@ def attempt(batch: NewsletterBatch, owner: str, limiter: RateLimiter) -> Step:
         return Done("paused")
     except (PermanentSendError, ValueError) as exc:
         return _refused(batch, owner, rows, exc)
-    _record_sent_persistently(batch, rows, provider_id)
+    _record_sent_persistently(batch, batch_key, rows, provider_id)
     return _finish_newsletter_if_done(_id(newsletter))
 
 
 RECORD_TRIES = 5
 
 
-def _record_sent_persistently(batch, rows: list[Row], provider_id: str | None) -> None:
+def _record_sent_persistently(
+    batch, batch_key: tuple[int, int], rows: list[Row], provider_id: str | None
+) -> None:
     """The provider has them: try hard to write that down (a busy database, a dropped
     connection). Should it still fail, the in-flight mark stays and the webhook's
     events settle the batch (the ambiguous path) instead of a blind resend."""
     for attempt_number in range(1, RECORD_TRIES + 1):
         try:
-            _record_sent(batch, rows, provider_id)
+            _record_sent(batch, batch_key, rows, provider_id)
             return
         except DBAPIError:
             db.session.rollback()
@@ -618,7 +656,9 @@ def _record_sent_persistently(batch, rows: list[Row], provider_id: str | None) -
             time.sleep(attempt_number)
 
 
-def _record_sent(batch: NewsletterBatch, rows: list[Row], provider_id: str | None) -> None:
+def _record_sent(
+    batch: NewsletterBatch, batch_key: tuple[int, int], rows: list[Row], provider_id: str | None
+) -> None:
     """The 202: the request's rows are sent, with the X-Message-Id, in one transaction,
     and the batch (settled: its other rows were skipped or failed before) is released.
 
@@ -627,7 +667,7 @@ def _record_sent(batch: NewsletterBatch, rows: list[Row], provider_id: str | Non
     """
     now = utcnow()
     provider_id = (provider_id or "")[:100] or None
-    ledger.mark_rows_sent([r.id for r in rows], now, provider_id)
+    ledger.mark_rows_sent(batch_key, [r.id for r in rows], now, provider_id)
     ledger.refresh_batch(
         _id(batch),
         lease_owner=None,
