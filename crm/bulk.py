@@ -70,6 +70,20 @@ def id_in_parameter(column, name: str, dialect: str):
     return _in_parameter(column, name, Integer(), dialect)
 
 
+def id_join_parameter(column, name: str, dialect: str):
+    """`id_in_parameter` for a statement that also narrows the rows by an index of its
+    own (a batch's rows, say). On PostgreSQL the ids are a table joined to `column`
+    (`unnest(:name)`), which it hashes: a prepared statement's generic plan checks
+    `= ANY(:name)` by reading the whole array for every row the index finds (1,000 ×
+    1,000 comparisons for a batch, 2.5–17 ms against 1.5 ms joined)."""
+    if dialect != "postgresql":
+        return id_in_parameter(column, name, dialect)
+    ids = select(
+        func.unnest(bindparam(name, type_=ARRAY(Integer())), type_=Integer()).label("id")
+    ).subquery(f"{name}_given")
+    return column == ids.c.id
+
+
 def ids_value(ids: Sequence[int], dialect: str):
     """The value of an `id_in_parameter`."""
     return _parameter_value([int(i) for i in ids], dialect)
