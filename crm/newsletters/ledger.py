@@ -29,6 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from crm.bulk import given_rows, id_join_parameter, ids_value
+from crm.database import run_core
 from crm.extensions import db
 from crm.members.models import Contact, Network
 from crm.newsletters import audience, compose
@@ -424,7 +425,7 @@ def refresh_batch(batch_id: int, **values) -> None:
     more for every batch sent), built once per set of `values` given.
     """
     params = {f"set_{name}": value for name, value in values.items()}
-    db.session.execute(
+    run_core(
         _refresh_statement(tuple(sorted(values))),
         {"batch_id": batch_id, "now": utcnow(), **params},
     )
@@ -486,9 +487,7 @@ def finish_if_done(newsletter_id: int) -> bool:
     ever becomes pending again. So the question costs a look at the pending batches'
     rows, not at all 100,000 (no index holds `state`: see the model).
     """
-    result = db.session.execute(
-        _finish_statement(), {"newsletter_id": newsletter_id, "now": utcnow()}
-    )
+    result = run_core(_finish_statement(), {"newsletter_id": newsletter_id, "now": utcnow()})
     return result.rowcount == 1
 
 
@@ -697,13 +696,10 @@ def _mark_sent_statement(conditions, values: dict, dialect: str):
 
 
 def _run_mark_sent(statement, dialect: str, params: dict) -> int:
-    options = {"synchronize_session": False}
     if dialect == "postgresql":
-        added = db.session.execute(
-            statement, {**params, "now": utcnow()}, execution_options=options
-        ).all()
+        added = run_core(statement, {**params, "now": utcnow()}).all()
         return sum(number for (number,) in added)
-    marked = db.session.execute(statement, params, execution_options=options).all()
+    marked = run_core(statement, params).all()
     added: dict[int, dict[str, int]] = {}
     for newsletter_id, *row_stamps in marked:
         counts = added.setdefault(newsletter_id, {"sent_count": 0})

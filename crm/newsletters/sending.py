@@ -43,6 +43,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import aliased
 
 from crm.bulk import id_in
+from crm.database import run_core
 from crm.extensions import db
 from crm.mail.backends import (
     ConfigurationError,
@@ -186,7 +187,7 @@ def mark_in_flight(batch: NewsletterBatch, owner: str, started) -> bool:
     """The batch's request goes out now: in flight since `started`, one attempt more and
     the lease renewed, only while `owner` holds the lease and the newsletter is sending.
     Whether it was marked."""
-    result = db.session.connection().execute(
+    result = run_core(
         _in_flight_statement(),
         {"batch_id": _id(batch), "owner": owner, "now": started, "until": _lease_until()},
     )
@@ -258,14 +259,14 @@ def batch_rows(batch: NewsletterBatch, *conditions) -> list[Row]:
     """The batch's ledger rows with their contacts' addresses, names and link token
     versions, in id order."""
     statement = _rows_statement(*ledger.in_batch(batch), *conditions)
-    return [Row(*values) for values in db.session.execute(statement)]
+    return [Row(*values) for values in run_core(statement)]
 
 
 def pending_rows(batch: NewsletterBatch, newsletter: Newsletter) -> list[Row]:
     """The batch's pending rows, each with whether the audience rule (consent,
     suppression, erasure, …) still lets them have the newsletter, in one query."""
     statement = _pending_rows_statement(audience.Audience.of(newsletter))
-    result = db.session.execute(
+    result = run_core(
         statement, {"newsletter_id": batch.newsletter_id, "batch_number": batch.number}
     )
     return [Row(*values) for values in result]
