@@ -230,6 +230,9 @@ def run_worker():
     """Run a real RQ worker process in burst mode until the queues are empty."""
 
     def run(timeout: float = 120, extra_env: dict | None = None) -> subprocess.CompletedProcess:
+        from crm.subscriptions.tasks import wait_for_wakes
+
+        wait_for_wakes()  # the signups' wake-ups are in Redis before the worker looks
         env = dict(os.environ, **(extra_env or {}))
         result = subprocess.run(
             [sys.executable, str(ROOT / "worker.py"), "--burst"],

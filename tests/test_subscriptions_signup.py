@@ -436,6 +436,33 @@ def test_one_queued_run_covers_every_signup_until_it_starts(app, client, quick_f
     ]
 
 
+def test_signups_close_together_share_one_wake_up_sent_at_once_for_whoever_waits(
+    app, client, quick_forms, monkeypatch
+):
+    import time
+
+    import redis
+
+    from crm.subscriptions import tasks
+
+    commands = []
+    real_set = redis.Redis.set
+
+    def counting_set(self, name, *args, **kwargs):
+        commands.append(name)
+        return real_set(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(redis.Redis, "set", counting_set)
+    monkeypatch.setattr(tasks, "WAKE_LINGER_SECONDS", 30.0)
+    for n in range(3):
+        subscribe(client, email=f"close{n}@example.no", ip=f"198.51.100.{n + 1}")
+    started = time.monotonic()
+    assert tasks.wait_for_wakes()
+    assert time.monotonic() - started < 5  # not the 30 s linger
+    assert commands == [tasks.CONFIRMATIONS_DUE]  # one command for the three
+    assert len(_queued_jobs(app, "send_confirmations")) == 1
+
+
 def test_a_signup_whose_wake_up_was_lost_still_gets_its_email(
     app, client, run_worker, outbox, quick_forms
 ):

@@ -4,7 +4,6 @@ import atexit
 import logging
 import os
 import threading
-import time
 from datetime import timedelta
 
 from flask import Flask, current_app
@@ -24,8 +23,12 @@ CONFIRMATIONS_DUE = "klynge:subscriptions:confirmations-due"
 # Bounds how long a lost wake-up (a job deleted from Redis) can hold the key.
 CONFIRMATIONS_DUE_SECONDS = 300
 CONFIRMATION_BATCH = 200
-# How long the waker thread waits for more signups before it sends the wake-up.
-WAKE_LINGER_SECONDS = 0.01
+# How long the waker thread waits for more signups before it sends the wake-up: under
+# load a web process sends at most ten a second (each is a thread switch and a Redis
+# round trip: at 10 ms they cost 0.08 ms of CPU per signup under gunicorn, 6 %), and a
+# signup's confirmation email is queued at most this much later. Cut short for whoever
+# waits for it (`wait_for_wakes`: tests, a process stopping).
+WAKE_LINGER_SECONDS = 0.1
 # The worker hook's fallback: signups this old without their email get a run anyway.
 STRAY_SIGNUP_AGE = timedelta(seconds=60)
 
@@ -91,6 +94,8 @@ class _Waker:
         self._requested = self._served = 0
         self._thread: threading.Thread | None = None
         self._app: Flask | None = None
+        # Set by `wait`: the wake-ups owed are sent without lingering.
+        self._hurry = threading.Event()
 
     def poke(self, app: Flask) -> None:
         with self._lock:
@@ -104,6 +109,10 @@ class _Waker:
     def wait(self, timeout: float) -> bool:
         with self._lock:
             target = self._requested
+            if self._served >= target:
+                return True
+        self._hurry.set()
+        with self._lock:
             return self._lock.wait_for(lambda: self._served >= target, timeout)
 
     def _run(self) -> None:
@@ -111,7 +120,11 @@ class _Waker:
             with self._lock:
                 self._lock.wait_for(lambda: self._served < self._requested)
             # Signups arriving meanwhile share the command (their emails wait as long).
-            time.sleep(WAKE_LINGER_SECONDS)
+            # Pokes do not wake this wait: only `wait` does, or the time running out.
+            self._hurry.wait(WAKE_LINGER_SECONDS)
+            # Cleared before the count is read: a `wait` that set it later counted
+            # after this command's count (and is served by the next, at once).
+            self._hurry.clear()
             with self._lock:
                 target, app = self._requested, self._app
             try:
