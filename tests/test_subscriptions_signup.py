@@ -493,10 +493,20 @@ def test_a_signup_stands_when_redis_is_away_and_the_hook_wakes_the_job_later(
     from datetime import timedelta
 
     import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
 
     from crm.subscriptions import tasks
 
-    away = redis.Redis(host="127.0.0.1", port=1, socket_timeout=0.5, socket_connect_timeout=0.5)
+    # No retries: redis-py's default (10, with backoff) spends a random 0–5 s on each
+    # command, and then the wake-up outlasts `wait_for_wakes` now and then.
+    away = redis.Redis(
+        host="127.0.0.1",
+        port=1,
+        socket_timeout=0.5,
+        socket_connect_timeout=0.5,
+        retry=Retry(NoBackoff(), 0),
+    )
     monkeypatch.setattr(tasks, "get_redis", lambda: away)
     warnings = []
     monkeypatch.setattr(tasks.log, "warning", lambda message, **_: warnings.append(message))
