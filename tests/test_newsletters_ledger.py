@@ -5,6 +5,7 @@ first FIRST_ROWS rows are written then, the rest by the `fill_ledger` job, or by
 reconciler if that job was lost. Lowered here so a few subscribers make many batches.
 """
 
+import contextlib
 import email
 import email.policy
 import threading
@@ -249,6 +250,30 @@ def test_a_deleted_contact_or_newsletter_takes_its_ledger_rows_along(app_ctx, sm
     assert ledger_contacts(other.id) == contact_ids[1:]
 
 
+@contextlib.contextmanager
+def uncommitted_fill(app, newsletter_id: int, batches: int | None):
+    """`ledger.write_planned` in another thread, its transaction held open (its locks
+    held) while the block runs, committed after it; yields the batches it took."""
+    holding, release = threading.Event(), threading.Event()
+    taken = []
+
+    def writer():
+        with app.app_context():
+            taken.append(ledger.write_planned(newsletter_id, batches))
+            holding.set()
+            release.wait(10)
+            db.session.commit()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    assert holding.wait(10)
+    try:
+        yield taken[0]
+    finally:
+        release.set()
+        thread.join(10)
+
+
 def test_writing_the_ledger_holds_back_a_delete_of_its_contacts_but_not_an_edit(
     app, app_ctx, small_chunks
 ):
@@ -260,32 +285,16 @@ def test_writing_the_ledger_holds_back_a_delete_of_its_contacts_but_not_an_edit(
     newsletter = make_newsletter()
     start(newsletter)  # batch 0 written; 1, 2 and 3 planned
     planned = sorted(set(contact_ids) - set(ledger_contacts(newsletter.id)))
-    holding, release = threading.Event(), threading.Event()
-
-    def writer():
-        with app.app_context():
-            ledger.write_planned(newsletter.id, None)
-            holding.set()
-            release.wait(10)
-            db.session.commit()
-
-    thread = threading.Thread(target=writer)
-    thread.start()
-    assert holding.wait(10)
-    try:
-        with db.engine.connect() as other:
-            with other.begin():
-                other.execute(text("SET LOCAL lock_timeout = '1s'"))
-                other.execute(
-                    text("UPDATE contact SET first_name = 'Endret' WHERE id = :id"),
-                    {"id": planned[0]},
-                )
-            with pytest.raises(OperationalError, match="lock timeout"), other.begin():
-                other.execute(text("SET LOCAL lock_timeout = '1s'"))
-                other.execute(text("DELETE FROM contact WHERE id = :id"), {"id": planned[0]})
-    finally:
-        release.set()
-        thread.join(10)
+    with uncommitted_fill(app, newsletter.id, None), db.engine.connect() as other:
+        with other.begin():
+            other.execute(text("SET LOCAL lock_timeout = '1s'"))
+            other.execute(
+                text("UPDATE contact SET first_name = 'Endret' WHERE id = :id"),
+                {"id": planned[0]},
+            )
+        with pytest.raises(OperationalError, match="lock timeout"), other.begin():
+            other.execute(text("SET LOCAL lock_timeout = '1s'"))
+            other.execute(text("DELETE FROM contact WHERE id = :id"), {"id": planned[0]})
     assert ledger_contacts(newsletter.id) == sorted(contact_ids)
     assert db.session.get(Contact, planned[0]).first_name == "Endret"
 
@@ -298,28 +307,12 @@ def test_two_writers_at_once_share_the_planned_batches_out(app, app_ctx, small_c
     contact_ids = bulk_subscribers(7)
     newsletter = make_newsletter()
     start(newsletter)  # batch 0 written; 1, 2 and 3 planned
-    holding, release = threading.Event(), threading.Event()
-    taken = []
-
-    def first_writer():
-        with app.app_context():
-            taken.append(ledger.write_planned(newsletter.id, 1))  # locks batch 1
-            holding.set()
-            release.wait(10)
-            db.session.commit()
-
-    thread = threading.Thread(target=first_writer)
-    thread.start()
-    assert holding.wait(10)
-    try:
+    with uncommitted_fill(app, newsletter.id, 1) as taken:  # locks batch 1
         # Waiting for the first writer's lock would be an error here, not a delay.
         db.session.execute(text("SET LOCAL lock_timeout = '2s'"))
         assert ledger.write_planned(newsletter.id, None) == 2  # batches 2 and 3
         db.session.commit()
-    finally:
-        release.set()
-        thread.join(10)
-    assert taken == [1]
+    assert taken == 1
     assert [state for _n, state, _s in batch_states(newsletter.id)] == ["pending"] * 4
     assert ledger_contacts(newsletter.id) == sorted(contact_ids)
     assert ledger.write_planned(newsletter.id, None) == 0
