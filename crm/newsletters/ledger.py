@@ -262,16 +262,11 @@ def write_planned(newsletter_id: int, batches: int | None) -> int:
     default_basis = _default_basis(db.session.get(Newsletter, newsletter_id))
     written = []
     for batch_id in chosen:
-        # On the connection: given parameters, the session would take an INSERT for an
-        # ORM bulk insert of those rows.
-        inserted = (
-            db.session.connection()
-            .execute(
-                _write_planned_statement(_dialect(), default_basis),
-                {"batch_id": batch_id},
-            )
-            .rowcount
-        )
+        # As Core (`run_core`): given parameters, the session would take an INSERT for
+        # an ORM bulk insert of those rows.
+        inserted = run_core(
+            _write_planned_statement(_dialect(), default_basis), {"batch_id": batch_id}
+        ).rowcount
         job_id = batch_job_id(newsletter_id, batch_id, 1)
         became_pending = db.session.execute(
             update(B)
