@@ -1,10 +1,13 @@
 """Requests/s and latency of POST /subscribe under gunicorn, against a bare Flask endpoint.
 
-Both servers run under the same gunicorn configuration on 127.0.0.1, loaded in turn by
-the same client (CLIENTS processes, a new connection per request) for SECONDS each, the
-bare endpoint right before the signup so both see the same minute of the machine. Two
-configurations, each printed: `sync` (2 sync workers, the figure of earlier runs) and
-`gthread` (2 workers x 4 threads, what `crm serve`
+Both servers run under the same gunicorn configuration on 127.0.0.1, side by side, and
+the same client (CLIENTS processes, a new connection per request) loads them in turn, in
+alternating slices of SLICE seconds (bare first), SECONDS in all for each: both endpoints
+see the same minutes of the machine, whose speed drifts by a third from one minute to
+the next (until 2026-12-07 each had one block of SECONDS, the bare endpoint's first; its
+rate swung 1,100-3,800 requests/s between runs minutes apart). The server not being
+loaded sits idle. Two configurations, each printed: `sync` (2 sync workers, the figure
+of earlier runs) and `gthread` (2 workers x 4 threads, what `crm serve`
 runs: crm/cli.py `_gunicorn`). Each on SQLite and on PostgreSQL (BENCH_PG_URL, a database
 for the bench only: its schema is dropped and made anew; skipped when PostgreSQL does not
 answer); BENCH_DATABASE_URL measures that one database only.
@@ -26,8 +29,8 @@ token signed by itsdangerous as the form does), then all of them start together.
 then each body was signed and urlencoded inside the timed loop, 0.1-0.15 ms of the
 load processes' CPU per signup taken from the same two cores as the server measured;
 a visitor's browser does that work, not our server. Each token still starts one signup
-only. The clock of both endpoints now starts once every load process is ready (it
-started before they were forked), and the bare endpoint's loop is the same as before.
+only. A request counts for the slice it started in; the one under way when a slice ends
+finishes first (a few ms of a slice of a second, either way).
 
     .venv/bin/python bench/subscribe.py
     BENCH_SECONDS=8 BENCH_CONFIGS=gthread .venv/bin/python bench/subscribe.py
@@ -58,6 +61,8 @@ from search import ensure_pg_database, percentile  # noqa: E402
 BIN = Path(sys.executable).parent
 SECONDS = float(os.environ.get("BENCH_SECONDS", 10))
 CLIENTS = int(os.environ.get("BENCH_CLIENTS", 4))
+# Length of each slice of load on one endpoint; the endpoints alternate (see above).
+SLICE = float(os.environ.get("BENCH_SLICE", 1.0))
 # Each round measures every database and configuration once more, in the same order;
 # with more than one the medians are printed too (the machine drifts between minutes).
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", 1))
@@ -117,31 +122,53 @@ def process_tree_cpu(pid: int) -> float:
     return total
 
 
-def load(port: int, path: str, make_bodies, seconds: float, worker: int, ready, go, results):
+@dataclass
+class Endpoint:
+    port: int
+    path: str
+    make_bodies: object  # picklable: worker number -> an object with next()
+
+
+@dataclass
+class Tally:
+    """One load process's count of one endpoint."""
+
+    done: int = 0
+    errors: int = 0
+    cpu: float = 0.0
+    latencies: list | None = None
+
+
+def load(endpoints: list[Endpoint], seconds: float, worker: int, ready, go, start, results):
     # Everything a request sends is made before the clock starts (see the docstring).
-    bodies = make_bodies(worker)
+    bodies = [e.make_bodies(worker) for e in endpoints]
+    tallies = [Tally(latencies=[]) for _ in endpoints]
     ready.put(worker)
     go.wait()
-    done = errors = 0
-    latencies = []
-    cpu = time.process_time()
-    deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
-        body = bodies.next()
-        started = time.perf_counter()
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        headers = {"Content-Type": "application/x-www-form-urlencoded"} if body else {}
-        connection.request("POST", path, body=body, headers=headers)
-        response = connection.getresponse()
-        response.read()
-        connection.close()
-        latencies.append(time.perf_counter() - started)
-        # The signup answers 303 to its "check your inbox" page (post/redirect/get).
-        if response.status in (200, 303):
-            done += 1
-        else:
-            errors += 1
-    results.put((done, errors, latencies, time.process_time() - cpu))
+    slices = max(1, round(seconds / SLICE))
+    for number in range(slices * len(endpoints)):
+        which = number % len(endpoints)
+        endpoint, tally, made = endpoints[which], tallies[which], bodies[which]
+        # All load processes share the start (time.monotonic is the system's clock).
+        deadline = start.value + (number + 1) * seconds / slices
+        cpu = time.process_time()
+        while time.monotonic() < deadline:
+            body = made.next()
+            started = time.perf_counter()
+            connection = http.client.HTTPConnection("127.0.0.1", endpoint.port, timeout=10)
+            headers = {"Content-Type": "application/x-www-form-urlencoded"} if body else {}
+            connection.request("POST", endpoint.path, body=body, headers=headers)
+            response = connection.getresponse()
+            response.read()
+            connection.close()
+            tally.latencies.append(time.perf_counter() - started)
+            # The signup answers 303 to its "check your inbox" page (post/redirect/get).
+            if response.status in (200, 303):
+                tally.done += 1
+            else:
+                tally.errors += 1
+        tally.cpu += time.process_time() - cpu
+    results.put(tallies)
 
 
 @dataclass
@@ -166,11 +193,14 @@ class Figures:
         )
 
 
-def measure(server: subprocess.Popen, port: int, path: str, make_bodies, url: str) -> Figures:
+def measure(servers: list[subprocess.Popen], endpoints: list[Endpoint], url: str) -> list[Figures]:
+    """Load `endpoints` in alternating slices, SECONDS each in all; one Figures each
+    (servers[i] serves endpoints[i])."""
     ready, go, results = multiprocessing.Queue(), multiprocessing.Event(), multiprocessing.Queue()
+    start = multiprocessing.Value("d", 0.0)
     workers = [
         multiprocessing.Process(
-            target=load, args=(port, path, make_bodies, SECONDS, i, ready, go, results)
+            target=load, args=(endpoints, SECONDS, i, ready, go, start, results)
         )
         for i in range(CLIENTS)
     ]
@@ -178,29 +208,34 @@ def measure(server: subprocess.Popen, port: int, path: str, make_bodies, url: st
         w.start()
     for _ in workers:
         ready.get()
-    server_cpu = process_tree_cpu(server.pid)
+    server_cpu = [process_tree_cpu(s.pid) for s in servers]
     database_cpu = database_backends_cpu(url)
-    started = time.perf_counter()
+    start.value = time.monotonic()
     go.set()
     totals = [results.get() for _ in workers]
     for w in workers:
         w.join()
-    elapsed = time.perf_counter() - started
-    server_cpu = process_tree_cpu(server.pid) - server_cpu
-    latencies = [x * 1000 for _, _, run, _ in totals for x in run]
-    requests = max(1, sum(d + e for d, e, _, _ in totals))
-    database_ms = None
-    if database_cpu is not None:
-        database_ms = (database_backends_cpu(url) - database_cpu) / requests * 1000
-    return Figures(
-        rate=sum(d for d, _, _, _ in totals) / elapsed,
-        errors=sum(e for _, e, _, _ in totals),
-        p50_ms=percentile(latencies, 50),
-        p95_ms=percentile(latencies, 95),
-        server_cpu_ms=server_cpu / requests * 1000,
-        client_cpu_ms=sum(c for _, _, _, c in totals) / requests * 1000,
-        database_cpu_ms=database_ms,
-    )
+    figures = []
+    for index, server in enumerate(servers):
+        tallies = [t[index] for t in totals]
+        requests = max(1, sum(t.done + t.errors for t in tallies))
+        latencies = [x * 1000 for t in tallies for x in t.latencies]
+        database_ms = None
+        if database_cpu is not None and endpoints[index].path != "/":
+            # Only the signup uses the database.
+            database_ms = (database_backends_cpu(url) - database_cpu) / requests * 1000
+        figures.append(
+            Figures(
+                rate=sum(t.done for t in tallies) / SECONDS,
+                errors=sum(t.errors for t in tallies),
+                p50_ms=percentile(latencies, 50),
+                p95_ms=percentile(latencies, 95),
+                server_cpu_ms=(process_tree_cpu(server.pid) - server_cpu[index]) / requests * 1000,
+                client_cpu_ms=sum(t.cpu for t in tallies) / requests * 1000,
+                database_cpu_ms=database_ms,
+            )
+        )
+    return figures
 
 
 def database_backends_cpu(url: str) -> float | None:
@@ -329,19 +364,20 @@ def run(config: str, url: str, base_env: dict) -> tuple[Figures, Figures]:
     env = dict(base_env, DATABASE_URL=url)
     fresh_database(url, env)
     options = CONFIGS[config]
-    server = start_gunicorn("bench.bare_app:app", 5301, env, options)
+    servers = []
     try:
-        bare = measure(server, 5301, "/", NoBodies(), url)
-    finally:
-        server.terminate()
-        server.wait()
-    app = start_gunicorn("crm:create_app()", 5302, env, options)
-    try:
+        servers.append(start_gunicorn("bench.bare_app:app", 5301, env, options))
+        servers.append(start_gunicorn("crm:create_app()", 5302, env, options))
         hidden = signup_form(5302)
-        signup = measure(app, 5302, "/subscribe", SignupBodies(hidden), url)
+        bare, signup = measure(
+            servers,
+            [Endpoint(5301, "/", NoBodies()), Endpoint(5302, "/subscribe", SignupBodies(hidden))],
+            url,
+        )
     finally:
-        app.terminate()
-        app.wait()
+        for server in servers:
+            server.terminate()
+            server.wait()
     return bare, signup
 
 
@@ -356,7 +392,7 @@ def main() -> None:
     configs = os.environ.get("BENCH_CONFIGS", "sync,gthread").split(",")
     print(
         f"load average at the start: {os.getloadavg()[0]:.2f}; "
-        f"{CLIENTS} clients, {SECONDS:g} s each"
+        f"{CLIENTS} clients, {SECONDS:g} s each in slices of {SLICE:g} s"
     )
     rows = []
     urls = databases()
