@@ -2,9 +2,10 @@
 
 from datetime import date, datetime
 from decimal import Decimal
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
+import flask
 from babel import Locale, support
 from babel.numbers import format_decimal
 from flask import Blueprint, has_request_context, redirect, request, session, url_for
@@ -99,17 +100,23 @@ def _wtforms_translations(locale: str) -> support.Translations:
     return support.Translations.load(messages_path(), [locale], domain="wtforms")
 
 
-def _share_wtforms_translations() -> None:
-    # Flask-WTF reads WTForms' own catalog (its "This field is required." and others) from
-    # disk again on every request that builds a form; it looks in this request attribute
-    # first, so one catalog per language is parsed once per process.
-    if request.endpoint != "static":
-        request.wtforms_translations = _wtforms_translations(str(get_locale() or "nb"))
+class Request(flask.Request):
+    """The app's request: WTForms' catalog for the request's language, looked up when a
+    form first asks for it."""
+
+    @cached_property
+    def wtforms_translations(self) -> support.Translations:
+        # Flask-WTF reads WTForms' own catalog (its "This field is required." and others)
+        # from disk again on every request that builds a form; it looks in this attribute
+        # first, so one catalog per language is parsed once per process. Looked up here,
+        # not before every request: most requests (a signup, a page without a form) never
+        # ask.
+        return _wtforms_translations(str(get_locale() or "nb"))
 
 
 def init_app(app) -> None:
     app.register_blueprint(bp)
-    app.before_request(_share_wtforms_translations)
+    app.request_class = Request
     app.jinja_env.filters.update(
         date=format_date,
         datetime=format_datetime,
