@@ -49,10 +49,7 @@ def init_app(app) -> None:
     login_manager.user_loader(load_user)
     with app.app_context():
         _ping_idle_connections(db.engine)
-
-    @app.teardown_appcontext
-    def _remove_session(exc):
-        db.session.remove()
+    # Flask-SQLAlchemy removes the session at the end of every app context itself.
 
 
 def _ping_idle_connections(engine: Engine) -> None:
@@ -99,7 +96,12 @@ def insert_committed(engine: Engine, table: Table, values: dict) -> None:
     connection = engine.raw_connection()
     driver, cursor = connection.driver_connection, None
     try:
-        cursor = connection.cursor()
+        # One cursor per connection for these INSERTs, kept while the connection lives
+        # (`info` goes with it): psycopg builds a cursor's adapters anew each time, and
+        # keeps the prepared statement's adaptation for a cursor that runs the same SQL.
+        cursor = connection.info.get(_INSERT_CURSOR)
+        if cursor is None:
+            cursor = connection.info[_INSERT_CURSOR] = connection.cursor()
         if dialect.name == "postgresql":
             driver.autocommit = True
             try:
@@ -126,6 +128,7 @@ def insert_committed(engine: Engine, table: Table, values: dict) -> None:
         connection.close()  # back to the pool, which rolls back whatever is left
 
 
+_INSERT_CURSOR = "crm.insert_committed.cursor"
 _Processors = tuple[tuple[str, Callable | None], ...]
 _insert_statements: dict[tuple[str, str, tuple[str, ...]], tuple[str, _Processors]] = {}
 
