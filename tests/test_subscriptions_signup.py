@@ -241,6 +241,25 @@ def test_form_errors_are_shown_and_nothing_is_sent(app, client, quick_forms):
         assert db.session.scalar(db.select(db.func.count(PendingSignup.id))) == 0
 
 
+def test_each_signup_in_a_row_is_checked_and_shown_on_its_own(app, client, quick_forms):
+    # One after another, as one server thread takes them: nothing of the signup before
+    # (its values, its errors, its acceptance) shows in the next one's answer or row.
+    assert "Sjekk innboksen din" in subscribe(client, "Kari Nordmann", "kari@example.no").get_data(
+        as_text=True
+    )
+    body = subscribe(client, "Ola Hansen", "ola@example.no", consent="").get_data(as_text=True)
+    assert "Kryss av for å bekrefte samtykket." in body
+    assert 'value="Ola Hansen"' in body and "Kari" not in body
+    body = subscribe(client, "", "per@example.no").get_data(as_text=True)
+    assert "Skriv inn navnet ditt." in body and "Kryss av" not in body
+    assert "Sjekk innboksen din" in subscribe(client, "Per Olsen", "per@example.no").get_data(
+        as_text=True
+    )
+    with app.app_context():
+        rows = db.session.execute(db.select(PendingSignup.email, PendingSignup.first_name))
+        assert sorted(rows) == [("kari@example.no", "Kari"), ("per@example.no", "Per")]
+
+
 def test_the_wording_shown_is_the_wording_stored(app, client, quick_forms):
     with app.app_context():
         topics.current_wording()

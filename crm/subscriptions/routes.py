@@ -47,6 +47,7 @@ from crm.subscriptions.forms import (
     StaffConsentForm,
     StaffWithdrawForm,
     SubscribeForm,
+    submitted_signup,
     topic_choices,
 )
 from crm.urls import MAX_ID
@@ -113,18 +114,14 @@ def _chosen_topics(form, topics) -> list:
 def subscribe():
     request.max_content_length = MAX_SIGNUP_BYTES
     topics, wording = topic_rules.public_reference_data()
-    form = SubscribeForm()
     if request.method == "POST":
+        form = submitted_signup()
         # The version the form showed is what the person agreed to (if it exists).
         shown = form.wording.data or ""
         if re.fullmatch(r"[0-9]{1,8}", shown) and int(shown) != wording.version:
             wording = topic_rules.wording_by_version(int(shown)) or wording
         chosen = _chosen_topics(form, topics)
-        valid = form.validate()
-        if valid and not chosen:
-            form.topics.errors = [_("Choose at least one topic.")]
-            valid = False
-        if valid:
+        if form.validate() and chosen:
             # Bots get the same friendly answer as people, and nothing happens.
             if not _signup_looks_automated(form) and _address_allowed(form.email.data):
                 try:
@@ -145,9 +142,14 @@ def subscribe():
                     tasks.wake_confirmations()
             # Post/redirect/get: reloading the answer page must not sign up (and mail) again.
             return redirect(url_for("subscriptions.subscribe", sent="1", **public_args()), 303)
+        # Shown again with its errors: a form of its own (see `submitted_signup`).
+        form = SubscribeForm()
+        if form.validate():  # all but the topics
+            form.topics.errors = [_("Choose at least one topic.")]
     elif request.args.get("sent") == "1":
         return _render_public("subscriptions/check_inbox.html")
     else:
+        form = SubscribeForm()
         form.started.data = tokens.make_form_token()
         form.topics.data = [models.GENERAL_TOPIC]
     form.wording.data = str(wording.version)
