@@ -55,6 +55,10 @@ def test_embedded_and_english_forms_keep_their_mode_after_the_redirect(app, clie
     page = client.get(location)
     assert "Check your inbox" in page.get_data(as_text=True)
     assert "frame-ancestors *" in page.headers.get("Content-Security-Policy", "")
+    # Each way in keeps its own answer page, one signup after another.
+    assert _signup(client).headers["Location"].endswith("/subscribe?sent=1")
+    english = _signup(client, lang="?lang=en").headers["Location"]
+    assert english.endswith("/subscribe?sent=1&lang=en")
 
 
 def test_opening_the_confirm_link_again_promises_no_second_welcome(app, client, quick_forms):

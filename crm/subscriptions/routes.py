@@ -108,6 +108,22 @@ def _chosen_topics(form, topics) -> list:
     return [t for t in topics if t.slug in wanted]
 
 
+# The answer page's address for each way in (script root, embedded or not, language):
+# a handful, each worked out once per process instead of for every signup.
+_answer_pages: dict[tuple, str] = {}
+
+
+def _answer_page() -> str:
+    """The signup's answer page ("check your inbox"), embedded and in a language as the
+    form was."""
+    args = public_args()
+    key = (request.script_root, *args.items())
+    page = _answer_pages.get(key)
+    if page is None:
+        page = _answer_pages[key] = url_for("subscriptions.subscribe", sent="1", **args)
+    return page
+
+
 @bp.route("/subscribe", methods=["GET", "POST"])
 @csrf.exempt  # embedded in an iframe: see SubscribeForm for what stands in for the token
 @limiter.limit("10 per minute;60 per hour", methods=["POST"])
@@ -141,7 +157,7 @@ def subscribe():
                     # The confirmation email is written and sent by a worker job.
                     tasks.wake_confirmations()
             # Post/redirect/get: reloading the answer page must not sign up (and mail) again.
-            return redirect(url_for("subscriptions.subscribe", sent="1", **public_args()), 303)
+            return redirect(_answer_page(), 303)
         # Shown again with its errors: a form of its own (see `submitted_signup`).
         form = SubscribeForm()
         if form.validate():  # all but the topics
