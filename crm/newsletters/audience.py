@@ -45,7 +45,7 @@ from crm.bulk import id_in
 from crm.extensions import db
 from crm.mail.models import Suppression
 from crm.members.models import ROLE_COLUMNS, Company, Contact, contact_network
-from crm.subscriptions.ledger import active_consent_exists, contacts_with_active_consent
+from crm.subscriptions.ledger import active_consent_exists
 from crm.subscriptions.models import GENERAL_TOPIC, ConsentState, Subscriber, Topic
 
 BASIS_CONSENT = "consent"
@@ -118,7 +118,15 @@ def _has_consent(topics: Iterable[str], correlated: bool):
         # A batch: key lookups per contact (correlated EXISTS) — nested IN subqueries
         # can make PostgreSQL re-read every subscriber for every row.
         return active_consent_exists(Contact.id, slugs)
-    return or_(*[Contact.id.in_(contacts_with_active_consent(slug)) for slug in slugs])
+    # The whole audience: one set of the consent ledger's rows, joined by hash. Not
+    # `contacts_with_active_consent`, which reads `contact` once more for conditions
+    # the rule checks anyway.
+    return Contact.id.in_(
+        select(ConsentState.contact_id).where(
+            ConsentState.topic_id.in_(select(Topic.id).where(Topic.slug.in_(slugs))),
+            ConsentState.status == "active",
+        )
+    )
 
 
 def _objected(contact_id, network_id):
@@ -362,10 +370,11 @@ def recipient_contacts(audience: Audience) -> Select:
 
     Two contact records sharing an address are one mailbox: it gets one copy.
     """
-    eligible = eligible_contacts(audience).subquery()
+    # One read of `contact`: the rule and the grouping in the same query (joining the
+    # eligible ids back to `contact` for their address read it twice more).
     return (
         select(func.min(Contact.id).label("contact_id"))
-        .join(eligible, eligible.c.id == Contact.id)
+        .where(*_rule(audience, correlated=False))
         .group_by(func.lower(Contact.email))
     )
 
