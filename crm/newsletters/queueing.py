@@ -73,6 +73,18 @@ def enqueue_batch(batch_id: int, job_id: str, at: datetime | None = None) -> Non
         queue.enqueue_at(at, send_batch, batch_id, job_timeout=JOB_TIMEOUT, **options)
 
 
+def drop_queued_job(job_id: str) -> bool:
+    """Take a batch's job off the queue if it is still waiting there (another job sends
+    the batch); whether it was. A job a worker took already is left alone."""
+    from rq.job import Job
+
+    queue = _queue()
+    if not queue.connection.lrem(queue.key, 1, job_id):
+        return False
+    queue.connection.delete(Job.key_for(job_id))
+    return True
+
+
 def enqueue_start(newsletter_id: int, at: datetime) -> None:
     """Start sending a scheduled newsletter at `at` (the reconciler is the backstop)."""
     from crm.newsletters.tasks import start_scheduled

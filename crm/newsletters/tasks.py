@@ -3,7 +3,7 @@
 from datetime import timedelta
 
 from crm.extensions import db
-from crm.newsletters import reconciler, sending, services
+from crm.newsletters import queueing, reconciler, sending, services
 from crm.newsletters.models import Newsletter
 from crm.newsletters.queueing import reconcile_due
 from crm.timeutil import utcnow
@@ -15,7 +15,7 @@ def send_batch(batch_id: int) -> str:
     def reschedule(batch, seconds: float) -> None:
         reconciler.requeue(batch, at=utcnow() + timedelta(seconds=seconds))
 
-    return sending.run_batch(batch_id, reschedule=reschedule)
+    return sending.run_batches(batch_id, reschedule=reschedule, drop_job=queueing.drop_queued_job)
 
 
 def fill_ledger(newsletter_id: int) -> str:
