@@ -788,6 +788,9 @@ def run_batches(batch_id: int, *, reschedule, drop_job) -> str:
     other, while there are any to claim and for up to RUN_SECONDS; the first batch's
     outcome.
 
+    When there is none to claim but planned ones (their ledger rows not written yet),
+    it writes the next one itself, as the fill job would.
+
     Each further batch is claimed as any batch is (its lease committed first), then
     its own job is taken off the queue (`drop_job(job_id)`; one a worker already took
     finds the batch claimed and does nothing): RQ's handling of a job per batch cost a
@@ -807,7 +810,13 @@ def run_batches(batch_id: int, *, reschedule, drop_job) -> str:
         batch = claim_next_batch(newsletter_id, owner)
         commit_lazily()
         if batch is None:
-            break
+            # Nothing written to send yet (the fill job is at it): write the next
+            # planned batch here instead of waiting idle for the fill's next chunk.
+            # Lost in a database crash, it is planned again: the reconciler writes it.
+            if not ledger.write_planned(newsletter_id, 1):
+                break
+            commit_lazily()
+            continue
         if batch.job_id:
             drop_job(batch.job_id)
         step = _run_claimed(batch, owner, reschedule, limiter)
