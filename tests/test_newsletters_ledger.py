@@ -123,6 +123,72 @@ def test_the_fill_job_writes_the_rest_and_then_it_finishes(app, app_ctx, small_c
     assert len(sendgrid.recipients) == 7 == len(set(sendgrid.recipients))
 
 
+def test_one_job_goes_on_with_the_next_batches_writing_those_still_planned(
+    app, app_ctx, small_chunks, sendgrid
+):
+    """The first batch's job sends the whole newsletter: with no fill job run, it writes
+    each planned batch itself, sends it, and takes that batch's job off the queue."""
+    contact_ids = bulk_subscribers(7)
+    newsletter = make_newsletter()
+    start(newsletter)  # batch 0 written; 1-3 planned, their fill job never run here
+    first = db.session.scalar(
+        select(NewsletterBatch.id).where(
+            NewsletterBatch.newsletter_id == newsletter.id, NewsletterBatch.number == 0
+        )
+    )
+    dropped: list[str] = []
+    outcome = sending.run_batches(first, reschedule=lambda *a: None, drop_job=dropped.append)
+    assert outcome == "done"
+    assert status(newsletter.id)["state"] == "finished"
+    assert [state for _n, state, _s in batch_states(newsletter.id)] == ["sent"] * 4
+    assert ledger_contacts(newsletter.id) == sorted(contact_ids)
+    assert len(sendgrid.requests) == 4
+    assert len(sendgrid.recipients) == 7 == len(set(sendgrid.recipients))
+    later = db.session.scalars(
+        select(NewsletterBatch.job_id)
+        .where(NewsletterBatch.newsletter_id == newsletter.id, NewsletterBatch.number > 0)
+        .order_by(NewsletterBatch.number)
+    ).all()
+    assert dropped == later  # each further batch's own job, taken off the queue
+
+
+def test_a_batch_tried_before_is_left_to_its_own_job(app, app_ctx, small_chunks, sendgrid):
+    """Going on with the next batches takes only untried ones: a batch with a history
+    (here a failed attempt) keeps its own job and its backoff."""
+    bulk_subscribers(4)
+    newsletter = make_newsletter()
+    start(newsletter)
+    tasks.fill_ledger(newsletter.id)
+    first, second = db.session.scalars(
+        select(NewsletterBatch)
+        .where(NewsletterBatch.newsletter_id == newsletter.id)
+        .order_by(NewsletterBatch.number)
+    ).all()
+    second.attempts = 1
+    db.session.commit()
+    dropped: list[str] = []
+    sending.run_batches(first.id, reschedule=lambda *a: None, drop_job=dropped.append)
+    assert dropped == []
+    assert [state for _n, state, _s in batch_states(newsletter.id)] == ["sent", "pending"]
+    assert len(sendgrid.recipients) == 2
+
+
+def test_a_queued_batch_job_is_taken_off_the_queue_once(app, app_ctx):
+    from rq import Queue
+    from rq.job import Job
+
+    from crm.newsletters import queueing
+    from crm.queue import get_redis
+
+    queueing.enqueue_batch(41, "nl-4-batch-41-1")
+    queue = Queue(queueing.QUEUE, connection=get_redis())
+    assert queue.job_ids == ["nl-4-batch-41-1"]
+    assert queueing.drop_queued_job("nl-4-batch-41-1")
+    assert queue.job_ids == []
+    assert not get_redis().exists(Job.key_for("nl-4-batch-41-1"))
+    assert not queueing.drop_queued_job("nl-4-batch-41-1")  # gone (or taken): left alone
+
+
 def test_no_newsletter_finishes_while_batches_are_planned(app, app_ctx, small_chunks, sendgrid):
     bulk_subscribers(3)
     newsletter = make_newsletter()
