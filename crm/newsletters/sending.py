@@ -570,8 +570,11 @@ def _reload_statement():
     )
 
 
-def attempt(batch: NewsletterBatch, owner: str, limiter: RateLimiter) -> Step:
-    """One try at sending a claimed batch. Commits as it goes."""
+def attempt(batch: NewsletterBatch, owner: str, limiter: RateLimiter, finish: bool = True) -> Step:
+    """One try at sending a claimed batch. Commits as it goes.
+
+    `finish`: after a 202, look whether the newsletter is finished now (a transaction
+    of its own); False leaves that to the caller, who goes on with the next batch."""
     newsletter = _reload(batch)
     if batch.lease_owner != owner:
         return Done("lease-lost")
@@ -662,6 +665,8 @@ def attempt(batch: NewsletterBatch, owner: str, limiter: RateLimiter) -> Step:
     except (PermanentSendError, ValueError) as exc:
         return _refused(batch, owner, rows, exc)
     _record_sent_persistently(batch, batch_key, rows, provider_id)
+    if not finish:
+        return Done("done")
     return _finish_newsletter_if_done(_id(newsletter))
 
 
@@ -801,7 +806,7 @@ def run_batches(batch_id: int, *, reschedule, drop_job) -> str:
 
     limiter = RateLimiter(get_redis())
     deadline = time.monotonic() + RUN_SECONDS
-    newsletter_id, outcome = _claim_and_run(batch_id, reschedule, limiter)
+    newsletter_id, outcome = _claim_and_run(batch_id, reschedule, limiter, finish=False)
     step = outcome
     while newsletter_id is not None and step in ("done", "not-claimed"):
         if time.monotonic() >= deadline:
@@ -819,7 +824,11 @@ def run_batches(batch_id: int, *, reschedule, drop_job) -> str:
             continue
         if batch.job_id:
             drop_job(batch.job_id)
-        step = _run_claimed(batch, owner, reschedule, limiter)
+        step = _run_claimed(batch, owner, reschedule, limiter, finish=False)
+    if newsletter_id is not None:
+        # After the last batch this run recorded (each run's look comes after its own
+        # record's commit: two runs finishing the last two batches cannot both miss).
+        _finish_newsletter_if_done(newsletter_id)
     return outcome
 
 
@@ -833,7 +842,9 @@ def run_batch(batch_id: int, *, reschedule) -> str:
     return _claim_and_run(batch_id, reschedule, RateLimiter(get_redis()))[1]
 
 
-def _claim_and_run(batch_id: int, reschedule, limiter: RateLimiter) -> tuple[int | None, str]:
+def _claim_and_run(
+    batch_id: int, reschedule, limiter: RateLimiter, finish: bool = True
+) -> tuple[int | None, str]:
     """`run_batch`: (the batch's newsletter id, None if there is no such batch; the outcome)."""
     owner = new_owner()
     batch = claim_batch(batch_id, owner)
@@ -843,15 +854,17 @@ def _claim_and_run(batch_id: int, reschedule, limiter: RateLimiter) -> tuple[int
             select(NewsletterBatch.newsletter_id).where(NewsletterBatch.id == batch_id)
         )
         return newsletter_id, "not-claimed"
-    return batch.newsletter_id, _run_claimed(batch, owner, reschedule, limiter)
+    return batch.newsletter_id, _run_claimed(batch, owner, reschedule, limiter, finish)
 
 
-def _run_claimed(batch: NewsletterBatch, owner: str, reschedule, limiter: RateLimiter) -> str:
+def _run_claimed(
+    batch: NewsletterBatch, owner: str, reschedule, limiter: RateLimiter, finish: bool = True
+) -> str:
     batch_id = _id(batch)
     waited = 0.0
     try:
         while True:
-            step = attempt(batch, owner, limiter)
+            step = attempt(batch, owner, limiter, finish)
             if step.done:
                 return step.outcome
             inline = setting("NEWSLETTER_MAX_INLINE_WAIT_SECONDS")
