@@ -1,11 +1,14 @@
 """Database connection details that differ between SQLite and PostgreSQL."""
 
+import os
+import threading
 import time
 from collections.abc import Callable
 
 from sqlalchemy import Table, event
 from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.exc import DBAPIError, InvalidatePoolError
+from sqlalchemy.pool import PoolProxiedConnection
 
 # A pooled connection is pinged before use only if it sat unused this long. A
 # connection given back moments ago was alive then; pinging it anyway (pool_pre_ping)
@@ -64,56 +67,56 @@ def _ping_idle_connections(engine: Engine) -> None:
         since = record.info.pop("idle_since", None)
         if since is None or time.monotonic() - since < PING_AFTER_IDLE_SECONDS:
             return  # new, or given back just now
-        try:
-            alive = engine.dialect.do_ping(dbapi_connection)
-        except engine.dialect.loaded_dbapi.Error as exc:
-            alive = not engine.dialect.is_disconnect(exc, dbapi_connection, None)
-            if alive:
-                raise
-        if not alive:
+        if not _answers(engine, dbapi_connection):
             # As pool_pre_ping does: the server went away, so every pooled connection
             # is stale; the pool opens a new one for this checkout.
             raise InvalidatePoolError("the pooled connection was closed")
+
+
+def _answers(engine: Engine, dbapi_connection) -> bool:
+    """Whether the server still answers on `dbapi_connection` (a ping); False when it went
+    away, any other error raised."""
+    try:
+        return engine.dialect.do_ping(dbapi_connection)
+    except engine.dialect.loaded_dbapi.Error as exc:
+        if engine.dialect.is_disconnect(exc, dbapi_connection, None):
+            return False
+        raise
 
 
 def insert_committed(engine: Engine, table: Table, values: dict) -> None:
     """INSERT one row of `table` in a transaction of its own, committed (as durably as
     any commit) when this returns.
 
-    Straight through a pooled connection's driver, for the public signup's one write:
+    Straight through a connection's driver, for the public signup's one write:
     SQLAlchemy's Connection around it (execution context, events, result, the switch to
     autocommit and back) cost twice what the INSERT itself does. On PostgreSQL the
-    statement commits itself (autocommit: one round trip, no BEGIN or COMMIT); SQLite
-    has no round trips to save. The values pass through the columns' own bind
-    processors, so they are stored exactly as the ORM stores them. Errors come as
-    SQLAlchemy's (IntegrityError, …); a connection found dead leaves the pool.
+    statement commits itself (autocommit: one round trip, no BEGIN or COMMIT) on one of
+    the connections kept for these INSERTs (`_AutocommitConnections`); SQLite has no
+    round trips to save and takes one from the pool. The values pass through the
+    columns' own bind processors, so they are stored exactly as the ORM stores them.
+    Errors come as SQLAlchemy's (IntegrityError, …); a connection found dead is closed
+    and the next INSERT takes another.
     """
     dialect = engine.dialect
     sql, processors = _insert_statement(table, dialect, tuple(values))
     parameters = {
         key: process(values[key]) if process else values[key] for key, process in processors
     }
-    connection = engine.raw_connection()
-    driver, cursor = connection.driver_connection, None
+    kept = dialect.name == "postgresql"
+    if kept:
+        connection, cursor = _autocommit.take(engine)
+    else:
+        connection, cursor = engine.raw_connection(), None
     try:
-        # One cursor per connection for these INSERTs, kept while the connection lives
-        # (`info` goes with it): psycopg builds a cursor's adapters anew each time, and
-        # keeps the prepared statement's adaptation for a cursor that runs the same SQL.
-        cursor = connection.info.get(_INSERT_CURSOR)
-        if cursor is None:
-            cursor = connection.info[_INSERT_CURSOR] = connection.cursor()
-        if dialect.name == "postgresql":
-            driver.autocommit = True
-            try:
-                cursor.execute(sql, parameters)
-            finally:
-                if not driver.closed:
-                    driver.autocommit = False
+        if kept:
+            cursor.execute(sql, parameters)
         else:
+            cursor = connection.cursor()
             cursor.execute(sql, parameters)
             connection.commit()
     except dialect.loaded_dbapi.Error as exc:
-        dead = dialect.is_disconnect(exc, driver, cursor)
+        dead = dialect.is_disconnect(exc, connection.driver_connection, cursor)
         if dead:
             connection.invalidate(exc)
         raise DBAPIError.instance(
@@ -125,10 +128,84 @@ def insert_committed(engine: Engine, table: Table, values: dict) -> None:
             dialect=dialect,
         ) from exc
     finally:
-        connection.close()  # back to the pool, which rolls back whatever is left
+        if not kept:
+            connection.close()  # back to the pool, which rolls back whatever is left
+        elif connection.is_valid:
+            _autocommit.put_back(engine, connection, cursor)
 
 
-_INSERT_CURSOR = "crm.insert_committed.cursor"
+class _AutocommitConnections:
+    """Pooled connections kept checked out, in autocommit and each with its cursor, for
+    `insert_committed` on PostgreSQL: the process's, shared by its threads.
+
+    Taking a connection from the pool and giving it back (events, the reset's rollback),
+    switching it to autocommit and back, and making a cursor (psycopg builds its
+    adapters anew for each) cost more CPU than the INSERT itself: under gunicorn a
+    signup spent 5 % of its CPU in the pool alone. A signup's INSERT needs nothing of a
+    transaction, so these connections stay in autocommit until given back to the pool
+    (`release`), transactional again. One sitting idle PING_AFTER_IDLE_SECONDS or more
+    is pinged before use, as the pool pings its own (`_ping_idle_connections`). There
+    are as many as signups ever ran at once in the process (one per gunicorn thread at
+    most), the one used last taken first.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._idle: list[tuple[Engine, PoolProxiedConnection, object, float]] = []
+
+    def take(self, engine: Engine) -> tuple[PoolProxiedConnection, object]:
+        while True:
+            with self._lock:
+                if not self._idle:
+                    break
+                owner, connection, cursor, since = self._idle.pop()
+            if owner is not engine:  # another app's (tests)
+                self._give_back(connection)
+            elif time.monotonic() - since < PING_AFTER_IDLE_SECONDS or _answers(
+                engine, connection.driver_connection
+            ):
+                return connection, cursor
+            else:
+                connection.invalidate()
+        connection = engine.raw_connection()
+        try:
+            connection.driver_connection.autocommit = True
+            return connection, connection.cursor()
+        except BaseException:
+            connection.close()
+            raise
+
+    def put_back(self, engine: Engine, connection: PoolProxiedConnection, cursor) -> None:
+        with self._lock:
+            self._idle.append((engine, connection, cursor, time.monotonic()))
+
+    def release(self) -> None:
+        """Give every idle one back to its pool, transactional again."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for _, connection, _, _ in idle:
+            self._give_back(connection)
+
+    def forget(self) -> None:
+        # In a forked child: the parent's connections are not the child's to use or close.
+        self._idle = []
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _give_back(connection: PoolProxiedConnection) -> None:
+        try:
+            connection.driver_connection.autocommit = False
+        except Exception:  # noqa: BLE001 - closed or broken: the pool must not get it back
+            connection.invalidate()
+        else:
+            connection.close()
+
+
+_autocommit = _AutocommitConnections()
+os.register_at_fork(after_in_child=_autocommit.forget)
+release_autocommit_connections = _autocommit.release
+
+
 _Processors = tuple[tuple[str, Callable | None], ...]
 _insert_statements: dict[tuple[str, str, tuple[str, ...]], tuple[str, _Processors]] = {}
 

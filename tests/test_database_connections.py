@@ -118,13 +118,16 @@ def test_a_row_inserted_beside_the_session_is_committed_and_the_pool_stays_trans
     app_ctx,
 ):
     db.session.remove()
+    database.release_autocommit_connections()
     db.engine.dispose()  # one pooled connection from here on: the insert's
     database.insert_committed(db.engine, PendingSignup.__table__, _pending())
     outside = create_engine(db.engine.url, poolclass=NullPool)
     with outside.connect() as other:  # another connection sees it: committed
         assert other.scalar(text("SELECT count(*) FROM pending_signup")) == 1
     outside.dispose()
-    # The same pooled connection, in a transaction again: a rollback undoes its write.
+    # The same connection, given back to the pool, is in a transaction again: a rollback
+    # undoes its write.
+    database.release_autocommit_connections()
     db.session.add(PendingSignup(**_pending(email="ola@example.no", form_token="token-2")))
     db.session.flush()
     db.session.rollback()
@@ -142,20 +145,40 @@ def test_a_duplicate_row_fails_with_sqlalchemys_integrity_error_and_stores_nothi
     assert _pending_count() == 2
 
 
+def _close_the_inserts_connection_from_the_server() -> None:
+    """Terminate the backend whose last statement was an insert_committed INSERT."""
+    outside = create_engine(db.engine.url, poolclass=NullPool)
+    with outside.connect() as other:
+        closed = other.scalar(
+            text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                " AND query LIKE 'INSERT INTO pending_signup%'"
+            )
+        )
+    outside.dispose()
+    assert closed >= 1
+
+
 def test_an_insert_on_a_connection_the_server_closed_fails_once_then_works(app_ctx):
     if db.engine.dialect.name != "postgresql":
         pytest.skip("the server closing a connection: PostgreSQL")
-    values = _pending()
-    db.session.remove()
-    db.engine.dispose()  # one pooled connection: the one closed below
-    victim = db.session.scalar(text("SELECT pg_backend_pid()"))
-    db.session.commit()  # back in the pool, given back just now: not pinged
-    outside = create_engine(db.engine.url, poolclass=NullPool)
-    with outside.connect() as other:
-        assert other.scalar(text("SELECT pg_terminate_backend(:pid)"), {"pid": victim})
-    outside.dispose()
+    database.insert_committed(db.engine, PendingSignup.__table__, _pending())
+    _close_the_inserts_connection_from_the_server()  # used just now: not pinged
+    values = _pending(email="ola@example.no", form_token="token-2")
     with pytest.raises(DBAPIError) as raised:
         database.insert_committed(db.engine, PendingSignup.__table__, values)
     assert raised.value.connection_invalidated
     database.insert_committed(db.engine, PendingSignup.__table__, values)
-    assert _pending_count() == 1
+    assert _pending_count() == 2
+
+
+def test_an_inserts_connection_the_server_closed_while_idle_is_replaced(app_ctx, monkeypatch):
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("the server closing a connection: PostgreSQL")
+    database.insert_committed(db.engine, PendingSignup.__table__, _pending())
+    _close_the_inserts_connection_from_the_server()
+    monkeypatch.setattr(database, "PING_AFTER_IDLE_SECONDS", 0.0)
+    values = _pending(email="ola@example.no", form_token="token-2")
+    database.insert_committed(db.engine, PendingSignup.__table__, values)  # no error
+    assert _pending_count() == 2
