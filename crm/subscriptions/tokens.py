@@ -29,7 +29,7 @@ from itsdangerous import (
     URLSafeSerializer,
     URLSafeTimedSerializer,
 )
-from itsdangerous.encoding import base64_encode
+from itsdangerous.encoding import base64_encode, want_bytes
 
 from crm.timeutil import utcnow
 
@@ -90,14 +90,20 @@ def read_confirm_token(token: str, max_age: int | None = None) -> ConfirmClaim:
 
 
 class _KeyOnceSigner(Signer):
-    """A Signer that derives its key once, not for every signature."""
+    """A Signer that derives each of its keys once, not for every signature or check
+    (itsdangerous derives the key anew each time: a checked signature names its secret
+    key, so a cache of the key for "no secret key named" alone never served a check)."""
 
     @functools.cached_property
-    def _key(self) -> bytes:
-        return super().derive_key()
+    def _keys(self) -> dict[bytes, bytes]:
+        return {}
 
     def derive_key(self, secret_key=None) -> bytes:
-        return self._key if secret_key is None else super().derive_key(secret_key)
+        secret = self.secret_keys[-1] if secret_key is None else want_bytes(secret_key)
+        key = self._keys.get(secret)
+        if key is None:
+            key = self._keys[secret] = super().derive_key(secret)
+        return key
 
 
 class _LinkSerializer(URLSafeSerializer):
