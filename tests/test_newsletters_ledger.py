@@ -153,6 +153,39 @@ def test_one_job_goes_on_with_the_next_batches_writing_those_still_planned(
     assert dropped == later  # each further batch's own job, taken off the queue
 
 
+def test_a_job_going_on_with_the_next_batches_gives_way_to_waiting_mail(
+    app, app_ctx, small_chunks, sendgrid
+):
+    """A confirmation email queued meanwhile is not held up by the rest of a newsletter:
+    the run stops after its batch, and the next batches keep their own jobs."""
+    from crm.mail.services import queue_email
+    from crm.newsletters import queueing
+
+    bulk_subscribers(6)
+    newsletter = make_newsletter()
+    start(newsletter)
+    tasks.fill_ledger(newsletter.id)
+    first = db.session.scalar(
+        select(NewsletterBatch.id).where(
+            NewsletterBatch.newsletter_id == newsletter.id, NewsletterBatch.number == 0
+        )
+    )
+    assert not queueing.more_urgent_jobs_waiting()
+    queue_email("ny@example.no", "newsletters/test", {"subject": "Hei", "html": "", "text": ""})
+    db.session.commit()  # enqueued after commit, on the mail queue
+    assert queueing.more_urgent_jobs_waiting()
+    dropped: list[str] = []
+    sending.run_batches(
+        first,
+        reschedule=lambda *a: None,
+        drop_job=dropped.append,
+        give_way=queueing.more_urgent_jobs_waiting,
+    )
+    states = [state for _n, state, _s in batch_states(newsletter.id)]
+    assert states == ["sent", "pending", "pending"]
+    assert dropped == []
+
+
 def test_a_batch_tried_before_is_left_to_its_own_job(app, app_ctx, small_chunks, sendgrid):
     """Going on with the next batches takes only untried ones: a batch with a history
     (here a failed attempt) keeps its own job and its backoff."""

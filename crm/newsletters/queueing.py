@@ -12,6 +12,7 @@ import logging
 import time
 from datetime import datetime
 
+from rq import Queue
 from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
 
@@ -85,6 +86,19 @@ def drop_queued_job(job_id: str) -> bool:
     return True
 
 
+def more_urgent_jobs_waiting() -> bool:
+    """Jobs wait on a queue the workers take before this one (transactional mail, the
+    reconciler): a sender going on from batch to batch gives way to them."""
+    from crm.queue import QUEUE_NAMES
+
+    queue = _queue()
+    earlier = QUEUE_NAMES[: QUEUE_NAMES.index(QUEUE)]
+    with queue.connection.pipeline(transaction=False) as pipeline:
+        for name in earlier:
+            pipeline.llen(Queue(name, connection=queue.connection).key)
+        return any(pipeline.execute())
+
+
 def enqueue_start(newsletter_id: int, at: datetime) -> None:
     """Start sending a scheduled newsletter at `at` (the reconciler is the backstop)."""
     from crm.newsletters.tasks import start_scheduled
@@ -128,8 +142,6 @@ def reconcile_due(connection=None) -> str | None:
     not wait for RQ's scheduler lock, which outlives a SIGKILLed worker by a minute.
     Returns the job id, or None if it was not due.
     """
-    from rq import Queue
-
     from crm.newsletters.tasks import reconcile_job
     from crm.queue import get_redis
 

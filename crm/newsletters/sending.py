@@ -799,7 +799,7 @@ MAX_INLINE_TOTAL = 60.0
 RUN_SECONDS = 5.0
 
 
-def run_batches(batch_id: int, *, reschedule, drop_job) -> str:
+def run_batches(batch_id: int, *, reschedule, drop_job, give_way=lambda: False) -> str:
     """`run_batch`, then the newsletter's next batches not tried yet, one after the
     other, while there are any to claim and for up to RUN_SECONDS; the first batch's
     outcome.
@@ -811,7 +811,9 @@ def run_batches(batch_id: int, *, reschedule, drop_job) -> str:
     its own job is taken off the queue (`drop_job(job_id)`; one a worker already took
     finds the batch claimed and does nothing): RQ's handling of a job per batch cost a
     sixth of a worker's time. A batch that does not go out at once (a wait, a pause)
-    ends the run; its own job or the reconciler carries on as before.
+    ends the run; its own job or the reconciler carries on as before. So does
+    `give_way()` (jobs waiting that workers take first: a confirmation email must not
+    wait for a 100,000-recipient newsletter).
     """
     from crm.queue import get_redis
 
@@ -820,7 +822,7 @@ def run_batches(batch_id: int, *, reschedule, drop_job) -> str:
     newsletter_id, outcome = _claim_and_run(batch_id, reschedule, limiter, finish=False)
     step = outcome
     while newsletter_id is not None and step in ("done", "not-claimed"):
-        if time.monotonic() >= deadline:
+        if time.monotonic() >= deadline or give_way():
             break
         owner = new_owner()
         batch = claim_next_batch(newsletter_id, owner)

@@ -15,7 +15,12 @@ def send_batch(batch_id: int) -> str:
     def reschedule(batch, seconds: float) -> None:
         reconciler.requeue(batch, at=utcnow() + timedelta(seconds=seconds))
 
-    return sending.run_batches(batch_id, reschedule=reschedule, drop_job=queueing.drop_queued_job)
+    return sending.run_batches(
+        batch_id,
+        reschedule=reschedule,
+        drop_job=queueing.drop_queued_job,
+        give_way=queueing.more_urgent_jobs_waiting,
+    )
 
 
 def fill_ledger(newsletter_id: int) -> str:
