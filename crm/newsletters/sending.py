@@ -1,4 +1,6 @@
 """Sending one batch: claim it, send it in one provider request, record the outcome.
+A batch's job then goes on with its newsletter's next untried batches for a while
+(`run_batches`), each claimed the same way.
 
 Exactly-once effect, step by step:
 
