@@ -45,7 +45,7 @@ from crm.bulk import id_in
 from crm.extensions import db
 from crm.mail.models import Suppression
 from crm.members.models import ROLE_COLUMNS, Company, Contact, contact_network
-from crm.subscriptions.ledger import active_consent_exists
+from crm.subscriptions.ledger import active_consent_contact_ids, active_consent_exists
 from crm.subscriptions.models import GENERAL_TOPIC, ConsentState, Subscriber, Topic
 
 BASIS_CONSENT = "consent"
@@ -118,15 +118,10 @@ def _has_consent(topics: Iterable[str], correlated: bool):
         # A batch: key lookups per contact (correlated EXISTS) — nested IN subqueries
         # can make PostgreSQL re-read every subscriber for every row.
         return active_consent_exists(Contact.id, slugs)
-    # The whole audience: one set of the consent ledger's rows, joined by hash. Not
+    # The whole audience: one set of the consent ledger's rows, joined by hash (not
     # `contacts_with_active_consent`, which reads `contact` once more for conditions
-    # the rule checks anyway.
-    return Contact.id.in_(
-        select(ConsentState.contact_id).where(
-            ConsentState.topic_id.in_(select(Topic.id).where(Topic.slug.in_(slugs))),
-            ConsentState.status == "active",
-        )
-    )
+    # the rule checks anyway).
+    return Contact.id.in_(active_consent_contact_ids(slugs))
 
 
 def _objected(contact_id, network_id):

@@ -294,6 +294,16 @@ def contacts_with_active_consent(topic: Topic | str):
     )
 
 
+def active_consent_contact_ids(topic_slugs: Iterable[str]):
+    """(Added for newsletters.) A select of the ids of contacts with active consent for
+    any of the topics, from the consent ledger alone: for a query that checks the
+    contacts' own conditions itself (the newsletter audience reads `contact` once)."""
+    return select(ConsentState.contact_id).where(
+        ConsentState.topic_id.in_(select(Topic.id).where(Topic.slug.in_(list(topic_slugs)))),
+        ConsentState.status == "active",
+    )
+
+
 def active_consent_exists(contact_id, topic_slugs: Iterable[str]):
     """(Added for newsletters.) An EXISTS clause: the contact whose id is `contact_id`
     (a column, e.g. `Contact.id`) has active consent for any of the topics.
@@ -303,12 +313,8 @@ def active_consent_exists(contact_id, topic_slugs: Iterable[str]):
     every subscriber of the topic.
     """
     return (
-        select(ConsentState.contact_id)
-        .where(
-            ConsentState.contact_id == contact_id,
-            ConsentState.topic_id.in_(select(Topic.id).where(Topic.slug.in_(list(topic_slugs)))),
-            ConsentState.status == "active",
-        )
+        active_consent_contact_ids(topic_slugs)
+        .where(ConsentState.contact_id == contact_id)
         .exists()
     )
 
