@@ -166,6 +166,9 @@ def _fuzz_tokens(app, client, token, method, page, body):
         method=method,
         data=body,
         environ_base={"REMOTE_ADDR": f"172.16.{n // 256 % 256}.{n % 256}"},
+        # A token with a slash ("/0", sent as %2F0) makes a double slash, which the
+        # router answers with a 308 to the path without it: followed, as a browser does.
+        follow_redirects=True,
     )
     assert response.status_code in (404, 405, 410, 429), (url[:80], response.status_code)
 
