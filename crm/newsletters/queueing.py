@@ -13,6 +13,7 @@ import time
 from datetime import datetime
 
 from rq import Queue
+from rq.job import Job
 from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
 
@@ -77,8 +78,6 @@ def enqueue_batch(batch_id: int, job_id: str, at: datetime | None = None) -> Non
 def drop_queued_job(job_id: str) -> bool:
     """Take a batch's job off the queue if it is still waiting there (another job sends
     the batch); whether it was. A job a worker took already is left alone."""
-    from rq.job import Job
-
     queue = _queue()
     if not queue.connection.lrem(queue.key, 1, job_id):
         return False

@@ -811,8 +811,8 @@ def run_batches(batch_id: int, *, reschedule, drop_job, give_way=lambda: False) 
 
     Each further batch is claimed as any batch is (its lease committed first), then
     its own job is taken off the queue (`drop_job(job_id)`; one a worker already took
-    finds the batch claimed and does nothing): RQ's handling of a job per batch cost a
-    sixth of a worker's time. A batch that does not go out at once (a wait, a pause)
+    finds the batch claimed and does nothing): RQ's handling of a job per batch cost an
+    eighth of a worker's time. A batch that does not go out at once (a wait, a pause)
     ends the run; its own job or the reconciler carries on as before. So does
     `give_way()` (jobs waiting that workers take first: a confirmation email must not
     wait for a 100,000-recipient newsletter).
