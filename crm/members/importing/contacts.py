@@ -16,6 +16,7 @@ from flask_babel import lazy_gettext as _l
 from sqlalchemy import func, select
 
 from crm.audit import acting_as
+from crm.database import analyze_after_commit
 from crm.extensions import db
 from crm.members.columns import CONTACT_COLUMNS, header_aliases, in_every_language
 from crm.members.importing.csv_rows import csv_rows, header_key, xlsx_rows
@@ -328,4 +329,12 @@ def apply_contact_plan(plan: ImportPlan, *, user=None) -> dict:
                 else:
                     setattr(contact, change.field, change.new)
         db.session.flush()
+    # Each contact written is a row here, its search terms and its audit entry; those
+    # whose networks the file set, rows of contact_network.
+    analyze_after_commit(db.session, ("contact", "search_term", "audit_entry"), plan.changes_count)
+    networks_set = sum(
+        any(change.field == "network_ids" for change in row.changes)
+        for row in plan.creates + plan.updates
+    )
+    analyze_after_commit(db.session, ("contact_network",), networks_set)
     return plan.counts()

@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import load_only
 
 from crm.audit import acting_as
+from crm.database import analyze_after_commit
 from crm.extensions import db
 from crm.members.forms import ORG_FORMS
 from crm.members.importing.fields import UNSTORABLE, printable
@@ -260,6 +261,8 @@ def apply_plan(plan: ImportPlan, *, user=None, progress: Progress | None = None)
         db.session.flush()
         if progress and pending:
             progress(pending)
+    # Each company written is a row here, its search terms and its audit entry.
+    analyze_after_commit(db.session, ("company", "search_term", "audit_entry"), plan.changes_count)
     return plan.counts()
 
 
