@@ -182,3 +182,45 @@ def test_an_invitation_link_fills_in_the_form_and_admits_an_invited_guest(app, c
     assert "Du er påmeldt" in invited.get_data(as_text=True)
     with app.app_context():
         assert [r.email for r in _registrations(event_id)] == ["gjest@example.no"]
+
+
+def test_a_replayed_form_registers_nobody_twice_and_says_so(app, client):
+    with app.app_context():
+        event_id = make_event(capacity=5).id
+    form = registration_data(app, "kari@example.no")
+    first = client.post(f"/arrangementer/{event_id}", data=form)
+    assert "Du er påmeldt" in first.get_data(as_text=True)
+    # A double submit: the same form again.
+    again = client.post(f"/arrangementer/{event_id}", data=form)
+    assert again.status_code == 200
+    assert "allerede påmeldt" in again.get_data(as_text=True)
+    # The same form token with other people's addresses (a replay, or Back and resend).
+    for address in ("ola@example.no", "per@example.no"):
+        other = client.post(
+            f"/arrangementer/{event_id}", data={**form, "email": address, "name": "Ola"}
+        )
+        assert other.status_code == 200
+        page = other.get_data(as_text=True)
+        assert "Dette skjemaet er allerede sendt" in page
+        assert 'value="' + form["started"] + '"' not in page  # a fresh form to send
+    with app.app_context():
+        assert [r.email for r in _registrations(event_id)] == ["kari@example.no"]
+        assert db.session.scalar(db.select(db.func.count(EmailMessage.id))) == 1
+
+
+def test_a_replayed_form_does_not_register_again_after_a_cancellation(app, client):
+    with app.app_context():
+        event_id = make_event(capacity=5).id
+    form = registration_data(app, "kari@example.no")
+    client.post(f"/arrangementer/{event_id}", data=form)
+    with app.app_context():
+        (registration,) = _registrations(event_id)
+        services.cancel(registration)
+        db.session.commit()
+    again = client.post(f"/arrangementer/{event_id}", data=form)
+    assert "Dette skjemaet er allerede sendt" in again.get_data(as_text=True)
+    with app.app_context():
+        assert [r.status for r in _registrations(event_id)] == ["cancelled"]
+    # A new form (the event page shown again) registers her anew.
+    fresh = _register(client, app, event_id, "kari@example.no")
+    assert "Du er påmeldt" in fresh.get_data(as_text=True)

@@ -183,7 +183,7 @@ class EventSession(Audited, db.Model):
 
 class Registration(Audited, db.Model):
     __tablename__ = "registration"
-    __audit_exclude__ = ("created_at", "updated_at")
+    __audit_exclude__ = ("created_at", "updated_at", "form_token")
     __table_args__ = (
         # One registration per address and event: a second try finds the first.
         UniqueConstraint("event_id", "email", name="uq_registration_event_email"),
@@ -218,6 +218,9 @@ class Registration(Audited, db.Model):
     )
     # Bumped to revoke every personal link sent so far (e.g. when the seat is handed on).
     token_version: Mapped[int] = mapped_column(default=1)
+    # The digest of the public form's token that made it (`tokens.form_token_digest`):
+    # a form registers once, as the signup form signs up once (migration 0037).
+    form_token: Mapped[str | None] = mapped_column(String(32), unique=True, index=True)
     locale: Mapped[str] = mapped_column(String(5), default="nb")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

@@ -17,6 +17,7 @@ from flask_babel import get_locale
 from flask_babel import gettext as _
 from limits import parse as parse_limit
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from crm.events import ics, invitations, services
 from crm.events.forms import ButtonForm, DetailsForm, RegistrationForm, TransferForm
@@ -134,7 +135,16 @@ def event_detail(event_id: int):
                 note=form.note.data or "",
                 locale=_locale(),
                 invited=invited,
+                form_token=form_tokens.form_token_digest(form.started.data),
             )
+        except (services.FormAlreadyUsed, IntegrityError) as exc:
+            db.session.rollback()
+            if isinstance(exc, IntegrityError) and "form_token" not in str(exc.orig):
+                raise
+            # A replayed form (or the same one sent twice at once to two events): it
+            # registers nobody; the page gives a fresh one to send again.
+            form.form_errors.append(str(services.FORM_ALREADY_USED))
+            form.started.data = form_tokens.make_form_token()
         except services.EventError as exc:
             db.session.rollback()
             form.form_errors.append(str(exc))

@@ -16,6 +16,7 @@ from decimal import Decimal
 from flask import current_app
 from flask_babel import force_locale
 from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import selectinload
 
@@ -41,6 +42,20 @@ from crm.timeutil import utcnow
 
 class EventError(ValueError):
     """A request that breaks a rule of events; the message is fit to show the person."""
+
+
+FORM_ALREADY_USED = _l(
+    "This form has already been sent. To register someone else, check the details and "
+    "send the form again."
+)
+
+
+class FormAlreadyUsed(EventError):
+    """The registration form was sent before (its token made a registration): nothing
+    was stored."""
+
+    def __init__(self) -> None:
+        super().__init__(str(FORM_ALREADY_USED))
 
 
 @dataclass(frozen=True)
@@ -283,13 +298,17 @@ def register(
     locale: str = "nb",
     invited: bool = False,
     now: datetime | None = None,
+    form_token: str | None = None,
 ) -> RegistrationResult:
     """Register a person: a seat if one is free (and the company's quota allows),
     else a place on the waitlist. Queues the confirmation email.
 
     The same address again returns the first registration unchanged (created=False)
     and sends nothing. Raises EventError when registration is closed or the person
-    may not register.
+    may not register. `form_token` (a digest, see `tokens.form_token_digest`) makes one
+    registration only, as the signup form's starts one signup: the same form sent
+    again returns that registration (created=False) for its address while it stands,
+    and raises FormAlreadyUsed for any other address or once it was cancelled.
     """
     now = now or utcnow()
     email = normalize_email(email)
@@ -300,6 +319,13 @@ def register(
     event = lock_event(event_id)
     if event is None:
         raise EventError(_("This event does not exist."))
+    if form_token is not None:
+        # Checked under the event's lock; the unique index holds across events too.
+        made = db.session.scalar(select(Registration).where(Registration.form_token == form_token))
+        if made is not None:
+            if made.event_id == event.id and made.email == email and made.status != "cancelled":
+                return RegistrationResult(made, created=False)
+            raise FormAlreadyUsed
     existing = db.session.scalar(
         select(Registration).where(Registration.event_id == event.id, Registration.email == email)
     )
@@ -324,6 +350,7 @@ def register(
     registration.locale = locale if locale in ("nb", "en") else "nb"
     registration.cancelled_at = None
     registration.offered_at = registration.offer_expires_at = None
+    registration.form_token = form_token
     if existing is not None:
         registration.token_version += 1  # links to the cancelled registration stay dead
     registration.contact_id = find_or_create_contact(
