@@ -20,7 +20,7 @@ from crm.subscriptions.models import (
     LedgerIsAppendOnly,
     Subscriber,
 )
-from tests.factories import make_contact, make_subscriber, make_user
+from tests.factories import bulk_subscribers, make_contact, make_subscriber, make_user
 
 
 def statuses(contact) -> dict[str, str]:
@@ -271,3 +271,66 @@ def test_crm_demo_creates_confirmed_public_subscribers(app, runner):
             }
         grants = db.session.scalars(db.select(ConsentEvent).filter_by(kind="granted")).all()
         assert {(g.source, g.wording.version) for g in grants} == {("web_form", 1)}
+
+
+def _bounce_burst(app, tag: str, count: int) -> tuple[list[int], list[dict]]:
+    """`count` subscribers (two topics each), half of them mailed a message; a bounce
+    for each, by the message for those mailed, by address for the others."""
+    from crm.mail.services import queue_email
+
+    ids = bulk_subscribers(count, topics=("generelt", "hr"), prefix=tag)
+    events = []
+    for n, contact_id in enumerate(ids):
+        email = f"{tag}{n}@example.no"
+        bounce = {"event": "bounce", "type": "bounce", "email": email, "sg_event_id": f"{tag}-{n}"}
+        if n % 2:
+            message = queue_email(email, "mail/test", {"name": "P"}, contact_id=contact_id)
+            bounce["klynge_message_id"] = message.uuid
+        events.append(bounce)
+    db.session.commit()
+    return ids, events
+
+
+def _counted(statements: list[str]) -> int:
+    if db.engine.dialect.name == "sqlite":
+        statements = [s for s in statements if not s.lstrip().upper().startswith("INSERT")]
+    return len(statements)
+
+
+def test_a_burst_of_bounces_ends_consents_in_as_many_statements_whatever_its_size(app_ctx):
+    """A delivery's bounces end their consents together (`ledger.end_consents`): the
+    same number of statements for 4 bounces as for 16, and the same ledger events and
+    audit entries as one by one. (SQLite is the exception for INSERTs of new rows,
+    consent events and suppressions alike: without RETURNING in a known order, the
+    ORM inserts them a row at a time there, to read back each id.)"""
+    from crm.mail.services import record_events
+    from tests.cached_figures import counting_queries
+
+    counts = []
+    for tag, size in (("few", 4), ("many", 16)):
+        ids, events = _bounce_burst(app_ctx, tag, size)
+        with counting_queries() as statements:
+            record_events(events)
+            db.session.commit()
+        counts.append(_counted(statements))
+        for contact_id in ids:
+            contact = db.session.get(Contact, contact_id)
+            assert statuses(contact) == {"generelt": "bounced", "hr": "bounced"}
+            history = ledger.consent_history(contact)[:2]
+            assert [(e.kind, e.source, e.note) for e in history] == [
+                ("bounced", "webhook", "bounce: bounce")
+            ] * 2
+            states = ledger.consent_states(contact)
+            assert {s.event_id for s in states.values()} == {e.id for e in history}
+        audited = db.session.scalar(
+            db.select(db.func.count(AuditEntry.id)).where(
+                AuditEntry.record_type == "consent_event",
+                AuditEntry.record_id.in_(
+                    db.select(ConsentEvent.id).where(
+                        ConsentEvent.contact_id.in_(ids), ConsentEvent.kind == "bounced"
+                    )
+                ),
+            )
+        )
+        assert audited == 2 * size
+    assert counts[0] == counts[1], f"{counts[0]} statements for 4 bounces, {counts[1]} for 16"

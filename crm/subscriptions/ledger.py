@@ -12,6 +12,7 @@ from datetime import datetime
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import delete, select
 
+from crm.bulk import chunks, id_in
 from crm.extensions import db
 from crm.members.models import Contact
 from crm.subscriptions.models import (
@@ -324,15 +325,76 @@ def end_consent(
     topics: Iterable[Topic] | None,
     kind: str,
     source: str,
+    *,
+    note: str = "",
     **details,
 ) -> list[ConsentEvent]:
     """Record `kind` for each of the topics (all, when None) whose consent is live."""
+    return end_consents([(contact.id, kind, note)], source, topics=topics, **details)
+
+
+def end_consents(
+    ends: Iterable[tuple[int, str, str]],
+    source: str,
+    *,
+    topics: Iterable[Topic] | None = None,
+    at: datetime | None = None,
+    ip: str | None = None,
+    user=None,
+) -> list[ConsentEvent]:
+    """`end_consent` for many contacts at once: for each (contact id, kind, note), in
+    order, record `kind` for each of the topics (all, when None) whose consent is live
+    by then (a second end for a contact finds nothing live), and bring the states in
+    line as `record_event` does (`next_status` is the rule).
+
+    A few statements whatever the number of contacts (a webhook delivery brings
+    hundreds of bounces): the live states read in one query per thousand contacts, the
+    events (and their audit entries) written in one flush, the states' changes in the
+    next.
+    """
+    ends = list(ends)
+    if source not in CONSENT_SOURCES:
+        raise ValueError(f"unknown consent source {source!r}")
+    if source == "staff" and user is None:
+        raise ValueError("staff events name the staff user")
+    for _contact_id, kind, _note in ends:
+        if kind not in (*WITHDRAWING_KINDS, "objected"):
+            raise ValueError(f"{kind!r} does not end consent")
     wanted = None if topics is None else {t.id for t in topics}
-    events = []
-    for state in consent_states(contact).values():
-        if state.status in LIVE_STATUSES and (wanted is None or state.topic_id in wanted):
-            events.append(record_event(contact, state.topic, kind, source, **details))
-    return events
+    live: dict[int, list[ConsentState]] = {}
+    for ids in chunks(sorted({contact_id for contact_id, _kind, _note in ends})):
+        for state in db.session.scalars(
+            select(ConsentState)
+            .where(id_in(ConsentState.contact_id, ids), ConsentState.status.in_(LIVE_STATUSES))
+            .order_by(ConsentState.contact_id, ConsentState.topic_id)
+        ):
+            if wanted is None or state.topic_id in wanted:
+                live.setdefault(state.contact_id, []).append(state)
+    at = at or utcnow()
+    changes: list[tuple[ConsentState, ConsentEvent, str]] = []
+    for contact_id, kind, note in ends:
+        for state in live.pop(contact_id, ()):
+            event = ConsentEvent(
+                contact_id=contact_id,
+                topic_id=state.topic_id,
+                kind=kind,
+                source=source,
+                at=at,
+                ip=(ip or None) and ip[:45],
+                user_id=user.id if user is not None else None,
+                note=note,
+            )
+            changes.append((state, event, next_status(state.status, kind, source)))
+    if not changes:
+        return []
+    db.session.add_all([event for _state, event, _status in changes])
+    db.session.flush()
+    for state, event, status in changes:
+        if status != state.status:
+            state.changed_at = event.at
+        state.status = status
+        state.event_id = event.id
+    return [event for _state, event, _status in changes]
 
 
 def withdraw_all(

@@ -2,10 +2,13 @@
 
 import contextlib
 
+from sqlalchemy import select
+
+from crm.bulk import chunks, id_in
 from crm.extensions import db
 from crm.members.models import Contact
 from crm.members.normalize import normalize_email
-from crm.subscriptions.ledger import end_consent
+from crm.subscriptions.ledger import end_consent, end_consents
 from crm.subscriptions.models import (
     ConsentEvent,
 )
@@ -33,23 +36,52 @@ def handle_mail_event(event: dict, message=None) -> list[ConsentEvent]:
     """
     if _withdrawal(event) is None:
         return []
-    return _end_consent(event, message, find_contact_by_email)
+    contact = None
+    if message is not None and getattr(message, "contact_id", None):
+        contact = follow_merges(db.session.get(Contact, message.contact_id))
+    if contact is None:
+        try:
+            contact = find_contact_by_email(normalize_email(str(event.get("email") or "")))
+        except ValueError:
+            return []
+    if contact is None:
+        return []
+    return end_consent(contact, None, _withdrawal(event), "webhook", note=_note(event))
 
 
-def handle_mail_events(items: list[tuple[dict, object]]) -> None:
-    """`handle_mail_event` for a webhook delivery's events at once: the addresses'
-    owners are found in one query, then each consent is ended as one by one."""
+def handle_mail_events(items: list[tuple[dict, object]]) -> list[ConsentEvent]:
+    """`handle_mail_event` for a webhook delivery's events at once, in a few statements
+    whatever their number: the messages' contacts and the addresses' owners are found
+    in a query each, then every consent they end is ended together (`end_consents`),
+    with the same ledger events as one by one."""
     relevant = [(event, message) for event, message in items if _withdrawal(event)]
     if not relevant:
-        return
+        return []
+    contact_ids = {
+        message.contact_id
+        for _event, message in relevant
+        if message is not None and getattr(message, "contact_id", None)
+    }
+    contacts: dict[int, Contact] = {}
+    for ids in chunks(sorted(contact_ids)):
+        contacts.update(
+            (c.id, c) for c in db.session.scalars(select(Contact).where(id_in(Contact.id, ids)))
+        )
     addresses = set()
     for event, message in relevant:
-        if message is None or not getattr(message, "contact_id", None):
+        if contacts.get(getattr(message, "contact_id", None)) is None:
             with contextlib.suppress(ValueError):
                 addresses.add(normalize_email(str(event.get("email") or "")))
     owners = find_contacts_by_email(addresses)
+    ends = []
     for event, message in relevant:
-        _end_consent(event, message, owners.get)
+        contact = follow_merges(contacts.get(getattr(message, "contact_id", None)))
+        if contact is None:
+            with contextlib.suppress(ValueError):
+                contact = owners.get(normalize_email(str(event.get("email") or "")))
+        if contact is not None:
+            ends.append((contact.id, _withdrawal(event), _note(event)))
+    return end_consents(ends, "webhook")
 
 
 def _withdrawal(event: dict) -> str | None:
@@ -60,17 +92,7 @@ def _withdrawal(event: dict) -> str | None:
     return kind
 
 
-def _end_consent(event: dict, message, owner_of) -> list[ConsentEvent]:
-    contact = None
-    if message is not None and getattr(message, "contact_id", None):
-        contact = follow_merges(db.session.get(Contact, message.contact_id))
-    if contact is None:
-        try:
-            contact = owner_of(normalize_email(str(event.get("email") or "")))
-        except ValueError:
-            return []
-    if contact is None:
-        return []
+def _note(event: dict) -> str:
+    """What the ledger event says of the provider's: its kind and reason."""
     reason = header_safe(str(event.get("reason") or event.get("type") or ""), 300)
-    note = f"{event.get('event')}: {reason}".strip(": ")
-    return end_consent(contact, None, _withdrawal(event), "webhook", note=note)
+    return f"{event.get('event')}: {reason}".strip(": ")
