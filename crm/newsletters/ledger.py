@@ -14,6 +14,7 @@ from datetime import datetime
 
 from sqlalchemy import (
     Integer,
+    any_,
     bindparam,
     case,
     cast,
@@ -302,7 +303,15 @@ def _write_planned_statement(dialect: str, default_basis: str):
     """The INSERT of a planned batch's ledger rows, built once per process (and basis)
     with the batch bound at execution: a fill job writes a batch at a time."""
     B = NewsletterBatch
-    rows = _planned_rows().where(B.id == bindparam("batch_id", type_=Integer())).subquery()
+    of_batch = B.id == bindparam("batch_id", type_=Integer())
+    rows = _planned_rows().where(of_batch).subquery()
+    contact = Contact.id == rows.c.contact_id
+    if dialect == "postgresql":
+        # The batch's contacts by their key, not by hashing every contact: PostgreSQL
+        # takes a JSON array for 100 elements, so with a few thousand contacts it chose
+        # to read them all for each batch (20,000 contacts: 13.7 → 11.2 ms a batch).
+        in_batch = _planned_rows().where(of_batch).subquery()
+        contact &= Contact.id == any_(func.array(select(in_batch.c.contact_id).scalar_subquery()))
     ledger_rows = (
         select(
             rows.c.newsletter_id,
@@ -322,7 +331,7 @@ def _write_planned_statement(dialect: str, default_basis: str):
         # locked FOR KEY SHARE (as a foreign key's check would), so that a delete waits
         # for this commit, then takes the row along, while edits of the contact and
         # other newsletters' writers go on.
-        .join(Contact, Contact.id == rows.c.contact_id)
+        .join(Contact, contact)
         .with_for_update(read=True, key_share=True, of=Contact)
     )
     return (
