@@ -419,8 +419,9 @@ def test_two_writers_at_once_share_the_planned_batches_out(app, app_ctx, small_c
 
 
 def test_marking_rows_sent_leaves_the_ledgers_indexes_alone_on_postgresql(app, app_ctx):
-    """Pages with room (migration 0036): a row's update when its request is accepted is
-    a HOT update, written beside the old version, with no index entries to add."""
+    """Pages half empty (migrations 0036, 0038): a row's update when its request is
+    accepted is a HOT update, written beside the old version, with no index entries to
+    add. (Migration 0036 alone: about two in five.)"""
     if db.engine.dialect.name != "postgresql":
         pytest.skip("a PostgreSQL storage setting")
     bulk_subscribers(300)
@@ -434,4 +435,4 @@ def test_marking_rows_sent_leaves_the_ledgers_indexes_alone_on_postgresql(app, a
     hot = db.session.scalar(
         text("SELECT pg_stat_get_xact_tuples_hot_updated('newsletter_recipient'::regclass)")
     )
-    assert hot >= 90, hot  # a third of them at least: the room a page has for them
+    assert hot >= 250, hot  # nearly all (280 of 300 measured; 70 % full pages: ~120)
