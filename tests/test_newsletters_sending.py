@@ -528,6 +528,63 @@ def test_merging_contacts_moves_their_newsletter_rows(app, app_ctx):
     assert owners == {(newsletter.id, kari.id), (newsletter.id, other.id), (second.id, kari.id)}
 
 
+def _ledger_rows(newsletter_ids) -> dict[tuple[int, int], tuple[str, str]]:
+    R = NewsletterRecipient
+    rows = db.session.execute(
+        db.select(R.newsletter_id, R.contact_id, R.state, R.skip_reason).where(
+            R.newsletter_id.in_(newsletter_ids)
+        )
+    )
+    return {(n, c): (state, reason) for n, c, state, reason in rows}
+
+
+def test_a_merged_contact_in_the_same_newsletter_makes_the_survivor_get_it_once(
+    app, app_ctx, outbox
+):
+    """Where both contacts of a merge have a row in a mailing, each keeps its own (a sent
+    row's history stays under the contact it went to), and the survivor gets it at most
+    once: the other's row still waiting is skipped, and so is the survivor's when the
+    other's was sent."""
+    from crm.members.services import merge_contacts
+
+    kari = make_subscriber("kari@example.no")
+    other = make_subscriber("kari.n@example.no")
+    went_out = make_newsletter("Sendt til den andre adressen")
+    start(went_out)
+    db.session.execute(
+        db.update(NewsletterRecipient)
+        .where(
+            NewsletterRecipient.newsletter_id == went_out.id,
+            NewsletterRecipient.contact_id == other.id,
+        )
+        .values(state="sent", sent_at=utcnow())
+    )
+    waiting = make_newsletter("Venter")
+    start(waiting)
+    db.session.commit()
+
+    merge_contacts(kari, other)
+    db.session.commit()
+    assert _ledger_rows([went_out.id, waiting.id]) == {
+        (went_out.id, kari.id): ("skipped", "merged"),
+        (went_out.id, other.id): ("sent", ""),
+        (waiting.id, kari.id): ("pending", ""),
+        (waiting.id, other.id): ("skipped", "merged"),
+    }
+    (batch,) = batches(waiting.id)
+    assert (batch.skipped_count, batch.state) == (1, "pending")
+
+    send_all(waiting.id)
+    send_all(went_out.id)
+    sent_to = [
+        email.message_from_bytes(p.read_bytes(), policy=email.policy.default)["To"]
+        for p in outbox.glob("*.eml")
+    ]
+    assert [str(to.addresses[0].addr_spec) for to in sent_to] == ["kari@example.no"]
+    db.session.expire_all()
+    assert services.status(db.session.get(Newsletter, went_out.id))["state"] == "finished"
+
+
 def test_cli_create_send_and_status(app, app_ctx, runner, tmp_path, outbox, run_worker):
     bulk_subscribers(3)
     bulk_subscribers(2, topics=("logistikk",), prefix="log")

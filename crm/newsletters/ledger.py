@@ -29,7 +29,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from crm.bulk import given_rows, id_join_parameter, ids_value
+from crm.bulk import chunks, given_rows, id_in, id_join_parameter, ids_value
 from crm.database import run_core
 from crm.extensions import db
 from crm.members.models import Contact, Network
@@ -559,6 +559,47 @@ def skip_unsent(newsletter: Newsletter, reason: str) -> int:
     ).all():
         refresh_batch(batch_id)
     return planned + result.rowcount
+
+
+def skip_waiting_rows(row_ids: list[int], reason: str) -> int:
+    """Mark these rows skipped (`reason`) where they are still pending in a batch no
+    request is under way for, as `skip_unsent` does, and recount their batches. The
+    number of rows skipped."""
+    if not row_ids:
+        return 0
+    R, B = NewsletterRecipient, NewsletterBatch
+    idle = (
+        select(B.id)
+        .where(
+            B.newsletter_id == R.newsletter_id,
+            B.number == R.batch_number,
+            B.state == "pending",
+            B.in_flight_since.is_(None),
+            B.ambiguous_since.is_(None),
+        )
+        .exists()
+    )
+    skipped = 0
+    for ids in chunks(row_ids):
+        skipped += db.session.execute(
+            update(R)
+            .where(id_in(R.id, ids), R.state == "pending", idle)
+            .values(state="skipped", skip_reason=reason)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+    if skipped:
+        batches = db.session.execute(
+            select(B.id, B.newsletter_id)
+            .join(R, (R.newsletter_id == B.newsletter_id) & (R.batch_number == B.number))
+            .where(R.id.in_(row_ids))
+            .distinct()
+        ).all()
+        for batch_id, _newsletter_id in batches:
+            refresh_batch(batch_id)
+        # Those were perhaps the last rows waiting (else the reconciler finishes it).
+        for newsletter_id in sorted({n for _b, n in batches}):
+            finish_if_done(newsletter_id)
+    return skipped
 
 
 def skip_batch(batch: NewsletterBatch, reason: str) -> None:

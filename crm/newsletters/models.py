@@ -195,6 +195,7 @@ class NewsletterRecipient(db.Model):
     batch_number: Mapped[int] = mapped_column()
     state: Mapped[str] = mapped_column(String(10), default="pending")
     # no_consent | objected | suppressed | erased | no_email | filter | duplicate | cancelled
+    # | merged (its contact was merged with one that has a row of its own)
     skip_reason: Mapped[str] = mapped_column(String(20), default="")
     # Why this person may be mailed (decided by crm.newsletters.audience when the ledger
     # is made): "consent" for a topic, or "membership" of network `basis_network_id`,

@@ -75,6 +75,7 @@ SKIP_LABELS = {
     "filter": _l("No longer in the audience"),
     "objected": _l("Objected to the network's mail"),
     "duplicate": _l("Same address twice"),
+    "merged": _l("Contacts merged: one copy is enough"),
     "cancelled": _l("Cancelled"),
 }
 

@@ -449,7 +449,11 @@ def progress(newsletter: Newsletter) -> dict:
 def merge_recipients(target, other) -> None:
     """MERGE_HOOKS: the other contact's ledger rows go to the contact it joins.
 
-    Where both got the same newsletter, each keeps its own row (both were real sends).
+    Where both have a row in the same mailing, each keeps its own (the ledger is one
+    row per contact, and both may be real sends, whose history stays), and the survivor
+    gets it at most once: the other contact's row still waiting is skipped ("merged"),
+    and so is the survivor's when the other's was sent (`ledger.skip_waiting_rows`; a
+    batch whose request is under way is left to its outcome).
     """
     R = NewsletterRecipient
     already = select(R.newsletter_id).where(R.contact_id == target.id)
@@ -459,6 +463,23 @@ def merge_recipients(target, other) -> None:
         .values(contact_id=target.id)
         .execution_options(synchronize_session=False)
     )
+    rows = db.session.execute(
+        select(R.id, R.newsletter_id, R.contact_id, R.state).where(
+            R.contact_id.in_((target.id, other.id)),
+            R.newsletter_id.in_(select(R.newsletter_id).where(R.contact_id == other.id)),
+        )
+    ).all()
+    kept = {r.newsletter_id: r for r in rows if r.contact_id == target.id}
+    waiting = []
+    for row in rows:
+        if row.contact_id != other.id:
+            continue
+        if row.state == "pending":
+            # An archived contact is never mailed: the survivor's row stands for both.
+            waiting.append(row.id)
+        elif row.state == "sent" and kept[row.newsletter_id].state == "pending":
+            waiting.append(kept[row.newsletter_id].id)  # they had it at the other address
+    ledger.skip_waiting_rows(waiting, "merged")
 
 
 def set_in_archive(newsletter: Newsletter, published: bool) -> None:
