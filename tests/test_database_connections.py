@@ -3,6 +3,8 @@ the server dropped meanwhile is replaced instead of failing the request. A row i
 beside the session (`insert_committed`, the public signup's write) is stored as the ORM
 stores it and committed at once."""
 
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -182,3 +184,18 @@ def test_an_inserts_connection_the_server_closed_while_idle_is_replaced(app_ctx,
     values = _pending(email="ola@example.no", form_token="token-2")
     database.insert_committed(db.engine, PendingSignup.__table__, values)  # no error
     assert _pending_count() == 2
+
+
+def test_the_built_app_has_its_models_mappers_configured():
+    # A worker's first query must not configure them (its first visitor waited), and
+    # they must exist before create_app freezes the built app out of collections. In a
+    # process of its own: this one's mappers were configured by earlier tests.
+    probe = (
+        "from crm import create_app; from crm.extensions import db; create_app(); "
+        "print(db.Model.registry._new_mappers)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
