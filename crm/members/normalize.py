@@ -4,6 +4,8 @@ Each function raises ValueError with a message fit to show the user.
 """
 
 import re
+import sys
+from functools import lru_cache
 
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
@@ -56,6 +58,30 @@ def normalize_orgnr(value: str) -> str:
 
 def format_orgnr(value: str | None) -> str:
     return stdnum_orgnr.format(value) if value else ""
+
+
+# email-validator's check of the part after the @ (the UTS-46 mapping and the IDNA
+# rules: half the time of a whole address) depends on nothing but its arguments, and
+# the addresses people type share a few domains. Its answers are kept per domain; each
+# caller gets a copy of its own. An invalid domain is checked anew each time, so it
+# raises the same error. (The module's own name for the check, which validate_email
+# calls, is replaced: email-validator 2.x has no other way in.)
+_email_checks = sys.modules["email_validator.validate_email"]
+_check_domain_name = _email_checks.validate_email_domain_name
+
+
+@lru_cache(maxsize=4096)
+def _checked_domain_name(domain: str, test_environment: bool, globally_deliverable: bool):
+    return _check_domain_name(
+        domain, test_environment=test_environment, globally_deliverable=globally_deliverable
+    )
+
+
+def _domain_name_once(domain: str, test_environment=False, globally_deliverable=True):
+    return dict(_checked_domain_name(domain, test_environment, globally_deliverable))
+
+
+_email_checks.validate_email_domain_name = _domain_name_once
 
 
 def normalize_email(value: str) -> str:
