@@ -35,7 +35,9 @@ def translation_domains(directory: Path) -> list[str]:
 def select_locale() -> str:
     if not has_request_context():  # CLI commands and RQ jobs: Norwegian unless forced
         return "nb"
-    chosen = request.args.get("lang") or session.get("lang")
+    args = request.args
+    # `in` first: werkzeug's `get` of an absent name raises and catches an error inside.
+    chosen = (args["lang"] if "lang" in args else None) or session.get("lang")
     return chosen if chosen in LANGUAGES else "nb"
 
 
