@@ -295,14 +295,21 @@ def contacts_with_active_consent(topic: Topic | str):
     )
 
 
-def active_consent_contact_ids(topic_slugs: Iterable[str]):
+def active_consent_contact_ids(topic_slugs: Iterable[str], *, per_contact: bool = False):
     """(Added for newsletters.) A select of the ids of contacts with active consent for
     any of the topics, from the consent ledger alone: for a query that checks the
-    contacts' own conditions itself (the newsletter audience reads `contact` once)."""
-    return select(ConsentState.contact_id).where(
-        ConsentState.topic_id.in_(select(Topic.id).where(Topic.slug.in_(list(topic_slugs)))),
-        ConsentState.status == "active",
-    )
+    contacts' own conditions itself (the newsletter audience reads `contact` once).
+
+    `per_contact`: for a subquery run once per contact (`active_consent_exists`): on
+    PostgreSQL the topics' ids are then an array computed once per query, not joined
+    again for each contact (a 1,000-contact batch's rule: 7.8 → 6.8 ms).
+    """
+    topic_ids = select(Topic.id).where(Topic.slug.in_(list(topic_slugs)))
+    if per_contact and db.session.get_bind().dialect.name == "postgresql":
+        of_topics = ConsentState.topic_id == any_(func.array(topic_ids.scalar_subquery()))
+    else:
+        of_topics = ConsentState.topic_id.in_(topic_ids)  # SQLite reads such a list once
+    return select(ConsentState.contact_id).where(of_topics, ConsentState.status == "active")
 
 
 def active_consent_exists(contact_id, topic_slugs: Iterable[str]):
@@ -313,16 +320,9 @@ def active_consent_exists(contact_id, topic_slugs: Iterable[str]):
     contacts (a newsletter batch) where `contacts_with_active_consent` would read
     every subscriber of the topic.
     """
-    topic_ids = select(Topic.id).where(Topic.slug.in_(list(topic_slugs)))
-    if db.session.get_bind().dialect.name == "postgresql":
-        # The topics' ids once per query (an array), not looked up again for each
-        # contact: a 1,000-contact batch's rule 7.8 → 6.8 ms.
-        topic = ConsentState.topic_id == any_(func.array(topic_ids.scalar_subquery()))
-    else:
-        topic = ConsentState.topic_id.in_(topic_ids)  # SQLite reads such a list once
     return (
-        select(ConsentState.contact_id)
-        .where(topic, ConsentState.status == "active", ConsentState.contact_id == contact_id)
+        active_consent_contact_ids(topic_slugs, per_contact=True)
+        .where(ConsentState.contact_id == contact_id)
         .exists()
     )
 
