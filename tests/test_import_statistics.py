@@ -46,14 +46,20 @@ def _reltuples(table: str) -> float:
     return db.session.scalar(query, {"t": table})
 
 
-def test_a_bulk_company_import_leaves_the_planner_knowing_the_new_rows(app, runner, tmp_path):
-    rows = "".join(f"{orgnr};Bedrift {i} AS\n" for i, orgnr in enumerate(_orgnrs(600)))
+def _import_companies(app, runner, tmp_path, count: int, *options: str):
+    """`crm companies import` of `count` new companies; the time just before it."""
+    rows = "".join(f"{orgnr};Bedrift {i} AS\n" for i, orgnr in enumerate(_orgnrs(count)))
     path = tmp_path / "companies.csv"
     path.write_text("orgnr;name\n" + rows)
     with app.app_context():
         since = _now()
-    result = runner.invoke(args=["companies", "import", str(path)])
+    result = runner.invoke(args=["companies", "import", *options, str(path)])
     assert result.exit_code == 0, result.output
+    return since
+
+
+def test_a_bulk_company_import_leaves_the_planner_knowing_the_new_rows(app, runner, tmp_path):
+    since = _import_companies(app, runner, tmp_path, 600)
     with app.app_context():
         assert _analyzed_since("company", since)
         assert _analyzed_since("search_term", since)
@@ -75,24 +81,12 @@ def test_a_bulk_contact_import_leaves_the_planner_knowing_the_new_rows(app, runn
 
 
 def test_a_small_import_leaves_the_statistics_to_autovacuum(app, runner, tmp_path):
-    rows = "".join(f"{orgnr};Bedrift {i} AS\n" for i, orgnr in enumerate(_orgnrs(20)))
-    path = tmp_path / "companies.csv"
-    path.write_text("orgnr;name\n" + rows)
-    with app.app_context():
-        since = _now()
-    result = runner.invoke(args=["companies", "import", str(path)])
-    assert result.exit_code == 0, result.output
+    since = _import_companies(app, runner, tmp_path, 20)
     with app.app_context():
         assert not _analyzed_since("company", since)
 
 
 def test_a_rolled_back_import_analyzes_nothing(app, runner, tmp_path):
-    rows = "".join(f"{orgnr};Bedrift {i} AS\n" for i, orgnr in enumerate(_orgnrs(600)))
-    path = tmp_path / "companies.csv"
-    path.write_text("orgnr;name\n" + rows)
-    with app.app_context():
-        since = _now()
-    result = runner.invoke(args=["companies", "import", "--dry-run", str(path)])
-    assert result.exit_code == 0, result.output
+    since = _import_companies(app, runner, tmp_path, 600, "--dry-run")
     with app.app_context():
         assert not _analyzed_since("company", since)
