@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import delete, func, select, text
 from sqlalchemy.exc import OperationalError
 
+from crm.database import run_core
 from crm.extensions import db
 from crm.members.models import Contact, Network
 from crm.newsletters import ledger, reconciler, sending, services, tasks
@@ -416,6 +417,37 @@ def test_two_writers_at_once_share_the_planned_batches_out(app, app_ctx, small_c
     assert [state for _n, state, _s in batch_states(newsletter.id)] == ["pending"] * 4
     assert ledger_contacts(newsletter.id) == sorted(contact_ids)
     assert ledger.write_planned(newsletter.id, None) == 0
+
+
+def test_a_second_writer_of_a_batch_adds_no_row_and_the_insert_is_compiled_once(
+    app, app_ctx, small_chunks
+):
+    """SQLite: a writer that waited for the first one's lock finds the batch's rows
+    written and adds none (INSERT OR IGNORE), without an error. The statement is
+    compiled once per process: `on_conflict_do_nothing()` made it uncacheable."""
+    contact_ids = bulk_subscribers(3)
+    newsletter = make_newsletter()
+    start(newsletter)  # batch 0 written; 1 planned
+    batch = db.session.scalar(
+        select(NewsletterBatch).where(
+            NewsletterBatch.newsletter_id == newsletter.id, NewsletterBatch.number == 1
+        )
+    )
+    dialect = db.engine.dialect.name
+    statement = ledger._write_planned_statement(dialect, "consent")
+    assert statement._generate_cache_key() is not None
+    assert ledger.write_planned(newsletter.id, None) == 1
+    db.session.commit()
+    if dialect != "postgresql":  # PostgreSQL's second writer never gets this far
+        # The second writer's INSERT, as it runs after waiting (the batch still planned
+        # in its snapshot): the rows are there, none is added.
+        db.session.execute(
+            text("UPDATE newsletter_batch SET planned = :planned WHERE id = :id"),
+            {"planned": f"[[{contact_ids[2]}, null]]", "id": batch.id},
+        )
+        assert run_core(statement, {"batch_id": batch.id}).rowcount == 0
+        db.session.rollback()
+    assert ledger_contacts(newsletter.id) == sorted(contact_ids)
 
 
 def test_marking_rows_sent_leaves_the_ledgers_indexes_alone_on_postgresql(app, app_ctx):

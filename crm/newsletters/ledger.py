@@ -27,7 +27,6 @@ from sqlalchemy import (
     true,
     update,
 )
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from crm.bulk import chunks, given_rows, id_in, id_join_parameter, ids_value
 from crm.database import run_core
@@ -215,10 +214,16 @@ def _planned_rows():
 def _into_ledger(dialect: str):
     """The INSERT of ledger rows: on PostgreSQL a plain one (the batch's row lock keeps
     a second writer out; ON CONFLICT would cost a speculative insertion per row);
-    elsewhere a writer that waited for the first one's commit must add nothing."""
+    elsewhere a writer that waited for the first one's commit must add nothing.
+
+    SQLite's INSERT OR IGNORE, not SQLAlchemy's `on_conflict_do_nothing()`: a statement
+    with that clause has no cache key (SQLAlchemy 2.0), so it was compiled anew for
+    every batch, 1.9 ms each, 37 of the 150 ms a 20,000-recipient start took. The same
+    effect here: every NOT NULL column gets a value and the table has no CHECK, so the
+    only constraint it can ignore is the unique one."""
     if dialect == "postgresql":
         return insert(NewsletterRecipient)
-    return sqlite_insert(NewsletterRecipient).on_conflict_do_nothing()
+    return insert(NewsletterRecipient).prefix_with("OR IGNORE")
 
 
 def _planned_basis_counts(newsletter: Newsletter):
