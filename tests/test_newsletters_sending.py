@@ -585,6 +585,33 @@ def test_a_merged_contact_in_the_same_newsletter_makes_the_survivor_get_it_once(
     assert services.status(db.session.get(Newsletter, went_out.id))["state"] == "finished"
 
 
+def test_a_contact_merged_while_their_copy_is_under_way_makes_the_survivor_wait_for_nothing(
+    app, app_ctx, outbox, monkeypatch
+):
+    """The other contact's row is in a request under way when the two are merged: that
+    copy almost surely reaches them, so the survivor's row still waiting is skipped
+    rather than sent as a second copy to the same person."""
+    from crm.members.services import merge_contacts
+
+    monkeypatch.setitem(app.config, "NEWSLETTER_BATCH_SIZE", 1)
+    kari = make_subscriber("kari@example.no")
+    other = make_subscriber("kari.n@example.no")
+    newsletter = make_newsletter("Nytt")
+    start(newsletter)
+    survivors, others = batches(newsletter.id)  # one row each, in contact order
+    others.in_flight_since = utcnow()  # a sender is waiting for the provider's answer
+    db.session.commit()
+
+    merge_contacts(kari, other)
+    db.session.commit()
+    assert _ledger_rows([newsletter.id]) == {
+        (newsletter.id, kari.id): ("skipped", "merged"),
+        (newsletter.id, other.id): ("pending", ""),
+    }
+    send_all(newsletter.id)
+    assert not list(outbox.glob("*.eml"))  # nothing more to kari@example.no
+
+
 def test_cli_create_send_and_status(app, app_ctx, runner, tmp_path, outbox, run_worker):
     bulk_subscribers(3)
     bulk_subscribers(2, topics=("logistikk",), prefix="log")

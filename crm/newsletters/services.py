@@ -452,10 +452,10 @@ def merge_recipients(target, other) -> None:
     Where both have a row in the same mailing, each keeps its own (the ledger is one
     row per contact, and both may be real sends, whose history stays), and the survivor
     gets it at most once: the other contact's row still waiting is skipped ("merged"),
-    and so is the survivor's when the other's was sent (`ledger.skip_waiting_rows`; a
-    batch whose request is under way is left to its outcome).
+    and so is the survivor's when the other's was sent or is in a request under way or
+    of unknown outcome (`ledger.skip_waiting_rows`, which leaves such batches alone).
     """
-    R = NewsletterRecipient
+    R, B = NewsletterRecipient, NewsletterBatch
     already = select(R.newsletter_id).where(R.contact_id == target.id)
     db.session.execute(
         update(R)
@@ -463,8 +463,11 @@ def merge_recipients(target, other) -> None:
         .values(contact_id=target.id)
         .execution_options(synchronize_session=False)
     )
+    under_way = B.in_flight_since.is_not(None) | B.ambiguous_since.is_not(None)
     rows = db.session.execute(
-        select(R.id, R.newsletter_id, R.contact_id, R.state).where(
+        select(R.id, R.newsletter_id, R.contact_id, R.state, under_way.label("under_way"))
+        .join(B, (B.newsletter_id == R.newsletter_id) & (B.number == R.batch_number))
+        .where(
             R.contact_id.in_((target.id, other.id)),
             R.newsletter_id.in_(select(R.newsletter_id).where(R.contact_id == other.id)),
         )
@@ -474,11 +477,16 @@ def merge_recipients(target, other) -> None:
     for row in rows:
         if row.contact_id != other.id:
             continue
-        if row.state == "pending":
+        went_out = row.state == "sent" or (row.state == "pending" and row.under_way)
+        if row.state == "pending" and not row.under_way:
             # An archived contact is never mailed: the survivor's row stands for both.
             waiting.append(row.id)
-        elif row.state == "sent" and kept[row.newsletter_id].state == "pending":
-            waiting.append(kept[row.newsletter_id].id)  # they had it at the other address
+        elif went_out and kept[row.newsletter_id].state == "pending":
+            # They had it at the other address, or most likely will: a request under
+            # way is nearly always accepted. Should it not be, the other's row is
+            # skipped when its batch is tried again (archived) and neither address
+            # gets it: a missed copy rather than a second one.
+            waiting.append(kept[row.newsletter_id].id)
     ledger.skip_waiting_rows(waiting, "merged")
 
 
