@@ -90,3 +90,14 @@ def test_a_rolled_back_import_analyzes_nothing(app, runner, tmp_path):
     since = _import_companies(app, runner, tmp_path, 600, "--dry-run")
     with app.app_context():
         assert not _analyzed_since("company", since)
+
+
+def test_demo_data_leaves_the_planner_knowing_the_new_rows(app, runner):
+    with app.app_context():
+        since = _now()
+    result = runner.invoke(args=["demo", "--companies", "150", "--subscribers", "400"])
+    assert result.exit_code == 0, result.output
+    with app.app_context():
+        assert _analyzed_since("company", since)
+        assert _analyzed_since("contact", since)
+        assert _reltuples("company") == 150
