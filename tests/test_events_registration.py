@@ -224,3 +224,32 @@ def test_a_replayed_form_does_not_register_again_after_a_cancellation(app, clien
     # A new form (the event page shown again) registers her anew.
     fresh = _register(client, app, event_id, "kari@example.no")
     assert "Du er påmeldt" in fresh.get_data(as_text=True)
+
+
+def test_the_same_form_sent_to_two_events_at_once_says_so_for_the_second(app, client, monkeypatch):
+    """Two requests with one form token at the same moment, for two events (so under two
+    event locks): both pass the check, the second's row meets the token's unique index.
+    That answer is the replayed form's message and a fresh form, not an error page."""
+    from sqlalchemy.exc import IntegrityError
+
+    with app.app_context():
+        event_id = make_event(capacity=5).id
+    form = registration_data(app, "kari@example.no")
+
+    def lost_the_race(*args, **kwargs):
+        raise IntegrityError(
+            "INSERT INTO registration …",
+            {},
+            Exception(
+                'duplicate key value violates unique constraint "ix_registration_form_token"'
+            ),
+        )
+
+    monkeypatch.setattr(services, "register", lost_the_race)
+    response = client.post(f"/arrangementer/{event_id}", data=form)
+    assert response.status_code == 200
+    page = response.get_data(as_text=True)
+    assert "Dette skjemaet er allerede sendt" in page
+    assert 'value="' + form["started"] + '"' not in page  # a fresh form to send
+    with app.app_context():
+        assert _registrations(event_id) == []
