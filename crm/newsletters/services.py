@@ -466,7 +466,7 @@ def merge_recipients(target, other) -> None:
     under_way = B.in_flight_since.is_not(None) | B.ambiguous_since.is_not(None)
     rows = db.session.execute(
         select(R.id, R.newsletter_id, R.contact_id, R.state, under_way.label("under_way"))
-        .join(B, (B.newsletter_id == R.newsletter_id) & (B.number == R.batch_number))
+        .outerjoin(B, (B.newsletter_id == R.newsletter_id) & (B.number == R.batch_number))
         .where(
             R.contact_id.in_((target.id, other.id)),
             R.newsletter_id.in_(select(R.newsletter_id).where(R.contact_id == other.id)),
