@@ -236,7 +236,9 @@ def wait_until_finished(app, newsletter_id: int, workers: Workers, timeout: floa
         time.sleep(0.2)
 
 
-def assert_each_recipient_exactly_once(app, server, newsletter_id: int, expected: int):
+def assert_each_recipient_exactly_once(
+    app, server, newsletter_id: int, expected: int, logs: str = ""
+):
     addresses = Counter(server.recipients)
     repeated = {a: n for a, n in addresses.items() if n > 1}
     if repeated:  # why: each resent batch's last error, and the answers given
@@ -251,6 +253,7 @@ def assert_each_recipient_exactly_once(app, server, newsletter_id: int, expected
         took = [(e.status, round(e.at % 100, 2)) for e in getattr(server, "exchanges", [])][:50]
         raise AssertionError(
             f"sent more than once: {list(repeated.items())[:5]}; resent {resent}; answers {took}"
+            + (f"\nworker logs:\n{logs}" if logs else "")
         )
     assert len(addresses) == expected
     with app.app_context():
@@ -343,9 +346,14 @@ def big_newsletter(app, app_ctx):
 def test_5000_recipients_two_workers_each_exactly_once(
     app, sendgrid_server, workers, big_newsletter
 ):
+    """With SendGrid's events coming in as they do in production: on a loaded machine
+    the validating test server has taken longer than the client's 2 s timeout for the
+    first two requests (both workers' at once), and those batches were then sent again
+    after the grace period for want of the events that would have settled them."""
     assert start(app, big_newsletter) == RECIPIENTS
-    workers.start(2)
-    status = wait_until_finished(app, big_newsletter, workers)
+    with EventFeed(app, sendgrid_server):
+        workers.start(2)
+        status = wait_until_finished(app, big_newsletter, workers)
     assert status == {
         "state": "finished",
         "total": RECIPIENTS,
@@ -354,7 +362,9 @@ def test_5000_recipients_two_workers_each_exactly_once(
         "pending": 0,
         "skipped": 0,
     }, workers.logs()
-    assert_each_recipient_exactly_once(app, sendgrid_server, big_newsletter, RECIPIENTS)
+    assert_each_recipient_exactly_once(
+        app, sendgrid_server, big_newsletter, RECIPIENTS, logs=workers.logs()
+    )
     assert len(sendgrid_server.requests) == RECIPIENTS // 1000
     first = sendgrid_server.requests[0].body["personalizations"][0]
     assert first["substitutions"]["%greeting%"].startswith("Hei Person")
