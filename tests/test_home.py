@@ -222,3 +222,50 @@ def test_the_home_page_costs_the_same_queries_with_little_or_much_data(app, clie
     with app.app_context(), counting_queries() as again:
         assert client.get("/home").status_code == 200
     assert len(again) < len(large)
+
+
+def _newsletter_batch_sent(at) -> None:
+    from crm.newsletters.models import NewsletterBatch
+    from tests.factories import make_newsletter
+
+    newsletter = make_newsletter("Sendt")
+    db.session.add(
+        NewsletterBatch(
+            newsletter_id=newsletter.id, number=0, state="done", size=1, sent_at=at, updated_at=at
+        )
+    )
+    db.session.commit()
+
+
+def test_admins_are_told_when_sendgrids_events_stop_coming(app, client, auth, monkeypatch):
+    """Sending through SendGrid, a newsletter went out two hours ago and no event has
+    come since: the webhook is not reaching us, and the health box says so."""
+    monkeypatch.setitem(app.config, "MAIL_BACKEND", "sendgrid")
+    auth.login("admin")
+    with app.app_context():
+        old = EmailEvent(sg_event_id="old", event="delivered", received_at=utcnow() - timedelta(3))
+        db.session.add(old)
+        _newsletter_batch_sent(utcnow() - timedelta(hours=2))
+    page = client.get("/home").get_data(as_text=True)
+    assert 'id="webhook-silent"' in page and "Trenger tilsyn" in page
+    assert "Ingen hendelse fra SendGrid har kommet siden" in page
+
+    with app.app_context():  # the webhook delivers again
+        db.session.add(EmailEvent(sg_event_id="new", event="delivered", received_at=utcnow()))
+        db.session.commit()
+    page = client.get("/home").get_data(as_text=True)
+    assert 'id="webhook-silent"' not in page
+    assert "Siste hendelse fra SendGrid" in page
+
+
+def test_a_newsletter_just_sent_or_another_mail_backend_raises_no_webhook_alarm(
+    app, client, auth, monkeypatch
+):
+    auth.login("admin")
+    with app.app_context():
+        _newsletter_batch_sent(utcnow() - timedelta(minutes=10))  # events may still come
+    monkeypatch.setitem(app.config, "MAIL_BACKEND", "sendgrid")
+    page = client.get("/home").get_data(as_text=True)
+    assert "Siste hendelse fra SendGrid" in page and 'id="webhook-silent"' not in page
+    monkeypatch.setitem(app.config, "MAIL_BACKEND", "outbox")
+    assert "Siste hendelse fra SendGrid" not in client.get("/home").get_data(as_text=True)

@@ -262,6 +262,17 @@ class QueueHealth:
 
 
 @dataclass
+class WebhookHealth:
+    """Whether SendGrid's event webhook reaches us (only asked when mail goes through
+    SendGrid): the last event received, the last newsletter request accepted, and
+    whether events stopped coming after it."""
+
+    last_event: datetime | None
+    last_sent: datetime | None
+    silent: bool
+
+
+@dataclass
 class SystemHealth:
     redis_ok: bool
     queues: list[QueueHealth]
@@ -269,16 +280,55 @@ class SystemHealth:
     reconciler_last_run: datetime | None
     reconciler_late: bool
     error: str = ""
+    webhook: WebhookHealth | None = None
+
+    @property
+    def ok(self) -> bool:
+        silent = self.webhook is not None and self.webhook.silent
+        return self.redis_ok and not self.reconciler_late and bool(self.workers) and not silent
+
+
+# SendGrid's first events for a request come within minutes; none an hour after a
+# newsletter went out means the webhook is not set up (or not reaching us).
+WEBHOOK_QUIET = timedelta(hours=1)
+
+
+def webhook_health(now: datetime | None = None) -> WebhookHealth:
+    """Without the event webhook, bounces and unsubscribes in the mail client are never
+    recorded, and a newsletter batch whose answer was lost (a timeout) is sent again once
+    NEWSLETTER_AMBIGUOUS_GRACE_SECONDS have passed: its events are what settle it."""
+    from crm.mail.models import EmailEvent
+    from crm.newsletters.models import NewsletterBatch
+
+    now = now or utcnow()
+    # The newest of each by key (the primary key's index), not by time (a scan of all).
+    last_event = db.session.scalar(
+        select(EmailEvent.received_at).order_by(EmailEvent.id.desc()).limit(1)
+    )
+    B = NewsletterBatch
+    last_sent = db.session.scalar(
+        select(B.sent_at).where(B.sent_at.is_not(None)).order_by(B.id.desc()).limit(1)
+    )
+    silent = (
+        last_sent is not None
+        and now - last_sent > WEBHOOK_QUIET
+        and (last_event is None or last_event < last_sent)
+    )
+    return WebhookHealth(last_event, last_sent, silent)
 
 
 def system_health(connection=None) -> SystemHealth:
-    """RQ queues (waiting, running, failed, scheduled jobs), live workers, and when the
-    newsletter reconciler last ran. Redis being down is a finding, not an error."""
+    """RQ queues (waiting, running, failed, scheduled jobs), live workers, when the
+    newsletter reconciler last ran, and (sending through SendGrid) whether its event
+    webhook reaches us. Redis being down is a finding, not an error."""
     from flask import current_app
     from rq import Queue, Worker
 
     from crm.queue import QUEUE_NAMES, get_redis
 
+    webhook = None
+    if current_app.config.get("MAIL_BACKEND") == "sendgrid":
+        webhook = webhook_health()
     try:
         connection = connection or get_redis()
         queues = []
@@ -296,11 +346,11 @@ def system_health(connection=None) -> SystemHealth:
         workers = Worker.count(connection=connection)
         stamp = connection.get(RECONCILER_LAST_RUN_KEY)
     except Exception as exc:  # noqa: BLE001 - any Redis failure is shown as such
-        return SystemHealth(False, [], 0, None, True, type(exc).__name__)
+        return SystemHealth(False, [], 0, None, True, type(exc).__name__, webhook)
     last_run = datetime.fromisoformat(stamp.decode()) if stamp else None
     interval = float(current_app.config.get("NEWSLETTER_RECONCILE_SECONDS", 60) or 60)
     late = last_run is None or utcnow() - last_run > timedelta(seconds=max(interval * 5, 300))
-    return SystemHealth(True, queues, workers, last_run, late)
+    return SystemHealth(True, queues, workers, last_run, late, webhook=webhook)
 
 
 def record_reconciler_run(connection=None) -> None:
