@@ -243,7 +243,9 @@ def test_admins_are_told_when_sendgrids_events_stop_coming(app, client, auth, mo
     monkeypatch.setitem(app.config, "MAIL_BACKEND", "sendgrid")
     auth.login("admin")
     with app.app_context():
-        old = EmailEvent(sg_event_id="old", event="delivered", received_at=utcnow() - timedelta(3))
+        old = EmailEvent(
+            sg_event_id="old", event="delivered", received_at=utcnow() - timedelta(days=3)
+        )
         db.session.add(old)
         _newsletter_batch_sent(utcnow() - timedelta(hours=2))
     page = client.get("/home").get_data(as_text=True)

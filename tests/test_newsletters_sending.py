@@ -585,7 +585,7 @@ def test_a_merged_contact_in_the_same_newsletter_makes_the_survivor_get_it_once(
     assert services.status(db.session.get(Newsletter, went_out.id))["state"] == "finished"
 
 
-def test_a_contact_merged_while_their_copy_is_under_way_makes_the_survivor_wait_for_nothing(
+def test_a_contact_merged_while_their_copy_is_under_way_gets_no_second_copy(
     app, app_ctx, outbox, monkeypatch
 ):
     """The other contact's row is in a request under way when the two are merged: that
