@@ -293,14 +293,13 @@ class SystemHealth:
 WEBHOOK_QUIET = timedelta(hours=1)
 
 
-def webhook_health(now: datetime | None = None) -> WebhookHealth:
+def webhook_health() -> WebhookHealth:
     """Without the event webhook, bounces and unsubscribes in the mail client are never
     recorded, and a newsletter batch whose answer was lost (a timeout) is sent again once
     NEWSLETTER_AMBIGUOUS_GRACE_SECONDS have passed: its events are what settle it."""
     from crm.mail.models import EmailEvent
     from crm.newsletters.models import NewsletterBatch
 
-    now = now or utcnow()
     # The newest of each by key (the primary key's index), not by time (a scan of all).
     last_event = db.session.scalar(
         select(EmailEvent.received_at).order_by(EmailEvent.id.desc()).limit(1)
@@ -311,7 +310,7 @@ def webhook_health(now: datetime | None = None) -> WebhookHealth:
     )
     silent = (
         last_sent is not None
-        and now - last_sent > WEBHOOK_QUIET
+        and utcnow() - last_sent > WEBHOOK_QUIET
         and (last_event is None or last_event < last_sent)
     )
     return WebhookHealth(last_event, last_sent, silent)
