@@ -753,3 +753,36 @@ def test_a_batch_whose_attempt_fails_unexpectedly_is_given_back_with_a_backoff(
     assert sendgrid.requests == []
     # Not due before the backoff: a second job does not take it.
     assert sending.run_batch(batch_id, reschedule=lambda *a: None) == "not-claimed"
+
+
+def test_rows_skipped_or_refused_before_an_unanswered_request_are_counted_at_once(
+    app, app_ctx, sendgrid, monkeypatch
+):
+    """A batch whose request ends ambiguous (or rate limited, or its sender dies) stays
+    pending for the grace period or longer: the rows its try skipped or failed already
+    count as such meanwhile, not as pending (found by tests/test_newsletters_chaos.py)."""
+    monkeypatch.setitem(app.config, "NEWSLETTER_MAX_INLINE_WAIT_SECONDS", 0)  # no resend here
+    make_subscriber("stays@example.no")
+    make_subscriber("refused@example.no")
+    withdraws = make_subscriber("withdraws@example.no")
+    make_subscriber("also-stays@example.no")
+    newsletter = make_newsletter()
+    start(newsletter)
+    consent_ledger.withdraw_all(withdraws, source="email_link", note="test")
+    db.session.commit()
+    sendgrid.refuse_next(
+        1, message="Does not contain a valid address.", field_name="personalizations.1.to.0.email"
+    )
+    sendgrid.fail_next(1, status=500)  # the retry without the refused address: unknown
+    (batch,) = batches(newsletter.id)
+    assert sending.run_batch(batch.id, reschedule=lambda *a: None) == "ambiguous"
+    (batch,) = batches(newsletter.id)
+    assert (batch.state, batch.skipped_count, batch.failed_count) == ("pending", 1, 1)
+    assert services.status(db.session.get(Newsletter, newsletter.id)) == {
+        "state": "sending",
+        "total": 4,
+        "sent": 0,
+        "failed": 1,
+        "pending": 2,
+        "skipped": 1,
+    }

@@ -386,6 +386,10 @@ def skip_ineligible(newsletter: Newsletter, batch: NewsletterBatch, rows: list[R
         keep.append(row)
     for reason, ids in by_reason.items():
         _set_rows(ids, state="skipped", skip_reason=reason)
+    if by_reason:
+        # Counted now: the request may end ambiguous, rate limited or paused, leaving
+        # the batch pending (and these rows counted as pending) for minutes.
+        ledger.refresh_batch(_id(batch))
     return keep
 
 
@@ -648,6 +652,8 @@ def attempt(batch: NewsletterBatch, owner: str, limiter: RateLimiter, finish: bo
         _set_rows([row.id], state="failed", error=error[:2000])
     if not rows:
         return _finish_batch(batch)
+    if unmailable:
+        ledger.refresh_batch(_id(batch))  # counted now, as in `skip_ineligible`
 
     # 4. Rate limit, then in flight.
     wait = limiter.acquire(len(rows))
@@ -773,6 +779,11 @@ def _refused(batch, owner, rows: list[Row], exc: Exception) -> Step:
         row = rows[int(match.group(1))]
         _set_rows([row.id], state="failed", error=error)
         _not_an_attempt(batch, owner, error)  # the address's fault, not the batch's
+        if len(rows) > 1:
+            # Counted now, as in `skip_ineligible` (the retry may end ambiguous). Not
+            # when it was the last: settled, the batch would lose its lease before the
+            # retry that finishes it.
+            ledger.refresh_batch(_id(batch))
         db.session.commit()
         return Wait(0, "recipient-refused")
     _set_rows([r.id for r in rows], state="failed", error=error)
