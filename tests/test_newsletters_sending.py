@@ -612,6 +612,46 @@ def test_a_contact_merged_while_their_copy_is_under_way_gets_no_second_copy(
     assert not list(outbox.glob("*.eml"))  # nothing more to kari@example.no
 
 
+def test_a_survivor_whose_own_copy_was_of_unknown_outcome_at_the_merge_gets_no_second(
+    app, app_ctx, sendgrid, monkeypatch
+):
+    """The other contact's copy went out; the survivor's batch was ambiguous when the two
+    were merged (so its row could not be skipped: that request may have been accepted).
+    No events come, and the batch is sent again: without the survivor, who had their
+    copy at the other address (found by tests/test_newsletters_chaos.py, seed 9)."""
+    from crm.members.services import merge_contacts
+
+    monkeypatch.setitem(app.config, "NEWSLETTER_BATCH_SIZE", 1)
+    monkeypatch.setitem(app.config, "NEWSLETTER_MAX_INLINE_WAIT_SECONDS", 0)
+    kari = make_subscriber("kari@example.no")
+    other = make_subscriber("kari.n@example.no")
+    newsletter = make_newsletter("Nytt")
+    start(newsletter)
+    survivors, others = batches(newsletter.id)
+    assert sending.run_batch(others.id, reschedule=lambda *a: None) == "done"
+    sendgrid.fail_next(1, status=500)  # not accepted, but we cannot know that
+    assert sending.run_batch(survivors.id, reschedule=lambda *a: None) == "ambiguous"
+
+    merge_contacts(kari, other)
+    db.session.commit()
+    db.session.execute(  # the grace period passes without events
+        db.update(NewsletterBatch)
+        .where(NewsletterBatch.id == survivors.id)
+        .values(
+            ambiguous_since=utcnow() - timedelta(hours=1),
+            next_attempt_at=utcnow() - timedelta(hours=1),
+        )
+    )
+    db.session.commit()
+    assert sending.run_batch(survivors.id, reschedule=lambda *a: None) == "done"
+    assert sendgrid.recipients == ["kari.n@example.no"]
+    assert _ledger_rows([newsletter.id]) == {
+        (newsletter.id, kari.id): ("skipped", "merged"),
+        (newsletter.id, other.id): ("sent", ""),
+    }
+    assert db.session.get(Newsletter, newsletter.id).state == "finished"
+
+
 def test_cli_create_send_and_status(app, app_ctx, runner, tmp_path, outbox, run_worker):
     bulk_subscribers(3)
     bulk_subscribers(2, topics=("logistikk",), prefix="log")

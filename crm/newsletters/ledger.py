@@ -707,6 +707,9 @@ def _rows_sent_statement(dialect: str):
                 "provider_message_id", type_=R.provider_message_id.type
             ),
             "error": "",
+            # A merge during the request may have noted the row for skipping
+            # (`services.merge_recipients`): it went out, the note is void.
+            "skip_reason": "",
         },
         dialect,
     )

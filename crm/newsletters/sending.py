@@ -295,6 +295,8 @@ class Row:
     token_version: int | None = None
     # Whether the audience rule still lets them have it (`pending_rows` asks).
     eligible: bool = True
+    # Set on a row still pending: skip it if it is tried again (see `skip_ineligible`).
+    skip_reason: str = ""
 
 
 def batch_rows(batch: NewsletterBatch, *conditions) -> list[Row]:
@@ -343,6 +345,7 @@ def _rows_statement(*conditions, eligible=None):
             # A contact has at most one subscriber (unique): the join adds no rows.
             func.coalesce(Subscriber.token_version, DEFAULT_TOKEN_VERSION),
             true() if eligible is None else eligible,
+            R.skip_reason,
         )
         .join(Contact, Contact.id == R.contact_id)
         .outerjoin(Subscriber, Subscriber.contact_id == R.contact_id)
@@ -376,6 +379,11 @@ def skip_ineligible(newsletter: Newsletter, batch: NewsletterBatch, rows: list[R
     keep, seen = [], set()
     for row in rows:
         if not row.eligible:
+            continue
+        if row.skip_reason:
+            # Merged while this row's batch was under way: the person had their copy at
+            # the other contact's address (`services.merge_recipients`).
+            by_reason.setdefault(row.skip_reason, []).append(row.id)
             continue
         address = row.email.lower()
         if address in seen:
@@ -511,6 +519,7 @@ def confirm_sent_from_events(batch: NewsletterBatch) -> None:
         R.state == "pending",
         sent_at=func.coalesce(R.processed_at, now),
         provider_message_id=func.coalesce(R.provider_message_id, provider_id),
+        skip_reason="",  # it went out after all, whatever a merge meanwhile noted
     )
     ledger.refresh_batch(
         batch.id,

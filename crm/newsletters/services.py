@@ -453,7 +453,8 @@ def merge_recipients(target, other) -> None:
     row per contact, and both may be real sends, whose history stays), and the survivor
     gets it at most once: the other contact's row still waiting is skipped ("merged"),
     and so is the survivor's when the other's was sent or is in a request under way or
-    of unknown outcome (`ledger.skip_waiting_rows`, which leaves such batches alone).
+    of unknown outcome (`ledger.skip_waiting_rows`, which leaves such batches alone);
+    a survivor's row in such a batch is skipped when the batch is tried again.
     """
     R, B = NewsletterRecipient, NewsletterBatch
     already = select(R.newsletter_id).where(R.contact_id == target.id)
@@ -488,6 +489,16 @@ def merge_recipients(target, other) -> None:
             # gets it: a missed copy rather than a second one.
             waiting.append(kept[row.newsletter_id].id)
     ledger.skip_waiting_rows(waiting, "merged")
+    # Left pending: the survivor's rows in a batch under way, whose request may have
+    # been accepted. Should the batch be tried again, they are skipped then
+    # (`sending.skip_ineligible`): the person had their copy at the other address.
+    if waiting:
+        db.session.execute(
+            update(R)
+            .where(R.id.in_(waiting), R.state == "pending")
+            .values(skip_reason="merged")
+            .execution_options(synchronize_session=False)
+        )
 
 
 def set_in_archive(newsletter: Newsletter, published: bool) -> None:
