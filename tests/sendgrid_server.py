@@ -212,6 +212,17 @@ class SendGridServer:
             self._httpd.shutdown()
             self._httpd.server_close()
 
+    def reset(self) -> None:
+        """Forget everything seen and every fault asked for (a server shared by tests:
+        stopping one waits out `serve_forever`'s half-second poll)."""
+        with self._lock:
+            self.requests.clear()
+            self.refused.clear()
+            self.exchanges.clear()
+            self.faults_used.clear()
+            self.stalled = 0
+            self._faults.clear()
+
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self._httpd.server_address[1]}"
