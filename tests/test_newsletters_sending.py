@@ -223,6 +223,45 @@ def test_a_500_is_ambiguous_and_webhook_events_prove_it_went_out(app, app_ctx, s
     assert db.session.get(Newsletter, newsletter.id).state == "finished"
 
 
+@pytest.mark.parametrize("paused", [False, True])
+def test_the_reconciler_settles_an_ambiguous_batch_once_its_events_arrive(
+    app, app_ctx, sendgrid, monkeypatch, paused
+):
+    """Its sender looks again only after the grace period (300 s by default); the
+    reconciler's next run settles it as soon as the events are in, so the newsletter
+    finishes then (and a paused one shows its sent rows)."""
+    monkeypatch.setitem(app.config, "NEWSLETTER_AMBIGUOUS_GRACE_SECONDS", 300)
+    bulk_subscribers(4)
+    newsletter = make_newsletter()
+    start(newsletter)
+    sendgrid.fail_next(1, status=503)
+    assert sending.run_batch(batches(newsletter.id)[0].id, reschedule=lambda *a: None) == (
+        "ambiguous"
+    )
+    if paused:
+        services.pause(db.session.get(Newsletter, newsletter.id))
+        db.session.commit()
+    assert reconciler.reconcile()["settled"] == 0  # no events yet: its sender decides later
+    row = rows(newsletter.id)[0]
+    record_event(
+        {
+            "event": "processed",
+            "email": "sub0@example.no",
+            "timestamp": 1700000000,
+            "sg_event_id": "evt-settle",
+            "sg_message_id": "late123.filter",
+            "klynge_newsletter": str(newsletter.id),
+            "klynge_recipient": str(row.id),
+        }
+    )
+    db.session.commit()
+    assert reconciler.reconcile()["settled"] == 1
+    assert sendgrid.requests == []  # not sent again
+    assert {r.state for r in rows(newsletter.id)} == {"sent"}
+    state = db.session.get(Newsletter, newsletter.id).state
+    assert state == ("paused" if paused else "finished")
+
+
 def test_a_500_without_events_is_sent_again_after_the_grace_period(app, app_ctx, sendgrid):
     bulk_subscribers(10)
     newsletter = make_newsletter()

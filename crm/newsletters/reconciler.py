@@ -8,6 +8,8 @@ An RQ job, enqueued every NEWSLETTER_RECONCILE_SECONDS by the workers' upkeep th
   no queued or scheduled job (the worker was SIGKILLed, Redis restarted and lost its
   queues, the machine rebooted). The claim protocol makes a spare job harmless;
 - writes the ledger rows of batches still planned whose fill job was lost;
+- settles batches of unknown outcome (a 5xx, a timeout, a dead sender) from the
+  webhook's events as soon as they show the provider accepted them;
 - marks newsletters finished once no row is pending.
 """
 
@@ -90,16 +92,20 @@ def resume_ledgers() -> int:
     return sum(write_planned_ledger(newsletter_id) for newsletter_id in newsletters)
 
 
-def _unleased_pending_batches(newsletter_state: str, now) -> list[NewsletterBatch]:
-    """Pending batches of newsletters in this state that no sender holds a lease on."""
+def _unleased_pending_batches(
+    newsletter_states: tuple[str, ...], now, *conditions
+) -> list[NewsletterBatch]:
+    """Pending batches of newsletters in these states that no sender holds a lease on
+    (and that match `conditions`)."""
     B = NewsletterBatch
     return db.session.scalars(
         select(B)
         .join(Newsletter, Newsletter.id == B.newsletter_id)
         .where(
-            Newsletter.state == newsletter_state,
+            Newsletter.state.in_(newsletter_states),
             B.state == "pending",
             or_(B.lease_expires_at.is_(None), B.lease_expires_at < now),
+            *conditions,
         )
         .order_by(B.newsletter_id, B.number)
     ).all()
@@ -108,7 +114,7 @@ def _unleased_pending_batches(newsletter_state: str, now) -> list[NewsletterBatc
 def orphaned_batches(connection) -> list[NewsletterBatch]:
     """Pending batches of sending newsletters with no live lease and no waiting job."""
     now = utcnow()
-    candidates = _unleased_pending_batches("sending", now)
+    candidates = _unleased_pending_batches(("sending",), now)
     if not candidates:
         return []
     jobs = Job.fetch_many([b.job_id or "-" for b in candidates], connection=connection)
@@ -133,7 +139,7 @@ def settle_cancelled_batches() -> int:
     from crm.newsletters import sending
 
     now = utcnow()
-    batches = _unleased_pending_batches("cancelled", now)
+    batches = _unleased_pending_batches(("cancelled",), now)
     grace = timedelta(seconds=setting("NEWSLETTER_AMBIGUOUS_GRACE_SECONDS"))
     settled = 0
     for batch in batches:
@@ -145,6 +151,26 @@ def settle_cancelled_batches() -> int:
                 continue  # its events may still come
             ledger.skip_batch(batch, "cancelled")
         settled += 1
+    return settled
+
+
+def settle_accepted_batches() -> int:
+    """Batches of sending or paused newsletters whose last request's outcome is unknown
+    (a 5xx or timeout, or the sender died in the request), settled as soon as the
+    webhook's events show the provider accepted it. Their sender looks again only when
+    the grace period is over (NEWSLETTER_AMBIGUOUS_GRACE_SECONDS, 300 s by default),
+    so a newsletter would stay unfinished that long after a provider hiccup whose
+    events came in seconds. Without events the batch is left to its sender, which
+    sends it again after the grace period. A live lease means a sender is at it."""
+    from crm.newsletters import sending
+
+    B = NewsletterBatch
+    under_way = or_(B.ambiguous_since.is_not(None), B.in_flight_since.is_not(None))
+    settled = 0
+    for batch in _unleased_pending_batches(("sending", "paused"), utcnow(), under_way):
+        if sending.accepted_by_provider(batch):
+            sending.confirm_sent_from_events(batch)
+            settled += 1
     return settled
 
 
@@ -240,10 +266,11 @@ def reconcile(connection=None) -> dict[str, int]:
     connection = connection or get_redis()
     started = start_due_newsletters()
     resumed = resume_ledgers()
+    # Settled first: a batch settled here needs no job.
+    settled = settle_cancelled_batches() + settle_accepted_batches()
     orphans = orphaned_batches(connection)
     for batch in orphans:
         requeue(batch)
-    settled = settle_cancelled_batches()
     db.session.commit()
     finished = 0
     for newsletter_id in db.session.scalars(
@@ -254,7 +281,7 @@ def reconcile(connection=None) -> dict[str, int]:
     if orphans or started or finished or settled or resumed:
         log.info(
             "reconciler: %s started, %s planned batches written, %s batches enqueued "
-            "again, %s finished, %s batches of cancelled newsletters settled",
+            "again, %s finished, %s batches of unknown outcome settled",
             started,
             resumed,
             len(orphans),
