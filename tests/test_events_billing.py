@@ -116,3 +116,19 @@ def test_the_event_page_shows_what_was_invoiced_and_paid(app, client, auth):
     auth.login("treasurer")
     page = client.get(f"/events/{event_id}").get_data(as_text=True)
     assert "kr\u00a08\u00a0625,00" in page
+
+
+def test_registering_again_after_cancelling_invoices_the_new_seat(app_ctx):
+    # The cancelled registration's row is reused (one per address and event): its
+    # credited invoice must not stand for the new seat.
+    make_fee_settings()
+    event = _course()
+    registration = _register(event, "Kari", "kari@example.no", make_member())
+    first_invoice = registration.invoice_id
+    services.cancel(registration)
+    db.session.commit()
+    again = _register(event, "Kari", "kari@example.no")
+    assert again.id == registration.id and again.status == "confirmed"
+    assert again.invoice_id is not None and again.invoice_id != first_invoice
+    invoice = db.session.get(Invoice, again.invoice_id)
+    assert invoice.credited_ore == 0 and invoice.amount_ore == 1_237_500

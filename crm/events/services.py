@@ -353,6 +353,8 @@ def register(
     registration.form_token = form_token
     if existing is not None:
         registration.token_version += 1  # links to the cancelled registration stay dead
+        # The cancelled seat's invoice (credited) is not the new seat's: invoice it anew.
+        registration.invoice_id = None
     registration.contact_id = find_or_create_contact(
         email, registration.name, registration.phone, company
     ).id
