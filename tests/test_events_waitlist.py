@@ -9,7 +9,7 @@ from crm.events import services, tasks
 from crm.events.models import Registration
 from crm.extensions import db
 from crm.mail.models import EmailMessage
-from crm.timeutil import utcnow
+from crm.timeutil import OSLO, utcnow
 from tests.events_factories import make_event
 
 
@@ -126,3 +126,32 @@ def test_the_worker_hook_queues_the_expiry_only_when_an_offer_is_due(full_event,
     tasks.expire_offers_tick(app)
     tasks.expire_offers_tick(app)  # at most once a minute
     assert get_queue("default").count == before + 1
+
+
+def test_raising_the_capacity_offers_the_new_seats_to_the_waitlist_in_order(
+    full_event, app, client, auth
+):
+    event, people = full_event
+    session = event.sessions[0]
+    start, end = session.starts_at.astimezone(OSLO), session.ends_at.astimezone(OSLO)
+    form = {
+        "title": event.title,
+        "kind": event.kind,
+        "audience": event.audience,
+        "venue": event.venue,
+        "capacity": "3",
+        "vat_percent": "25",
+        "sessions-0-date": start.date().isoformat(),
+        "sessions-0-start": start.strftime("%H:%M"),
+        "sessions-0-end": end.strftime("%H:%M"),
+        "sessions-0-uid": session.uid,
+    }
+    db.session.commit()
+    auth.login("staff")
+    assert client.post(f"/events/{event.id}/edit", data=form).status_code == 302
+    assert _status(people["bjorn"]) == "offered"
+    assert _status(people["cecilie"]) == "offered"
+    assert _status(people["dag"]) == "waitlisted"
+    # A newcomer no longer gets a seat ahead of the people waiting.
+    late = services.register(event.id, name="Eva", email="eva@example.no").registration
+    assert late.status == "waitlisted"

@@ -207,6 +207,9 @@ def _apply_form(form: EventForm, event: Event) -> None:
 
 
 def _save(form: EventForm, event: Event, is_new: bool):
+    if not is_new:
+        # Seats are counted below (a new capacity or quota): under the lock registering takes.
+        services.lock_event(event.id)
     before = None if is_new else services.schedule_signature(event)
     try:
         if not form.validate():
@@ -220,6 +223,9 @@ def _save(form: EventForm, event: Event, is_new: bool):
         db.session.add(event)
     db.session.flush()
     told = 0 if is_new else services.announce_change(event, before)
+    if not is_new:
+        # Seats added by a higher capacity or quota go to the waitlist first, in order.
+        services.fill_freed_seats(event)
     db.session.commit()
     if told:
         flash(
