@@ -7,10 +7,11 @@ runs 30-80 random steps through the real entry points: the public form (with its
 one-time form token, sometimes sent twice, sometimes with an invitation link), staff
 registering people (`services.register`), the same address twice in another case,
 cancelling by the personal link and by staff, accepting and expiring offers, handing a
-seat to a colleague, staff raising or lowering the capacity through the event form,
-"can't come" answers to an invitation, check-in taps, issuing certificates,
-unpublishing and publishing again (registration closed), and two registrations at the
-same moment from two threads, each with its own app context and database session.
+seat to a colleague, the bank's OCR file paying a seat's invoice, staff raising or
+lowering the capacity through the event form, "can't come" answers to an invitation,
+check-in taps, issuing certificates, unpublishing and publishing again (registration
+closed), and two registrations for the last seat at the same moment from two threads,
+each with its own app context and database session (exactly one gets it).
 
 After every step, for every event:
 
@@ -67,12 +68,20 @@ from crm.events.models import (
 )
 from crm.extensions import db, limiter
 from crm.fees.models import Invoice
+from crm.fees.services import import_ocr_file
 from crm.members.models import Company
 from crm.reports.services import period_figures
 from crm.subscriptions.tokens import form_token_digest
 from crm.timeutil import OSLO, utcnow
 from tests.events_factories import make_event, registration_data
-from tests.factories import Auth, make_company, make_contact, make_fee_settings, make_member
+from tests.factories import (
+    Auth,
+    build_ocr,
+    make_company,
+    make_contact,
+    make_fee_settings,
+    make_member,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -96,6 +105,7 @@ class Scenario:
         self.marks: set[tuple[int, int]] = set()  # (registration, session) seen marked
         self.certified: set[int] = set()
         self.look_at_page = True
+        self.ocr_files = 0
         self.read: dict[int, list[Registration]] = {}
 
     # -- the log -------------------------------------------------------------------------
@@ -482,6 +492,22 @@ class Scenario:
                 f"two at once for the last seat ended {statuses}",
             )
 
+    def act_pay(self, event: Event) -> None:
+        """The bank's OCR file pays a seat's invoice (the cancellation may come after)."""
+        registration = self.pick_registration(event, ("confirmed",))
+        if registration is None or registration.invoice_id is None:
+            return
+        invoice = db.session.get(Invoice, registration.invoice_id)
+        if invoice.paid_ore:
+            return
+        self.ocr_files += 1
+        self.note(f"OCR pays invoice {invoice.id} of registration {registration.id}")
+        ocr = build_ocr([[(invoice.kid, invoice.amount_ore)]], number=f"{self.ocr_files:07d}")
+        result = import_ocr_file(ocr, f"chaos-{self.ocr_files}.ocr")
+        db.session.commit()
+        self.check(result.matched == 1, f"the OCR payment of invoice {invoice.id} did not match")
+        self.stats["invoice paid"] += 1
+
     ACTIONS = {
         "public_register": 10,
         "staff_register": 6,
@@ -496,6 +522,7 @@ class Scenario:
         "certificates": 3,
         "close": 1,
         "concurrent": 2,
+        "pay": 2,
     }
 
     # -- invariants ----------------------------------------------------------------------
