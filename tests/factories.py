@@ -173,7 +173,8 @@ def build_ocr(assignments, number: str = "0000001", nets_date=None, transmitter=
     """An OCR giro file written by netsgiro itself.
 
     `assignments` is a list of assignments, each a list of (kid or None, amount in øre)
-    payments, or (kid, øre, transaction type) to choose the type (20/21 carry text).
+    payments, or (kid, øre, transaction type) to choose the type (20/21 carry text), or
+    (kid, øre, type, archive reference) to choose the bank's reference too.
     """
     import datetime
     from decimal import Decimal
@@ -194,7 +195,9 @@ def build_ocr(assignments, number: str = "0000001", nets_date=None, transmitter=
             date=nets_date,
         )
         for n, payment in enumerate(payments, start=1):
-            kid, ore, kind = (*payment, 10)[:3]
+            kid, ore = payment[:2]
+            kind = payment[2] if len(payment) > 2 else 10
+            reference = payment[3] if len(payment) > 3 else f"{n:09d}"
             assignment.transactions.append(
                 netsgiro.Transaction(
                     service_code=netsgiro.ServiceCode.OCR_GIRO,
@@ -203,7 +206,7 @@ def build_ocr(assignments, number: str = "0000001", nets_date=None, transmitter=
                     date=nets_date,
                     amount=Decimal(ore) / 100,
                     kid=kid if kid is not None else _NO_KID,
-                    reference=f"{n:09d}",
+                    reference=reference,
                     text="Medlemskontingent" if kind in (20, 21) else None,
                     centre_id="01",
                     day_code=2,

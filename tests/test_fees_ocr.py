@@ -272,6 +272,37 @@ def test_an_unmatched_payment_is_booked_once_even_from_a_stale_page(app):
         assert db.session.scalar(select(func.count()).select_from(Payment)) == 1
 
 
+def test_a_bank_transaction_delivered_again_in_a_new_transmission_is_not_paid_twice(app):
+    """Found by test_fees_chaos.py (seed 0): a file with a new transmission number that
+    holds a transaction an earlier file held booked it a second time."""
+    with app.test_request_context("/?lang=en"):
+        first, second = make_invoiced_members(2)
+        paid = (first.kid, first.amount_ore, 10, "000004711")
+        import_ocr_file(build_ocr([[paid]], number="0000001"))
+        db.session.commit()
+        # The same transaction again, beside a new one, and a payment of the same amount
+        # on the same KID and day that the bank tells apart by its archive reference.
+        again = [paid, (second.kid, 100_000, 10, "000004712"), (*paid[:3], "000004713")]
+        result = import_ocr_file(build_ocr([again], number="0000002"))
+        db.session.commit()
+        assert (result.matched, result.unmatched) == (2, 1)
+        assert (first.paid_ore, first.status) == (2 * first.amount_ore, "overpaid")
+        assert (second.paid_ore, second.status) == (100_000, "partially_paid")
+        listed = db.session.scalar(select(UnmatchedPayment))
+        assert (listed.reason, listed.kid, listed.archive_reference) == (
+            "duplicate",
+            first.kid,
+            "000004711",
+        )
+        assert result.ocr_import.unmatched_ore == first.amount_ore
+        # Handled by staff, it is still known: a third delivery is listed again.
+        mark_unmatched_handled(listed, "Allerede bokført")
+        result = import_ocr_file(build_ocr([[paid]], number="0000003"))
+        db.session.commit()
+        assert (result.matched, result.unmatched) == (0, 1)
+        assert first.paid_ore == 2 * first.amount_ore
+
+
 # --- acceptance 2: repeats, damage and truncation are refused and change nothing ------
 
 

@@ -189,7 +189,9 @@ def import_ocr_file(data: bytes | str, file_name: str = "") -> ImportResult:
 
     Each transaction is matched to an invoice by its KID and booked as a Payment;
     transactions without a KID, with an invalid KID or with one no invoice has go to
-    the unmatched list. Raises OcrFileError (malformed file, with line and record) or
+    the unmatched list, and so does a transaction an earlier transmission held (the
+    same dates, archive reference, KID, amount and payer): never booked twice.
+    Raises OcrFileError (malformed file, with line and record) or
     DuplicateTransmissionError (imported before) before anything is written.
 
     Payments, unmatched payments and invoice updates are written in bulk, each with
@@ -223,6 +225,9 @@ def import_ocr_file(data: bytes | str, file_name: str = "") -> ImportResult:
         ) from exc
 
     invoice_ids = _invoice_ids_by_kid({t.kid for t in transmission.transactions if t.kid})
+    booked_before = _booked_transactions(
+        {t.bank_date or t.nets_date for t in transmission.transactions}
+    )
     scheme = get_settings().kid_scheme
     payments, unmatched = [], []
     for t in transmission.transactions:
@@ -237,7 +242,11 @@ def import_ocr_file(data: bytes | str, file_name: str = "") -> ImportResult:
             "ocr_import_id": record.id,
         }
         invoice_id = invoice_ids.get(t.kid) if t.kid else None
-        if invoice_id is not None:
+        if _identity(row) in booked_before:
+            # The bank's transaction came before in another transmission (a file
+            # delivered again under a new number): not booked twice, listed for staff.
+            unmatched.append({**row, "reason": "duplicate", "text": t.text[:100], "state": "open"})
+        elif invoice_id is not None:
             payments.append({**row, "invoice_id": invoice_id, "kind": "payment", "source": "ocr"})
         else:
             if not t.kid:
@@ -271,6 +280,46 @@ def import_ocr_file(data: bytes | str, file_name: str = "") -> ImportResult:
     add_paid_sums(record.id, added)
     db.session.flush()
     return ImportResult(record, len(payments), len(unmatched), len(transmission.transactions))
+
+
+def _identity(row) -> tuple | None:
+    """What tells one bank transaction from another across transmissions: its dates,
+    the bank's archive reference, KID, amount and payer; None without a reference."""
+    if not row["archive_reference"].strip("0 "):
+        return None
+    return (
+        row["paid_on"],
+        row["booked_on"],
+        row["archive_reference"],
+        row["kid"] or "",
+        row["amount_ore"],
+        row["payer_account"] or "",
+    )
+
+
+def _booked_transactions(days: set[date]) -> set[tuple]:
+    """The identities of OCR transactions paid on `days` that earlier imports booked or
+    listed as unmatched (whatever became of them)."""
+    found: set[tuple] = set()
+    if not days:
+        return found
+    for model, where in (
+        (Payment, Payment.ocr_import_id.is_not(None)),
+        (UnmatchedPayment, UnmatchedPayment.ocr_import_id.is_not(None)),
+    ):
+        rows = db.session.execute(
+            select(
+                model.paid_on,
+                model.booked_on,
+                model.archive_reference,
+                model.kid,
+                model.amount_ore,
+                model.payer_account,
+            ).where(model.paid_on.in_(sorted(days)), where)
+        )
+        found.update(_identity(row._mapping) for row in rows)
+    found.discard(None)
+    return found
 
 
 def payments_of_import(ocr_import_id: int) -> list[Payment]:

@@ -1039,6 +1039,7 @@ def unmatched_reason(reason: str) -> str:
         "no_kid": _("No KID"),
         "invalid_kid": _("Invalid KID"),
         "unknown_kid": _("Unknown KID"),
+        "duplicate": _("In an earlier file"),
     }
     return labels.get(reason, reason)
 
