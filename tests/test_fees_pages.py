@@ -2,7 +2,7 @@
 
 import io
 import re
-from datetime import timedelta
+from datetime import date, timedelta
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -19,6 +19,8 @@ from crm.fees.services import (
     dashboard,
     get_settings,
     import_ocr_file,
+    invoices_for_year,
+    register_payment,
 )
 from crm.timeutil import today_oslo, utcnow
 from tests.factories import (
@@ -234,6 +236,28 @@ def test_money_paid_on_a_credited_invoice_is_a_refund_due_until_paid_back(app, c
         assert (invoice.status, invoice.paid_ore, invoice.refund_due_ore) == ("credited", 0, 0)
         assert dashboard(2026).refund_due.count == 0
     assert "refund-due" not in client.get(url).get_data(as_text=True)
+
+
+def test_a_write_off_beyond_what_a_credit_note_left_is_no_refund_due(app):
+    """Found by test_fees_chaos.py (seed 13): written off, then credited so that the
+    write-off passes what is owed, the invoice is overpaid without money received; the
+    overview showed the excess write-off as money to pay back."""
+    with app.test_request_context():
+        invoice = make_invoiced_members(1)[0]  # 2 500 kr
+        register_payment(invoice, 200_000, date(2026, 3, 1), kind="write_off")
+        credit_invoice(invoice, "Feil antall ansatte", amount_ore=100_000)
+        db.session.commit()
+        assert (invoice.status, invoice.refund_due_ore) == ("overpaid", 0)
+        figures = dashboard(2026)
+        assert (figures.refund_due.count, figures.refund_due.ore) == (0, 0)
+        assert invoices_for_year(2026, refund_due=True) == []
+        # Money that comes after all is owed back, all of it.
+        register_payment(invoice, 30_000, date(2026, 3, 2))
+        db.session.commit()
+        assert invoice.refund_due_ore == 30_000
+        figures = dashboard(2026)
+        assert (figures.refund_due.count, figures.refund_due.ore) == (1, 30_000)
+        assert invoices_for_year(2026, refund_due=True) == [invoice]
 
 
 def test_unpaid_link_of_the_overview_lists_open_and_partially_paid(app, client, auth):

@@ -28,9 +28,8 @@ def invoice_years() -> list[int]:
 
 
 # Invoices holding money to pay back (Invoice.refund_due_ore > 0), as a query condition.
-REFUND_DUE = (Invoice.status == "overpaid") | (
-    (Invoice.status == "credited") & (Invoice.paid_ore > 0)
-)
+# An invoice settled beyond what is owed by write-offs alone holds no money to pay back.
+REFUND_DUE = Invoice.status.in_(("overpaid", "credited")) & (Invoice.paid_ore > 0)
 
 
 def invoices_for_year_query(
@@ -114,6 +113,11 @@ def _sums_by_status(year: int, today: date) -> list[list]:
         return func.coalesce(func.sum(case((amount > 0, amount), else_=0)), 0)
 
     owed = Invoice.amount_ore + Invoice.fees_ore - Invoice.credited_ore
+    # Invoice.refund_due_ore of a live invoice: money received beyond what is left once
+    # write-offs are taken off (never more than was received: a write-off of more than a
+    # later credit note left owed is not money to pay back).
+    left = owed - Invoice.written_off_ore
+    refund = case((left > 0, Invoice.paid_ore - left), else_=Invoice.paid_ore)
     past_due = case((Invoice.due_date < today, 1), else_=0)
     rows = db.session.execute(
         select(
@@ -127,7 +131,7 @@ def _sums_by_status(year: int, today: date) -> list[list]:
             func.count(case((Invoice.paid_ore > 0, 1))),
             positive(Invoice.paid_ore),
             positive(owed - Invoice.paid_ore - Invoice.written_off_ore),
-            positive(Invoice.paid_ore + Invoice.written_off_ore - owed),
+            positive(refund),
         )
         .where(Invoice.year == year)
         .group_by(Invoice.status, past_due)
@@ -176,7 +180,8 @@ def dashboard(year: int, today: date | None = None) -> Dashboard:
         paid.ore += paid_ore
         written_off += off
         if status == "overpaid":
-            refund_due.count += count
+            # Overpaid by money (not by write-offs alone): then there is a refund due.
+            refund_due.count += paid_count
             refund_due.ore += excess
         invoiced.count += count
         invoiced.ore += owed_ore
