@@ -25,12 +25,21 @@ on a refusal), and after each one:
 5. reminders: only sent, unpaid invoices, never a credited one, 14 days after the
    due date or the previous deadline, at most two; the overdue page's count agrees.
 
+Reported, not failed (printed with -s): an invoice whose receivable in the accounting
+export is not what its page says is owed less what is owed back. That happens when a
+credit note and write-offs together cancel more than the invoice (a write-off is
+kept in full when a later credit note leaves less owed), and when an invoice with a
+reminder fee is credited in full (credit notes cannot take the fee; the page then
+shows nothing owed, the ledger still the fee). Whether credit notes should stop at
+what is not yet written off, and take reminder fees, is the product's call.
+
 Time is virtual: every call gets the scenario's `today`. A failure prints the seed
 and the step log.
 """
 
 from __future__ import annotations
 
+import os
 import random
 from collections import Counter, defaultdict
 from datetime import date, timedelta
@@ -64,6 +73,7 @@ from crm.fees.services import (
     dashboard,
     get_settings,
     import_ocr_file,
+    invoices_for_year,
     mark_sent_by_post,
     mark_unmatched_handled,
     queue_invoice_email,
@@ -78,7 +88,8 @@ from tests.factories import (
     make_member,
 )
 
-SEEDS = range(12)
+# More seeds for a longer hunt: FEES_CHAOS_SEEDS=200 pytest tests/test_fees_chaos.py
+SEEDS = range(int(os.environ.get("FEES_CHAOS_SEEDS", "12")))
 YEAR = 2026
 FIRST_DAY = date(YEAR, 1, 12)
 # (category, rate) pairs an extra invoice line may carry.
@@ -111,6 +122,7 @@ class Scenario:
         # (transaction_number, kid, øre, archive reference)).
         self.files: list[tuple[int, date, str, list[tuple[str, str | None, int, str]]]] = []
         self.credited_before: dict[int, date] = {}  # invoice id -> day it was credited
+        self.disagreements: set[str] = set()  # ledger and invoice page (known, reported)
 
     # -- the log -----------------------------------------------------------------------
 
@@ -689,6 +701,9 @@ class Scenario:
                 for name in ("invoiced", "paid", "outstanding", "overdue", "credited", "refund_due")
             }
             got["written_off"] = figures.written_off_ore
+            listed = {i.id for i in invoices_for_year(year, refund_due=True)}
+            if listed != {i.id for i in of_year if i.refund_due_ore > 0}:
+                self.fail(f"the refund-due list {year} is not the invoices with a refund due")
             if got != want:
                 diff = {k: (got[k], want[k]) for k in want if got[k] != want[k]}
                 self.fail(f"dashboard {year} (figures, rows): {diff}")
@@ -723,6 +738,25 @@ class Scenario:
         got = (totals.net_invoiced, totals.net_received, totals.written_off, totals.vat)
         if got != want:
             self.fail(f"accounting (invoiced, received, written off, VAT) {got}, rows {want}")
+        # Each invoice's receivable in the ledger is its rows' balance, and what the
+        # invoice page says is owed (less what is owed back).
+        receivable: dict[int, int] = defaultdict(int)
+        for voucher in items:
+            for posting in voucher.postings:
+                if posting.account == settings.account_receivable:
+                    receivable[voucher.invoice.id] += posting.debit_ore - posting.credit_ore
+        for i in invoices:
+            balance = i.amount_ore + i.fees_ore - i.credited_ore - i.paid_ore - i.written_off_ore
+            if receivable[i.id] != balance:
+                self.fail(f"invoice {i.number}: ledger {receivable[i.id]}, its rows {balance}")
+            if balance != i.outstanding_ore - i.refund_due_ore:
+                # Known and left to the product's owners (see the report in the module
+                # docstring): reported, not failed.
+                self.disagreements.add(
+                    f"invoice {i.number} ({i.status}): ledger {balance}, page outstanding "
+                    f"{i.outstanding_ore} less refund due {i.refund_due_ore} (fees "
+                    f"{i.fees_ore}, written off {i.written_off_ore}, credited {i.credited_ore})"
+                )
         if sum(line.vat_ore for line in db.session.scalars(select(InvoiceLine))) != sum(
             i.vat_ore for i in invoices
         ):
@@ -761,6 +795,8 @@ class Scenario:
             self.check()
         self.read_accounting()
         print(f"seed {self.seed}: {self.summary()}")
+        for line in sorted(self.disagreements):
+            print(f"seed {self.seed}: {line}")
 
     def summary(self) -> str:
         """What the scenario went through (shown with -s): that it tests something."""
