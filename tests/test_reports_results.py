@@ -114,14 +114,18 @@ def _story() -> None:
     ledger.mark_sent(NewsletterRecipient.newsletter_id == letter.id)  # as the 202 is recorded
     topic_rules.sync_topics()
     general = topic_rules.topic_by_slug("generelt")
+    wording = topic_rules.current_wording()
+    # A confirmation counts only after its grant (the consent rule, ledger.next_status).
     for contact, kind, day in (
+        (kari, "granted", date(2025, 12, 19)),
         (kari, "confirmed", date(2025, 12, 20)),
+        (eva, "granted", date(2026, 1, 9)),
         (eva, "confirmed", date(2026, 1, 10)),
         (kari, "withdrawn", date(2026, 3, 5)),
     ):
         db.session.add(
             ConsentEvent(contact_id=contact.id, topic_id=general.id, kind=kind, source="web_form",
-                         at=_at(day))
+                         at=_at(day), wording_id=wording.id if kind == "granted" else None)
         )  # fmt: skip
     db.session.commit()
 
@@ -256,3 +260,28 @@ def test_the_annual_report_is_a_pdf_with_the_tables(story, auth, client):
     assert response.mimetype == "application/pdf"
     assert response.data.startswith(b"%PDF")
     assert len(response.data) > 2000
+
+
+def test_subscribers_at_month_end_are_the_contacts_whose_consent_is_active(app_ctx):
+    """A staff grant is active at once; a signup withdrawn before it was confirmed and
+    the merged half of a contact subscribed twice change nothing."""
+    from crm.members.services import merge_contacts
+    from crm.reports.services import _subscriber_counts
+    from crm.subscriptions import ledger as consent_ledger
+    from tests.factories import make_subscriber, make_user
+
+    topic_rules.sync_topics()
+    general = topic_rules.topic_by_slug("generelt")
+    wording = topic_rules.current_wording()
+    by_phone = make_contact("Per", email="per@example.no")
+    consent_ledger.record_event(
+        by_phone, general, "granted", "staff", user=make_user("staff"), wording=wording
+    )
+    unconfirmed = make_contact("Ola", email="ola@example.no")
+    consent_ledger.record_event(unconfirmed, general, "granted", "web_form", wording=wording)
+    consent_ledger.withdraw_all(unconfirmed, source="email_link")
+    twice = make_subscriber("kari@example.no")
+    merge_contacts(twice, make_subscriber("kari.nordmann@example.no"))
+    db.session.commit()
+    today = date.today()
+    assert _subscriber_counts(today.replace(day=1), today) == [2]  # Per and Kari

@@ -6,12 +6,16 @@ page asks the same number of queries with 150 member companies or 20,000; the co
 kept in Redis until a table they read changes (crm.table_versions), so a second view
 costs two Redis round trips and one small query. A company counts as a member in the
 period when it was one on any day of it (`member_since` on or before the last day, not
-resigned before the first). "Active" member companies took part in an activity or an
+resigned before the first). The subscribers at each month's end are the exception: the
+general topic's consent ledger is read in one query and replayed (its rule is a
+sequence, not a sum). "Active" member companies took part in an activity or an
 event in the period, or have a contact in a network.
 """
 
 from __future__ import annotations
 
+import bisect
+import itertools
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
@@ -27,6 +31,7 @@ from crm.fees.models import Invoice, Payment
 from crm.members.models import Activity, Company, Contact, Network, contact_network
 from crm.members.municipalities import CLUSTER_MUNICIPALITIES
 from crm.newsletters.models import Newsletter, NewsletterRecipient
+from crm.subscriptions.ledger import next_status
 from crm.subscriptions.models import GENERAL_TOPIC, ConsentEvent, Topic
 from crm.table_versions import cached_many, watch
 from crm.timeutil import OSLO
@@ -65,8 +70,6 @@ NACE_TITLES = {
 }
 UNKNOWN = _l("Unknown")
 OTHER_MUNICIPALITIES = _l("Other municipalities")
-STARTING_KINDS = ("confirmed",)
-ENDING_KINDS = ("withdrawn", "bounced", "complained", "objected")
 
 
 @dataclass
@@ -461,22 +464,36 @@ def _month_starts(start: date, end: date) -> list[date]:
 
 
 def _subscriber_counts(start: date, end: date) -> list[int]:
-    """Subscribers of the general newsletter at each month's end: subscriptions started
-    (confirmed) less those ended (withdrawn, bounced, complained, objected)."""
+    """Subscribers of the general newsletter at each month's end: contacts whose consent
+    became active (a confirmed signup, a grant by staff or on the preferences page) by
+    then, less those whose consent ended (withdrawn, bounced, complained, objected).
+
+    The ledger is replayed per contact with the consent rule (`ledger.next_status`): an
+    event counts only where it changes whether the consent is active, so a signup
+    withdrawn before it was confirmed, a second grant or the merged half of a contact
+    counts nothing.
+    """
     months = _month_starts(start, end)
     ends = [min((m + timedelta(days=32)).replace(day=1) - timedelta(days=1), end) for m in months]
-    sign = case(
-        (ConsentEvent.kind.in_(STARTING_KINDS), 1),
-        (ConsentEvent.kind.in_(ENDING_KINDS), -1),
-        else_=0,
-    )
-    columns = [
-        func.coalesce(func.sum(case((ConsentEvent.at < _utc(day + timedelta(days=1)), sign))), 0)
-        for day in ends
-    ]
+    cutoffs = [_utc(day + timedelta(days=1)) for day in ends]
     general = select(Topic.id).where(Topic.slug == GENERAL_TOPIC).scalar_subquery()
-    values = db.session.execute(select(*columns).where(ConsentEvent.topic_id == general)).one()
-    return [int(v or 0) for v in values]
+    events = db.session.execute(
+        select(ConsentEvent.contact_id, ConsentEvent.kind, ConsentEvent.source, ConsentEvent.at)
+        .where(ConsentEvent.topic_id == general)
+        .order_by(ConsentEvent.id)
+    )
+    statuses: dict[int, str] = {}
+    changes = [0] * (len(cutoffs) + 1)  # by the first month end after the change
+    for contact_id, kind, source, at in events:
+        before = statuses.get(contact_id)
+        after = next_status(before, kind, source)
+        if after is None:
+            continue
+        statuses[contact_id] = after
+        change = (after == "active") - (before == "active")
+        if change:
+            changes[bisect.bisect_right(cutoffs, at)] += change
+    return list(itertools.accumulate(changes[: len(cutoffs)]))
 
 
 def _subscribers(start: date, end: date, counts: list[int]) -> Table:
