@@ -271,3 +271,31 @@ def test_a_newsletter_just_sent_or_another_mail_backend_raises_no_webhook_alarm(
     assert "Siste hendelse fra SendGrid" in page and 'id="webhook-silent"' not in page
     monkeypatch.setitem(app.config, "MAIL_BACKEND", "outbox")
     assert "Siste hendelse fra SendGrid" not in client.get("/home").get_data(as_text=True)
+
+
+def test_a_merged_subscriber_counts_once_and_keeps_the_date_they_subscribed(app_ctx):
+    from crm.home.services import new_people
+    from crm.members.services import merge_contacts
+
+    def subscriber(email: str, days_ago: int = 0):
+        contact = make_contact(email=email)
+        db.session.add(
+            Subscriber(contact_id=contact.id, created_at=utcnow() - timedelta(days=days_ago))
+        )
+        db.session.commit()
+        return contact
+
+    since = utcnow() - timedelta(days=7)
+    kept = subscriber("kari@example.no")
+    merge_contacts(kept, subscriber("kari.nordmann@example.no"))
+    db.session.commit()
+    people = new_people(since)
+    assert people.subscribers == 1
+    assert [contact.id for _profile, contact in people.latest] == [kept.id]
+
+    # A subscriber of a month ago merged into a contact who never subscribed is no new
+    # subscriber: the survivor's profile (made by the merge) keeps the first date.
+    never = make_contact("Ola", email="ola@example.no")
+    merge_contacts(never, subscriber("ola.old@example.no", days_ago=30))
+    db.session.commit()
+    assert new_people(since).subscribers == 1

@@ -151,10 +151,22 @@ def new_people(since: datetime, limit: int = LIMIT) -> NewPeople:
     def count(column, *conditions):
         return select(func.count(column)).where(*conditions).scalar_subquery()
 
+    # A contact merged into another keeps its subscriber record (the survivor gets one
+    # too): the person is counted and listed once, as the survivor.
+    not_merged = (
+        select(Contact.id)
+        .where(Contact.id == Subscriber.contact_id, Contact.merged_into_id.is_(None))
+        .exists()
+    )
     # The three counts in one round trip.
     subscribers, pending, registrations = db.session.execute(
         select(
-            count(Subscriber.id, Subscriber.created_at >= since, Subscriber.erased_at.is_(None)),
+            count(
+                Subscriber.id,
+                Subscriber.created_at >= since,
+                Subscriber.erased_at.is_(None),
+                not_merged,
+            ),
             count(PendingSignup.id, PendingSignup.created_at >= since),
             count(Registration.id, Registration.created_at >= since),
         )
@@ -162,7 +174,11 @@ def new_people(since: datetime, limit: int = LIMIT) -> NewPeople:
     latest = db.session.execute(
         select(Subscriber, Contact)
         .join(Contact, Contact.id == Subscriber.contact_id)
-        .where(Subscriber.created_at >= since, Subscriber.erased_at.is_(None))
+        .where(
+            Subscriber.created_at >= since,
+            Subscriber.erased_at.is_(None),
+            Contact.merged_into_id.is_(None),
+        )
         .order_by(Subscriber.created_at.desc(), Subscriber.id.desc())
         .limit(limit)
     ).all()

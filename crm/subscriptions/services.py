@@ -39,6 +39,9 @@ def merge_consent(target: Contact, other: Contact) -> None:
         profile = subscriber_profile(target, create=True)
         if not profile.company_name and other_profile.company_name:
             profile.company_name = other_profile.company_name
+        # The person subscribed when the first of the two did: a profile made here is
+        # not a new subscriber (the home page counts them by this date).
+        profile.created_at = min(profile.created_at, other_profile.created_at)
 
 
 def register_hooks() -> None:
