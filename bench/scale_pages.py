@@ -300,14 +300,15 @@ def _seed_users() -> None:
 
 
 def _seed_consents() -> None:
-    """60 % of contacts confirmed the general newsletter, 20 % also a network's topic;
+    """60 % of contacts consented to the general newsletter (granted by import: active at
+    once, as `ledger.next_status` says), 20 % also to a network's topic;
     each consent a ledger event and a current state, each consenting contact a subscriber."""
     wording = _scalar("SELECT max(id) FROM consent_wording")
     general = _scalar("SELECT id FROM topic WHERE slug = 'generelt'")
     _sql(
         """
         INSERT INTO consent_event (contact_id, topic_id, kind, source, at, wording_id, note)
-        SELECT c.id, :general, 'confirmed', 'import',
+        SELECT c.id, :general, 'granted', 'import',
                timestamptz '2019-01-01 08:00+00' + (c.id % 2800) * interval '1 day'
                  + (c.id % 600) * interval '1 minute',
                :wording, ''
@@ -319,7 +320,7 @@ def _seed_consents() -> None:
     _sql(
         """
         INSERT INTO consent_event (contact_id, topic_id, kind, source, at, wording_id, note)
-        SELECT c.id, t.id, 'confirmed', 'import',
+        SELECT c.id, t.id, 'granted', 'import',
                timestamptz '2020-01-01 08:00+00' + (c.id % 2400) * interval '1 day',
                :wording, ''
         FROM contact c

@@ -14,7 +14,6 @@ event in the period, or have a contact in a network.
 
 from __future__ import annotations
 
-import bisect
 import itertools
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -25,6 +24,7 @@ from flask_babel import get_locale
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import and_, case, exists, func, or_, select, union
 
+from crm.database import run_core
 from crm.events.models import PARTICIPANT_TYPES, Certificate, Event, EventSession, Registration
 from crm.extensions import db
 from crm.fees.models import Invoice, Payment
@@ -477,14 +477,22 @@ def _subscriber_counts(start: date, end: date) -> list[int]:
     ends = [min((m + timedelta(days=32)).replace(day=1) - timedelta(days=1), end) for m in months]
     cutoffs = [_utc(day + timedelta(days=1)) for day in ends]
     general = select(Topic.id).where(Topic.slug == GENERAL_TOPIC).scalar_subquery()
-    events = db.session.execute(
-        select(ConsentEvent.contact_id, ConsentEvent.kind, ConsentEvent.source, ConsentEvent.at)
+    # Each event's month as the index of the first month end after it, counted by the
+    # database: 120,000 timestamps made into datetimes were most of the time here.
+    month = case(
+        *[(ConsentEvent.at < cutoff, index) for index, cutoff in enumerate(cutoffs)],
+        else_=len(cutoffs),
+    )
+    # As plain SQL (`run_core`): the ORM's handling of 120,000 result rows cost more
+    # than the replay.
+    events = run_core(
+        select(ConsentEvent.contact_id, ConsentEvent.kind, ConsentEvent.source, month)
         .where(ConsentEvent.topic_id == general)
         .order_by(ConsentEvent.id)
-    )
+    ).all()
     statuses: dict[int, str] = {}
     changes = [0] * (len(cutoffs) + 1)  # by the first month end after the change
-    for contact_id, kind, source, at in events:
+    for contact_id, kind, source, index in events:
         before = statuses.get(contact_id)
         after = next_status(before, kind, source)
         if after is None:
@@ -492,7 +500,7 @@ def _subscriber_counts(start: date, end: date) -> list[int]:
         statuses[contact_id] = after
         change = (after == "active") - (before == "active")
         if change:
-            changes[bisect.bisect_right(cutoffs, at)] += change
+            changes[index] += change
     return list(itertools.accumulate(changes[: len(cutoffs)]))
 
 
