@@ -277,16 +277,21 @@ class Scenario:
                 stale.append((contact_id, token))
         return self.rng.choice(stale) if stale else None
 
-    def preferences(self) -> None:
+    def _revoked_link_used(self, kind: str, data: dict) -> bool:
+        """Now and then, POST `data` to a revoked link of this `kind` instead: 404 and
+        nothing changed. Whether it did."""
         stale = self._stale_link() if self.rng.random() < 0.2 else None
-        if stale:
-            before = self.event_count()
-            response = self.client.post(
-                f"/preferences/{stale[1]}", data={"topics": self.slugs, "save": "1"}
-            )
-            self.note(f"preferences with a revoked link of #{stale[0]}: {response.status_code}")
-            self.expect(response.status_code == 404, "a revoked preferences link worked")
-            self.expect(self.event_count() == before, "a revoked link changed consent")
+        if not stale:
+            return False
+        before = self.event_count()
+        response = self.client.post(f"/{kind}/{stale[1]}", data=data)
+        self.note(f"{kind} with a revoked link of #{stale[0]}: {response.status_code}")
+        self.expect(response.status_code == 404, f"a revoked {kind} link worked")
+        self.expect(self.event_count() == before, "a revoked link changed consent")
+        return True
+
+    def preferences(self) -> None:
+        if self._revoked_link_used("preferences", {"topics": self.slugs, "save": "1"}):
             return
         contacts = self.current_contacts()
         if not contacts:
@@ -316,13 +321,7 @@ class Scenario:
             )
 
     def unsubscribe(self) -> None:
-        stale = self._stale_link() if self.rng.random() < 0.2 else None
-        if stale:
-            before = self.event_count()
-            response = self.client.post(f"/unsubscribe/{stale[1]}", data={})
-            self.note(f"unsubscribe with a revoked link of #{stale[0]}: {response.status_code}")
-            self.expect(response.status_code == 404, "a revoked unsubscribe link worked")
-            self.expect(self.event_count() == before, "a revoked link changed consent")
+        if self._revoked_link_used("unsubscribe", {}):
             return
         contacts = self.current_contacts()
         if not contacts:
