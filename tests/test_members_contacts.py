@@ -192,6 +192,21 @@ def test_company_can_be_given_by_orgnr_or_exact_name(app, client, auth):
         assert contact("b@example.no").company.orgnr == orgnr
 
 
+def test_company_name_with_a_norwegian_capital_letter_is_found_in_any_case(app, client, auth):
+    # SQLite's lower() folds ASCII only: "Ødegården" stayed unmatched there (chaos seed 0).
+    with app.app_context():
+        orgnr = make_company("Ødegården Mek AS").orgnr
+        make_company("Åsnes Tre AS")
+    auth.login("staff")
+    for n, typed in enumerate(["Ødegården Mek AS", "ødegården mek as", "ØDEGÅRDEN MEK AS"]):
+        response = client.post(
+            "/contacts/new", data=contact_form(email=f"{n}@example.no", company=typed)
+        )
+        assert response.status_code == 302, typed
+        with app.app_context():
+            assert contact(f"{n}@example.no").company.orgnr == orgnr
+
+
 def test_unknown_company_is_refused_and_nothing_is_saved(app, client, auth):
     with app.app_context():
         make_company("Grue Bygg AS")

@@ -197,11 +197,22 @@ def resolve_company(text: str) -> Company | None:
         company = company_by_orgnr("".join(found.groups()))
         if company is not None:
             return company
-    matches = db.session.scalars(
-        select(Company)
-        .where(func.lower(Company.name) == text.lower(), Company.archived_at.is_(None))
-        .limit(2)
-    ).all()
+    # Not lower(name) = lower(text) in SQL: SQLite's lower() folds ASCII only, so
+    # "Ødegården AS" typed as shown would match nothing there. The search index narrows
+    # it to names with these words and this length; Python compares the case.
+    search = listing.find("company", text)
+    candidates = (
+        db.session.scalars(
+            select(Company).where(
+                *listing.search_conditions(Company.id, "company", search),
+                func.length(Company.name) == len(text),
+                Company.archived_at.is_(None),
+            )
+        )
+        if search.words
+        else []
+    )
+    matches = [c for c in candidates if c.name.lower() == text.lower()][:2]
     if len(matches) == 1:
         return matches[0]
     if len(matches) > 1:
