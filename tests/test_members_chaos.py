@@ -3,7 +3,7 @@
 The example-based tests (test_members_*.py, test_import_*.py, test_search*.py,
 test_audit.py) check each way of changing a company or contact alone. Here each seed
 sets up three or four companies and five or six contacts (names with æ/ø/å, some
-emails differing only in case), picks two networks, and takes 30-60 random steps
+emails differing only in case), picks two networks, and takes 30-45 random steps
 through the real entry points: the company and contact forms (create, edit, rename,
 change company, roles, networks), archive and restore, activities, staff consent,
 adding a network member by email typed in another case and removing one, merging two
