@@ -73,6 +73,7 @@ from crm.members.models import Company
 from crm.reports.services import period_figures
 from crm.subscriptions.tokens import form_token_digest
 from crm.timeutil import OSLO, utcnow
+from tests.chaos import SeededScenario
 from tests.events_factories import make_event, registration_data
 from tests.factories import (
     Auth,
@@ -90,7 +91,7 @@ BASE = "http://127.0.0.1:5000"
 STAT = re.compile(r'class="label">[^<]*</div><div class="value">([^<]*)</div>')
 
 
-class Scenario:
+class Scenario(SeededScenario):
     def __init__(self, seed: int, app):
         self.seed = seed
         self.rng = random.Random(seed)
@@ -110,17 +111,7 @@ class Scenario:
 
     # -- the log -------------------------------------------------------------------------
 
-    def note(self, line: str) -> None:
-        self.log.append(line)
-
-    def fail(self, message: str):
-        pytest.fail(
-            f"seed {self.seed}: {message}\n--- steps ---\n" + "\n".join(self.log), pytrace=False
-        )
-
-    def check(self, condition: bool, message: str) -> None:
-        if not condition:
-            self.fail(message)
+    check = SeededScenario.expect
 
     # -- setup ---------------------------------------------------------------------------
 

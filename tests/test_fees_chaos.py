@@ -87,6 +87,7 @@ from crm.fees.services import (
     register_payment,
     run_annual_invoicing,
 )
+from tests.chaos import SeededScenario
 from tests.factories import (
     Auth,
     build_ocr,
@@ -125,7 +126,7 @@ def kroner_text(ore: int) -> str:
     return f"{whole:,}".replace(",", " ") + f",{part:02d}"
 
 
-class Scenario:
+class Scenario(SeededScenario):
     def __init__(self, seed: int, client=None):
         self.seed = seed
         self.client = client  # logged in as a treasurer: some steps go through the pages
@@ -145,11 +146,6 @@ class Scenario:
 
     def note(self, line: str) -> None:
         self.log.append(f"[{self.today.isoformat()}] {line}")
-
-    def fail(self, message: str):
-        pytest.fail(
-            f"seed {self.seed}: {message}\n--- steps ---\n" + "\n".join(self.log), pytrace=False
-        )
 
     # -- setup -------------------------------------------------------------------------
 

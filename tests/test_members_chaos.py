@@ -47,6 +47,7 @@ from crm.members.models import Activity, Company, Contact, Network, contact_netw
 from crm.subscriptions import staff_consent
 from crm.subscriptions import topics as topic_rules
 from crm.subscriptions.models import ConsentState
+from tests.chaos import SeededScenario
 from tests.factories import make_company, make_contact, unique_orgnr
 
 SEEDS = range(8)
@@ -82,7 +83,7 @@ def spell(rng: random.Random, word: str) -> str:
     return rng.choice([text, text.upper(), text.title()])
 
 
-class Scenario:
+class Scenario(SeededScenario):
     def __init__(self, seed: int, app, client):
         self.seed = seed
         self.rng = random.Random(seed)
@@ -91,18 +92,6 @@ class Scenario:
         self.log: list[str] = []
         self.stats: Counter[str] = Counter()
         self.files = 0
-
-    def note(self, line: str) -> None:
-        self.log.append(line)
-
-    def fail(self, message: str):
-        pytest.fail(
-            f"seed {self.seed}: {message}\n--- steps ---\n" + "\n".join(self.log), pytrace=False
-        )
-
-    def expect(self, condition, message: str) -> None:
-        if not condition:
-            self.fail(message)
 
     # -- setup ---------------------------------------------------------------------------
 

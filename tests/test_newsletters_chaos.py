@@ -55,6 +55,7 @@ from crm.queue import get_redis
 from crm.subscriptions import gdpr
 from crm.subscriptions import ledger as consent_ledger
 from crm.timeutil import utcnow
+from tests.chaos import SeededScenario
 from tests.factories import bulk_subscribers, make_newsletter, make_user
 from tests.sendgrid_server import SendGridServer
 
@@ -102,7 +103,7 @@ def chaos_sendgrid(app, shared_sendgrid_server, monkeypatch):
     return sendgrid_server
 
 
-class Scenario:
+class Scenario(SeededScenario):
     def __init__(self, seed: int, app, server, monkeypatch):
         self.seed = seed
         self.rng = random.Random(seed)
@@ -158,14 +159,6 @@ class Scenario:
                 return
 
     # -- the log -----------------------------------------------------------------------
-
-    def note(self, line: str) -> None:
-        self.log.append(line)
-
-    def fail(self, message: str):
-        pytest.fail(
-            f"seed {self.seed}: {message}\n--- steps ---\n" + "\n".join(self.log), pytrace=False
-        )
 
     # -- setup -------------------------------------------------------------------------
 

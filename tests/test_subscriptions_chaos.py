@@ -66,6 +66,7 @@ from crm.subscriptions.models import (
 from crm.subscriptions.subscribers import follow_merges
 from crm.timeutil import utcnow
 from scripts.subscribe_smoke import signup_form
+from tests.chaos import SeededScenario
 from tests.factories import make_contact, make_user
 from tests.test_mail_webhook import Signer
 
@@ -78,7 +79,7 @@ def _path(url: str) -> str:
     return urllib.parse.urlsplit(url).path
 
 
-class Scenario:
+class Scenario(SeededScenario):
     def __init__(self, seed: int, app):
         self.seed = seed
         self.rng = random.Random(seed)
@@ -93,18 +94,6 @@ class Scenario:
         self.erased: dict[int, str] = {}  # contact id -> the address it had
         self.events = 0
         self.written: dict[int, tuple] = {}  # ledger event id -> (topic, kind, source, wording)
-
-    def note(self, line: str) -> None:
-        self.log.append(line)
-
-    def fail(self, message: str):
-        pytest.fail(
-            f"seed {self.seed}: {message}\n--- steps ---\n" + "\n".join(self.log), pytrace=False
-        )
-
-    def expect(self, condition, message: str) -> None:
-        if not condition:
-            self.fail(message)
 
     # -- setup -------------------------------------------------------------------------
 
