@@ -43,7 +43,7 @@ from crm.extensions import db
 from crm.members import listing, services
 from crm.members.importing import apply_plan, plan_bytes
 from crm.members.importing.contacts import apply_contact_plan, plan_contact_import
-from crm.members.models import Activity, Company, Contact, Network, contact_network
+from crm.members.models import Activity, Company, Contact, Network, company_network, contact_network
 from crm.subscriptions import staff_consent
 from crm.subscriptions import topics as topic_rules
 from crm.subscriptions.models import ConsentState
@@ -480,7 +480,26 @@ class Scenario(SeededScenario):
         kept = {k: v for k, v in left.items() if v}
         self.expect(not kept, f"merged-away #{contact.id} still has {kept}")
 
+    def check_company_networks(self) -> None:
+        """The networks kept per company (database triggers) are those of its current
+        contacts, whatever form, merge or import changed them."""
+        expected = {
+            (contact.company_id, network.id)
+            for contact in self.contacts()
+            if contact.company_id is not None
+            for network in contact.networks
+        }
+        kept = set(db.session.execute(select(company_network)).tuples())
+        self.expect(kept == expected, f"company_network extra {kept - expected}, "
+                    f"missing {expected - kept}")  # fmt: skip
+        flagged = {c.id for c in self.companies(current=False) if c.in_network}
+        self.expect(
+            flagged == {company for company, _network in expected},
+            f"in_network set for {sorted(flagged)}, pairs say {sorted(expected)}",
+        )
+
     def check_counts(self) -> None:
+        self.check_company_networks()
         for path, rows in (
             ("/contacts", len(self.contacts())),
             ("/companies", len(self.companies())),

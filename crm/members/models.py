@@ -1,6 +1,6 @@
 from datetime import date, datetime
 
-from sqlalchemy import Column, ForeignKey, Index, String, Table, Text, text
+from sqlalchemy import Column, ForeignKey, Index, String, Table, Text, false, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from crm.audit import Audited
@@ -26,6 +26,17 @@ contact_network = Table(
     # A network's members in contact order: merge-joined with ix_contact_current_company
     # to group them by company (migration 0028).
     Index("ix_contact_network_network_contact", "network_id", "contact_id"),
+)
+
+# The networks a company takes part in through its current (not archived) contacts,
+# kept by database triggers on contact_network and contact (migration 0039): the results
+# report counts member companies per network from it. Never written by the application.
+company_network = Table(
+    "company_network",
+    db.metadata,
+    Column("company_id", ForeignKey("company.id", ondelete="CASCADE"), primary_key=True),
+    Column("network_id", ForeignKey("network.id", ondelete="CASCADE"), primary_key=True),
+    Index("ix_company_network_network_company", "network_id", "company_id"),
 )
 
 # The contacts who lead a network (a network's "leaders"), named on its page.
@@ -54,7 +65,14 @@ class Timestamps:
 
 class Company(Audited, Timestamps, db.Model):
     __tablename__ = "company"
-    __audit_exclude__ = ("updated_at", "created_at")
+    __audit_exclude__ = ("updated_at", "created_at", "in_network")
+    __table_args__ = (
+        # The results report's company counts read only this (migration 0039).
+        Index(
+            "ix_company_report", "membership_status", "member_since", "resigned_on",
+            "municipality_number", "employees", "nace_code", "in_network", "id",
+        ),
+    )  # fmt: skip
 
     id: Mapped[int] = mapped_column(primary_key=True)
     orgnr: Mapped[str] = mapped_column(String(9), unique=True)
@@ -83,6 +101,8 @@ class Company(Audited, Timestamps, db.Model):
     # A sub-unit (underenhet, e.g. a local plant) names its main unit (overordnetEnhet).
     parent_orgnr: Mapped[str] = mapped_column(String(9), default="")
     archived_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Has a row in company_network; kept by the same triggers, never set here.
+    in_network: Mapped[bool] = mapped_column(server_default=false())
 
     contacts: Mapped[list["Contact"]] = relationship(
         back_populates="company", order_by="Contact.last_name, Contact.first_name"
