@@ -6,13 +6,14 @@ reads the counts from Redis instead of the database; a write that is rolled back
 write to a table the counts don't read, keeps them.
 """
 
+import threading
 from datetime import date
 
-from sqlalchemy import update
+from sqlalchemy import func, select, update
 
 from crm.extensions import db
 from crm.members.models import Activity, Company, Contact
-from crm.table_versions import VERSIONS_KEY
+from crm.table_versions import VERSIONS_KEY, cached_many
 from tests.cached_figures import counting_queries
 from tests.factories import make_company, make_contact
 
@@ -136,3 +137,26 @@ def test_figures_counted_with_this_transactions_own_writes_are_not_kept(app, aut
         db.session.rollback()
     auth.login("staff")
     assert _figure(client.get("/reports/2026").get_data(as_text=True), "active") == "1"
+
+
+def test_parts_to_count_are_counted_side_by_side_each_in_its_own_session(app_ctx):
+    """The results page counts its missing parts two at a time (the database counts them
+    on two connections at once): each part in a thread with its own session, the figures
+    the same as one after the other."""
+    make_company("Alfa Mek AS")
+    both_running = threading.Barrier(2, timeout=5)  # one at a time: BrokenBarrierError
+    sessions = []
+
+    def part(number: int):
+        def compute():
+            both_running.wait()
+            sessions.append(db.session())
+            return [number, db.session.scalar(select(func.count(Company.id)))]
+
+        return compute
+
+    parts = {"a": (("company",), part(1)), "b": (("company",), part(2))}
+    assert cached_many("side-by-side", parts, threads=2) == {"a": [1, 1], "b": [2, 1]}
+    assert len({id(s) for s in sessions}) == 2 and db.session() not in sessions
+    # Kept like any other figures: the next call counts nothing.
+    assert cached_many("side-by-side", {"a": (("company",), lambda: 1 / 0)}) == {"a": [1, 1]}

