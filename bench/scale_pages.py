@@ -349,6 +349,15 @@ def _seed_consents() -> None:
         FROM consent_event ORDER BY contact_id, topic_id, id DESC
         """
     )
+    # The events that made consent active or ended it (every grant here is by import,
+    # active at once; every withdrawal ends it), as `ledger.active_change` keeps them.
+    _sql(
+        """
+        INSERT INTO consent_change (event_id, topic_id, at, change)
+        SELECT id, topic_id, at, CASE kind WHEN 'withdrawn' THEN -1 ELSE 1 END
+        FROM consent_event
+        """
+    )
     _sql(
         """
         INSERT INTO subscriber (contact_id, company_name, locale, token_version, created_at)

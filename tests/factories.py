@@ -292,7 +292,7 @@ def bulk_subscribers(
 
     from crm.members.models import Contact
     from crm.subscriptions import topics as topic_rules
-    from crm.subscriptions.models import ConsentEvent, ConsentState
+    from crm.subscriptions.models import ConsentChange, ConsentEvent, ConsentState
     from crm.timeutil import utcnow
 
     topic_rules.sync_topics()
@@ -339,6 +339,10 @@ def bulk_subscribers(
                 }
                 for cid, eid in zip(contact_ids, event_ids, strict=True)
             ],
+        )
+        db.session.execute(
+            insert(ConsentChange),
+            [{"event_id": eid, "topic_id": topic.id, "at": now, "change": 1} for eid in event_ids],
         )
     db.session.commit()
     return list(contact_ids)

@@ -19,8 +19,8 @@ from crm.fees.services import run_annual_invoicing
 from crm.members.models import Activity
 from crm.newsletters import ledger
 from crm.newsletters.models import Newsletter, NewsletterRecipient
+from crm.subscriptions import ledger as ledger_of_consent
 from crm.subscriptions import topics as topic_rules
-from crm.subscriptions.models import ConsentEvent
 from tests.factories import make_company, make_contact, make_fee_schedule, make_fee_settings
 
 
@@ -123,10 +123,8 @@ def _story() -> None:
         (eva, "confirmed", date(2026, 1, 10)),
         (kari, "withdrawn", date(2026, 3, 5)),
     ):
-        db.session.add(
-            ConsentEvent(contact_id=contact.id, topic_id=general.id, kind=kind, source="web_form",
-                         at=_at(day), wording_id=wording.id if kind == "granted" else None)
-        )  # fmt: skip
+        ledger_of_consent.record_event(contact, general, kind, "web_form", at=_at(day),
+                                       wording=wording if kind == "granted" else None)  # fmt: skip
     db.session.commit()
 
 

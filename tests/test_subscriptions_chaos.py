@@ -58,6 +58,7 @@ from crm.subscriptions import gdpr, ledger, links, staff_consent, tokens
 from crm.subscriptions import topics as topic_rules
 from crm.subscriptions.models import (
     GENERAL_TOPIC,
+    ConsentChange,
     ConsentEvent,
     ConsentState,
     PendingSignup,
@@ -465,12 +466,16 @@ class Scenario(SeededScenario):
         replayed: dict[tuple[int, int], tuple[str, int]] = {}
         # (contact, topic) -> (grant source, confirmed since) of the grant since the last end
         basis: dict[tuple[int, int], tuple[str, bool] | None] = {}
+        changes: dict[int, tuple[int, int]] = {}  # event -> (topic, +1 or -1)
         for event_id, contact_id, topic_id, kind, source, wording_id in events:
             pair = (contact_id, topic_id)
             previous = replayed.get(pair)
             status = ledger.next_status(previous[0] if previous else None, kind, source)
             if status is not None:
                 replayed[pair] = (status, event_id)
+                change = ledger.active_change(previous[0] if previous else None, status)
+                if change:
+                    changes[event_id] = (topic_id, change)
             if kind == "granted":
                 self.expect(wording_id is not None, f"grant #{event_id} without wording")
                 basis[pair] = (source, False)
@@ -496,6 +501,19 @@ class Scenario(SeededScenario):
                 if states.get(k) != replayed.get(k)
             }
             self.fail(f"consent states (stored, replayed) differ from the ledger: {diff}")
+        kept = {
+            e: (t, c)
+            for e, t, c in db.session.execute(
+                select(ConsentChange.event_id, ConsentChange.topic_id, ConsentChange.change)
+            )
+        }
+        if kept != changes:
+            diff = {
+                e: (kept.get(e), changes.get(e))
+                for e in set(kept) | set(changes)
+                if kept.get(e) != changes.get(e)
+            }
+            self.fail(f"consent changes (kept, replayed) differ from the ledger: {diff}")
         active = {pair for pair, (status, _e) in states.items() if status == "active"}
         for pair in active:
             grant = basis.get(pair)

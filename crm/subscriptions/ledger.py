@@ -18,6 +18,7 @@ from crm.members.models import Contact
 from crm.subscriptions.models import (
     CONSENT_KINDS,
     CONSENT_SOURCES,
+    ConsentChange,
     ConsentEvent,
     ConsentState,
     ConsentWording,
@@ -130,6 +131,20 @@ def next_status(status: str | None, kind: str, source: str) -> str | None:
     raise ValueError(f"unknown consent event kind {kind!r}")
 
 
+def active_change(before: str | None, after: str | None) -> int:
+    """+1 where an event made consent active, -1 where it ended it, else 0."""
+    return (after == "active") - (before == "active")
+
+
+def _note_change(event: ConsentEvent, before: str | None, after: str | None) -> None:
+    """Keep the event in `ConsentChange` when it changed whether consent is active."""
+    change = active_change(before, after)
+    if change:
+        db.session.add(
+            ConsentChange(event_id=event.id, topic_id=event.topic_id, at=event.at, change=change)
+        )
+
+
 def record_event(
     contact: Contact,
     topic: Topic,
@@ -168,6 +183,7 @@ def record_event(
     status = next_status(state.status if state else None, kind, source)
     if status is None:
         return event  # e.g. a confirmation without a grant: evidence, but no consent
+    _note_change(event, state.status if state else None, status)
     if state is None:
         db.session.add(
             ConsentState(
@@ -202,20 +218,28 @@ def derive_states(contact_id: int) -> dict[int, str]:
 
 
 def rebuild_states(contact_id: int) -> None:
-    """Recompute a contact's ConsentState rows from the ledger (after a merge)."""
+    """Recompute a contact's ConsentState and ConsentChange rows from the ledger (after a
+    merge)."""
+    own_events = select(ConsentEvent.id).where(ConsentEvent.contact_id == contact_id)
     db.session.execute(delete(ConsentState).where(ConsentState.contact_id == contact_id))
+    db.session.execute(delete(ConsentChange).where(ConsentChange.event_id.in_(own_events)))
     statuses: dict[int, tuple[str, int, datetime]] = {}
     events = db.session.execute(
         select(ConsentEvent.id, ConsentEvent.topic_id, ConsentEvent.kind, ConsentEvent.source)
         .add_columns(ConsentEvent.at)
         .where(ConsentEvent.contact_id == contact_id)
         .order_by(ConsentEvent.id)
-    )
+    ).all()
     for event_id, topic_id, kind, source, at in events:
         previous = statuses.get(topic_id)
         status = next_status(previous[0] if previous else None, kind, source)
         if status is None:
             continue
+        change = active_change(previous[0] if previous else None, status)
+        if change:
+            db.session.add(
+                ConsentChange(event_id=event_id, topic_id=topic_id, at=at, change=change)
+            )
         changed = at if previous is None or previous[0] != status else previous[2]
         statuses[topic_id] = (status, event_id, changed)
     for topic_id, (status, event_id, changed) in statuses.items():
@@ -397,6 +421,7 @@ def end_consents(
     db.session.add_all([event for _state, event, _status in changes])
     db.session.flush()
     for state, event, status in changes:
+        _note_change(event, state.status, status)
         if status != state.status:
             state.changed_at = event.at
         state.status = status

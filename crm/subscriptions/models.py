@@ -10,7 +10,7 @@ that "everyone with active consent for topic X" is one indexed query at 100,000 
 import contextvars
 from datetime import datetime
 
-from sqlalchemy import JSON, ForeignKey, Index, String, Text, event, text
+from sqlalchemy import JSON, ForeignKey, Index, SmallInteger, String, Text, event, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from crm.audit import Audited
@@ -138,6 +138,24 @@ class ConsentState(db.Model):
     event_id: Mapped[int] = mapped_column(ForeignKey("consent_event.id"))
 
     topic: Mapped[Topic] = relationship()
+
+
+class ConsentChange(db.Model):
+    """An event that made a contact's consent to a topic active (+1) or ended it (-1),
+    by the rule, in the order the ledger was written: the ledger's sum over time, kept
+    with it in the same transaction like `ConsentState` (by `ledger.record_event`,
+    `end_consents` and `rebuild_states`). The results report sums it per month instead
+    of replaying the ledger (migration 0040)."""
+
+    __tablename__ = "consent_change"
+    __table_args__ = (Index("ix_consent_change_topic_at", "topic_id", "at", "change"),)
+
+    event_id: Mapped[int] = mapped_column(
+        ForeignKey("consent_event.id", ondelete="CASCADE"), primary_key=True
+    )
+    topic_id: Mapped[int] = mapped_column(ForeignKey("topic.id"))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    change: Mapped[int] = mapped_column(SmallInteger)
 
 
 class Subscriber(Audited, db.Model):
