@@ -67,6 +67,24 @@ def test_demo_creates_a_realistic_cluster_across_the_seven_municipalities(app, r
         some = companies[0]
         assert some.id in set(db.session.scalars(matching_ids("company", some.orgnr)))
 
+        # The results report counts the demo's subscribers and network companies as the
+        # states and memberships say (both kept beside them, migrations 0039 and 0040).
+        from crm.reports.services import _network_counts, _subscriber_counts
+        from crm.subscriptions.models import ConsentState, Topic
+
+        today = date.today()
+        active = db.select(db.func.count()).select_from(ConsentState).join(Topic).where(
+            Topic.slug == "generelt", ConsentState.status == "active"
+        )  # fmt: skip
+        assert _subscriber_counts(today, today) == [db.session.scalar(active)] != [0]
+        hr = db.session.scalar(db.select(Network).filter_by(name="HR"))
+        members_in_hr = {
+            p.company_id
+            for p in hr.contacts
+            if p.company and p.archived_at is None and p.company.membership_status == "member"
+        }
+        assert dict(_network_counts(today, today))["HR"] == len(members_in_hr) > 0
+
 
 def test_demo_refuses_a_second_run_unless_appending(app, runner):
     assert runner.invoke(args=["demo", "--companies", "5"]).exit_code == 0

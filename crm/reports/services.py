@@ -6,10 +6,11 @@ page asks the same number of queries with 150 member companies or 20,000; the co
 kept in Redis until a table they read changes (crm.table_versions), so a second view
 costs two Redis round trips and one small query. A company counts as a member in the
 period when it was one on any day of it (`member_since` on or before the last day, not
-resigned before the first). The subscribers at each month's end are the exception: the
-general topic's consent ledger is read in one query and replayed (its rule is a
-sequence, not a sum). "Active" member companies took part in an activity or an
-event in the period, or have a contact in a network.
+resigned before the first). Two rules that are not sums are kept by the database with
+the rows they come from, and summed here: which networks a company takes part in through
+its contacts (migration 0039) and when each contact's consent became active or ended
+(migration 0040). "Active" member companies took part in an activity or an event in the
+period, or have a current contact in a network.
 """
 
 from __future__ import annotations

@@ -15,13 +15,7 @@ from sqlalchemy import select
 from crm.extensions import db
 from crm.members.models import Contact
 from crm.subscriptions import ledger
-from crm.subscriptions.models import (
-    GENERAL_TOPIC,
-    ConsentChange,
-    ConsentEvent,
-    ConsentState,
-    Subscriber,
-)
+from crm.subscriptions.models import GENERAL_TOPIC, ConsentEvent, ConsentState, Subscriber
 from crm.subscriptions.topics import current_wording, sync_topics
 from crm.timeutil import OSLO
 
@@ -120,18 +114,12 @@ def create_demo_subscribers(rng: random.Random, companies, contacts, options: di
         db.session.add_all(events)
         db.session.flush()
         states: dict[tuple[int, int], ConsentState] = {}
-        changes = []
         for event in events:
             key = (event.contact_id, event.topic_id)
             state = states.get(key)
             status = ledger.next_status(state.status if state else None, event.kind, event.source)
-            change = ledger.active_change(state.status if state else None, status)
-            if change:
-                changes.append(
-                    ConsentChange(
-                        event_id=event.id, topic_id=event.topic_id, at=event.at, change=change
-                    )
-                )
+            before = state.status if state else None
+            ledger.note_change(event.id, event.topic_id, event.at, before, status)
             if state is None:
                 states[key] = ConsentState(
                     contact_id=key[0],
@@ -145,7 +133,6 @@ def create_demo_subscribers(rng: random.Random, companies, contacts, options: di
                     state.changed_at = event.at
                 state.status, state.event_id = status, event.id
         db.session.add_all(states.values())
-        db.session.add_all(changes)
         db.session.flush()
         made += len(batch)
     return f"Created {made} newsletter subscribers with confirmed consent."

@@ -136,13 +136,12 @@ def active_change(before: str | None, after: str | None) -> int:
     return (after == "active") - (before == "active")
 
 
-def _note_change(event: ConsentEvent, before: str | None, after: str | None) -> None:
-    """Keep the event in `ConsentChange` when it changed whether consent is active."""
+def note_change(event_id: int, topic_id: int, at: datetime, before, after) -> None:
+    """Keep an event in `ConsentChange` when it changed whether consent is active (status
+    `before` -> `after`): every writer of the ledger calls this with the states it keeps."""
     change = active_change(before, after)
     if change:
-        db.session.add(
-            ConsentChange(event_id=event.id, topic_id=event.topic_id, at=event.at, change=change)
-        )
+        db.session.add(ConsentChange(event_id=event_id, topic_id=topic_id, at=at, change=change))
 
 
 def record_event(
@@ -183,7 +182,7 @@ def record_event(
     status = next_status(state.status if state else None, kind, source)
     if status is None:
         return event  # e.g. a confirmation without a grant: evidence, but no consent
-    _note_change(event, state.status if state else None, status)
+    note_change(event.id, topic.id, event.at, state.status if state else None, status)
     if state is None:
         db.session.add(
             ConsentState(
@@ -235,11 +234,7 @@ def rebuild_states(contact_id: int) -> None:
         status = next_status(previous[0] if previous else None, kind, source)
         if status is None:
             continue
-        change = active_change(previous[0] if previous else None, status)
-        if change:
-            db.session.add(
-                ConsentChange(event_id=event_id, topic_id=topic_id, at=at, change=change)
-            )
+        note_change(event_id, topic_id, at, previous[0] if previous else None, status)
         changed = at if previous is None or previous[0] != status else previous[2]
         statuses[topic_id] = (status, event_id, changed)
     for topic_id, (status, event_id, changed) in statuses.items():
@@ -421,7 +416,7 @@ def end_consents(
     db.session.add_all([event for _state, event, _status in changes])
     db.session.flush()
     for state, event, status in changes:
-        _note_change(event, state.status, status)
+        note_change(event.id, event.topic_id, event.at, state.status, status)
         if status != state.status:
             state.changed_at = event.at
         state.status = status

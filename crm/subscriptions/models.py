@@ -143,9 +143,8 @@ class ConsentState(db.Model):
 class ConsentChange(db.Model):
     """An event that made a contact's consent to a topic active (+1) or ended it (-1),
     by the rule, in the order the ledger was written: the ledger's sum over time, kept
-    with it in the same transaction like `ConsentState` (by `ledger.record_event`,
-    `end_consents` and `rebuild_states`). The results report sums it per month instead
-    of replaying the ledger (migration 0040)."""
+    with it in the same transaction like `ConsentState` (`ledger.note_change`). The
+    results report sums it per month instead of replaying the ledger (migration 0040)."""
 
     __tablename__ = "consent_change"
     __table_args__ = (Index("ix_consent_change_topic_at", "topic_id", "at", "change"),)
