@@ -23,6 +23,7 @@ from crm.members.models import (
     Contact,
     Network,
     SearchTerm,
+    company_network,
     contact_network,
 )
 from crm.members.municipalities import CLUSTER_MUNICIPALITIES
@@ -297,10 +298,13 @@ def _company_conditions(filters: CompanyFilters) -> list:
     if filters.status:
         conditions.append(Company.membership_status == filters.status)
     if filters.network:
-        in_network = select(contact_network.c.contact_id).where(
-            contact_network.c.network_id == filters.network
+        # A current contact in the network: the pairs the database keeps (migration 0039).
+        conditions.append(
+            exists().where(
+                company_network.c.company_id == Company.id,
+                company_network.c.network_id == filters.network,
+            )
         )
-        conditions.append(_contacts_of_company(Contact.id.in_(in_network)))
     if filters.role:
         role_column = getattr(Contact, ROLE_COLUMNS[filters.role])
         conditions.append(_contacts_of_company(role_column.is_(True), Contact.active.is_(True)))
