@@ -494,26 +494,14 @@ class Scenario(SeededScenario):
                 )
             )
         }
-        if states != replayed:
-            diff = {
-                k: (states.get(k), replayed.get(k))
-                for k in set(states) | set(replayed)
-                if states.get(k) != replayed.get(k)
-            }
-            self.fail(f"consent states (stored, replayed) differ from the ledger: {diff}")
+        self.expect_replayed("consent states", states, replayed)
         kept = {
             e: (t, c)
             for e, t, c in db.session.execute(
                 select(ConsentChange.event_id, ConsentChange.topic_id, ConsentChange.change)
             )
         }
-        if kept != changes:
-            diff = {
-                e: (kept.get(e), changes.get(e))
-                for e in set(kept) | set(changes)
-                if kept.get(e) != changes.get(e)
-            }
-            self.fail(f"consent changes (kept, replayed) differ from the ledger: {diff}")
+        self.expect_replayed("consent changes", kept, changes)
         active = {pair for pair, (status, _e) in states.items() if status == "active"}
         for pair in active:
             grant = basis.get(pair)
@@ -524,6 +512,15 @@ class Scenario(SeededScenario):
         self.check_audience(active)
         self.check_erased()
         self.check_figures(active)
+
+    def expect_replayed(self, what: str, stored: dict, replayed: dict) -> None:
+        if stored != replayed:
+            diff = {
+                k: (stored.get(k), replayed.get(k))
+                for k in set(stored) | set(replayed)
+                if stored.get(k) != replayed.get(k)
+            }
+            self.fail(f"{what} (stored, replayed) differ from the ledger: {diff}")
 
     def check_audience(self, active: set[tuple[int, int]]) -> None:
         suppressed = set(db.session.scalars(select(Suppression.email)))
