@@ -21,9 +21,9 @@ MEETINGS_SHOWN = 20
 MAILINGS_SHOWN = 20
 COMPANIES_SHOWN = 30
 # The companies panel counts up to this many, then says "more than" (the link leads to
-# the company list, which counts further). A few hundred is found by probing as many
-# companies; at 1,000 PostgreSQL chose a parallel plan reading every membership of a
-# large network instead (30–130 ms against 5–9 ms on the scale set).
+# the company list, which counts further). Counted from the kept pairs (company_network)
+# since migration 0039; when the members themselves were probed, a cap of 1,000 had
+# PostgreSQL read every membership of a large network (30–130 ms on the scale set).
 COMPANIES_COUNT_CAP = 300
 
 
