@@ -6,7 +6,8 @@ import pytest
 
 
 class SeededScenario:
-    """Subclasses set `self.seed` and `self.log` (a list of lines)."""
+    """Subclasses set `self.seed`, `self.log` (a list of lines), `self.rng` (seeded) and
+    `self.stats` (a Counter)."""
 
     seed: int
     log: list[str]
@@ -22,3 +23,17 @@ class SeededScenario:
     def expect(self, condition, message: str) -> None:
         if not condition:
             self.fail(message)
+
+    def run_steps(self, actions: dict[str, int], check) -> None:
+        """30–80 of the named methods drawn by weight (counted in `self.stats`), each
+        followed by `check()`; an unexpected exception fails with the seed and the steps."""
+        names, weights = zip(*actions.items(), strict=True)
+        for _ in range(self.rng.randint(30, 80)):
+            action = self.rng.choices(names, weights)[0]
+            self.stats[action] += 1
+            try:
+                getattr(self, action)()
+                check()
+            except Exception as exc:  # noqa: BLE001 - pytest.fail is no Exception: it passes
+                self.note(f"{action} raised {exc!r}")
+                self.fail(f"{action}: {exc!r}")

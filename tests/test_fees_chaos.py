@@ -866,15 +866,7 @@ class Scenario(SeededScenario):
         self.start()
         self.annual_run()
         self.check()
-        names, weights = zip(*self.ACTIONS.items(), strict=True)
-        for _ in range(self.rng.randint(30, 80)):
-            action = self.rng.choices(names, weights)[0]
-            self.stats[action] += 1
-            try:
-                getattr(self, action)()
-                self.check()
-            except Exception as exc:  # the seed and the steps that led here
-                self.fail(f"{action}: {exc!r}")
+        self.run_steps(self.ACTIONS, self.check)
         self.read_accounting()
         print(f"seed {self.seed}: {self.summary()}")
         for line in sorted(self.disagreements):

@@ -241,15 +241,18 @@ class Scenario(SeededScenario):
             self.expect_audited("company", company.id, before, "edit company")
 
     def archive_company(self) -> None:
-        company = self.pick(self.companies(current=False))
-        if company is None:
+        self.toggle_archived("company", "companies", self.pick(self.companies(current=False)))
+
+    def toggle_archived(self, record_type: str, path: str, record) -> None:
+        """Archive a current record or restore an archived one through its page."""
+        if record is None:
             return
-        verb = "unarchive" if company.archived_at else "archive"
-        before = self.audit_count("company", company.id)
-        response = self.post(f"/companies/{company.id}/{verb}")
-        self.note(f"{verb} company #{company.id}: {response.status_code}")
+        verb = "unarchive" if record.archived_at else "archive"
+        before = self.audit_count(record_type, record.id)
+        response = self.post(f"/{path}/{record.id}/{verb}")
+        self.note(f"{verb} {record_type} #{record.id}: {response.status_code}")
         self.expect(response.status_code == 302, f"{verb} answered {response.status_code}")
-        self.expect_audited("company", company.id, before, f"{verb} company")
+        self.expect_audited(record_type, record.id, before, f"{verb} {record_type}")
 
     def save_contact(self) -> None:
         contact = self.pick(self.contacts()) if self.rng.random() < 0.6 else None
@@ -282,15 +285,7 @@ class Scenario(SeededScenario):
         self.expect_audited("contact", contact.id, before, what)
 
     def archive_contact(self) -> None:
-        contact = self.pick(self.contacts(current=False))
-        if contact is None:
-            return
-        verb = "unarchive" if contact.archived_at else "archive"
-        before = self.audit_count("contact", contact.id)
-        response = self.post(f"/contacts/{contact.id}/{verb}")
-        self.note(f"{verb} contact #{contact.id}: {response.status_code}")
-        self.expect(response.status_code == 302, f"{verb} answered {response.status_code}")
-        self.expect_audited("contact", contact.id, before, f"{verb} contact")
+        self.toggle_archived("contact", "contacts", self.pick(self.contacts(current=False)))
 
     def add_activity(self) -> None:
         contact = self.pick(self.contacts())

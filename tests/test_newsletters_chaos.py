@@ -618,12 +618,7 @@ class Scenario(SeededScenario):
 
     def run(self) -> None:
         self.start()
-        names, weights = zip(*self.ACTIONS.items(), strict=True)
-        for _ in range(self.rng.randint(30, 80)):
-            action = self.rng.choices(names, weights)[0]
-            self.stats[action] += 1
-            getattr(self, action)()
-            self.check()
+        self.run_steps(self.ACTIONS, self.check)
         self.note("--- letting it run out ---")
         for _ in range(40):
             if self._done():

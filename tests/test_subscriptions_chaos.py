@@ -619,18 +619,7 @@ class Scenario(SeededScenario):
     def run(self) -> None:
         self.start()
         self.check()
-        names, weights = zip(*self.ACTIONS.items(), strict=True)
-        for _ in range(self.rng.randint(30, 80)):
-            action = self.rng.choices(names, weights)[0]
-            self.stats[action] += 1
-            try:
-                getattr(self, action)()
-            except pytest.fail.Exception:
-                raise
-            except Exception as exc:
-                self.note(f"{action} raised {exc!r}")
-                self.fail(f"{action} raised {exc!r}")
-            self.check()
+        self.run_steps(self.ACTIONS, self.check)
         print(f"seed {self.seed}: {dict(self.stats)}")
 
 
