@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 from crm.events.models import Event, EventSession
 from crm.extensions import db
 from crm.subscriptions.tokens import make_form_token
-from crm.timeutil import utcnow
+from crm.timeutil import OSLO, utcnow
 
 
 def make_event(
@@ -62,4 +62,42 @@ def registration_data(app, email: str, **fields) -> dict:
         "website": "",
     }
     data.update(fields)
+    return data
+
+
+def edit_form(event: Event, capacity: int | None) -> dict:
+    """The staff event form as the page posts it back, with this capacity."""
+
+    def kroner(ore: int) -> str:
+        return f"{ore // 100}" if ore else ""
+
+    data = {
+        "title": event.title,
+        "kind": event.kind,
+        "description": event.description,
+        "venue": event.venue,
+        "audience": event.audience,
+        "capacity": "" if capacity is None else str(capacity),
+        "company_quota": "" if event.company_quota is None else str(event.company_quota),
+        "cancellation_fee": kroner(event.cancellation_fee_ore),
+        "member_price": kroner(event.member_price_ore),
+        "price": kroner(event.price_ore),
+        "vat_percent": str(event.vat_percent),
+        "completion_percent": ""
+        if event.completion_percent is None
+        else str(event.completion_percent),
+    }
+    for which in ("registration", "cancellation"):
+        value = getattr(event, f"{which}_deadline")
+        if value is not None:
+            local = value.astimezone(OSLO)
+            data[f"{which}_deadline_date"] = local.date().isoformat()
+            data[f"{which}_deadline_time"] = local.strftime("%H:%M")
+    for n, session in enumerate(event.sessions):
+        local = session.starts_at.astimezone(OSLO)
+        data[f"sessions-{n}-date"] = local.date().isoformat()
+        data[f"sessions-{n}-start"] = local.strftime("%H:%M")
+        data[f"sessions-{n}-end"] = session.ends_at.astimezone(OSLO).strftime("%H:%M")
+        data[f"sessions-{n}-uid"] = session.uid
+        data[f"sessions-{n}-title"] = session.title
     return data

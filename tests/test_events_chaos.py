@@ -74,7 +74,7 @@ from crm.reports.services import period_figures
 from crm.subscriptions.tokens import form_token_digest
 from crm.timeutil import OSLO, utcnow
 from tests.chaos import SeededScenario
-from tests.events_factories import make_event, registration_data
+from tests.events_factories import edit_form, make_event, registration_data
 from tests.factories import (
     Auth,
     build_ocr,
@@ -768,44 +768,6 @@ class Scenario(SeededScenario):
             self.check_all()
         rows = Counter(status for _id, status, _v in self.all_rows())
         print(f"seed {self.seed}: {steps} steps, rows {dict(rows)}, {dict(self.stats)}")
-
-
-def edit_form(event: Event, capacity: int | None) -> dict:
-    """The staff event form as it comes filled in, with another capacity."""
-
-    def kroner(ore: int) -> str:
-        return f"{ore // 100}" if ore else ""
-
-    data = {
-        "title": event.title,
-        "kind": event.kind,
-        "description": event.description,
-        "venue": event.venue,
-        "audience": event.audience,
-        "capacity": "" if capacity is None else str(capacity),
-        "company_quota": "" if event.company_quota is None else str(event.company_quota),
-        "cancellation_fee": kroner(event.cancellation_fee_ore),
-        "member_price": kroner(event.member_price_ore),
-        "price": kroner(event.price_ore),
-        "vat_percent": str(event.vat_percent),
-        "completion_percent": ""
-        if event.completion_percent is None
-        else str(event.completion_percent),
-    }
-    for which in ("registration", "cancellation"):
-        value = getattr(event, f"{which}_deadline")
-        if value is not None:
-            local = value.astimezone(OSLO)
-            data[f"{which}_deadline_date"] = local.date().isoformat()
-            data[f"{which}_deadline_time"] = local.strftime("%H:%M")
-    for n, session in enumerate(event.sessions):
-        local = session.starts_at.astimezone(OSLO)
-        data[f"sessions-{n}-date"] = local.date().isoformat()
-        data[f"sessions-{n}-start"] = local.strftime("%H:%M")
-        data[f"sessions-{n}-end"] = session.ends_at.astimezone(OSLO).strftime("%H:%M")
-        data[f"sessions-{n}-uid"] = session.uid
-        data[f"sessions-{n}-title"] = session.title
-    return data
 
 
 @pytest.mark.parametrize("seed", SEEDS)

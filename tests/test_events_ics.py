@@ -9,7 +9,7 @@ from crm.events import services
 from crm.events.models import Event
 from crm.extensions import db
 from crm.mail.models import EmailMessage
-from tests.events_factories import make_event
+from tests.events_factories import edit_form, make_event
 
 OSLO = ZoneInfo("Europe/Oslo")
 
@@ -61,7 +61,7 @@ def test_changing_a_date_sends_the_updated_calendar_with_the_same_uids(app, clie
         db.session.commit()
         first = {str(v["uid"]) for v in _vevents(_last_email_to("kari@example.no"))}
         event_id = event.id
-        form = _form_of(event)
+        form = edit_form(event, event.capacity)
     auth.login("staff")
     form["sessions-1-start"] = "12:00"
     form["sessions-1-end"] = "16:00"
@@ -77,7 +77,8 @@ def test_changing_a_date_sends_the_updated_calendar_with_the_same_uids(app, clie
         assert db.session.get(Event, event_id).sequence == 1
     # Saving again without changes tells nobody anything new.
     with app.app_context():
-        form = _form_of(db.session.get(Event, event_id))
+        event = db.session.get(Event, event_id)
+        form = edit_form(event, event.capacity)
         count = db.session.scalar(db.select(db.func.count(EmailMessage.id)))
     client.post(f"/events/{event_id}/edit", data=form)
     with app.app_context():
@@ -93,26 +94,3 @@ def test_the_public_feed_lists_every_session_of_upcoming_published_events(app, c
     calendar = icalendar.Calendar.from_ical(response.data)
     summaries = [str(v["summary"]) for v in calendar.walk("VEVENT")]
     assert summaries == ["Kurs", "Kurs", "Kurs"]
-
-
-def _form_of(event: Event) -> dict:
-    """The edit form's fields as the page would post them back."""
-    data = {
-        "title": event.title,
-        "kind": event.kind,
-        "description": event.description,
-        "venue": event.venue,
-        "audience": event.audience,
-        "capacity": str(event.capacity or ""),
-        "vat_percent": "25",
-    }
-    for n, session in enumerate(event.sessions):
-        start, end = session.starts_at.astimezone(OSLO), session.ends_at.astimezone(OSLO)
-        data |= {
-            f"sessions-{n}-date": start.date().isoformat(),
-            f"sessions-{n}-start": start.strftime("%H:%M"),
-            f"sessions-{n}-end": end.strftime("%H:%M"),
-            f"sessions-{n}-uid": session.uid,
-            f"sessions-{n}-title": session.title,
-        }
-    return data
