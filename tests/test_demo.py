@@ -12,6 +12,7 @@ from crm.members import demo
 from crm.members.models import Activity, Company, Contact, Network
 from crm.members.municipalities import CLUSTER_MUNICIPALITIES
 from crm.members.search import matching_ids
+from crm.timeutil import today_oslo
 from tests.factories import make_company
 
 
@@ -72,7 +73,7 @@ def test_demo_creates_a_realistic_cluster_across_the_seven_municipalities(app, r
         from crm.reports.services import _network_counts, _subscriber_counts
         from crm.subscriptions.models import ConsentState, Topic
 
-        today = date.today()
+        today = today_oslo()
         active = db.select(db.func.count()).select_from(ConsentState).join(Topic).where(
             Topic.slug == "generelt", ConsentState.status == "active"
         )  # fmt: skip

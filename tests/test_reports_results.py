@@ -21,6 +21,7 @@ from crm.newsletters import ledger
 from crm.newsletters.models import Newsletter, NewsletterRecipient
 from crm.subscriptions import ledger as ledger_of_consent
 from crm.subscriptions import topics as topic_rules
+from crm.timeutil import today_oslo
 from tests.factories import make_company, make_contact, make_fee_schedule, make_fee_settings
 
 
@@ -281,5 +282,5 @@ def test_subscribers_at_month_end_are_the_contacts_whose_consent_is_active(app_c
     twice = make_subscriber("kari@example.no")
     merge_contacts(twice, make_subscriber("kari.nordmann@example.no"))
     db.session.commit()
-    today = date.today()
+    today = today_oslo()
     assert _subscriber_counts(today.replace(day=1), today) == [2]  # Per and Kari

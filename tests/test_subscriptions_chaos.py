@@ -39,7 +39,7 @@ import time
 import unicodedata
 import urllib.parse
 from collections import Counter
-from datetime import date, timedelta
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, select
@@ -65,7 +65,7 @@ from crm.subscriptions.models import (
     Subscriber,
 )
 from crm.subscriptions.subscribers import follow_merges
-from crm.timeutil import utcnow
+from crm.timeutil import today_oslo, utcnow
 from scripts.subscribe_smoke import signup_form
 from tests.chaos import SeededScenario
 from tests.factories import make_contact, make_user
@@ -583,7 +583,7 @@ class Scenario(SeededScenario):
     def check_figures(self, active: set[tuple[int, int]]) -> None:
         general = self.topics[GENERAL_TOPIC]
         expected = sum(1 for _c, t in active if t == general)
-        today = date.today()
+        today = today_oslo()
         [count] = reports._subscriber_counts(today.replace(day=1), today)
         if count != expected:
             self.fail(f"the report counts {count} general subscribers, the states {expected}")
