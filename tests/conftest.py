@@ -195,6 +195,14 @@ def clean(request, app):
 
 
 @pytest.fixture
+def scratch_database(tmp_path):
+    """An empty database for a migration test: (url, engine options)."""
+    from tests.migrating import scratch_database
+
+    yield from scratch_database(tmp_path)
+
+
+@pytest.fixture
 def app_ctx(app):
     with app.test_request_context():
         yield app

@@ -24,6 +24,7 @@ from crm.fees.services import (
     run_annual_invoicing,
 )
 from crm.mail.models import EmailMessage
+from crm.timeutil import today_oslo
 from tests.conftest import SHARED
 from tests.factories import (
     build_ocr,
@@ -152,7 +153,7 @@ def test_marking_invoices_sent_by_post_counts_them_as_sent_from_today(app, clien
     with app.test_request_context("/"):
         invoice = db.session.get(Invoice, invoice_id)
         assert invoice.sent_at is not None and invoice.send_count == 1
-        assert invoice.due_date >= date.today()
+        assert invoice.due_date >= today_oslo()
     page = client.get("/fees/invoices/unsendable?year=2026").get_data(as_text=True)
     assert "Papir AS" not in page
 

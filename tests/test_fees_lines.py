@@ -1,9 +1,7 @@
 """Invoice lines with VAT: totals from lines, rounding, any kind of invoice, credit notes,
 the migration of old invoices, and the pages, PDFs and exports that show them."""
 
-import os
-import uuid
-from datetime import UTC, date, datetime
+from datetime import date
 
 import pytest
 import sqlalchemy as sa
@@ -23,6 +21,7 @@ from crm.fees.services import (
     queue_invoice_email,
 )
 from tests.factories import make_fee_settings, make_invoiced_members, make_member
+from tests.migrating import insert_row, migration_app
 from tests.test_fees_invoicing import pdf_text
 
 
@@ -228,81 +227,27 @@ def test_invoice_page_and_export_show_lines_and_vat(app, client, auth):
 # --- the migration of existing invoices ---------------------------------------------
 
 
-def _dummy(column):
-    kind = column.type
-    if isinstance(kind, sa.Boolean):
-        return False
-    if isinstance(kind, sa.Integer):
-        return 1
-    if isinstance(kind, sa.DateTime):
-        return datetime(2026, 1, 1, tzinfo=UTC)
-    if isinstance(kind, sa.Date):
-        return date(2026, 1, 1)
-    if isinstance(kind, sa.JSON):
-        return {}
-    return "x"
-
-
-def _insert(conn, metadata, table, **values):
-    """A row in the old schema: given values, and something for every other NOT NULL."""
-    tbl = metadata.tables[table]
-    row = {
-        c.name: _dummy(c)
-        for c in tbl.columns
-        if not c.nullable and not c.primary_key and c.name not in values
-    }
-    row.update(values)
-    return conn.execute(tbl.insert().values(**row)).inserted_primary_key[0]
-
-
-@pytest.fixture
-def scratch_database(tmp_path):
-    """An empty database for migrations: a SQLite file, or a schema of our own on
-    PostgreSQL (dropped afterwards)."""
-    if os.environ.get("CRM_TEST_DB") != "postgres":
-        yield f"sqlite:///{tmp_path / 'migration.sqlite3'}", {}
-        return
-    url = os.environ["TEST_DATABASE_URL"]
-    schema = f"migration_{uuid.uuid4().hex[:8]}"
-    engine = sa.create_engine(url)
-    with engine.begin() as conn:
-        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
-    yield url, {"connect_args": {"options": f"-csearch_path={schema}"}}
-    with engine.begin() as conn:
-        conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
-    engine.dispose()
-
-
 def test_the_migration_gives_old_invoices_one_line_with_unchanged_totals_and_kids(
     scratch_database,
 ):
     from flask_migrate import upgrade
 
-    from crm import create_app
-
-    url, engine_options = scratch_database
-    app = create_app(
-        {
-            "TESTING": True,
-            "SQLALCHEMY_DATABASE_URI": url,
-            "SQLALCHEMY_ENGINE_OPTIONS": engine_options,
-        }
-    )
+    app = migration_app(*scratch_database)
     with app.app_context():
         upgrade(revision="0007_registry_fields")
         metadata = sa.MetaData()
         metadata.reflect(db.engine)
         with db.engine.begin() as conn:
-            company = _insert(conn, metadata, "company", name="Gammel AS", orgnr="923609016")
+            company = insert_row(conn, metadata, "company", name="Gammel AS", orgnr="923609016")
             old = {}
             for number, amount, kid in ((1001, 250_000, "0000010017"), (1002, 0, "0000010025")):
-                old[number] = _insert(
+                old[number] = insert_row(
                     conn, metadata, "invoice", number=number, company_id=company,
                     year=2024 + number - 1001, kid=kid, amount_ore=amount, description="",
                     status="open", paid_ore=0, written_off_ore=0, credited_ore=0, fees_ore=0,
                     send_count=0,
                 )  # fmt: skip
-            _insert(
+            insert_row(
                 conn, metadata, "credit_note", number=1003, invoice_id=old[1001],
                 amount_ore=50_000, reason="Rabatt",
             )  # fmt: skip

@@ -3,8 +3,11 @@
 import base64
 import json
 import time
+import unicodedata
+from datetime import UTC, datetime
 
 import pytest
+import sqlalchemy as sa
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import HealthCheck, given, settings
@@ -15,6 +18,10 @@ from sqlalchemy import func
 from crm.extensions import db
 from crm.mail import services
 from crm.mail.models import EmailEvent, EmailMessage, Suppression
+from crm.members.models import Contact
+from crm.members.normalize import normalize_email
+from tests.factories import make_contact, make_user
+from tests.migrating import insert_row, migration_app
 
 URL = "/webhooks/sendgrid"
 
@@ -354,3 +361,70 @@ def test_one_event_that_cannot_be_applied_does_not_hold_up_the_others(app, clien
     again = post(client, signer, events)
     assert again.get_json() == {"received": 6, "new": 1, "duplicates": 5, "failed": 0}
     assert state_of(app, message) == "opened"
+
+
+# "kari@skånes.no" as the register keeps it (NFC) and decomposed (å = a + U+030A), as a
+# provider may report it.
+COMPOSED = unicodedata.normalize("NFC", "kari@skånes.no")
+DECOMPOSED = unicodedata.normalize("NFD", COMPOSED)
+
+
+def test_a_bounce_in_another_unicode_spelling_suppresses_the_registers_address(app, client, signer):
+    assert DECOMPOSED != COMPOSED
+    with app.test_request_context():
+        contact_email = normalize_email("Kari@Skånes.no")
+    bounce = event("bounce", "ev-nfd", email=DECOMPOSED, reason="550 unknown", type="bounce")
+    assert post(client, signer, [bounce]).status_code == 200
+    with app.app_context():
+        assert contact_email == COMPOSED
+        assert services.is_suppressed(contact_email)
+        assert db.session.scalar(db.select(EmailEvent.email)) == COMPOSED
+
+
+def test_erasure_blanks_events_reported_in_another_unicode_spelling(app, client, signer):
+    from crm.subscriptions.gdpr import ERASED, erase_person
+
+    with app.test_request_context():
+        contact = make_contact(email=COMPOSED)
+        contact_id = contact.id
+    post(client, signer, [event("delivered", "ev-nfd-2", email=DECOMPOSED)])
+    with app.test_request_context():
+        erase_person(db.session.get(Contact, contact_id), user=make_user("admin"))
+        db.session.commit()
+        assert db.session.scalar(db.select(EmailEvent.email)) == ERASED
+
+
+def test_migration_0041_brings_kept_addresses_to_nfc(scratch_database):
+    from flask_migrate import upgrade
+
+    app = migration_app(*scratch_database)
+    with app.app_context():
+        upgrade(revision="0040_consent_changes")
+        metadata = sa.MetaData()
+        metadata.reflect(db.engine)
+        older, newer = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 6, 1, tzinfo=UTC)
+        with db.engine.begin() as conn:
+            insert_row(conn, metadata, "email_event", email=DECOMPOSED, sg_event_id="e1")
+            insert_row(conn, metadata, "email_event", email="ola@example.no", sg_event_id="e2")
+            # The same address twice, spelled two ways: the later-updated one is kept.
+            insert_row(
+                conn, metadata, "suppression", email=DECOMPOSED, reason="bounce",
+                updated_at=newer, created_at=older,
+            )  # fmt: skip
+            insert_row(
+                conn, metadata, "suppression", email=COMPOSED, reason="unsubscribe",
+                updated_at=older, created_at=older,
+            )  # fmt: skip
+            decomposed_only = unicodedata.normalize("NFD", "per@åsen.no")
+            insert_row(conn, metadata, "suppression", email=decomposed_only, reason="spamreport")
+        upgrade(revision="heads")
+        with db.engine.connect() as conn:
+            events = conn.execute(sa.text("SELECT email FROM email_event ORDER BY id")).scalars()
+            suppressions = conn.execute(
+                sa.text("SELECT email, reason FROM suppression ORDER BY email")
+            ).all()
+    assert list(events) == [COMPOSED, "ola@example.no"]
+    assert [tuple(row) for row in suppressions] == [
+        (COMPOSED, "bounce"),
+        (unicodedata.normalize("NFC", "per@åsen.no"), "spamreport"),
+    ]

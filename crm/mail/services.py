@@ -16,6 +16,7 @@ import logging
 import random
 import re
 import time
+import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -562,7 +563,11 @@ def requeue_stalled(older_than: timedelta = timedelta(minutes=10)) -> int:
 
 
 def _address_key(address: str) -> str:
-    return str(address or "").strip().lower()[:254]
+    """An address as the suppression list and the webhook's events keep it: NFC, then
+    lower case, as the register keeps contacts' addresses (`normalize_email`). A bounce
+    reported in another Unicode spelling (decomposed: "o" + U+0308) then suppresses
+    the address we sent to. Also in migration 0041."""
+    return unicodedata.normalize("NFC", str(address or "")).strip().lower()[:254]
 
 
 def is_suppressed(address: str) -> bool:
@@ -571,20 +576,6 @@ def is_suppressed(address: str) -> bool:
         db.session.scalar(select(Suppression.id).where(Suppression.email == _address_key(address)))
         is not None
     )
-
-
-def suppressed_addresses(addresses: Iterable[str]) -> set[str]:
-    """The lower-cased members of `addresses` that are suppressed (for batch senders)."""
-    keys = {_address_key(a) for a in addresses if a}
-    found: set[str] = set()
-    chunk = sorted(keys)
-    for i in range(0, len(chunk), 500):
-        found.update(
-            db.session.scalars(
-                select(Suppression.email).where(Suppression.email.in_(chunk[i : i + 500]))
-            )
-        )
-    return found
 
 
 def suppress(address: str, reason: str, detail: str = "", event: EmailEvent | None = None):
