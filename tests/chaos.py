@@ -2,6 +2,8 @@
 scenario keeps a log of its steps, and a broken invariant fails the test with the seed
 and that log, so the failure can be replayed."""
 
+import traceback
+
 import pytest
 
 
@@ -36,4 +38,6 @@ class SeededScenario:
                 check()
             except Exception as exc:  # noqa: BLE001 - pytest.fail is no Exception: it passes
                 self.note(f"{action} raised {exc!r}")
+                # Where it was raised (the log is all a failure shows: pytrace=False).
+                self.note(traceback.format_exc(limit=-8).rstrip())
                 self.fail(f"{action}: {exc!r}")

@@ -2,16 +2,20 @@
 
 import json
 import urllib.parse
-from datetime import date
+from datetime import UTC, date, datetime
+
+import sqlalchemy as sa
 
 from crm.audit import AuditEntry
 from crm.extensions import db
 from crm.mail.models import EmailMessage
 from crm.mail.services import queue_email
 from crm.members.models import Activity, Contact
-from crm.subscriptions import ledger, links, subscribers, topics
+from crm.members.services import merge_contacts
+from crm.subscriptions import ledger, links, subscribers, tokens, topics
 from crm.subscriptions.models import ConsentEvent, PendingSignup, Subscriber
-from tests.factories import make_company, make_subscriber
+from tests.factories import make_company, make_contact, make_subscriber
+from tests.migrating import insert_row, migration_app
 
 
 def seed_person(app) -> tuple[int, str]:
@@ -162,3 +166,128 @@ def test_erase_needs_the_confirmation_box_and_members_edit(app, client, auth):
     assert client.post(f"/contacts/{contact_id}/erase", data={}).status_code == 200
     with app.app_context():
         assert db.session.get(Contact, contact_id).email == "kari@example.no"
+
+
+def _pending_signup(email: str) -> str:
+    """A pending web-form signup for `email`; the path of its confirmation link."""
+    topics.sync_topics()
+    pending = PendingSignup(
+        nonce=f"n-{email}",
+        email=email,
+        first_name="Kari",
+        wording_id=topics.current_wording().id,
+        topic_ids=[topics.topic_by_slug("generelt").id],
+        ip="192.0.2.9",
+    )
+    db.session.add(pending)
+    db.session.commit()
+    return f"/subscribe/confirm/{tokens.make_confirm_token(pending.id, pending.nonce)}"
+
+
+def test_erase_also_empties_the_contacts_merged_into_the_person(app, client, auth):
+    with app.test_request_context():
+        kept = make_subscriber("kari@example.no", first_name="Kari")
+        work = make_contact("Kari", "Jobb", email="kari@stal.no", phone="+4798765432")
+        home = make_contact("Kari", "Hjemme", email="kari@hjemme.no", notes="Privat")
+        merge_contacts(work, home)  # home into work, then work into kept
+        merge_contacts(kept, work)
+        db.session.commit()
+        confirm_old_address = _pending_signup("kari@hjemme.no")
+        ids = kept.id, work.id, home.id
+    auth.login("staff")
+    assert client.post(f"/contacts/{ids[0]}/erase", data={"confirm": "y"}).status_code == 302
+    with app.app_context():
+        for contact_id in ids:
+            contact = db.session.get(Contact, contact_id)
+            assert (contact.first_name, contact.last_name, contact.email, contact.phone) == (
+                "", "", None, None,
+            )  # fmt: skip
+            assert contact.notes == ""
+        assert db.session.scalar(db.select(db.func.count(PendingSignup.id))) == 0
+        logged = json.dumps(
+            [e.changes for e in db.session.scalars(db.select(AuditEntry))], ensure_ascii=False
+        )
+        assert "hjemme" not in logged and "stal.no" not in logged and "98765432" not in logged
+    # The signup made before the erasure for an address merged into the person is gone.
+    assert client.post(confirm_old_address).status_code == 404
+
+
+def test_a_signup_for_an_address_whose_record_was_merged_into_a_contact_without_one(app, client):
+    with app.test_request_context():
+        kept = make_contact("Kari", "Nordmann")
+        old = make_contact("Kari", "Nordmann", email="kari@gammel.no")
+        merge_contacts(kept, old)  # kept takes the address ...
+        kept.email = None  # ... and staff remove it later
+        db.session.commit()
+        confirm = _pending_signup("kari@gammel.no")
+        kept_id = kept.id
+    response = client.post(confirm)
+    assert response.status_code == 200
+    with app.app_context():
+        owner = db.session.scalar(
+            db.select(Contact).where(
+                Contact.email == "kari@gammel.no", Contact.merged_into_id.is_(None)
+            )
+        )
+        assert owner is not None and owner.id != kept_id
+        assert ledger.subscribed_topics(owner)
+        assert db.session.scalar(db.select(EmailMessage.to_email)) == "kari@gammel.no"
+
+
+def test_migration_0042_empties_records_merged_into_people_erased_before(scratch_database):
+    from flask_migrate import upgrade
+
+    app = migration_app(*scratch_database)
+    with app.app_context():
+        upgrade(revision="0041_address_keys_nfc")
+        metadata = sa.MetaData()
+        metadata.reflect(db.engine)
+        with db.engine.begin() as conn:
+            erased = insert_row(conn, metadata, "contact", first_name="", email=None)
+            insert_row(conn, metadata, "subscriber", contact_id=erased, erased_at=datetime.now(UTC))
+            work = insert_row(
+                conn, metadata, "contact", first_name="Kari", last_name="Jobb",
+                email="kari@stal.no", phone="+4798765432", merged_into_id=erased,
+            )  # fmt: skip
+            home = insert_row(
+                conn, metadata, "contact", first_name="Kari", last_name="Hjemme",
+                email="kari@hjemme.no", notes="Privat", merged_into_id=work,
+            )  # fmt: skip
+            kept = insert_row(conn, metadata, "contact", first_name="Ola", email="ola@x.no")
+            other = insert_row(
+                conn, metadata, "contact", first_name="Ola", email="ola@y.no", merged_into_id=kept
+            )
+            wording = insert_row(conn, metadata, "consent_wording", version=1)
+            for email in ("kari@hjemme.no", "ola@y.no"):
+                insert_row(
+                    conn, metadata, "pending_signup", email=email, nonce=email,
+                    wording_id=wording, topic_ids=[],
+                )  # fmt: skip
+            insert_row(
+                conn, metadata, "email_message", to_email="kari@stal.no", to_name="Kari",
+                text_body="Hei Kari", uuid="m1",
+            )  # fmt: skip
+            insert_row(
+                conn, metadata, "audit_entry", record_type="contact", record_id=home,
+                action="update", actor="x", record_label="Kari Hjemme",
+                changes={"email": [None, "kari@hjemme.no"], "active": [False, True]},
+            )  # fmt: skip
+        upgrade(revision="heads")
+        with db.engine.connect() as conn:
+            people = dict(
+                conn.execute(
+                    sa.text(
+                        "SELECT id, first_name || last_name || coalesce(email, '') FROM contact"
+                    )
+                ).all()
+            )
+            pending = conn.execute(sa.text("SELECT email FROM pending_signup")).scalars().all()
+            message = conn.execute(sa.text("SELECT to_email, text_body FROM email_message")).one()
+            entry = conn.execute(sa.text("SELECT changes, record_label FROM audit_entry")).one()
+    assert (people[work], people[home]) == ("", "")
+    assert (people[kept], people[other]) == ("Olaxola@x.no", "Olaxola@y.no")  # untouched
+    assert pending == ["ola@y.no"]
+    assert tuple(message) == ("[erased]", "")
+    changes = entry[0] if isinstance(entry[0], dict) else json.loads(entry[0])
+    assert changes == {"email": [None, "[erased]"], "active": [False, True]}
+    assert entry[1] == f"#{home}"

@@ -118,21 +118,21 @@ def erase_person(contact: Contact, *, user) -> None:
     events, pending signups, the person's own activities, copies of emails, and the
     values in the audit log (who changed which field when stays). Every unsubscribe and
     preferences link stops working. The erase itself is in the audit log.
+
+    The contacts merged into this one (directly or through others) are the same person:
+    they are emptied the same way. Left as they were, their addresses led a later
+    signup's confirmation to the erased shell (a server error) and kept the person's
+    names and addresses.
     """
     if contact.merged_into_id is not None:
         raise ConsentError(_("Erase the contact this one was merged into instead."))
-    email = contact.email
+    people = [contact, *_merged_into(contact)]
     withdrawals = withdraw_all(contact, source="staff", user=user, note="erased on request")
     activity_ids = [a.id for a in contact.activities]
     db.session.flush()
     # Entries up to here hold the person's data; those the erase writes hold only the
     # old values (the new ones are blanks and the time of erasure).
     before_erase = db.session.scalar(select(func.max(AuditEntry.id))) or 0
-
-    profile = subscriber_profile(contact, create=True)
-    profile.company_name = ""
-    profile.erased_at = utcnow()
-    profile.token_version += 1
 
     token = ledger_rewrite_allowed.set(True)
     try:
@@ -149,22 +149,45 @@ def erase_person(contact: Contact, *, user) -> None:
             db.session.delete(activity)
         else:
             activity.contact_id = None  # the company's history stays, without the person
-    contact.first_name = ""
-    contact.last_name = ""
-    contact.email = None
-    contact.phone = None
-    contact.job_title = ""
-    contact.notes = ""
-    contact.active = False
-    contact.company_id = None
-    contact.networks = []
-    contact.archived_at = contact.archived_at or utcnow()
+    for person in people:
+        _empty(person, profile=subscriber_profile(person, create=person is contact))
+    db.session.flush()
+    for person in people:
+        _scrub_audit_entries(person, before_erase, activity_ids if person is contact else [])
+
+
+def _merged_into(contact: Contact) -> list[Contact]:
+    """The contacts merged into this one, directly or through others."""
+    found, ids = [], [contact.id]
+    while ids:
+        more = db.session.scalars(select(Contact).where(Contact.merged_into_id.in_(ids))).all()
+        found += more
+        ids = [c.id for c in more]
+    return found
+
+
+def _empty(person: Contact, profile: Subscriber | None) -> None:
+    """One contact row of an erased person made an empty shell; their pending signups
+    and copies of emails gone, their links dead."""
+    email = person.email
+    if profile is not None:
+        profile.company_name = ""
+        profile.erased_at = utcnow()
+        profile.token_version += 1
+    person.first_name = ""
+    person.last_name = ""
+    person.email = None
+    person.phone = None
+    person.job_title = ""
+    person.notes = ""
+    person.active = False
+    person.company_id = None
+    person.networks = []
+    person.archived_at = person.archived_at or utcnow()
     if email:
         db.session.execute(delete(PendingSignup).where(PendingSignup.email == email))
-    db.session.execute(delete(PendingSignup).where(PendingSignup.contact_id == contact.id))
-    _erase_email_copies(contact, email)
-    db.session.flush()
-    _scrub_audit_entries(contact, before_erase, activity_ids)
+    db.session.execute(delete(PendingSignup).where(PendingSignup.contact_id == person.id))
+    _erase_email_copies(person, email)
 
 
 def _erase_email_copies(contact: Contact, email: str | None) -> None:

@@ -229,6 +229,10 @@ def confirm_signup(pending: PendingSignup, *, ip: str | None) -> Confirmation:
             return Confirmation(contact, topics, first_time=False)
 
     contact = find_contact_by_email(pending.email)
+    if contact is not None and not contact.email:
+        # The address lives on only in a record merged into a contact that has none
+        # (staff removed it): its owner, who just proved it, is a contact of their own.
+        contact = None
     if contact is None:
         contact = Contact(
             first_name=pending.first_name, last_name=pending.last_name, email=pending.email
