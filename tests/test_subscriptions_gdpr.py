@@ -291,3 +291,22 @@ def test_migration_0042_empties_records_merged_into_people_erased_before(scratch
     changes = entry[0] if isinstance(entry[0], dict) else json.loads(entry[0])
     assert changes == {"email": [None, "[erased]"], "active": [False, True]}
     assert entry[1] == f"#{home}"
+
+
+def test_the_download_holds_the_records_merged_into_the_person(app, client, auth):
+    with app.test_request_context():
+        kept = make_subscriber("kari@example.no", first_name="Kari")
+        old = make_contact("Kari", "Jobb", email="kari@stal.no", phone="+4798765432")
+        queue_email(to="kari@stal.no", template="subscriptions/welcome", context={"name": "K"})
+        merge_contacts(kept, old)
+        db.session.commit()
+        _pending_signup("kari@stal.no")
+        kept_id = kept.id
+    auth.login("staff")
+    data = json.loads(client.get(f"/contacts/{kept_id}/personal-data.json").get_data(as_text=True))
+    assert [(r["email"], r["phone"]) for r in data["merged_records"]] == [
+        ("kari@stal.no", "+4798765432")
+    ]
+    assert [p["email"] for p in data["pending_signups"]] == ["kari@stal.no"]
+    assert [m["to_email"] for m in data["email_messages"]] == ["kari@stal.no"]
+    assert any("98765432" in str(e["changes"]) for e in data["audit_entries"])

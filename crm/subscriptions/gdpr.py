@@ -26,14 +26,15 @@ def _row(obj, exclude: tuple[str, ...] = ()) -> dict:
     }
 
 
-def _email_messages(contact: Contact) -> list[dict]:
+def _email_messages(people: list[Contact]) -> list[dict]:
+    """The mail log's messages to any of a person's contact rows, by id or address."""
     try:
         from crm.mail.models import EmailMessage
     except ImportError:
         return []
-    conditions = [EmailMessage.contact_id == contact.id]
-    if contact.email:
-        conditions.append(EmailMessage.to_email == contact.email)
+    conditions = [EmailMessage.contact_id.in_([p.id for p in people])]
+    if addresses := [p.email for p in people if p.email]:
+        conditions.append(EmailMessage.to_email.in_(addresses))
     messages = db.session.scalars(
         select(EmailMessage).where(or_(*conditions)).order_by(EmailMessage.id)
     )
@@ -72,12 +73,20 @@ def _audit_entries_of(contact: Contact, activity_ids: list[int] | None = None) -
 
 
 def export_person(contact: Contact) -> dict:
-    """Everything held about a person, for a data-subject access request (JSON-safe)."""
+    """Everything held about a person, for a data-subject access request (JSON-safe).
+
+    With the contacts merged into this one: the same person's older records (other
+    addresses, names), their pending signups, copies of emails and audit entries."""
     profile = subscriber_profile(contact)
+    merged = _merged_into(contact)
+    people = [contact, *merged]
+    addresses = [p.email for p in people if p.email]
     pending = []
-    if contact.email:
+    if addresses:
         pending = db.session.scalars(
-            select(PendingSignup).where(PendingSignup.email == contact.email)
+            select(PendingSignup)
+            .where(PendingSignup.email.in_(addresses))
+            .order_by(PendingSignup.id)
         ).all()
     topics = {t.id: t.slug for t in db.session.scalars(select(Topic))}
     return {
@@ -100,9 +109,10 @@ def export_person(contact: Contact) -> dict:
             )
             for e in reversed(consent_history(contact))
         ],
+        "merged_records": [_row(m) for m in merged],
         "pending_signups": [_row(p, exclude=("nonce",)) for p in pending],
-        "email_messages": _email_messages(contact),
-        "audit_entries": [_row(e) for e in _audit_entries_of(contact)],
+        "email_messages": _email_messages(people),
+        "audit_entries": [_row(e) for p in people for e in _audit_entries_of(p)],
     }
 
 
