@@ -353,7 +353,9 @@ def register(
     registration.form_token = form_token
     if existing is not None:
         registration.token_version += 1  # links to the cancelled registration stay dead
-        # The cancelled seat's invoice (credited) is not the new seat's: invoice it anew.
+        # The cancelled seat's invoice is not the new seat's: invoice it anew. The old one
+        # stays the event's (`Invoice.event_id`), settled as the cancellation left it:
+        # credited before the deadline, the fee (or all) still due after it.
         registration.invoice_id = None
     registration.contact_id = find_or_create_contact(
         email, registration.name, registration.phone, company
@@ -419,6 +421,7 @@ def invoice_registration(registration: Registration) -> None:
             kind="event",
             pricing_note=f"{registration.name} <{registration.email}>"[:400],
         )
+        invoice.event_id = event.id
         registration.invoice_id = invoice.id
         db.session.flush()
         savepoint.commit()
@@ -1042,18 +1045,17 @@ def merge_registrations(target: Contact, other: Contact) -> None:
 
 
 def event_income(event: Event) -> dict[str, int]:
-    """Øre invoiced (less credit notes) and paid for the event's registrations."""
+    """Øre invoiced (less credit notes) and paid for the event: every invoice of it,
+    whichever registration it came from and whatever became of that registration (a
+    cancelled seat's invoice counts with what was not credited)."""
     from crm.fees.models import Invoice
 
-    invoice_ids = select(Registration.invoice_id).where(
-        Registration.event_id == event.id, Registration.invoice_id.is_not(None)
-    )
     invoiced, credited, paid, count = db.session.execute(
         select(
             func.coalesce(func.sum(Invoice.amount_ore), 0),
             func.coalesce(func.sum(Invoice.credited_ore), 0),
             func.coalesce(func.sum(Invoice.paid_ore), 0),
             func.count(Invoice.id),
-        ).where(Invoice.id.in_(invoice_ids))
+        ).where(Invoice.event_id == event.id)
     ).one()
     return {"invoiced": invoiced - credited, "paid": paid, "count": count}
