@@ -226,7 +226,10 @@ def _save(form: EventForm, event: Event, is_new: bool):
     if not is_new:
         # Seats added by a higher capacity or quota go to the waitlist first, in order.
         services.fill_freed_seats(event)
+    over_capacity = services.over_capacity_warning(event)
     db.session.commit()
+    if over_capacity:
+        flash(over_capacity, "warning")
     if told:
         flash(
             _("Saved. %(count)s registrants were sent the new date or venue.", count=told),
@@ -289,6 +292,7 @@ def event_detail(event_id: int):
         waitlist=waitlist,
         counts=services.seat_counts(event.id),
         free=services.free_seats(event),
+        over_capacity=services.over_capacity_warning(event),
         attended=attended,
         description=page_html(event.description),
         button_form=ButtonForm(),

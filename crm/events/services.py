@@ -137,6 +137,24 @@ def free_seats(event: Event) -> int | None:
     return max(event.capacity - seats_held(event.id), 0)
 
 
+def over_capacity_warning(event: Event) -> str | None:
+    """What staff must know when more hold a seat than the capacity allows (it was
+    lowered below them), or None. Nobody loses a seat over it, and `free_seats` stays 0,
+    so nothing is offered to the waitlist until enough seats are freed."""
+    if event.capacity is None:
+        return None
+    held = seats_held(event.id)
+    if held <= event.capacity:
+        return None
+    return _(
+        "%(held)s hold a seat (confirmed or offered), and the capacity is %(capacity)s. "
+        "Nobody is removed; no seat is offered to the waitlist until fewer than "
+        "%(capacity)s hold one.",
+        held=held,
+        capacity=event.capacity,
+    )
+
+
 def _quota_allows(event: Event, company_id: int | None) -> bool:
     if event.company_quota is None or company_id is None:
         return True
