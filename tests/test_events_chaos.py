@@ -284,8 +284,9 @@ class Scenario(SeededScenario):
         target = db.session.get(Registration, registration_id)
         was = target.status
         valid = version == target.token_version
-        # The person may cancel a seat or an offer only before the deadline (staff always).
-        refused = was in SEAT_STATUSES and services.cancellation_closed_reason(target) is not None
+        # The person may cancel a seat only before the deadline (staff always); an offer
+        # can be declined, and the waitlist left, while it stands.
+        refused = was == "confirmed" and services.cancellation_closed_reason(target) is not None
         self.note(f"cancel by link: registration {registration_id} v{version} ({was})")
         db.session.commit()
         response = self.public.post(f"/arrangementer/pamelding/{token}/avmeld")

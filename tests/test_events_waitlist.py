@@ -157,6 +157,32 @@ def test_raising_the_capacity_offers_the_new_seats_to_the_waitlist_in_order(
     assert late.status == "waitlisted"
 
 
+def test_an_offer_can_be_declined_by_its_link_after_the_cancellation_deadline(full_event, client):
+    # The deadline binds a confirmed seat; an offer can be declined while it stands,
+    # and the seat goes on to the next on the waitlist.
+    event, people = full_event
+    event.cancellation_deadline = utcnow() - timedelta(hours=1)
+    db.session.commit()
+    services.cancel(db.session.get(Registration, people["anne"]), by_staff=True)
+    db.session.commit()
+    bjorn = db.session.get(Registration, people["bjorn"])
+    url = services.manage_url(bjorn).removeprefix("http://127.0.0.1:5000")
+    manage = client.get(url).get_data(as_text=True)
+    assert "Nei takk, gi plassen til neste" in manage
+    assert "Avmeldingsfristen er ute" not in manage
+    page = client.post(url + "/avmeld", follow_redirects=True).get_data(as_text=True)
+    assert "Du takket nei til plassen" in page
+    assert _status(people["bjorn"]) == "cancelled"
+    assert _status(people["cecilie"]) == "offered"
+    # Cecilie takes it; once confirmed, the deadline binds her seat.
+    cecilie = db.session.get(Registration, people["cecilie"])
+    url = services.manage_url(cecilie).removeprefix("http://127.0.0.1:5000")
+    client.post(url + "/ta-imot")
+    page = client.post(url + "/avmeld", follow_redirects=True).get_data(as_text=True)
+    assert "Avmeldingsfristen er ute" in page
+    assert _status(people["cecilie"]) == "confirmed"
+
+
 def test_lowering_the_capacity_below_the_seats_held_warns_and_offers_nothing_until_below(
     full_event, app, client, auth
 ):

@@ -708,17 +708,19 @@ def expire_offers(now: datetime | None = None) -> int:
 
 
 def cancel(registration: Registration, *, by_staff: bool = False, now: datetime | None = None):
-    """Cancel a registration and offer its seat to the waitlist.
+    """Cancel a registration (or decline an offered seat, or leave the waitlist) and
+    offer its seat to the waitlist.
 
-    The person may cancel only before the cancellation deadline (EventError with the
-    reason after it); staff may always.
+    The person may cancel a confirmed seat only before the cancellation deadline
+    (EventError with the reason after it); an offer can be declined, and the waitlist
+    left, as long as they stand. Staff may always.
     """
     now = now or utcnow()
     event = lock_event(registration.event_id)
     db.session.refresh(registration)
     if registration.status == "cancelled":
         raise EventError(_("This registration is already cancelled."))
-    if not by_staff and registration.status in SEAT_STATUSES:
+    if not by_staff and registration.status == "confirmed":
         reason = cancellation_closed_reason(registration, now)
         if reason:
             raise EventError(reason)
