@@ -846,6 +846,7 @@ def transfer(
     colleague = taken or Registration(event_id=event.id, email=email)
     if taken is not None:
         colleague.token_version += 1
+        clear_participation(colleague)  # the old registration's, if any: not this seat's
     colleague.name = header_safe(name, 200)
     colleague.phone = header_safe(phone, 30)
     colleague.company_id = registration.company_id
