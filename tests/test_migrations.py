@@ -51,8 +51,13 @@ def test_0041_gives_each_event_invoice_its_event_also_from_the_audit_log(tmp_pat
     from crm.extensions import db
     from crm.fees.models import Invoice
 
+    # A database of its own (SQLite, whichever the run uses), migrated step by step.
     app = create_app(
-        {"TESTING": True, "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'old.sqlite3'}"}
+        {
+            "TESTING": True,
+            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'old.sqlite3'}",
+            "SQLALCHEMY_ENGINE_OPTIONS": {},
+        }
     )
     with app.app_context():
         upgrade(revision="0040_consent_changes")
