@@ -9,7 +9,7 @@ from crm.events import services
 from crm.events.models import Certificate, Registration
 from crm.extensions import db
 from crm.mail.models import EmailMessage
-from crm.timeutil import utcnow
+from crm.timeutil import OSLO, utcnow
 from tests.events_factories import make_event
 from tests.factories import make_company
 
@@ -139,3 +139,93 @@ def test_merging_contacts_keeps_their_event_history(app_ctx):
     merge_contacts(kept, duplicate)
     db.session.commit()
     assert db.session.get(Registration, registration.id).contact_id == kept.id
+
+
+def _certify_anne(client, event_id, sessions, ids):
+    for session_id in sessions[:3]:
+        _tap(client, event_id, ids["Anne"], session_id)
+    client.post(f"/events/{event_id}/certificates")
+
+
+def test_staff_cancelling_a_checked_in_registration_is_asked_first_then_clears_and_revokes(
+    app, client, auth, course
+):
+    from crm.audit import AuditEntry
+    from crm.reports.services import period_figures
+
+    event_id, sessions, ids = course
+    auth.login("staff")
+    _certify_anne(client, event_id, sessions, ids)
+    with app.app_context():
+        code = db.session.scalar(db.select(Certificate.code))
+    first = client.post(f"/events/registrations/{ids['Anne']}/cancel")
+    text = first.get_data(as_text=True)
+    assert first.status_code == 200 and "Avmelde påmeldingen?" in text
+    assert "registrert til stede på 3 samlinger og har kursbevis" in text
+    with app.app_context():  # nothing changed yet
+        assert db.session.get(Registration, ids["Anne"]).status == "confirmed"
+        assert db.session.scalar(db.select(Certificate.code)) == code
+    page = client.post(
+        f"/events/registrations/{ids['Anne']}/cancel",
+        data={"clear_attendance": "1"},
+        follow_redirects=True,
+    ).get_data(as_text=True)
+    assert "oppmøtet på 3 samlinger er slettet og kursbeviset trukket tilbake" in page
+    with app.app_context():
+        assert db.session.get(Registration, ids["Anne"]).status == "cancelled"
+        assert db.session.scalars(db.select(Certificate)).all() == []
+        event = db.session.get(Registration, ids["Anne"]).event
+        assert [n for _s, n in services.attendance_per_session(event)] == [0, 0, 0, 0]
+        deleted = db.session.scalars(
+            db.select(AuditEntry.record_type).where(AuditEntry.action == "delete")
+        ).all()
+        assert sorted(deleted) == ["attendance"] * 3 + ["event_certificate"]
+        days = [s.starts_at.astimezone(OSLO).date() for s in event.sessions]
+        (row,) = period_figures(min(days), max(days))["courses"]
+        assert row[1:3] == [2, 0]
+    assert client.get(f"/sertifikat/{code}").status_code == 404
+
+
+def test_a_certificate_left_on_a_cancelled_registration_is_counted_nowhere_and_not_issued(
+    app, client, auth, course
+):
+    # As a registration cancelled before the rule came in: marks and certificate kept.
+    from crm.reports.services import period_figures
+
+    event_id, sessions, ids = course
+    auth.login("staff")
+    _certify_anne(client, event_id, sessions, ids)
+    with app.app_context():
+        anne = db.session.get(Registration, ids["Anne"])
+        anne.status = "cancelled"
+        db.session.commit()
+        certificate = db.session.scalar(db.select(Certificate))
+        code, certificate_id = certificate.code, certificate.id
+        event = anne.event
+        assert [n for _s, n in services.attendance_per_session(event)] == [0, 0, 0, 0]
+        assert services.attended_sessions([ids["Anne"]]) == {}
+        days = [s.starts_at.astimezone(OSLO).date() for s in event.sessions]
+        (row,) = period_figures(min(days), max(days))["courses"]
+        assert row[1:4] == [2, 0, "0"]
+        assert services.participation(contact_id=None, company_id=anne.company_id)[0][1] is None
+    pdf = client.get(f"/events/certificates/{certificate_id}.pdf", follow_redirects=True)
+    assert pdf.mimetype == "text/html" and "ikke lenger gyldig" in pdf.get_data(as_text=True)
+    assert client.get(f"/sertifikat/{code}").status_code == 404
+    page = client.get(f"/events/{event_id}").get_data(as_text=True)
+    assert f"/events/certificates/{certificate_id}.pdf" not in page
+
+
+def test_the_person_cannot_cancel_a_seat_they_were_checked_in_at_by_their_link(app, client, auth):
+    with app.app_context():
+        event = make_event("Styrketrening", capacity=5)
+        registration = services.register(event.id, name="Kari", email="kari@example.no")
+        db.session.commit()
+        registration = registration.registration
+        services.toggle_attendance(registration, event.sessions[0], None)
+        db.session.commit()
+        url = services.manage_url(registration).removeprefix("http://127.0.0.1:5000")
+        registration_id = registration.id
+    page = client.post(url + "/avmeld", follow_redirects=True).get_data(as_text=True)
+    assert "Du er registrert til stede" in page
+    with app.app_context():
+        assert db.session.get(Registration, registration_id).status == "confirmed"

@@ -16,6 +16,7 @@ from tests.factories import build_ocr, make_fee_settings, make_member
 
 def _course(**fields):
     fields.setdefault("cancellation_deadline", utcnow() + timedelta(days=5))
+    fields.setdefault("cancellation_fee_ore", 150_000)
     return make_event(
         "LEAN grunnkurs",
         sessions=3,
@@ -23,7 +24,6 @@ def _course(**fields):
         member_price_ore=690_000,
         price_ore=990_000,
         vat_percent=25,
-        cancellation_fee_ore=150_000,
         **fields,
     )
 
@@ -132,3 +132,38 @@ def test_registering_again_after_cancelling_invoices_the_new_seat(app_ctx):
     assert again.invoice_id is not None and again.invoice_id != first_invoice
     invoice = db.session.get(Invoice, again.invoice_id)
     assert invoice.credited_ore == 0 and invoice.amount_ore == 1_237_500
+
+
+def test_a_cancelled_seats_invoice_still_due_stays_in_the_event_income_after_registering_again(
+    app_ctx,
+):
+    # Cancelled after the deadline without a fee: the whole first invoice stays due in
+    # fees. The same address registering again reuses the row and gets a new invoice;
+    # the event's income counts both.
+    make_fee_settings()
+    event = _course(cancellation_deadline=utcnow() - timedelta(hours=1), cancellation_fee_ore=0)
+    registration = _register(event, "Per Privat", "per@example.no")
+    first = db.session.get(Invoice, registration.invoice_id)
+    services.cancel(registration, by_staff=True)
+    db.session.commit()
+    assert first.amount_ore - first.credited_ore == 1_237_500
+    again = _register(event, "Per Privat", "per@example.no")
+    second = db.session.get(Invoice, again.invoice_id)
+    assert again.id == registration.id and second.id != first.id
+    assert first.event_id == second.event_id == event.id
+    assert services.event_income(event) == {"invoiced": 2 * 1_237_500, "paid": 0, "count": 2}
+
+
+def test_a_credited_invoice_counts_nothing_and_a_handed_over_seat_counts_once(app_ctx):
+    make_fee_settings()
+    company = make_member("Glåmdal Sag AS")
+    event = _course()
+    kari = _register(event, "Kari", "kari@example.no", company)
+    services.cancel(kari)  # before the deadline: credited in full
+    db.session.commit()
+    _register(event, "Kari", "kari@example.no", company)
+    ola = _register(event, "Ola", "ola@example.no", company)
+    services.transfer(ola, name="Nils", email="nils@example.no")
+    db.session.commit()
+    income = services.event_income(event)
+    assert income["invoiced"] == 2 * 862_500 and income["count"] == 3

@@ -26,19 +26,22 @@ After every step, for every event:
    (every link handed out before a token version bump is dead);
 4. a cancelled registration holds no seat and no offer; its invoice, if it had one, is
    credited in full before the cancellation deadline, down to the fee after it;
+   the person's link declines an offer whatever the deadline, and cancels a confirmed
+   seat only before it and while not checked in;
 5. every confirmed seat of a paid event has its own invoice at its price, not
    credited; nobody without a seat has an invoice;
 6. attendance marks and certificates are made only for confirmed participants, and a
-   certificate only past the completion threshold;
+   certificate only past the completion threshold; only confirmed registrations have
+   any (staff cancelling a checked-in registration are asked first, and confirming
+   clears the marks and revokes the certificate);
 7. the counts on the staff event page, `services.seat_counts`, the income figure and the
    results report (participations by type, courses: participants and certificates)
-   equal the rows.
+   equal the rows; the income counts every invoice any registration of the event ever
+   had (a cancelled seat's invoice stays in it after the address registers again).
 
 The product has no "cancel the event" action: unpublishing (registration closed, the
 public page gone) is the nearest, and is what the close step does. Staff register
-people through `services.register` (there is no staff form for it). Attendance marks
-and certificates stay on a registration cancelled after them (the product keeps them);
-what is checked is that they are only ever made for confirmed participants.
+people through `services.register` (there is no staff form for it).
 
 A failure prints the seed and the step log; `-s` prints what each seed went through.
 Which of two simultaneous registrations wins is up to the database, so a replay can
@@ -105,6 +108,7 @@ class Scenario(SeededScenario):
         self.before: dict[int, dict[int, tuple]] = {}  # event -> registration -> snapshot
         self.marks: set[tuple[int, int]] = set()  # (registration, session) seen marked
         self.certified: set[int] = set()
+        self.event_invoices: dict[int, set[int]] = {}  # every invoice seen on a registration
         self.look_at_page = True
         self.ocr_files = 0
         self.read: dict[int, list[Registration]] = {}
@@ -284,8 +288,9 @@ class Scenario(SeededScenario):
         target = db.session.get(Registration, registration_id)
         was = target.status
         valid = version == target.token_version
-        # The person may cancel a seat or an offer only before the deadline (staff always).
-        refused = was in SEAT_STATUSES and services.cancellation_closed_reason(target) is not None
+        # The person may cancel a seat only before the deadline (staff always); an offer
+        # can be declined, and the waitlist left, while it stands.
+        refused = was == "confirmed" and services.cancellation_closed_reason(target) is not None
         self.note(f"cancel by link: registration {registration_id} v{version} ({was})")
         db.session.commit()
         response = self.public.post(f"/arrangementer/pamelding/{token}/avmeld")
@@ -300,9 +305,27 @@ class Scenario(SeededScenario):
         if registration is None:
             return
         self.note(f"staff cancel registration {registration.id} ({registration.status})")
+        marks, certified = services.recorded_participation(registration)
+        rows = self.all_rows()
         db.session.commit()
-        response = self.staff.post(f"/events/registrations/{registration.id}/cancel")
-        self.check(response.status_code == 302, f"staff cancel answered {response.status_code}")
+        url = f"/events/registrations/{registration.id}/cancel"
+        response = self.staff.post(url)
+        if not (marks or certified) or registration.status == "cancelled":
+            self.check(response.status_code == 302, f"staff cancel answered {response.status_code}")
+            return
+        # Checked in: staff are asked first, and nothing changes until they confirm.
+        self.stats["cancel of a checked-in registration"] += 1
+        self.check(response.status_code == 200, f"staff cancel answered {response.status_code}")
+        self.refresh()
+        self.check(self.all_rows() == rows, "asking before cancelling changed registrations")
+        if self.rng.random() < 0.3:
+            self.note("  staff keep the registration")
+            return
+        self.note(f"  staff confirm: {marks} marks cleared, certificate {certified}")
+        response = self.staff.post(url, data={"clear_attendance": "1"})
+        self.check(response.status_code == 302, f"confirmed cancel answered {response.status_code}")
+        self.marks = {m for m in self.marks if m[0] != registration.id}
+        self.certified.discard(registration.id)
 
     def act_accept(self, event: Event) -> None:
         registration = self.pick_registration(event, ("offered", "confirmed", "waitlisted"))
@@ -659,10 +682,19 @@ class Scenario(SeededScenario):
                 tuple(mark) in self.marks,
                 f"attendance {tuple(mark)} ({status_of[mark[0]]}) nobody checked in",
             )
+            self.check(
+                status_of[mark[0]] == "confirmed",
+                f"attendance {tuple(mark)} on a {status_of[mark[0]]} registration",
+            )
         certificates = db.session.scalars(
             select(Certificate).where(Certificate.registration_id.in_([r.id for r in rows] or [0]))
         ).all()
         for certificate in certificates:
+            self.check(
+                status_of[certificate.registration_id] == "confirmed",
+                f"certificate {certificate.id} on a "
+                f"{status_of[certificate.registration_id]} registration",
+            )
             if certificate.registration_id in self.certified:
                 continue
             self.check(
@@ -682,13 +714,25 @@ class Scenario(SeededScenario):
             counts == {s: by_status.get(s, 0) for s in counts},
             f"seat_counts {counts} != rows {dict(by_status)}",
         )
+        per_session = [n for _session, n in services.attendance_per_session(event)]
+        self.check(
+            per_session
+            == [
+                sum(1 for m in marks if m[1] == s.id and status_of[m[0]] == "confirmed")
+                for s in event.sessions
+            ],
+            f"attendance per session {per_session} does not match the marks",
+        )
+        # Every invoice a registration of the event ever had (seen after some step).
+        seen = self.event_invoices.setdefault(event.id, set())
+        seen.update(i.id for i in invoices.values())
+        ever = [db.session.get(Invoice, invoice_id) for invoice_id in sorted(seen)]
         income = services.event_income(event)
         self.check(
-            income["invoiced"]
-            == sum(
-                i.amount_ore - i.credited_ore for i in {i.id: i for i in invoices.values()}.values()
-            ),
-            f"event income {income} does not match the invoices",
+            income["invoiced"] == sum(i.amount_ore - i.credited_ore for i in ever)
+            and income["paid"] == sum(i.paid_ore for i in ever)
+            and income["count"] == len(ever),
+            f"event income {income} does not match invoices {sorted(seen)}",
         )
         if not self.look_at_page:
             return

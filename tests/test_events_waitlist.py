@@ -6,7 +6,7 @@ from datetime import timedelta
 import pytest
 
 from crm.events import services, tasks
-from crm.events.models import Registration
+from crm.events.models import Event, Registration
 from crm.extensions import db
 from crm.mail.models import EmailMessage
 from crm.timeutil import OSLO, utcnow
@@ -155,3 +155,71 @@ def test_raising_the_capacity_offers_the_new_seats_to_the_waitlist_in_order(
     # A newcomer no longer gets a seat ahead of the people waiting.
     late = services.register(event.id, name="Eva", email="eva@example.no").registration
     assert late.status == "waitlisted"
+
+
+def test_an_offer_can_be_declined_by_its_link_after_the_cancellation_deadline(full_event, client):
+    # The deadline binds a confirmed seat; an offer can be declined while it stands,
+    # and the seat goes on to the next on the waitlist.
+    event, people = full_event
+    event.cancellation_deadline = utcnow() - timedelta(hours=1)
+    db.session.commit()
+    services.cancel(db.session.get(Registration, people["anne"]), by_staff=True)
+    db.session.commit()
+    bjorn = db.session.get(Registration, people["bjorn"])
+    url = services.manage_url(bjorn).removeprefix("http://127.0.0.1:5000")
+    manage = client.get(url).get_data(as_text=True)
+    assert "Nei takk, gi plassen til neste" in manage
+    assert "Avmeldingsfristen er ute" not in manage
+    page = client.post(url + "/avmeld", follow_redirects=True).get_data(as_text=True)
+    assert "Du takket nei til plassen" in page
+    assert _status(people["bjorn"]) == "cancelled"
+    assert _status(people["cecilie"]) == "offered"
+    # Cecilie takes it; once confirmed, the deadline binds her seat.
+    cecilie = db.session.get(Registration, people["cecilie"])
+    url = services.manage_url(cecilie).removeprefix("http://127.0.0.1:5000")
+    client.post(url + "/ta-imot")
+    page = client.post(url + "/avmeld", follow_redirects=True).get_data(as_text=True)
+    assert "Avmeldingsfristen er ute" in page
+    assert _status(people["cecilie"]) == "confirmed"
+
+
+def test_lowering_the_capacity_below_the_seats_held_warns_and_offers_nothing_until_below(
+    full_event, app, client, auth
+):
+    from tests.events_factories import edit_form
+
+    event, people = full_event
+    for name in ("bjorn", "cecilie", "dag"):  # everyone gets a seat
+        services.register(event.id, name=name.title(), email=f"{name}@example.no")
+    event.capacity = 4
+    services.fill_freed_seats(event)
+    for name in ("bjorn", "cecilie", "dag"):
+        services.accept_offer(db.session.get(Registration, people[name]))
+    for name in ("eva", "finn"):
+        services.register(event.id, name=name.title(), email=f"{name}@example.no")
+    db.session.commit()
+    waiting = {
+        r.email: r.id
+        for r in db.session.scalars(
+            db.select(Registration).where(Registration.status == "waitlisted")
+        )
+    }
+    auth.login("staff")
+    page = client.post(
+        f"/events/{event.id}/edit", data=edit_form(event, 2), follow_redirects=True
+    ).get_data(as_text=True)
+    warning = "4 har plass (bekreftet eller tilbudt), og kapasiteten er 2. Ingen fjernes"
+    assert warning in page
+    assert services.seats_held(event.id) == 4  # nobody bumped
+    assert warning in client.get(f"/events/{event.id}").get_data(as_text=True)
+    # A freed seat while over capacity is offered to nobody.
+    services.cancel(db.session.get(Registration, people["anne"]), by_staff=True)
+    services.cancel(db.session.get(Registration, people["bjorn"]), by_staff=True)
+    db.session.commit()
+    assert _status(waiting["eva@example.no"]) == "waitlisted"
+    assert "Ingen fjernes" not in client.get(f"/events/{event.id}").get_data(as_text=True)
+    # Raising it again offers the new seats to the waitlist, in order.
+    event = db.session.get(Event, event.id)
+    client.post(f"/events/{event.id}/edit", data=edit_form(event, 3))
+    assert _status(waiting["eva@example.no"]) == "offered"
+    assert _status(waiting["finn@example.no"]) == "waitlisted"

@@ -284,3 +284,29 @@ def test_subscribers_at_month_end_are_the_contacts_whose_consent_is_active(app_c
     db.session.commit()
     today = today_oslo()
     assert _subscriber_counts(today.replace(day=1), today) == [2]  # Per and Kari
+
+
+def test_two_courses_of_the_same_title_each_count_their_own_certificates(app_ctx):
+    from crm.reports.services import period_figures
+    from tests.events_factories import make_event
+
+    start = datetime(2026, 3, 2, 8, tzinfo=UTC)
+    spring = make_event("LEAN grunnkurs", sessions=2, starts_at=start, completion_percent=50)
+    autumn = make_event(
+        "LEAN grunnkurs", sessions=2, starts_at=start.replace(month=9), completion_percent=50
+    )
+    for event, people in ((spring, 2), (autumn, 1)):
+        for n in range(people):
+            db.session.add(
+                Registration(
+                    event_id=event.id, name=f"P{n}", email=f"p{n}@example.no", status="confirmed"
+                )
+            )
+    db.session.flush()
+    (first, *_rest) = db.session.scalars(
+        db.select(Registration).where(Registration.event_id == spring.id)
+    ).all()
+    db.session.add(Certificate(registration_id=first.id, code="c1", hours=Decimal("6")))
+    db.session.commit()
+    rows = period_figures(date(2026, 1, 1), date(2026, 12, 31))["courses"]
+    assert sorted(row[1:3] for row in rows) == [[1, 0], [2, 1]]

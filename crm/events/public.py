@@ -263,7 +263,14 @@ def _act(token: str, action, success: str):
 @bp.route("/arrangementer/pamelding/<token>/avmeld", methods=["POST"])
 @limiter.limit("30 per minute")
 def cancel(token: str):
-    return _act(token, services.cancel, _("Your registration is cancelled."))
+    # Declining an offered seat is a cancellation the deadline does not bind (it only
+    # binds a confirmed seat): the seat goes to the next person on the waitlist.
+    registration = services.registration_for_token(token)
+    if registration is not None and registration.status == "offered":
+        success = _("You declined the seat. It is offered to the next person on the waitlist.")
+    else:
+        success = _("Your registration is cancelled.")
+    return _act(token, services.cancel, success)
 
 
 @bp.route("/arrangementer/pamelding/<token>/ta-imot", methods=["POST"])

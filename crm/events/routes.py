@@ -226,7 +226,10 @@ def _save(form: EventForm, event: Event, is_new: bool):
     if not is_new:
         # Seats added by a higher capacity or quota go to the waitlist first, in order.
         services.fill_freed_seats(event)
+    over_capacity = services.over_capacity_warning(event)
     db.session.commit()
+    if over_capacity:
+        flash(over_capacity, "warning")
     if told:
         flash(
             _("Saved. %(count)s registrants were sent the new date or venue.", count=told),
@@ -289,6 +292,7 @@ def event_detail(event_id: int):
         waitlist=waitlist,
         counts=services.seat_counts(event.id),
         free=services.free_seats(event),
+        over_capacity=services.over_capacity_warning(event),
         attended=attended,
         description=page_html(event.description),
         button_form=ButtonForm(),
@@ -299,7 +303,9 @@ def event_detail(event_id: int):
         certificates=dict(
             db.session.execute(
                 select(Certificate.registration_id, Certificate.id).where(
-                    Certificate.registration_id.in_([r.id for r in registrations] or [0])
+                    Certificate.registration_id.in_(
+                        [r.id for r in registrations if r.status == "confirmed"] or [0]
+                    )
                 )
             ).all()
         ),
@@ -353,14 +359,48 @@ def cancel_registration(registration_id: int):
     event_id = registration.event_id
     if not ButtonForm().validate_on_submit():
         abort(400)
+    # Attendance and a certificate are cleared only when staff confirmed it on the page
+    # that said so (ParticipationRecorded below).
+    clear_attendance = request.form.get("clear_attendance") == "1"
     try:
-        services.cancel(registration, by_staff=True)
+        marks, certified = services.cancel(
+            registration, by_staff=True, clear_attendance=clear_attendance
+        )
+    except services.ParticipationRecorded as exc:
+        db.session.rollback()
+        registration = db.session.get(Registration, registration_id)
+        return render_template(
+            "events/cancel_confirm.html",
+            registration=registration,
+            event=registration.event,
+            message=str(exc),
+            button_form=ButtonForm(),
+        )
     except services.EventError as exc:
         db.session.rollback()
         flash(str(exc), "error")
     else:
         db.session.commit()
-        flash(_("The registration is cancelled."), "success")
+        if certified:
+            flash(
+                _(
+                    "The registration is cancelled; its attendance at %(count)s sessions is "
+                    "cleared and its certificate revoked.",
+                    count=marks,
+                ),
+                "success",
+            )
+        elif marks:
+            flash(
+                _(
+                    "The registration is cancelled; its attendance at %(count)s sessions is "
+                    "cleared.",
+                    count=marks,
+                ),
+                "success",
+            )
+        else:
+            flash(_("The registration is cancelled."), "success")
     return redirect(url_for("events.event_detail", event_id=event_id))
 
 
@@ -459,6 +499,10 @@ def certificate_pdf(certificate_id: int):
     from crm.events.certificate import certificate_pdf as render_pdf
 
     certificate = db.get_or_404(Certificate, certificate_id)
+    if certificate.registration.status != "confirmed":
+        # Left from before cancelling cleared certificates: no longer valid.
+        flash(_("The registration is cancelled: its certificate is no longer valid."), "error")
+        return redirect(url_for("events.event_detail", event_id=certificate.registration.event_id))
     response = Response(render_pdf(certificate), mimetype="application/pdf")
     response.headers["Content-Disposition"] = (
         f'inline; filename="{certificate_filename(certificate)}"'

@@ -50,6 +50,30 @@ FORM_ALREADY_USED = _l(
 )
 
 
+class ParticipationRecorded(EventError):
+    """Staff cancelling a registration that has attendance or a certificate: nothing was
+    changed; cancelling it anyway (`cancel(..., clear_attendance=True)`) clears the
+    attendance and revokes the certificate."""
+
+    def __init__(self, registration: "Registration", marks: int, certified: bool) -> None:
+        self.marks, self.certified = marks, certified
+        if certified:
+            message = _(
+                "%(name)s was checked in at %(count)s sessions and has a course certificate. "
+                "Cancelling the registration clears the attendance and revokes the certificate.",
+                name=registration.name,
+                count=marks,
+            )
+        else:
+            message = _(
+                "%(name)s was checked in at %(count)s sessions. Cancelling the registration "
+                "clears the attendance.",
+                name=registration.name,
+                count=marks,
+            )
+        super().__init__(message)
+
+
 class FormAlreadyUsed(EventError):
     """The registration form was sent before (its token made a registration): nothing
     was stored."""
@@ -135,6 +159,24 @@ def free_seats(event: Event) -> int | None:
     if event.capacity is None:
         return None
     return max(event.capacity - seats_held(event.id), 0)
+
+
+def over_capacity_warning(event: Event) -> str | None:
+    """What staff must know when more hold a seat than the capacity allows (it was
+    lowered below them), or None. Nobody loses a seat over it, and `free_seats` stays 0,
+    so nothing is offered to the waitlist until enough seats are freed."""
+    if event.capacity is None:
+        return None
+    held = seats_held(event.id)
+    if held <= event.capacity:
+        return None
+    return _(
+        "%(held)s hold a seat (confirmed or offered), and the capacity is %(capacity)s. "
+        "Nobody is removed; no seat is offered to the waitlist until fewer than "
+        "%(capacity)s hold one.",
+        held=held,
+        capacity=event.capacity,
+    )
 
 
 def _quota_allows(event: Event, company_id: int | None) -> bool:
@@ -234,6 +276,8 @@ def cancellation_closed_reason(
     event = registration.event
     if registration.status == "cancelled":
         return _("This registration is already cancelled.")
+    if registration.status == "confirmed" and any(recorded_participation(registration)):
+        return _("You have been checked in at this event. Contact us if that is wrong.")
     if event.cancellation_deadline is not None and event.cancellation_deadline <= now:
         if event.cancellation_fee_ore:
             return _(
@@ -353,7 +397,11 @@ def register(
     registration.form_token = form_token
     if existing is not None:
         registration.token_version += 1  # links to the cancelled registration stay dead
-        # The cancelled seat's invoice (credited) is not the new seat's: invoice it anew.
+        # A registration cancelled before cancelling cleared them may still hold marks.
+        clear_participation(registration)
+        # The cancelled seat's invoice is not the new seat's: invoice it anew. The old one
+        # stays the event's (`Invoice.event_id`), settled as the cancellation left it:
+        # credited before the deadline, the fee (or all) still due after it.
         registration.invoice_id = None
     registration.contact_id = find_or_create_contact(
         email, registration.name, registration.phone, company
@@ -419,6 +467,7 @@ def invoice_registration(registration: Registration) -> None:
             kind="event",
             pricing_note=f"{registration.name} <{registration.email}>"[:400],
         )
+        invoice.event_id = event.id
         registration.invoice_id = invoice.id
         db.session.flush()
         savepoint.commit()
@@ -686,21 +735,70 @@ def expire_offers(now: datetime | None = None) -> int:
 # -- changing, cancelling, handing over -------------------------------------------------
 
 
-def cancel(registration: Registration, *, by_staff: bool = False, now: datetime | None = None):
-    """Cancel a registration and offer its seat to the waitlist.
+def recorded_participation(registration: Registration) -> tuple[int, bool]:
+    """(sessions the registration is marked present at, whether it has a certificate)."""
+    marks = db.session.scalar(
+        select(func.count()).where(Attendance.registration_id == registration.id)
+    )
+    certified = db.session.scalar(
+        select(Certificate.id).where(Certificate.registration_id == registration.id)
+    )
+    return marks or 0, certified is not None
 
-    The person may cancel only before the cancellation deadline (EventError with the
-    reason after it); staff may always.
+
+def clear_participation(registration: Registration) -> tuple[int, bool]:
+    """Delete the registration's attendance marks and revoke (delete) its certificate;
+    the audit log keeps what they were and who removed them. Returns what was there."""
+    marks = db.session.scalars(
+        select(Attendance).where(Attendance.registration_id == registration.id)
+    ).all()
+    certificate = db.session.scalar(
+        select(Certificate).where(Certificate.registration_id == registration.id)
+    )
+    for mark in marks:
+        db.session.delete(mark)
+    if certificate is not None:
+        db.session.delete(certificate)
+    db.session.flush()
+    return len(marks), certificate is not None
+
+
+def cancel(
+    registration: Registration,
+    *,
+    by_staff: bool = False,
+    clear_attendance: bool = False,
+    now: datetime | None = None,
+) -> tuple[int, bool]:
+    """Cancel a registration (or decline an offered seat, or leave the waitlist) and
+    offer its seat to the waitlist.
+
+    The person may cancel a confirmed seat only before the cancellation deadline and
+    while not checked in (EventError with the reason); an offer can be declined, and
+    the waitlist left, as long as they stand. Staff may always, but a registration
+    with attendance or a certificate only with `clear_attendance` (else
+    ParticipationRecorded, nothing changed): the marks are then deleted and the
+    certificate revoked, so no count or certificate stands for a cancelled seat.
+    Returns the (marks, certificate) cleared.
     """
     now = now or utcnow()
     event = lock_event(registration.event_id)
     db.session.refresh(registration)
     if registration.status == "cancelled":
         raise EventError(_("This registration is already cancelled."))
-    if not by_staff and registration.status in SEAT_STATUSES:
+    if not by_staff and registration.status == "confirmed":
         reason = cancellation_closed_reason(registration, now)
         if reason:
             raise EventError(reason)
+    marks, certified = recorded_participation(registration)
+    if marks or certified:
+        if not by_staff:
+            raise EventError(
+                _("You have been checked in at this event. Contact us if that is wrong.")
+            )
+        if not clear_attendance:
+            raise ParticipationRecorded(registration, marks, certified)
+        clear_participation(registration)
     held_seat = registration.status in SEAT_STATUSES
     before_deadline = event.cancellation_deadline is None or now < event.cancellation_deadline
     settle_cancellation(registration, before_deadline=before_deadline)
@@ -711,6 +809,7 @@ def cancel(registration: Registration, *, by_staff: bool = False, now: datetime 
     notify(registration, "cancelled", now=now)
     if held_seat:
         fill_freed_seats(event, now)
+    return marks, certified
 
 
 def update_details(registration: Registration, *, phone: str, note: str, participant_type: str):
@@ -747,6 +846,7 @@ def transfer(
     colleague = taken or Registration(event_id=event.id, email=email)
     if taken is not None:
         colleague.token_version += 1
+        clear_participation(colleague)  # the old registration's, if any: not this seat's
     colleague.name = header_safe(name, 200)
     colleague.phone = header_safe(phone, 30)
     colleague.company_id = registration.company_id
@@ -848,9 +948,12 @@ def attended_sessions(registration_ids: list[int]) -> dict[int, int]:
     """Sessions attended per registration id."""
     if not registration_ids:
         return {}
+    # Only a confirmed seat's marks count (a registration cancelled before cancelling
+    # cleared them may still have some).
     rows = db.session.execute(
         select(Attendance.registration_id, func.count())
-        .where(Attendance.registration_id.in_(registration_ids))
+        .join(Registration, Registration.id == Attendance.registration_id)
+        .where(Attendance.registration_id.in_(registration_ids), Registration.status == "confirmed")
         .group_by(Attendance.registration_id)
     ).all()
     return dict(rows)
@@ -901,7 +1004,8 @@ def attendance_per_session(event: Event) -> list[tuple[EventSession, int]]:
         db.session.execute(
             select(Attendance.session_id, func.count())
             .join(EventSession, EventSession.id == Attendance.session_id)
-            .where(EventSession.event_id == event.id)
+            .join(Registration, Registration.id == Attendance.registration_id)
+            .where(EventSession.event_id == event.id, Registration.status == "confirmed")
             .group_by(Attendance.session_id)
         ).all()
     )
@@ -986,9 +1090,15 @@ def certificate_url(certificate: Certificate) -> str:
 
 
 def certificate_by_code(code: str) -> Certificate | None:
+    """The certificate with this code, while its registration stands (a cancelled
+    registration's certificate is no longer valid)."""
     if not code or len(code) > 32:
         return None
-    return db.session.scalar(select(Certificate).where(Certificate.code == code))
+    return db.session.scalar(
+        select(Certificate)
+        .join(Registration, Registration.id == Certificate.registration_id)
+        .where(Certificate.code == code, Registration.status == "confirmed")
+    )
 
 
 def _send_certificate(certificate: Certificate) -> None:
@@ -1015,9 +1125,11 @@ def _send_certificate(certificate: Certificate) -> None:
 
 
 def participation(contact_id: int | None = None, company_id: int | None = None) -> list:
-    """(registration, certificate or None) of a contact or a company, newest event first."""
+    """(registration, certificate or None) of a contact or a company, newest event first
+    (a cancelled registration shows no certificate)."""
     stmt = select(Registration, Certificate).outerjoin(
-        Certificate, Certificate.registration_id == Registration.id
+        Certificate,
+        (Certificate.registration_id == Registration.id) & (Registration.status == "confirmed"),
     )
     if contact_id is not None:
         stmt = stmt.where(Registration.contact_id == contact_id)
@@ -1042,18 +1154,17 @@ def merge_registrations(target: Contact, other: Contact) -> None:
 
 
 def event_income(event: Event) -> dict[str, int]:
-    """Øre invoiced (less credit notes) and paid for the event's registrations."""
+    """Øre invoiced (less credit notes) and paid for the event: every invoice of it,
+    whichever registration it came from and whatever became of that registration (a
+    cancelled seat's invoice counts with what was not credited)."""
     from crm.fees.models import Invoice
 
-    invoice_ids = select(Registration.invoice_id).where(
-        Registration.event_id == event.id, Registration.invoice_id.is_not(None)
-    )
     invoiced, credited, paid, count = db.session.execute(
         select(
             func.coalesce(func.sum(Invoice.amount_ore), 0),
             func.coalesce(func.sum(Invoice.credited_ore), 0),
             func.coalesce(func.sum(Invoice.paid_ore), 0),
             func.count(Invoice.id),
-        ).where(Invoice.id.in_(invoice_ids))
+        ).where(Invoice.event_id == event.id)
     ).one()
     return {"invoiced": invoiced - credited, "paid": paid, "count": count}

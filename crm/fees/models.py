@@ -230,6 +230,11 @@ class Invoice(Audited, db.Model):
     description: Mapped[str] = mapped_column(String(300), default="")
     # How the amount was found: the tier, or the override and its reason.
     pricing_note: Mapped[str] = mapped_column(String(400), default="")
+    # The event an event invoice is for (set when the seat is invoiced, never changed):
+    # the event's income counts it whatever became of the registration (migration 0043).
+    event_id: Mapped[int | None] = mapped_column(
+        ForeignKey("event.id", ondelete="SET NULL"), index=True
+    )
     # The buyer as it was when the invoice was issued: an invoice does not change later.
     customer_name: Mapped[str] = mapped_column(String(200), default="")
     customer_orgnr: Mapped[str] = mapped_column(String(9), default="")

@@ -394,29 +394,31 @@ def _course_counts(start: date, end: date) -> list[list]:
     """[title, participants, certificates, certified hours (text)] for each course."""
     in_period = _event_in_period(start, end)
     participants = db.session.execute(
-        select(Event.title, func.count(Registration.id))
+        select(Event.id, Event.title, func.count(Registration.id))
         .join(Registration, Registration.event_id == Event.id)
         .where(Event.kind == "course", Registration.status == "confirmed", in_period)
         .group_by(Event.id, Event.title)
         .order_by(Event.title)
     ).all()
+    # Only a confirmed seat's certificate counts (one left on a registration cancelled
+    # before cancelling revoked them does not); per course, as the participants are.
     certified = {
-        title: (count, hours)
-        for title, count, hours in db.session.execute(
+        event_id: (count, hours)
+        for event_id, count, hours in db.session.execute(
             select(
-                Event.title,
+                Event.id,
                 func.count(Certificate.id),
                 func.coalesce(func.sum(Certificate.hours), 0),
             )
             .join(Registration, Registration.event_id == Event.id)
             .join(Certificate, Certificate.registration_id == Registration.id)
-            .where(Event.kind == "course", in_period)
-            .group_by(Event.title)
+            .where(Event.kind == "course", Registration.status == "confirmed", in_period)
+            .group_by(Event.id)
         )
     }
     rows = []
-    for title, count in participants:
-        certificates, hours = certified.get(title, (0, 0))
+    for event_id, title, count in participants:
+        certificates, hours = certified.get(event_id, (0, 0))
         rows.append([title, count, certificates, str(Decimal(hours or 0))])
     return rows
 
