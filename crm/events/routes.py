@@ -5,7 +5,7 @@ from datetime import date, datetime, time, timedelta
 
 from babel.dates import format_date, get_day_names
 from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
-from flask_babel import get_locale
+from flask_babel import get_locale, ngettext
 from flask_babel import gettext as _
 from flask_login import current_user
 from sqlalchemy import func, select
@@ -383,19 +383,21 @@ def cancel_registration(registration_id: int):
         db.session.commit()
         if certified:
             flash(
-                _(
-                    "The registration is cancelled; its attendance at %(count)s sessions is "
+                ngettext(
+                    "The registration is cancelled; its attendance at %(num)s session is "
                     "cleared and its certificate revoked.",
-                    count=marks,
+                    "The registration is cancelled; its attendance at %(num)s sessions is "
+                    "cleared and its certificate revoked.",
+                    marks,
                 ),
                 "success",
             )
         elif marks:
             flash(
-                _(
-                    "The registration is cancelled; its attendance at %(count)s sessions is "
-                    "cleared.",
-                    count=marks,
+                ngettext(
+                    "The registration is cancelled; its attendance at %(num)s session is cleared.",
+                    "The registration is cancelled; its attendance at %(num)s sessions is cleared.",
+                    marks,
                 ),
                 "success",
             )

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from flask import current_app
-from flask_babel import force_locale
+from flask_babel import force_locale, ngettext
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import func, select, update
@@ -58,18 +58,22 @@ class ParticipationRecorded(EventError):
     def __init__(self, registration: "Registration", marks: int, certified: bool) -> None:
         self.marks, self.certified = marks, certified
         if certified:
-            message = _(
-                "%(name)s was checked in at %(count)s sessions and has a course certificate. "
+            message = ngettext(
+                "%(name)s was checked in at %(num)s session and has a course certificate. "
                 "Cancelling the registration clears the attendance and revokes the certificate.",
+                "%(name)s was checked in at %(num)s sessions and has a course certificate. "
+                "Cancelling the registration clears the attendance and revokes the certificate.",
+                marks,
                 name=registration.name,
-                count=marks,
             )
         else:
-            message = _(
-                "%(name)s was checked in at %(count)s sessions. Cancelling the registration "
+            message = ngettext(
+                "%(name)s was checked in at %(num)s session. Cancelling the registration "
                 "clears the attendance.",
+                "%(name)s was checked in at %(num)s sessions. Cancelling the registration "
+                "clears the attendance.",
+                marks,
                 name=registration.name,
-                count=marks,
             )
         super().__init__(message)
 
