@@ -299,7 +299,13 @@ class Scenario(SeededScenario):
             db.session.commit()
 
     def credit(self) -> None:
-        invoice = self.pick_invoice()
+        invoice = None
+        if self.rng.random() < 0.5:
+            # Reminded or written-off invoices: where credit notes meet fees and losses.
+            invoice = self.pick_invoice(
+                lambda i: i.creditable_ore and (i.fees_ore or i.written_off_ore)
+            )
+        invoice = invoice or self.pick_invoice()
         if invoice is None:
             return
         left = invoice.creditable_ore
@@ -892,7 +898,13 @@ class Scenario(SeededScenario):
         """What the scenario went through (shown with -s): that it tests something."""
         statuses = Counter(i.status for i in self.invoices())
         reminders = db.session.scalar(select(func.count()).select_from(Reminder))
-        return f"{dict(statuses)}, {reminders} reminders, {dict(self.stats)}"
+        cancelling = db.session.scalar(
+            select(func.count()).select_from(CreditNote).where(CreditNote.fees_cancelled_ore > 0)
+        )
+        return (
+            f"{dict(statuses)}, {reminders} reminders, {cancelling} credit notes cancelling "
+            f"fees, {dict(self.stats)}"
+        )
 
 
 @pytest.mark.parametrize("seed", SEEDS)
