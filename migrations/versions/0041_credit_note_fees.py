@@ -33,5 +33,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     with op.batch_alter_table("credit_note") as batch:
-        batch.drop_constraint("ck_credit_note_fees_cancelled_not_negative", type_="check")
+        batch.drop_constraint(op.f("ck_credit_note_fees_cancelled_not_negative"), type_="check")
         batch.drop_column("fees_cancelled_ore")
