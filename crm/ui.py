@@ -111,6 +111,7 @@ FIELD_LABELS = {
     "written_off_ore": _l("Written off"),
     "credited_ore": _l("Credited"),
     "fees_ore": _l("Reminder fees"),
+    "fees_cancelled_ore": _l("Reminder fees cancelled"),
     "sent_at": _l("Sent"),
     "send_count": _l("Times sent"),
     "invoice_id": _l("Invoice"),

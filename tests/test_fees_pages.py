@@ -11,6 +11,7 @@ from openpyxl import load_workbook
 from sqlalchemy import event, func, select
 
 from crm.extensions import db
+from crm.fees.errors import FeeError
 from crm.fees.models import FeeSchedule, Invoice, OcrImport, Payment, UnmatchedPayment
 from crm.fees.reminders import send_reminder
 from crm.fees.services import (
@@ -240,21 +241,30 @@ def test_money_paid_on_a_credited_invoice_is_a_refund_due_until_paid_back(app, c
 
 def test_a_write_off_beyond_what_a_credit_note_left_is_no_refund_due(app):
     """Found by test_fees_chaos.py (seed 13): written off, then credited so that the
-    write-off passes what is owed, the invoice is overpaid without money received; the
-    overview showed the excess write-off as money to pay back."""
+    write-off passed what was owed, the invoice was overpaid without money received; the
+    overview showed the excess write-off as money to pay back. A credit note now takes
+    at most what is not written off, so that cannot happen; money that comes after all
+    is owed back, all of it."""
     with app.test_request_context():
         invoice = make_invoiced_members(1)[0]  # 2 500 kr
         register_payment(invoice, 200_000, date(2026, 3, 1), kind="write_off")
-        credit_invoice(invoice, "Feil antall ansatte", amount_ore=100_000)
         db.session.commit()
-        assert (invoice.status, invoice.refund_due_ore) == ("overpaid", 0)
+        with pytest.raises(FeeError, match="høyst kr.500,00"):
+            credit_invoice(invoice, "Feil antall ansatte", amount_ore=100_000)
+        db.session.rollback()
+        credit_invoice(invoice, "Feil antall ansatte")
+        db.session.commit()
+        assert (invoice.credited_ore, invoice.status, invoice.refund_due_ore) == (
+            50_000,
+            "paid",
+            0,
+        )
         figures = dashboard(2026)
         assert (figures.refund_due.count, figures.refund_due.ore) == (0, 0)
         assert invoices_for_year(2026, refund_due=True) == []
-        # Money that comes after all is owed back, all of it.
         register_payment(invoice, 30_000, date(2026, 3, 2))
         db.session.commit()
-        assert invoice.refund_due_ore == 30_000
+        assert (invoice.status, invoice.refund_due_ore) == ("overpaid", 30_000)
         figures = dashboard(2026)
         assert (figures.refund_due.count, figures.refund_due.ore) == (1, 30_000)
         assert invoices_for_year(2026, refund_due=True) == [invoice]

@@ -498,7 +498,8 @@ def settle_cancellation(registration: Registration, *, before_deadline: bool) ->
     invoice = db.session.get(Invoice, registration.invoice_id)
     if invoice is None:
         return
-    creditable = invoice.amount_ore - invoice.credited_ore
+    # Less what is written off: the fee rule's own figure (crm.fees.models.creditable).
+    creditable = invoice.creditable_ore
     event = registration.event
     if before_deadline:
         amount = creditable

@@ -7,7 +7,9 @@ Each voucher's debits equal its credits. The ledger accounts come from the fee s
 - invoice (dated its issue date): debit receivable (gross); credit income per line's
   VAT group (net; lines with VAT to "income with VAT", the others to "income without
   VAT"); credit output VAT (the VAT).
-- credit note (its date): the same postings reversed, from its own lines.
+- credit note (its date): the same postings reversed, from its own lines; a credit note
+  that cancelled reminder fees (`CreditNote.fees_cancelled_ore`) also debits reminder
+  fees and credits receivable by that much, in the same voucher.
 - reminder fee (the reminder's date): debit receivable, credit reminder fees (no VAT).
 - payment (the date paid): debit bank, credit receivable; a refund the other way round;
   a write-off: debit losses on receivables, credit receivable.
@@ -101,6 +103,9 @@ class Voucher:
     text: str
     invoice: Invoice
     postings: list[Posting] = field(default_factory=list)
+    # Of a credit note: what it credited, and the reminder fees it cancelled.
+    credited_ore: int = 0
+    fees_cancelled_ore: int = 0
 
     @property
     def debit_ore(self) -> int:
@@ -182,9 +187,31 @@ def _vouchers(start: date, end: date, settings: FeeSettings) -> list[Voucher]:
             number=note.number,
             invoice=note.invoice.number,
         )
-        voucher = Voucher(str(note.number), note.issue_date, "credit_note", text, note.invoice)
+        voucher = Voucher(
+            str(note.number),
+            note.issue_date,
+            "credit_note",
+            text,
+            note.invoice,
+            credited_ore=note.amount_ore,
+            fees_cancelled_ore=note.fees_cancelled_ore,
+        )
         voucher.postings += _income_postings(settings, note.lines, text, debit=True)
         voucher.postings.append(Posting(receivable, credit_ore=note.amount_ore, text=text))
+        if note.fees_cancelled_ore:
+            fee_text = _(
+                "Reminder fees cancelled by credit note %(number)s, invoice %(invoice)s",
+                number=note.number,
+                invoice=note.invoice.number,
+            )
+            voucher.postings += [
+                Posting(
+                    settings.account_reminder_fees,
+                    debit_ore=note.fees_cancelled_ore,
+                    text=fee_text,
+                ),
+                Posting(receivable, credit_ore=note.fees_cancelled_ore, text=fee_text),
+            ]
         result.append(voucher)
     reminders = db.session.scalars(
         select(Reminder)
@@ -239,6 +266,7 @@ class PeriodTotals:
     vat: int = 0  # output VAT of invoices less credit notes
     credited: int = 0
     reminder_fees: int = 0
+    fees_cancelled: int = 0  # reminder fees cancelled by credit notes
     received: int = 0
     refunded: int = 0
     written_off: int = 0
@@ -246,8 +274,9 @@ class PeriodTotals:
 
     @property
     def net_invoiced(self) -> int:
-        """Invoiced less credited, plus reminder fees: what customers came to owe."""
-        return self.invoiced - self.credited + self.reminder_fees
+        """Invoiced less credited, plus reminder fees less those cancelled: what customers
+        came to owe."""
+        return self.invoiced - self.credited + self.reminder_fees - self.fees_cancelled
 
     @property
     def net_received(self) -> int:
@@ -265,7 +294,8 @@ def totals(items: Iterable[Voucher], settings: FeeSettings) -> PeriodTotals:
                 p.credit_ore for p in postings if p.account == settings.account_output_vat
             )
         elif voucher.kind == "credit_note":
-            result.credited += postings[-1].credit_ore
+            result.credited += voucher.credited_ore
+            result.fees_cancelled += voucher.fees_cancelled_ore
             result.vat -= sum(
                 p.debit_ore for p in postings if p.account == settings.account_output_vat
             )
@@ -476,13 +506,16 @@ def period_totals(start: date, end: date, settings: FeeSettings) -> PeriodTotals
         )
     )
     notes = select(CreditNote.id).where(CreditNote.issue_date.between(start, end))
-    count, credited = db.session.execute(
-        select(func.count(CreditNote.id), func.coalesce(func.sum(CreditNote.amount_ore), 0)).where(
-            CreditNote.issue_date.between(start, end)
-        )
+    count, credited, fees_cancelled = db.session.execute(
+        select(
+            func.count(CreditNote.id),
+            func.coalesce(func.sum(CreditNote.amount_ore), 0),
+            func.coalesce(func.sum(CreditNote.fees_cancelled_ore), 0),
+        ).where(CreditNote.issue_date.between(start, end))
     ).one()
     result.count += count
     result.credited = int(credited)
+    result.fees_cancelled = int(fees_cancelled)
     result.vat -= int(
         db.session.scalar(
             _output_vat_of_lines(CreditNoteLine, CreditNoteLine.credit_note_id, notes, settings)

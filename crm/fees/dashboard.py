@@ -27,9 +27,10 @@ def invoice_years() -> list[int]:
     return sorted(years, reverse=True)
 
 
-# Invoices holding money to pay back (Invoice.refund_due_ore > 0), as a query condition.
-# An invoice settled beyond what is owed by write-offs alone holds no money to pay back.
-REFUND_DUE = Invoice.status.in_(("overpaid", "credited")) & (Invoice.paid_ore > 0)
+# Invoices holding money to pay back (Invoice.refund_due_ore > 0), as a query condition;
+# the status first, so the (year, status) index narrows it. An invoice settled beyond
+# what is owed by write-offs alone holds no money to pay back.
+REFUND_DUE = Invoice.status.in_(("overpaid", "credited")) & (Invoice.refund_due_ore > 0)
 
 
 def invoices_for_year_query(
@@ -109,16 +110,10 @@ def _sums_by_status(year: int, today: date) -> list[list]:
     """Summed by the database per status (and overdue or not): a year holds one invoice
     per member, and reading them all into Python took longer than the page may."""
 
-    def positive(amount):
-        return func.coalesce(func.sum(case((amount > 0, amount), else_=0)), 0)
-
     owed = Invoice.amount_ore + Invoice.fees_ore - Invoice.credited_ore
-    # Invoice.refund_due_ore of a live invoice: money received beyond what is left once
-    # write-offs are taken off (never more than was received: a write-off of more than a
-    # later credit note left owed is not money to pay back).
-    left = owed - Invoice.written_off_ore
-    refund = case((left > 0, Invoice.paid_ore - left), else_=Invoice.paid_ore)
     past_due = case((Invoice.due_date < today, 1), else_=0)
+    # Outstanding and refund due are the invoice's own (Invoice.outstanding_ore and
+    # Invoice.refund_due_ore, the rule in one place), summed by the database.
     rows = db.session.execute(
         select(
             Invoice.status,
@@ -128,10 +123,9 @@ def _sums_by_status(year: int, today: date) -> list[list]:
             func.coalesce(func.sum(Invoice.credited_ore), 0),
             func.coalesce(func.sum(Invoice.paid_ore), 0),
             func.coalesce(func.sum(Invoice.written_off_ore), 0),
-            func.count(case((Invoice.paid_ore > 0, 1))),
-            positive(Invoice.paid_ore),
-            positive(owed - Invoice.paid_ore - Invoice.written_off_ore),
-            positive(refund),
+            func.count(case((Invoice.refund_due_ore > 0, 1))),
+            func.coalesce(func.sum(Invoice.refund_due_ore), 0),
+            func.coalesce(func.sum(Invoice.outstanding_ore), 0),
         )
         .where(Invoice.year == year)
         .group_by(Invoice.status, past_due)
@@ -159,7 +153,8 @@ def dashboard(year: int, today: date | None = None) -> Dashboard:
     credited = Figure(0, 0)
     written_off = 0
     figures = cached_many(
-        f"fee-dashboard:{year}:{today.isoformat()}",
+        # v2: the sums' columns changed (0041); never read a cached row of the old shape.
+        f"fee-dashboard-v2:{year}:{today.isoformat()}",
         {
             "sums": (_SUMS_READ, lambda: _sums_by_status(year, today)),
             "unmatched": (_UNMATCHED_READ, _unmatched_open),
@@ -167,22 +162,19 @@ def dashboard(year: int, today: date | None = None) -> Dashboard:
     )
     refund_due = Figure(0, 0)
     for status, overdue_flag, count, owed_ore, credit, paid_ore, off, *rest in figures["sums"]:
-        paid_count, paid_positive, left, excess = rest
+        refund_count, refund_ore, left = rest
+        # Money owed back: all received on a credited invoice, the excess on an overpaid
+        # one (overpaid by money, not by write-offs alone).
+        refund_due.count += refund_count
+        refund_due.ore += refund_ore
         if status == "credited":
             # Nothing is invoiced on a credited invoice, so money received on it is not
-            # paid towards the invoiced amount (it would inflate the share paid): it is
-            # owed back, and shown as a refund due until it is refunded.
+            # paid towards the invoiced amount (it would inflate the share paid).
             credited.count += count
             credited.ore += credit
-            refund_due.count += paid_count
-            refund_due.ore += paid_positive
             continue
         paid.ore += paid_ore
         written_off += off
-        if status == "overpaid":
-            # Overpaid by money (not by write-offs alone): then there is a refund due.
-            refund_due.count += paid_count
-            refund_due.ore += excess
         invoiced.count += count
         invoiced.ore += owed_ore
         if status in ("paid", "overpaid"):

@@ -18,7 +18,9 @@ built with lxml in the element order the UBL 2.1 schema demands. The rules it fo
   buyer's invoice contact ("Deres ref."), else the buyer's organisation number.
 - VAT per category and rate in `TaxTotal/TaxSubtotal`; category O carries an exemption
   reason (BR-O-10) and no rate; S carries its rate (BR-S-05).
-- A credit note refers to its invoice in `BillingReference` (number and date).
+- A credit note refers to its invoice in `BillingReference` (number and date). Reminder
+  fees it cancelled are said in its `Note`, not put on a line: the fees were never on
+  the invoice, and an O line could not go on a note with VAT lines (BR-O-11 … BR-O-14).
 """
 
 from __future__ import annotations
@@ -311,7 +313,7 @@ def credit_note_document(note: CreditNote, settings: FeeSettings) -> bytes:
     )
     _head(root, note.number, note.issue_date)
     _el(root, "cbc:CreditNoteTypeCode", "381")
-    _el(root, "cbc:Note", note.reason)
+    _el(root, "cbc:Note", credit_note_text(note))
     _el(root, "cbc:DocumentCurrencyCode", CURRENCY)
     _el(root, "cbc:BuyerReference", buyer_reference(invoice)[:200])
     reference = _el(_el(root, "cac:BillingReference"), "cac:InvoiceDocumentReference")
@@ -322,6 +324,18 @@ def credit_note_document(note: CreditNote, settings: FeeSettings) -> bytes:
     _tax_and_totals(root, lines)
     _lines(root, lines, credit=True)
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
+
+
+def credit_note_text(note: CreditNote) -> str:
+    """The credit note's note (BT-22, at most one): its reason, and the reminder fees it
+    cancelled, which are no line of it (see `CreditNote`), in Norwegian like the rest."""
+    if not note.fees_cancelled_ore:
+        return note.reason
+    amount = plain(note.fees_cancelled_ore).replace(".", ",")
+    return (
+        f"{note.reason}. Purregebyr kr {amount} på faktura {note.invoice.number} er også "
+        "kansellert: ingenting skyldes på fakturaen."
+    )
 
 
 def document_for_number(number: int, settings: FeeSettings) -> tuple[str, bytes]:

@@ -23,9 +23,12 @@ from crm.fees.models import (
     Invoice,
     Payment,
     Reminder,
+    fees_cancelled_by_full_credit,
+    invoice_status,
 )
 from crm.fees.schedules import price_for, pro_rata, schedule_for_year
 from crm.fees.settings import _locked_settings, allocate_number, settings_problems
+from crm.i18n import format_money
 from crm.members.models import Company
 from crm.timeutil import today_oslo
 
@@ -250,23 +253,6 @@ def run_annual_invoicing(year: int, today: date | None = None) -> InvoiceRun:
     return run
 
 
-def invoice_status(
-    amount_ore: int, fees_ore: int, credited_ore: int, paid_ore: int, written_off_ore: int
-) -> str:
-    """open | partially_paid | paid | overpaid | credited, from the sums alone."""
-    if credited_ore >= amount_ore and credited_ore > 0:
-        return "credited"
-    due = amount_ore + fees_ore - credited_ore
-    settled = paid_ore + written_off_ore
-    if settled <= 0:
-        return "paid" if due <= 0 else "open"
-    if settled < due:
-        return "partially_paid"
-    if settled == due:
-        return "paid"
-    return "overpaid"
-
-
 def set_status(invoice: Invoice) -> None:
     invoice.status = invoice_status(
         invoice.amount_ore or 0,
@@ -278,7 +264,8 @@ def set_status(invoice: Invoice) -> None:
 
 
 def refresh_invoices(invoices: Iterable[Invoice]) -> None:
-    """Recompute paid, written-off, credited and fee sums and the status from the rows.
+    """Recompute paid, written-off, credited and fee sums and the status from the rows
+    (the fees less those credit notes cancelled).
 
     The invoice rows are locked first (SELECT … FOR UPDATE on PostgreSQL; SQLite has one
     writer at a time anyway): a concurrent payment, import or credit note on the same
@@ -311,18 +298,23 @@ def refresh_invoices(invoices: Iterable[Invoice]) -> None:
         ):
             target = written_off if kind == "write_off" else paid
             target[invoice_id] += int(total or 0)
-        for invoice_id, total in db.session.execute(
-            select(CreditNote.invoice_id, func.sum(CreditNote.amount_ore))
+        for invoice_id, total, fees_cancelled in db.session.execute(
+            select(
+                CreditNote.invoice_id,
+                func.sum(CreditNote.amount_ore),
+                func.sum(CreditNote.fees_cancelled_ore),
+            )
             .where(CreditNote.invoice_id.in_(chunk))
             .group_by(CreditNote.invoice_id)
         ):
             credited[invoice_id] = int(total or 0)
+            fees[invoice_id] -= int(fees_cancelled or 0)
         for invoice_id, total in db.session.execute(
             select(Reminder.invoice_id, func.sum(Reminder.fee_ore))
             .where(Reminder.invoice_id.in_(chunk))
             .group_by(Reminder.invoice_id)
         ):
-            fees[invoice_id] = int(total or 0)
+            fees[invoice_id] += int(total or 0)
     for invoice_id, invoice in by_id.items():
         invoice.paid_ore = paid[invoice_id]
         invoice.written_off_ore = written_off[invoice_id]
@@ -334,7 +326,17 @@ def refresh_invoices(invoices: Iterable[Invoice]) -> None:
 def credit_invoice(
     invoice: Invoice, reason: str, amount_ore: int | None = None, today: date | None = None
 ) -> CreditNote:
-    """A credit note for all (default) or part of what is left to credit on `invoice`.
+    """A credit note for all (default) or part of what is creditable on `invoice`.
+
+    Creditable is the invoice amount less earlier credit notes and less what is written
+    off beyond the reminder fees (`Invoice.creditable_ore`, `crm.fees.models.creditable`):
+    a write-off is a loss booked already, so it stands and no credit note covers it
+    again. Paid money may be credited; it is then owed back. A larger amount is refused
+    with a FeeError saying how much may be credited.
+
+    The credit note that takes all that is creditable also cancels the reminder fees
+    not written off (`CreditNote.fees_cancelled_ore`): nothing is then owed on the
+    invoice, and every krone received is owed back.
 
     `amount_ore` is gross (VAT included); its lines split it over the invoice's VAT
     rates as `crm.fees.lines.credit_lines` describes.
@@ -342,23 +344,38 @@ def credit_invoice(
     reason = (reason or "").strip()
     if not reason:
         raise FeeError(_("A credit note needs a reason."))
-    creditable = invoice.amount_ore - invoice.credited_ore
+    creditable = invoice.creditable_ore
     if creditable <= 0:
-        raise FeeError(_("This invoice is already credited in full."))
+        if invoice.credited_ore >= invoice.amount_ore:
+            raise FeeError(_("This invoice is already credited in full."))
+        raise FeeError(
+            _(
+                "Nothing is left to credit on this invoice: what is not credited is written "
+                "off, and a write-off is not credited again."
+            )
+        )
     amount_ore = creditable if amount_ore is None else amount_ore
     if amount_ore <= 0 or amount_ore > creditable:
         raise FeeError(
-            _("A credit note must be more than zero and at most what is left to credit.")
+            _(
+                "A credit note on this invoice can be at most %(max)s: the invoice amount "
+                "less what is already credited and what is written off. Nothing was changed.",
+                max=format_money(creditable, ore=True),
+            )
         )
     number, _kid = allocate_number(_locked_settings())
     lines = credit_lines(invoice, amount_ore)
     net, vat, gross = line_totals(lines)
+    fees_cancelled = 0
+    if gross == creditable:
+        fees_cancelled = fees_cancelled_by_full_credit(invoice.fees_ore, invoice.written_off_ore)
     note = CreditNote(
         number=number,
         invoice=invoice,
         amount_ore=gross,
         net_ore=net,
         vat_ore=vat,
+        fees_cancelled_ore=fees_cancelled,
         issue_date=today or today_oslo(),
         reason=reason[:300],
         lines=lines,

@@ -18,8 +18,10 @@ from sqlalchemy import (
     Index,
     String,
     UniqueConstraint,
+    case,
     text,
 )
+from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from crm.audit import Audited
@@ -248,6 +250,7 @@ class Invoice(Audited, db.Model):
     paid_ore: Mapped[int] = mapped_column(BigInteger, default=0)
     written_off_ore: Mapped[int] = mapped_column(BigInteger, default=0)
     credited_ore: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Reminder fees less those credit notes cancelled (CreditNote.fees_cancelled_ore).
     fees_ore: Mapped[int] = mapped_column(BigInteger, default=0)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     send_count: Mapped[int] = mapped_column(default=0)
@@ -283,18 +286,59 @@ class Invoice(Audited, db.Model):
         """What the customer owes in all: fee plus reminder fees, less credit."""
         return max(self.amount_ore + self.fees_ore - self.credited_ore, 0)
 
-    @property
+    @hybrid_property
+    def balance_ore(self) -> int:
+        """The invoice's receivable in the ledger: amount and reminder fees, less credit
+        notes (and the fees they cancelled), payments and write-offs. Negative when money
+        is owed back."""
+        return (
+            self.amount_ore
+            + self.fees_ore
+            - self.credited_ore
+            - self.paid_ore
+            - self.written_off_ore
+        )
+
+    @hybrid_property
     def outstanding_ore(self) -> int:
+        """What is still owed: the positive balance; nothing on a credited invoice."""
         if self.status == "credited":
             return 0
-        return max(self.due_ore - self.paid_ore - self.written_off_ore, 0)
+        return max(self.balance_ore, 0)
 
-    @property
+    @outstanding_ore.inplace.expression
+    @classmethod
+    def _outstanding_ore_expression(cls):
+        return case((cls.status == "credited", 0), (cls.balance_ore > 0, cls.balance_ore), else_=0)
+
+    @hybrid_property
     def refund_due_ore(self) -> int:
         """Money received beyond what is owed, to be paid back: on a credited invoice
-        nothing is owed, so all of it; on an overpaid one, the excess."""
-        owed = 0 if self.status == "credited" else self.due_ore - self.written_off_ore
-        return max(self.paid_ore - max(owed, 0), 0)
+        nothing is owed, so all of it; on another, the negative balance, never more than
+        was received (with credit notes capped by `creditable_ore` the two are the
+        same; the cap keeps rows from before that rule from asking for money that never
+        came)."""
+        if self.paid_ore <= 0:
+            return 0
+        if self.status == "credited":
+            return self.paid_ore
+        return min(max(-self.balance_ore, 0), self.paid_ore)
+
+    @refund_due_ore.inplace.expression
+    @classmethod
+    def _refund_due_ore_expression(cls):
+        return case(
+            (cls.paid_ore <= 0, 0),
+            (cls.status == "credited", cls.paid_ore),
+            (-cls.balance_ore >= cls.paid_ore, cls.paid_ore),
+            (cls.balance_ore < 0, -cls.balance_ore),
+            else_=0,
+        )
+
+    @property
+    def creditable_ore(self) -> int:
+        """What a credit note may still cancel (see `creditable`)."""
+        return creditable(self.amount_ore, self.fees_ore, self.credited_ore, self.written_off_ore)
 
     def is_overdue(self, today: date) -> bool:
         return self.status in UNPAID_STATUSES and self.due_date < today
@@ -304,15 +348,76 @@ class Invoice(Audited, db.Model):
         return vat_breakdown(self.lines)
 
 
+def creditable(amount_ore: int, fees_ore: int, credited_ore: int, written_off_ore: int) -> int:
+    """What credit notes may still cancel of an invoice: its amount less what is already
+    credited and less what is written off, for a written-off amount is booked as a loss
+    already and crediting it too would book it twice. Paid money may be credited (it is
+    then owed back).
+
+    Write-offs count against the reminder fees first: credit notes cannot take the fees
+    (a fee is not on the invoice), so a write-off of a fee (or of part of one) leaves the
+    whole invoice amount creditable, and only what is written off beyond the fees
+    lowers it. A credit note that takes all that is creditable cancels the fees not
+    written off (`fees_cancelled_by_full_credit`): nothing of the claim is then owed,
+    and all money received is owed back.
+
+    A write-off stands when a credit note comes later: it is not turned into credit.
+    """
+    return max(
+        min(amount_ore - credited_ore, amount_ore + fees_ore - credited_ore - written_off_ore),
+        0,
+    )
+
+
+def fees_cancelled_by_full_credit(fees_ore: int, written_off_ore: int) -> int:
+    """The reminder fees a credit note cancels when it takes all that is creditable: the
+    fees still owed (`Invoice.fees_ore`, less earlier cancellations) less the write-offs,
+    which settled fees first (see `creditable`). A reminder fee is owed only for a
+    claim that stands; once the claim is cancelled, so is the fee."""
+    return max(fees_ore - written_off_ore, 0)
+
+
+def invoice_status(
+    amount_ore: int, fees_ore: int, credited_ore: int, paid_ore: int, written_off_ore: int
+) -> str:
+    """open | partially_paid | paid | overpaid | credited, from the sums alone.
+
+    `fees_ore` is the reminder fees less those credit notes cancelled. An invoice
+    written off in part and credited for the rest is paid (or overpaid, with all money
+    received owed back), not credited: part of it is a loss, not a cancellation.
+    """
+    if credited_ore >= amount_ore and credited_ore > 0:
+        return "credited"
+    due = amount_ore + fees_ore - credited_ore
+    settled = paid_ore + written_off_ore
+    if settled <= 0:
+        return "paid" if due <= 0 else "open"
+    if settled < due:
+        return "partially_paid"
+    if settled == due:
+        return "paid"
+    return "overpaid"
+
+
 class CreditNote(Audited, db.Model):
     """Cancels all or part of an invoice; numbered in the invoice series.
 
     Like a UBL credit note, its amounts are positive: `amount_ore` is the gross credited
     (net + VAT), `net_ore` and `vat_ore` the sums of its lines (`CreditNoteLine`).
+
+    A credit note takes at most what is creditable (`creditable`). The one that takes all
+    of it also cancels the invoice's reminder fees not written off: `fees_cancelled_ore`.
+    That is not a line of the note (a fee was never on the invoice, and a line outside
+    the scope of VAT could not go on an EHF credit note with VAT lines, BR-O-11..14): the
+    PDF and EHF say it in words, and the accounting export books it with the note
+    (debit reminder fees, credit receivable).
     """
 
     __tablename__ = "credit_note"
-    __table_args__ = (CheckConstraint("amount_ore > 0", name="amount_positive"),)
+    __table_args__ = (
+        CheckConstraint("amount_ore > 0", name="amount_positive"),
+        CheckConstraint("fees_cancelled_ore >= 0", name="fees_cancelled_not_negative"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     number: Mapped[int] = mapped_column(unique=True)
@@ -320,6 +425,7 @@ class CreditNote(Audited, db.Model):
     amount_ore: Mapped[int] = mapped_column(BigInteger)
     net_ore: Mapped[int] = mapped_column(BigInteger, default=0)
     vat_ore: Mapped[int] = mapped_column(BigInteger, default=0)
+    fees_cancelled_ore: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     issue_date: Mapped[date] = mapped_column()
     reason: Mapped[str] = mapped_column(String(300))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

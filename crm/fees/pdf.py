@@ -224,6 +224,12 @@ def _draw(
             _("Credit note %(number)s: %(reason)s", number=note.number, reason=note.reason),
             nok(-note.amount_ore),
         )
+        if note.fees_cancelled_ore:
+            _table_row(
+                pdf,
+                _("Reminder fees cancelled by credit note %(number)s", number=note.number),
+                nok(-note.fees_cancelled_ore),
+            )
     for earlier in invoice.reminders:
         if earlier.fee_ore and (reminder is None or earlier.level <= reminder.level):
             _table_row(pdf, _("Reminder fee (no VAT)"), nok(earlier.fee_ore))
@@ -381,7 +387,22 @@ def _draw_credit_note(note: CreditNote, settings: FeeSettings) -> bytes:
         new_x="LMARGIN",
         new_y="NEXT",
     )
+    if note.fees_cancelled_ore:
+        pdf.set_font("Helvetica", size=10)
+        pdf.set_text_color(*INK)
+        pdf.ln(2)
+        pdf.multi_cell(0, 5, _latin1(fees_cancelled_text(note)), new_x="LMARGIN", new_y="NEXT")
     return bytes(pdf.output())
+
+
+def fees_cancelled_text(note: CreditNote) -> str:
+    """What a credit note says of the reminder fees it cancelled (PDF and EHF)."""
+    return _(
+        "The reminder fees of %(amount)s on invoice %(number)s are cancelled too: nothing "
+        "is owed on the invoice.",
+        amount=nok(note.fees_cancelled_ore),
+        number=note.invoice.number,
+    )
 
 
 def _table_row(pdf: FPDF, text: str, amount: str, header: bool = False, bold: bool = False) -> None:
