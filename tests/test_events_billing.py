@@ -137,21 +137,47 @@ def test_registering_again_after_cancelling_invoices_the_new_seat(app_ctx):
 def test_a_cancelled_seats_invoice_still_due_stays_in_the_event_income_after_registering_again(
     app_ctx,
 ):
-    # Cancelled after the deadline without a fee: the whole first invoice stays due in
-    # fees. The same address registering again reuses the row and gets a new invoice;
-    # the event's income counts both.
+    # Cancelled after the deadline: the cancellation fee stays due on the first invoice.
+    # The same address registering again reuses the row and gets a new invoice for the
+    # new seat; the event's income counts both.
     make_fee_settings()
-    event = _course(cancellation_deadline=utcnow() - timedelta(hours=1), cancellation_fee_ore=0)
+    event = _course(cancellation_deadline=utcnow() - timedelta(hours=1))
     registration = _register(event, "Per Privat", "per@example.no")
     first = db.session.get(Invoice, registration.invoice_id)
     services.cancel(registration, by_staff=True)
     db.session.commit()
-    assert first.amount_ore - first.credited_ore == 1_237_500
+    assert first.amount_ore - first.credited_ore == 187_500
     again = _register(event, "Per Privat", "per@example.no")
     second = db.session.get(Invoice, again.invoice_id)
     assert again.id == registration.id and second.id != first.id
     assert first.event_id == second.event_id == event.id
-    assert services.event_income(event) == {"invoiced": 2 * 1_237_500, "paid": 0, "count": 2}
+    assert services.event_income(event) == {
+        "invoiced": 187_500 + 1_237_500,
+        "paid": 0,
+        "count": 2,
+    }
+
+
+def test_registering_again_after_a_late_cancellation_without_fee_is_not_charged_twice(app_ctx):
+    # Cancelled after the deadline with no fee: nothing was credited, the whole price is
+    # still owed for this event. Registering again takes that seat back: its invoice,
+    # not a second one.
+    make_fee_settings()
+    event = _course(cancellation_deadline=utcnow() - timedelta(hours=1), cancellation_fee_ore=0)
+    company = make_member("Glåmdal Sag AS")
+    registration = _register(event, "Kari", "kari@example.no", company)
+    first = registration.invoice_id
+    services.cancel(registration, by_staff=True)
+    db.session.commit()
+    again = _register(event, "Kari", "kari@example.no", company)
+    assert again.status == "confirmed" and again.invoice_id == first
+    assert db.session.scalar(db.select(db.func.count(Invoice.id))) == 1
+    assert services.event_income(event) == {"invoiced": 862_500, "paid": 0, "count": 1}
+    # Registering for another buyer (as a person now) is a seat of its own to invoice.
+    services.cancel(again, by_staff=True)
+    db.session.commit()
+    as_person = _register(event, "Kari", "kari@example.no")
+    assert as_person.invoice_id not in (None, first)
 
 
 def test_a_credited_invoice_counts_nothing_and_a_handed_over_seat_counts_once(app_ctx):

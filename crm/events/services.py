@@ -403,10 +403,13 @@ def register(
         registration.token_version += 1  # links to the cancelled registration stay dead
         # A registration cancelled before cancelling cleared them may still hold marks.
         clear_participation(registration)
-        # The cancelled seat's invoice is not the new seat's: invoice it anew. The old one
-        # stays the event's (`Invoice.event_id`), settled as the cancellation left it:
-        # credited before the deadline, the fee (or all) still due after it.
-        registration.invoice_id = None
+        # The cancelled seat's invoice stays the event's (`Invoice.event_id`), settled as
+        # the cancellation left it: credited before the deadline, the fee (or all)
+        # still due after it. Where nothing of it was credited (cancelled late, no fee),
+        # the whole price is still owed for this event: the new seat is that seat, not
+        # a second one to pay for. Otherwise the new seat is invoiced anew.
+        if not _whole_price_still_owed(existing, company):
+            registration.invoice_id = None
     registration.contact_id = find_or_create_contact(
         email, registration.name, registration.phone, company
     ).id
@@ -442,6 +445,20 @@ def _invoice_line(event: Event, price_ore: int):
         vat_category="S" if rate > 0 else "E",
         vat_rate=rate,
     )
+
+
+def _whole_price_still_owed(registration: Registration, company: Company | None) -> bool:
+    """Whether a cancelled registration's invoice was credited nothing and is to the
+    buyer the new registration would be invoiced to (its member company, or the person)."""
+    from crm.fees.models import Invoice
+
+    if registration.invoice_id is None:
+        return False
+    invoice = db.session.get(Invoice, registration.invoice_id)
+    if invoice is None or invoice.credited_ore > 0:
+        return False
+    buyer = company.id if is_member_company(company) else None
+    return invoice.company_id == buyer
 
 
 def invoice_registration(registration: Registration) -> None:
