@@ -255,3 +255,53 @@ def test_staff_form_refuses_a_credit_note_beyond_what_is_creditable(app, client,
         )
         assert_page_is_ledger(invoice)
     assert 'id="creditable"' not in client.get(url).get_data(as_text=True)
+
+
+def test_two_full_credit_notes_at_once_credit_the_invoice_once(app):
+    """Two staff crediting one invoice in full at the same moment: the second waits for
+    the first and then finds nothing left to credit. PostgreSQL only: SQLite has one
+    writer at a time."""
+    import threading
+
+    from crm.audit import acting_as
+
+    with app.app_context():
+        if db.engine.dialect.name != "postgresql":
+            pytest.skip("concurrent writers need PostgreSQL")
+        make_fee_settings()
+        invoice_id = make_invoiced_members(1)[0].id
+        db.session.commit()
+    first_holds_lock, first_may_commit = threading.Event(), threading.Event()
+    outcomes = []
+
+    def credit(before_commit) -> None:
+        try:
+            with app.app_context(), acting_as("test"):
+                credit_invoice(db.session.get(Invoice, invoice_id), "Feil medlemskap")
+                before_commit()
+                db.session.commit()
+                outcomes.append("credited")
+        except FeeError as exc:
+            outcomes.append(str(exc))
+        finally:
+            first_holds_lock.set()
+
+    def hold_then_commit():
+        first_holds_lock.set()
+        first_may_commit.wait(10)
+
+    first = threading.Thread(target=credit, args=(hold_then_commit,))
+    second = threading.Thread(target=credit, args=(lambda: None,))
+    first.start()
+    first_holds_lock.wait(10)
+    second.start()
+    second.join(1)  # waiting for the first's lock
+    first_may_commit.set()
+    first.join(10)
+    second.join(10)
+    assert outcomes[0] == "credited" and len(outcomes) == 2
+    assert outcomes[1] != "credited", outcomes
+    with app.app_context():
+        invoice = db.session.get(Invoice, invoice_id)
+        assert invoice.credited_ore == invoice.amount_ore
+        assert db.session.scalar(select(func.count(CreditNote.id))) == 1

@@ -344,6 +344,12 @@ def credit_invoice(
     reason = (reason or "").strip()
     if not reason:
         raise FeeError(_("A credit note needs a reason."))
+    # The number series' lock first, then the invoice's sums as committed: a credit note
+    # made meanwhile by another request (which held that lock) is counted, so two at
+    # once cannot both credit the same amount.
+    settings = _locked_settings()
+    db.session.flush()
+    db.session.refresh(invoice, with_for_update=True)  # (no-op on SQLite: one writer)
     creditable = invoice.creditable_ore
     if creditable <= 0:
         if invoice.credited_ore >= invoice.amount_ore:
@@ -363,7 +369,7 @@ def credit_invoice(
                 max=format_money(creditable, ore=True),
             )
         )
-    number, _kid = allocate_number(_locked_settings())
+    number, _kid = allocate_number(settings)
     lines = credit_lines(invoice, amount_ore)
     net, vat, gross = line_totals(lines)
     fees_cancelled = 0
