@@ -305,3 +305,59 @@ def test_two_full_credit_notes_at_once_credit_the_invoice_once(app):
         invoice = db.session.get(Invoice, invoice_id)
         assert invoice.credited_ore == invoice.amount_ore
         assert db.session.scalar(select(func.count(CreditNote.id))) == 1
+
+
+def test_a_full_credit_note_and_a_write_off_at_once_cancel_no_more_than_the_invoice(app):
+    """One staff member credits the invoice in full while another writes off what the
+    page still showed outstanding: the write-off waits for the credit note and is then
+    refused (PostgreSQL only, as above)."""
+    import threading
+
+    from crm.audit import acting_as
+
+    with app.app_context():
+        if db.engine.dialect.name != "postgresql":
+            pytest.skip("concurrent writers need PostgreSQL")
+        make_fee_settings()
+        invoice = make_invoiced_members(1)[0]
+        invoice_id, amount = invoice.id, invoice.amount_ore
+        db.session.commit()
+    first_holds_lock, first_may_commit = threading.Event(), threading.Event()
+    errors = []
+
+    def credit() -> None:
+        try:
+            with app.app_context(), acting_as("test"):
+                credit_invoice(db.session.get(Invoice, invoice_id), "Feil medlemskap")
+                first_holds_lock.set()
+                first_may_commit.wait(10)
+                db.session.commit()
+        except FeeError as exc:
+            errors.append(str(exc))
+        finally:
+            first_holds_lock.set()
+
+    def write_off() -> None:
+        try:
+            with app.app_context(), acting_as("test"):
+                invoice = db.session.get(Invoice, invoice_id)
+                assert invoice.outstanding_ore == amount  # as the page showed it
+                register_payment(invoice, amount, date(2026, 3, 1), kind="write_off")
+                db.session.commit()
+        except FeeError as exc:
+            errors.append(str(exc))
+
+    first = threading.Thread(target=credit)
+    second = threading.Thread(target=write_off)
+    first.start()
+    first_holds_lock.wait(10)
+    second.start()
+    second.join(1)
+    first_may_commit.set()
+    first.join(10)
+    second.join(10)
+    assert len(errors) == 1, errors  # the write-off: nothing is owed on it any more
+    with app.app_context():
+        invoice = db.session.get(Invoice, invoice_id)
+        assert (invoice.credited_ore, invoice.written_off_ore) == (amount, 0)
+        assert invoice.outstanding_ore - invoice.refund_due_ore == invoice.balance_ore == 0

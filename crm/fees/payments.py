@@ -52,6 +52,10 @@ def register_payment(
         raise FeeError(_("Unknown kind of payment."))
     if amount_ore <= 0:
         raise FeeError(_("The amount must be more than zero."))
+    # The invoice's sums as committed, locked: a write-off, refund or credit note made
+    # meanwhile by another request is counted before the checks below.
+    db.session.flush()
+    db.session.refresh(invoice, with_for_update=True)
     if kind == "refund" and amount_ore > invoice.paid_ore:
         raise FeeError(_("A refund cannot be more than has been paid."))
     if kind == "write_off" and amount_ore > invoice.outstanding_ore:
