@@ -3,6 +3,7 @@ in an old revision's schema."""
 
 import os
 import uuid
+from contextlib import contextmanager
 from datetime import UTC, date, datetime
 
 import sqlalchemy as sa
@@ -36,6 +37,21 @@ def migration_app(url: str, engine_options: dict):
             "SQLALCHEMY_ENGINE_OPTIONS": engine_options,
         }
     )
+
+
+@contextmanager
+def migrated_to(scratch: tuple[str, dict], revision: str):
+    """In an app context on the scratch database upgraded to `revision`: that
+    revision's tables, reflected (for `insert_row`). Upgrade further inside."""
+    from flask_migrate import upgrade
+
+    from crm.extensions import db
+
+    with migration_app(*scratch).app_context():
+        upgrade(revision=revision)
+        metadata = sa.MetaData()
+        metadata.reflect(db.engine)
+        yield metadata
 
 
 def _dummy(column):

@@ -21,7 +21,7 @@ from crm.fees.services import (
     queue_invoice_email,
 )
 from tests.factories import make_fee_settings, make_invoiced_members, make_member
-from tests.migrating import insert_row, migration_app
+from tests.migrating import insert_row, migrated_to
 from tests.test_fees_invoicing import pdf_text
 
 
@@ -232,11 +232,7 @@ def test_the_migration_gives_old_invoices_one_line_with_unchanged_totals_and_kid
 ):
     from flask_migrate import upgrade
 
-    app = migration_app(*scratch_database)
-    with app.app_context():
-        upgrade(revision="0007_registry_fields")
-        metadata = sa.MetaData()
-        metadata.reflect(db.engine)
+    with migrated_to(scratch_database, "0007_registry_fields") as metadata:
         with db.engine.begin() as conn:
             company = insert_row(conn, metadata, "company", name="Gammel AS", orgnr="923609016")
             old = {}

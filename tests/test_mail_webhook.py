@@ -21,7 +21,7 @@ from crm.mail.models import EmailEvent, EmailMessage, Suppression
 from crm.members.models import Contact
 from crm.members.normalize import normalize_email
 from tests.factories import make_contact, make_user
-from tests.migrating import insert_row, migration_app
+from tests.migrating import insert_row, migrated_to
 
 URL = "/webhooks/sendgrid"
 
@@ -397,11 +397,7 @@ def test_erasure_blanks_events_reported_in_another_unicode_spelling(app, client,
 def test_migration_0041_brings_kept_addresses_to_nfc(scratch_database):
     from flask_migrate import upgrade
 
-    app = migration_app(*scratch_database)
-    with app.app_context():
-        upgrade(revision="0040_consent_changes")
-        metadata = sa.MetaData()
-        metadata.reflect(db.engine)
+    with migrated_to(scratch_database, "0040_consent_changes") as metadata:
         older, newer = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 6, 1, tzinfo=UTC)
         with db.engine.begin() as conn:
             insert_row(conn, metadata, "email_event", email=DECOMPOSED, sg_event_id="e1")

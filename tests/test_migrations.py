@@ -9,7 +9,7 @@ from pathlib import Path
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
-from tests.migrating import migration_app
+from tests.migrating import migrated_to
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -52,9 +52,7 @@ def test_0043_gives_each_event_invoice_its_event_also_from_the_audit_log(scratch
     from crm.extensions import db
     from crm.fees.models import Invoice
 
-    app = migration_app(*scratch_database)
-    with app.app_context():
-        upgrade(revision="0040_consent_changes")
+    with migrated_to(scratch_database, "0042_erase_merged_records"):
         with db.engine.begin() as connection:
             connection.execute(sa.insert(Event.__table__).values(id=7, title="LEAN"))
             for number, kind in ((1, "event"), (2, "event"), (3, "membership")):

@@ -15,7 +15,7 @@ from crm.members.services import merge_contacts
 from crm.subscriptions import ledger, links, subscribers, tokens, topics
 from crm.subscriptions.models import ConsentEvent, PendingSignup, Subscriber
 from tests.factories import make_company, make_contact, make_subscriber
-from tests.migrating import insert_row, migration_app
+from tests.migrating import insert_row, migrated_to
 
 
 def seed_person(app) -> tuple[int, str]:
@@ -237,11 +237,7 @@ def test_a_signup_for_an_address_whose_record_was_merged_into_a_contact_without_
 def test_migration_0042_empties_records_merged_into_people_erased_before(scratch_database):
     from flask_migrate import upgrade
 
-    app = migration_app(*scratch_database)
-    with app.app_context():
-        upgrade(revision="0041_address_keys_nfc")
-        metadata = sa.MetaData()
-        metadata.reflect(db.engine)
+    with migrated_to(scratch_database, "0041_address_keys_nfc") as metadata:
         with db.engine.begin() as conn:
             erased = insert_row(conn, metadata, "contact", first_name="", email=None)
             insert_row(conn, metadata, "subscriber", contact_id=erased, erased_at=datetime.now(UTC))
