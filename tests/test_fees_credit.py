@@ -28,6 +28,7 @@ from crm.fees.services import (
     register_payment,
 )
 from crm.timeutil import utcnow
+from tests.concurrency import second_meets_first_uncommitted
 from tests.factories import make_fee_settings, make_invoiced_members
 from tests.test_fees_ehf import check, course_fee_invoice, xpath
 from tests.test_fees_invoicing import pdf_text
@@ -257,106 +258,59 @@ def test_staff_form_refuses_a_credit_note_beyond_what_is_creditable(app, client,
     assert 'id="creditable"' not in client.get(url).get_data(as_text=True)
 
 
-def test_two_full_credit_notes_at_once_credit_the_invoice_once(app):
-    """Two staff crediting one invoice in full at the same moment: the second waits for
-    the first and then finds nothing left to credit. PostgreSQL only: SQLite has one
-    writer at a time."""
-    import threading
-
+def _credit_in_full(invoice_id: int, before_commit=lambda: None) -> None:
     from crm.audit import acting_as
 
+    with acting_as("test"):
+        credit_invoice(db.session.get(Invoice, invoice_id), "Feil medlemskap")
+        before_commit()
+        db.session.commit()
+
+
+def _concurrent_invoice(app) -> tuple[int, int]:
+    """(id, amount) of an invoice, on PostgreSQL (concurrent writers; SQLite has one
+    writer at a time)."""
     with app.app_context():
         if db.engine.dialect.name != "postgresql":
             pytest.skip("concurrent writers need PostgreSQL")
         make_fee_settings()
-        invoice_id = make_invoiced_members(1)[0].id
+        invoice = make_invoiced_members(1)[0]
         db.session.commit()
-    first_holds_lock, first_may_commit = threading.Event(), threading.Event()
-    outcomes = []
+        return invoice.id, invoice.amount_ore
 
-    def credit(before_commit) -> None:
-        try:
-            with app.app_context(), acting_as("test"):
-                credit_invoice(db.session.get(Invoice, invoice_id), "Feil medlemskap")
-                before_commit()
-                db.session.commit()
-                outcomes.append("credited")
-        except FeeError as exc:
-            outcomes.append(str(exc))
-        finally:
-            first_holds_lock.set()
 
-    def hold_then_commit():
-        first_holds_lock.set()
-        first_may_commit.wait(10)
-
-    first = threading.Thread(target=credit, args=(hold_then_commit,))
-    second = threading.Thread(target=credit, args=(lambda: None,))
-    first.start()
-    first_holds_lock.wait(10)
-    second.start()
-    second.join(1)  # waiting for the first's lock
-    first_may_commit.set()
-    first.join(10)
-    second.join(10)
-    assert outcomes[0] == "credited" and len(outcomes) == 2
-    assert outcomes[1] != "credited", outcomes
+def test_two_full_credit_notes_at_once_credit_the_invoice_once(app):
+    """Two staff crediting one invoice in full at the same moment: the second waits for
+    the first and then finds nothing left to credit."""
+    invoice_id, amount = _concurrent_invoice(app)
+    raised = second_meets_first_uncommitted(
+        app, lambda hold: _credit_in_full(invoice_id, hold), lambda: _credit_in_full(invoice_id)
+    )
+    assert [type(exc) for exc in raised] == [FeeError], raised
     with app.app_context():
-        invoice = db.session.get(Invoice, invoice_id)
-        assert invoice.credited_ore == invoice.amount_ore
+        assert db.session.get(Invoice, invoice_id).credited_ore == amount
         assert db.session.scalar(select(func.count(CreditNote.id))) == 1
 
 
 def test_a_full_credit_note_and_a_write_off_at_once_cancel_no_more_than_the_invoice(app):
     """One staff member credits the invoice in full while another writes off what the
     page still showed outstanding: the write-off waits for the credit note and is then
-    refused (PostgreSQL only, as above)."""
-    import threading
-
+    refused."""
     from crm.audit import acting_as
 
-    with app.app_context():
-        if db.engine.dialect.name != "postgresql":
-            pytest.skip("concurrent writers need PostgreSQL")
-        make_fee_settings()
-        invoice = make_invoiced_members(1)[0]
-        invoice_id, amount = invoice.id, invoice.amount_ore
-        db.session.commit()
-    first_holds_lock, first_may_commit = threading.Event(), threading.Event()
-    errors = []
-
-    def credit() -> None:
-        try:
-            with app.app_context(), acting_as("test"):
-                credit_invoice(db.session.get(Invoice, invoice_id), "Feil medlemskap")
-                first_holds_lock.set()
-                first_may_commit.wait(10)
-                db.session.commit()
-        except FeeError as exc:
-            errors.append(str(exc))
-        finally:
-            first_holds_lock.set()
+    invoice_id, amount = _concurrent_invoice(app)
 
     def write_off() -> None:
-        try:
-            with app.app_context(), acting_as("test"):
-                invoice = db.session.get(Invoice, invoice_id)
-                assert invoice.outstanding_ore == amount  # as the page showed it
-                register_payment(invoice, amount, date(2026, 3, 1), kind="write_off")
-                db.session.commit()
-        except FeeError as exc:
-            errors.append(str(exc))
+        with acting_as("test"):
+            invoice = db.session.get(Invoice, invoice_id)
+            assert invoice.outstanding_ore == amount  # as the page showed it
+            register_payment(invoice, amount, date(2026, 3, 1), kind="write_off")
+            db.session.commit()
 
-    first = threading.Thread(target=credit)
-    second = threading.Thread(target=write_off)
-    first.start()
-    first_holds_lock.wait(10)
-    second.start()
-    second.join(1)
-    first_may_commit.set()
-    first.join(10)
-    second.join(10)
-    assert len(errors) == 1, errors  # the write-off: nothing is owed on it any more
+    raised = second_meets_first_uncommitted(
+        app, lambda hold: _credit_in_full(invoice_id, hold), write_off
+    )
+    assert [type(exc) for exc in raised] == [FeeError], raised
     with app.app_context():
         invoice = db.session.get(Invoice, invoice_id)
         assert (invoice.credited_ore, invoice.written_off_ore) == (amount, 0)

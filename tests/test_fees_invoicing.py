@@ -24,6 +24,7 @@ from crm.fees.services import (
     run_annual_invoicing,
 )
 from crm.timeutil import today_oslo
+from tests.concurrency import second_meets_first_uncommitted
 from tests.factories import (
     make_company,
     make_fee_schedule,
@@ -335,42 +336,23 @@ def test_two_payments_at_once_on_one_invoice_are_both_counted(app):
     """Two requests registering payments on one invoice at the same moment: the second
     waits for the first (the invoice row is locked before the sums are read), so the
     stored paid sum holds both. PostgreSQL only: SQLite has one writer at a time."""
-    import threading
-
     from crm.audit import acting_as
 
     with app.app_context():
         if db.engine.dialect.name != "postgresql":
             pytest.skip("concurrent writers need PostgreSQL")
         invoice_id = make_invoiced_members(1)[0].id
-    first_holds_lock, first_may_commit = threading.Event(), threading.Event()
-    errors = []
 
-    def pay(amount_ore: int, before_commit) -> None:
-        try:
-            with app.app_context(), acting_as("test"):
-                invoice = db.session.get(Invoice, invoice_id)
-                register_payment(invoice, amount_ore, date(2026, 3, 1))
-                before_commit()
-                db.session.commit()
-        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
-            errors.append(exc)
-            first_holds_lock.set()
+    def pay(amount_ore: int, before_commit=lambda: None) -> None:
+        with acting_as("test"):
+            register_payment(db.session.get(Invoice, invoice_id), amount_ore, date(2026, 3, 1))
+            before_commit()
+            db.session.commit()
 
-    def hold_then_commit():
-        first_holds_lock.set()
-        first_may_commit.wait(10)
-
-    first = threading.Thread(target=pay, args=(100_000, hold_then_commit))
-    second = threading.Thread(target=pay, args=(50_000, lambda: None))
-    first.start()
-    first_holds_lock.wait(10)
-    second.start()
-    second.join(1)  # the second is waiting for the first's lock
-    first_may_commit.set()
-    first.join(10)
-    second.join(10)
-    assert not errors, errors
+    raised = second_meets_first_uncommitted(
+        app, lambda hold: pay(100_000, hold), lambda: pay(50_000)
+    )
+    assert not raised, raised
     with app.app_context():
         invoice = db.session.get(Invoice, invoice_id)
         assert (invoice.paid_ore, invoice.status) == (150_000, "partially_paid")
