@@ -812,6 +812,10 @@ def test_a_batch_whose_attempt_fails_unexpectedly_is_given_back_with_a_backoff(
     """A bug (or the database gone) mid-attempt: nothing is sent, the lease is given
     back, the error is kept and the batch waits a backoff before its next try — also on
     PostgreSQL, where the claim commits with the attempt's first step."""
+    # A backoff long enough that a loaded machine cannot outrun it between the release
+    # and the checks below (the module's 0.1 s did once, in CI).
+    monkeypatch.setitem(app.config, "NEWSLETTER_RETRY_BASE_SECONDS", 30.0)
+    monkeypatch.setitem(app.config, "NEWSLETTER_RETRY_MAX_SECONDS", 60.0)
     make_subscriber("kari@example.no", first_name="Kari")
     newsletter = make_newsletter()
     start(newsletter)
