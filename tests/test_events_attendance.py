@@ -141,6 +141,15 @@ def test_merging_contacts_keeps_their_event_history(app_ctx):
     assert db.session.get(Registration, registration.id).contact_id == kept.id
 
 
+def _course_row(event) -> list:
+    """The results report's course table row of `event`, over the days of its sessions."""
+    from crm.reports.services import period_figures
+
+    days = [s.starts_at.astimezone(OSLO).date() for s in event.sessions]
+    (row,) = period_figures(min(days), max(days))["courses"]
+    return row
+
+
 def _certify_anne(client, event_id, sessions, ids):
     for session_id in sessions[:3]:
         _tap(client, event_id, ids["Anne"], session_id)
@@ -151,7 +160,6 @@ def test_staff_cancelling_a_checked_in_registration_is_asked_first_then_clears_a
     app, client, auth, course
 ):
     from crm.audit import AuditEntry
-    from crm.reports.services import period_figures
 
     event_id, sessions, ids = course
     auth.login("staff")
@@ -180,9 +188,7 @@ def test_staff_cancelling_a_checked_in_registration_is_asked_first_then_clears_a
             db.select(AuditEntry.record_type).where(AuditEntry.action == "delete")
         ).all()
         assert sorted(deleted) == ["attendance"] * 3 + ["event_certificate"]
-        days = [s.starts_at.astimezone(OSLO).date() for s in event.sessions]
-        (row,) = period_figures(min(days), max(days))["courses"]
-        assert row[1:3] == [2, 0]
+        assert _course_row(event)[1:3] == [2, 0]
     assert client.get(f"/sertifikat/{code}").status_code == 404
 
 
@@ -190,8 +196,6 @@ def test_a_certificate_left_on_a_cancelled_registration_is_counted_nowhere_and_n
     app, client, auth, course
 ):
     # As a registration cancelled before the rule came in: marks and certificate kept.
-    from crm.reports.services import period_figures
-
     event_id, sessions, ids = course
     auth.login("staff")
     _certify_anne(client, event_id, sessions, ids)
@@ -204,9 +208,7 @@ def test_a_certificate_left_on_a_cancelled_registration_is_counted_nowhere_and_n
         event = anne.event
         assert [n for _s, n in services.attendance_per_session(event)] == [0, 0, 0, 0]
         assert services.attended_sessions([ids["Anne"]]) == {}
-        days = [s.starts_at.astimezone(OSLO).date() for s in event.sessions]
-        (row,) = period_figures(min(days), max(days))["courses"]
-        assert row[1:4] == [2, 0, "0"]
+        assert _course_row(event)[1:4] == [2, 0, "0"]
         assert services.participation(contact_id=None, company_id=anne.company_id)[0][1] is None
     pdf = client.get(f"/events/certificates/{certificate_id}.pdf", follow_redirects=True)
     assert pdf.mimetype == "text/html" and "ikke lenger gyldig" in pdf.get_data(as_text=True)
