@@ -17,9 +17,9 @@ from crm.extensions import db
 from crm.fees import accounting
 from crm.fees.ehf import credit_note_document
 from crm.fees.errors import FeeError
-from crm.fees.models import CreditNote, Invoice, Payment
+from crm.fees.models import CreditNote, Invoice, Payment, Reminder
 from crm.fees.pdf import credit_note_pdf, invoice_pdf
-from crm.fees.reminders import send_due_reminders
+from crm.fees.reminders import send_due_reminders, send_reminder
 from crm.fees.services import (
     credit_invoice,
     dashboard,
@@ -290,6 +290,61 @@ def test_two_full_credit_notes_at_once_credit_the_invoice_once(app):
     with app.app_context():
         assert db.session.get(Invoice, invoice_id).credited_ore == amount
         assert db.session.scalar(select(func.count(CreditNote.id))) == 1
+
+
+def test_a_reminder_sent_while_the_invoice_is_credited_in_full_is_refused(app):
+    """A treasurer credits an overdue invoice in full while another sends its first
+    reminder: the reminder waits for the credit note and is then refused, so no reminder
+    fee (or email) lands on a credited invoice."""
+    invoice_id, amount = _concurrent_invoice(app)
+    with app.app_context():
+        make_fee_settings(reminder_fee_ore=FEE)
+        invoice = db.session.get(Invoice, invoice_id)
+        invoice.sent_at = utcnow()
+        overdue = invoice.due_date + timedelta(days=14)
+        db.session.commit()
+
+    def remind() -> None:
+        send_reminder(db.session.get(Invoice, invoice_id), 1, overdue)
+        db.session.commit()
+
+    raised = second_meets_first_uncommitted(
+        app, lambda hold: _credit_in_full(invoice_id, hold), remind
+    )
+    assert [type(exc) for exc in raised] == [FeeError], raised
+    with app.app_context():
+        invoice = db.session.get(Invoice, invoice_id)
+        assert db.session.scalar(select(func.count(Reminder.id))) == 0
+        assert (invoice.status, invoice.credited_ore, invoice.outstanding_ore) == (
+            "credited",
+            amount,
+            0,
+        )
+
+
+def test_an_invoice_credited_in_full_while_its_reminder_is_sent_cancels_the_fee(app):
+    """The other order: the reminder goes first; the credit note waits for it and
+    cancels its fee with the rest, so nothing is left owing."""
+    invoice_id, amount = _concurrent_invoice(app)
+    with app.app_context():
+        make_fee_settings(reminder_fee_ore=FEE)
+        invoice = db.session.get(Invoice, invoice_id)
+        invoice.sent_at = utcnow()
+        overdue = invoice.due_date + timedelta(days=14)
+        db.session.commit()
+
+    def remind(hold) -> None:
+        send_reminder(db.session.get(Invoice, invoice_id), 1, overdue)
+        hold()
+        db.session.commit()
+
+    assert second_meets_first_uncommitted(app, remind, lambda: _credit_in_full(invoice_id)) == []
+    with app.app_context():
+        invoice = db.session.get(Invoice, invoice_id)
+        (note,) = invoice.credit_notes
+        assert (note.fees_cancelled_ore, invoice.credited_ore) == (FEE, amount)
+        assert invoice.outstanding_ore == invoice.refund_due_ore == 0
+        assert_page_is_ledger(invoice)
 
 
 def test_a_full_credit_note_and_a_write_off_at_once_cancel_no_more_than_the_invoice(app):

@@ -143,6 +143,11 @@ def send_reminder(
     today = today or today_oslo()
     if level not in (1, 2):
         raise FeeError(_("There are at most two reminders."))
+    # The invoice as committed, locked: a credit note, payment or reminder made
+    # meanwhile by another request is seen, and one made from now on waits for this.
+    db.session.flush()
+    db.session.refresh(invoice, with_for_update=True)  # (no-op on SQLite: one writer)
+    db.session.expire(invoice, ["reminders"])
     if invoice.status not in UNPAID_STATUSES:
         raise FeeError(_("Invoice %(number)s is not unpaid.", number=invoice.number))
     if invoice.sent_at is None:
