@@ -1,0 +1,39 @@
+"""Hostile probes of the public and personal pages: caching, object access, files."""
+
+from crm.events import services
+from crm.events.invitations import invitation_token
+from crm.events.models import Registration
+from crm.extensions import db
+from crm.subscriptions import links
+from tests.events_factories import make_event, registration_data
+from tests.factories import make_contact, make_subscriber
+
+
+def _registered(app, client, email="kari@example.no"):
+    with app.app_context():
+        event_id = make_event(capacity=5).id
+    client.post(f"/arrangementer/{event_id}", data=registration_data(app, email))
+    with app.app_context():
+        registration = db.session.scalar(db.select(Registration))
+        return event_id, services.registration_token(registration)
+
+
+def test_pages_reached_by_a_personal_link_are_never_stored_in_a_cache(app, client):
+    event_id, token = _registered(app, client)
+    with app.app_context():
+        contact = make_subscriber("ola@example.no")
+        link = links.link_token(contact)
+        invitee = make_contact(email="per@example.no")
+        invitation = invitation_token(event_id, invitee.id)
+    pages = [
+        f"/arrangementer/pamelding/{token}",
+        f"/arrangementer/{event_id}?invitasjon={invitation}",
+        f"/arrangementer/{event_id}/kan-ikke/{invitation}",
+        f"/preferences/{link}",
+        f"/unsubscribe/{link}",
+    ]
+    for page in pages:
+        response = client.get(page)
+        assert response.status_code == 200, page
+        assert "no-store" in response.headers.get("Cache-Control", ""), page
+
