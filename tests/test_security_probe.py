@@ -37,3 +37,23 @@ def test_pages_reached_by_a_personal_link_are_never_stored_in_a_cache(app, clien
         assert response.status_code == 200, page
         assert "no-store" in response.headers.get("Cache-Control", ""), page
 
+
+def test_an_ocr_file_whose_name_holds_control_characters_is_imported(app, client, auth):
+    import io
+
+    from crm.fees.models import OcrImport
+    from tests.factories import build_ocr, make_invoiced_members
+
+    with app.app_context():
+        (invoice,) = make_invoiced_members(1)
+        body = build_ocr([[(invoice.kid, invoice.amount_ore)]]).encode()
+    auth.login("treasurer")
+    response = client.post(
+        "/fees/import",
+        data={"file": (io.BytesIO(body), "bank\x00fil\x07\u202e.txt")},
+        content_type="multipart/form-data",
+    )
+    assert response.status_code == 302, response.get_data(as_text=True)[:2000]
+    with app.app_context():
+        (record,) = db.session.scalars(db.select(OcrImport)).all()
+        assert record.file_name.isprintable()
