@@ -57,3 +57,46 @@ def test_an_ocr_file_whose_name_holds_control_characters_is_imported(app, client
     with app.app_context():
         (record,) = db.session.scalars(db.select(OcrImport)).all()
         assert record.file_name.isprintable()
+
+
+CONTROL_TEXT = "Kreditert\x0b ved\x1f feil\x08"
+
+
+def test_a_credit_note_reason_with_control_characters_still_gives_ehf_and_pdf(app, client, auth):
+    from lxml import etree
+
+    from crm.fees.models import CreditNote
+    from tests.factories import make_invoiced_members
+
+    with app.app_context():
+        (invoice,) = make_invoiced_members(1)
+        invoice_id = invoice.id
+    auth.login("treasurer")
+    client.post(f"/fees/invoices/{invoice_id}/credit", data={"reason": CONTROL_TEXT, "amount": ""})
+    with app.app_context():
+        note = db.session.scalar(db.select(CreditNote))
+        note_id = note.id if note is not None else None
+    if note_id is not None:  # refused at the form is as good
+        xml = client.get(f"/fees/credit-notes/{note_id}/ehf.xml")
+        assert xml.status_code == 200
+        etree.fromstring(xml.data)  # well-formed XML 1.0
+        assert client.get(f"/fees/credit-notes/{note_id}.pdf").status_code == 200
+    assert client.get(f"/fees/invoices/{invoice_id}/ehf.xml").status_code == 200
+
+
+def test_a_company_name_with_control_characters_still_gives_an_ehf_invoice(app, client, auth):
+    from lxml import etree
+
+    from tests.factories import make_invoiced_members
+
+    with app.app_context():
+        (invoice,) = make_invoiced_members(1)
+        invoice.customer_name = "Bedrift\x0b AS"
+        invoice.customer_address = "Gate\x01 1"
+        db.session.commit()
+        invoice_id = invoice.id
+    auth.login("treasurer")
+    xml = client.get(f"/fees/invoices/{invoice_id}/ehf.xml")
+    assert xml.status_code == 200
+    etree.fromstring(xml.data)
+    assert client.get(f"/fees/invoices/{invoice_id}.pdf").status_code == 200
