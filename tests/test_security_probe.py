@@ -1,5 +1,7 @@
 """Hostile probes of the public and personal pages: caching, object access, files."""
 
+import pytest
+
 from crm.events import services
 from crm.events.invitations import invitation_token
 from crm.events.models import Registration
@@ -100,3 +102,76 @@ def test_a_company_name_with_control_characters_still_gives_an_ehf_invoice(app, 
     assert xml.status_code == 200
     etree.fromstring(xml.data)
     assert client.get(f"/fees/invoices/{invoice_id}.pdf").status_code == 200
+
+
+def _far_cell_workbook() -> bytes:
+    """5 kB: a header row and one cell at XFD1048576, the last one Excel has."""
+    import io
+
+    from openpyxl import Workbook
+
+    workbook = Workbook()
+    workbook.active.append(["orgnr", "name"])
+    workbook.active["XFD1048576"] = "x"
+    buffer = io.BytesIO()
+    workbook.save(buffer)
+    return buffer.getvalue()
+
+
+def _zip_bomb_workbook() -> bytes:
+    """A valid workbook whose sheet unpacks to 300 MB (compressed: well under 1 MB)."""
+    import io
+    import zipfile
+
+    from openpyxl import Workbook
+
+    workbook = Workbook()
+    workbook.active.append(["orgnr", "name"])
+    buffer = io.BytesIO()
+    workbook.save(buffer)
+    source = zipfile.ZipFile(buffer)
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as bomb:
+        for item in source.infolist():
+            data = source.read(item.filename)
+            if item.filename == "xl/worksheets/sheet1.xml":
+                padding = b"<!--" + b" " * (300 * 1024 * 1024) + b"-->"
+                data = data.replace(b"<sheetData>", b"<sheetData>" + padding, 1)
+            bomb.writestr(item.filename, data)
+    return out.getvalue()
+
+
+@pytest.mark.timeout(60)
+def test_a_workbook_with_a_far_away_cell_is_read_in_bounded_time(app):
+    from crm.members.importing import plan_bytes
+    from crm.members.importing.contacts import read_contact_rows
+
+    data = _far_cell_workbook()
+    with app.test_request_context():
+        plan = plan_bytes(data, "far.xlsx")
+        assert plan.source == "xlsx"
+        parsed, rows = read_contact_rows(data)
+        assert len(rows) <= 1_048_576
+        assert all(len(cells) <= 1024 for _line, cells in rows)
+
+
+@pytest.mark.timeout(60)
+def test_a_zip_bomb_workbook_is_refused_with_a_message(app, client, auth):
+    import io
+
+    from crm.members.models import Company
+
+    data = _zip_bomb_workbook()
+    assert len(data) < 2 * 1024 * 1024
+    auth.login("staff")
+    for page in ("/companies/import", "/contacts/import"):
+        response = client.post(
+            page,
+            data={"file": (io.BytesIO(data), "bomb.xlsx")},
+            content_type="multipart/form-data",
+            follow_redirects=True,
+        )
+        assert response.status_code in (200, 422), page
+        assert "for stor" in response.get_data(as_text=True), page
+    with app.app_context():
+        assert db.session.scalar(db.select(db.func.count(Company.id))) == 0
