@@ -175,3 +175,27 @@ def test_a_zip_bomb_workbook_is_refused_with_a_message(app, client, auth):
         assert "for stor" in response.get_data(as_text=True), page
     with app.app_context():
         assert db.session.scalar(db.select(db.func.count(Company.id))) == 0
+
+
+def test_a_workbook_with_broken_sheet_xml_gives_a_message(app):
+    import io
+    import zipfile
+
+    from openpyxl import Workbook
+
+    from crm.members.importing import plan_bytes
+
+    workbook = Workbook()
+    workbook.active.append(["orgnr", "name"])
+    buffer = io.BytesIO()
+    workbook.save(buffer)
+    source, out = zipfile.ZipFile(buffer), io.BytesIO()
+    with zipfile.ZipFile(out, "w") as broken:
+        for item in source.infolist():
+            data = source.read(item.filename)
+            if item.filename == "xl/worksheets/sheet1.xml":
+                data = data.replace(b"</sheetData>", b"<row><c>")
+            broken.writestr(item.filename, data)
+    with app.test_request_context():
+        plan = plan_bytes(out.getvalue(), "broken.xlsx")
+    assert [str(issue.message) for issue in plan.file_errors]

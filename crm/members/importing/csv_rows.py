@@ -110,7 +110,9 @@ def xlsx_rows(data: bytes, parsed: ParsedFile) -> Iterator[tuple[int, list[str]]
             return
         workbook = load_workbook(io.BytesIO(data), read_only=True, data_only=True)
         sheet = workbook.worksheets[0]
-        rows = sheet.iter_rows(max_row=XLSX_MAX_ROWS, max_col=XLSX_MAX_COLUMNS, values_only=True)
+        # The sheet's own width (its dimension, or what openpyxl finds), within bounds.
+        columns = min(sheet.max_column or XLSX_MAX_COLUMNS, XLSX_MAX_COLUMNS)
+        rows = sheet.iter_rows(max_row=XLSX_MAX_ROWS, max_col=columns, values_only=True)
         for number, values in enumerate(rows, start=1):
             if values.count(None) < len(values):  # counted in C: a million empty rows
                 yield number, [clean_cell(cell_text(v)) for v in values]
