@@ -199,3 +199,77 @@ def test_a_workbook_with_broken_sheet_xml_gives_a_message(app):
     with app.test_request_context():
         plan = plan_bytes(out.getvalue(), "broken.xlsx")
     assert [str(issue.message) for issue in plan.file_errors]
+
+
+WEIRD = "Ævar\x0b\x1f 😀 \u202eredro\u202c <b>&amp;</b> =1+1"
+
+
+def test_names_with_emoji_controls_and_markup_give_every_file_and_page(app, client, auth):
+    from datetime import timedelta
+
+    from crm.events.models import Certificate
+    from crm.timeutil import utcnow
+    from tests.factories import make_company
+
+    with app.app_context():
+        company = make_company(WEIRD, membership_status="member")
+        start = (utcnow() - timedelta(weeks=3)).replace(hour=8, minute=0, microsecond=0)
+        event = make_event(WEIRD, sessions=1, starts_at=start, completion_percent=50, venue=WEIRD)
+        registration = Registration(
+            event_id=event.id,
+            name=WEIRD,
+            email="weird@example.no",
+            company_id=company.id,
+            status="confirmed",
+            note=WEIRD,
+        )
+        db.session.add(registration)
+        db.session.commit()
+        event_id, registration_id = event.id, registration.id
+        session_id = event.sessions[0].id
+        token = services.registration_token(registration)
+    auth.login("admin")
+    client.post(f"/events/{event_id}/checkin/{registration_id}/{session_id}")
+    client.post(f"/events/{event_id}/certificates")
+    with app.app_context():
+        certificate = db.session.scalar(db.select(Certificate))
+        assert certificate is not None
+        code, certificate_id = certificate.code, certificate.id
+    pages = [
+        f"/events/{event_id}",
+        f"/events/{event_id}/checkin",
+        f"/events/{event_id}/participants.csv",
+        f"/events/{event_id}/participants.xlsx",
+        f"/events/{event_id}/badges.pdf",
+        f"/events/certificates/{certificate_id}.pdf",
+        f"/sertifikat/{code}",
+        f"/arrangementer/pamelding/{token}",
+        f"/arrangementer/{event_id}",
+        "/arrangementer.ics",
+        f"/reports/{start.year}",
+        f"/reports/{start.year}/results.xlsx",
+        f"/reports/{start.year}/results.pdf",
+    ]
+    for page in pages:
+        response = client.get(page)
+        assert response.status_code in (200, 302), page
+        if response.mimetype == "text/html":
+            assert "<b>&amp;</b>" not in response.get_data(as_text=True), page
+
+
+def test_the_calendar_feed_holds_no_control_characters_and_folds_at_75_octets(app, client):
+    import re
+
+    with app.app_context():
+        make_event(
+            "Kurs\x0bi\x1flean; med, komma " + "æøå" * 40,
+            description="Linje en\x0blinje to\x07 " + "ø" * 100,
+            venue="Sal 1\r\nATTENDEE:mailto:evil@example.com",
+        )
+    body = client.get("/arrangementer.ics").data
+    assert not re.search(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]", body)
+    lines = body.split(b"\r\n")
+    assert all(len(line) <= 75 for line in lines)
+    assert not any(line.startswith(b"ATTENDEE") for line in lines)
+    for line in lines:
+        line.decode("utf-8")  # no character split by the folding
