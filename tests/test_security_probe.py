@@ -309,3 +309,9 @@ def test_a_name_typed_on_the_public_form_is_no_formula_in_the_accounting_export(
     for row in csv.reader(io.StringIO(text), delimiter=";"):
         for cell in row:
             assert not cell.startswith(FORMULA_TRIGGERS) or is_number(cell), row
+
+
+def test_garbage_certificate_codes_get_the_not_found_page(client):
+    for code in ("%00", "a%00b", "%C3%A6%00", "%FF", "x" * 33, "%0D%0ASet-Cookie:x=1"):
+        response = client.get(f"/sertifikat/{code}")
+        assert response.status_code == 404, code
