@@ -49,20 +49,32 @@ def set_security_headers(response):
         default("X-Frame-Options", "DENY")
     if request.is_secure:
         default("Strict-Transport-Security", "max-age=31536000")
-    if "cache-control" not in present and _shows_staff_data():
-        # Staff pages carry personal data: no copy in the browser's or a proxy's cache
-        # (the back button on a shared computer after logout shows nothing). A view that
-        # chose its own caching (the organisation's logo) keeps it.
+    if "cache-control" not in present and _shows_personal_data():
+        # Staff pages, and public pages opened by a personal link, carry personal data:
+        # no copy in the browser's or a proxy's cache (the back button on a shared
+        # computer after logout shows nothing). A view that chose its own caching (the
+        # organisation's logo) keeps it.
         headers["Cache-Control"] = "no-store"
         headers["Pragma"] = "no-cache"
     return response
 
 
-def _shows_staff_data() -> bool:
+# Public pages whose link is a person's key (a registration, preferences, unsubscribe,
+# invitation or certificate link) show that person's name, address or choices.
+PERSONAL_LINK_ARGS = ("token", "code")
+PERSONAL_QUERY_ARGS = ("invitasjon",)
+
+
+def _shows_personal_data() -> bool:
     from flask_login import current_user
 
     if request.endpoint in (None, "static"):
         return False
+    view_args = request.view_args or {}
+    if any(name in view_args for name in PERSONAL_LINK_ARGS):
+        return True
+    if any(name in request.args for name in PERSONAL_QUERY_ARGS):
+        return True
     return bool(current_user and current_user.is_authenticated)
 
 

@@ -6,6 +6,7 @@ calendar entry people already have is updated rather than duplicated; `SEQUENCE`
 as Europe/Oslo with the zone's VTIMEZONE.
 """
 
+import re
 from collections.abc import Iterable
 
 from flask import current_app
@@ -16,6 +17,16 @@ from crm.timeutil import OSLO, utcnow
 UID_DOMAIN = "klynge-events"
 
 
+# RFC 5545 allows no control character in TEXT but the tab (icalendar escapes line
+# breaks, and passes the rest as they are: text pasted from Word brings U+000B, and one
+# such byte can make a calendar refuse the whole feed).
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _text(value: str) -> str:
+    return _CONTROL.sub(" ", value)
+
+
 def session_uid(session: EventSession) -> str:
     return f"{session.uid}@{UID_DOMAIN}"
 
@@ -24,7 +35,7 @@ def _plain_description(event: Event, url: str) -> str:
     text = (event.description or "").strip()
     if len(text) > 2000:
         text = text[:2000] + " …"
-    return f"{text}\n\n{url}".strip()
+    return _text(f"{text}\n\n{url}".strip())
 
 
 def _vevent(event: Event, session: EventSession, url: str, stamp, status: str):
@@ -36,9 +47,9 @@ def _vevent(event: Event, session: EventSession, url: str, stamp, status: str):
     vevent.add("dtstart", session.starts_at.astimezone(OSLO))
     vevent.add("dtend", session.ends_at.astimezone(OSLO))
     summary = event.title if not session.title else f"{event.title}: {session.title}"
-    vevent.add("summary", summary)
+    vevent.add("summary", _text(summary))
     if event.venue:
-        vevent.add("location", event.venue)
+        vevent.add("location", _text(event.venue))
     vevent.add("description", _plain_description(event, url))
     vevent.add("url", url)
     vevent.add("sequence", event.sequence)

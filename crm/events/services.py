@@ -8,6 +8,7 @@ PostgreSQL (SELECT … FOR UPDATE on the event row) and on SQLite (the database'
 write lock, taken before the counting starts).
 """
 
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -981,6 +982,9 @@ def attended_sessions(registration_ids: list[int]) -> dict[int, int]:
     return dict(rows)
 
 
+CERTIFICATE_CODE = re.compile(r"[A-Za-z0-9_-]{1,32}")
+
+
 def new_code() -> str:
     return secrets.token_urlsafe(12)
 
@@ -1114,7 +1118,9 @@ def certificate_url(certificate: Certificate) -> str:
 def certificate_by_code(code: str) -> Certificate | None:
     """The certificate with this code, while its registration stands (a cancelled
     registration's certificate is no longer valid)."""
-    if not code or len(code) > 32:
+    # Codes are `new_code()`'s URL-safe letters: anything else (a NUL from the address
+    # bar, which PostgreSQL refuses in a query) names no certificate.
+    if not CERTIFICATE_CODE.fullmatch(code or ""):
         return None
     return db.session.scalar(
         select(Certificate)

@@ -62,6 +62,7 @@ from crm.fees.models import (
     vat_breakdown,
 )
 from crm.fees.money import plain
+from crm.spreadsheet import neutralise
 
 FORMATS = ("generic", "tripletex", "poweroffice", "fiken")
 FORMAT_LABELS = {
@@ -389,7 +390,10 @@ def customer_number(invoice: Invoice) -> int:
 
 
 def _gbat_text(value: str, length: int) -> str:
-    return (value or "").replace(";", ",").replace("\n", " ").replace("\r", " ")[:length]
+    # The file is a .csv, which opens in Excel: a name typed on the public event form
+    # ("=HYPERLINK(…)") must not become a formula there (crm.spreadsheet's rule).
+    text = (value or "").replace(";", ",").replace("\n", " ").replace("\r", " ")
+    return neutralise(text)[:length]
 
 
 def gbat10(items: Iterable[Voucher], settings: FeeSettings) -> bytes:

@@ -25,6 +25,7 @@ built with lxml in the element order the UBL 2.1 schema demands. The rules it fo
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
@@ -102,11 +103,16 @@ def credit_note_lines(note: CreditNote) -> list[EhfLine]:
 # --- building ---------------------------------------------------------------------------
 
 
+# Characters XML 1.0 cannot hold (lxml raises): C0 controls but tab and line breaks, and
+# the surrogates and U+FFFE/U+FFFF. Pasted text brings them (Word's line break is U+000B).
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
 def _el(parent, tag: str, text=None, **attrib):
     ns, _sep, name = tag.partition(":")
     element = etree.SubElement(parent, f"{{{CAC if ns == 'cac' else CBC}}}{name}", **attrib)
     if text is not None:
-        element.text = str(text)
+        element.text = _NOT_XML.sub(" ", str(text))
     return element
 
 

@@ -27,6 +27,7 @@ from crm.fees.models import (
 )
 from crm.fees.ocr import OcrTransmission, parse_ocr
 from crm.fees.settings import get_settings
+from crm.members.importing.uploads import clean_filename
 from crm.numbers import is_digits
 from crm.timeutil import utcnow
 
@@ -209,7 +210,9 @@ def import_ocr_file(data: bytes | str, file_name: str = "") -> ImportResult:
         transmission_number=transmission.number,
         data_transmitter=transmission.data_transmitter,
         content_hash=transmission.content_hash,
-        file_name=(file_name or "")[:255],
+        # The browser's name for the upload: no NUL (PostgreSQL refuses it) or other
+        # control character reaches the page or the log.
+        file_name=clean_filename(file_name) if file_name else "",
         nets_date=transmission.nets_date,
         assignment_count=len(transmission.assignments),
         transaction_count=len(transmission.transactions),

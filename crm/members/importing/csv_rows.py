@@ -81,14 +81,43 @@ def csv_rows(text: str, parsed: ParsedFile) -> Iterator[tuple[int, list[str]]]:
         )
 
 
+# A workbook is a zip archive: 10 MB of it can unpack to gigabytes, and one cell at
+# XFD1048576 makes openpyxl hand out a million rows of 16,384 cells each. What is read
+# stays within Excel's own rows and a generous number of columns, and the archive
+# within what a 10 MB spreadsheet honestly unpacks to.
+XLSX_MAX_UNPACKED_BYTES = 200 * 1024 * 1024
+XLSX_MAX_ROWS = 1_048_576
+XLSX_MAX_COLUMNS = 256
+
+
+def _unpacked_size(data: bytes) -> int:
+    """The sizes the archive declares for its members (zipfile reads no further)."""
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        return sum(item.file_size for item in archive.infolist())
+
+
 def xlsx_rows(data: bytes, parsed: ParsedFile) -> Iterator[tuple[int, list[str]]]:
-    """(row number, cells as text) of the first sheet of an XLSX workbook."""
+    """(row number, cells as text) of the first sheet of an XLSX workbook; empty rows
+    are left out, and only the first XLSX_MAX_COLUMNS columns are read."""
     try:
+        if _unpacked_size(data) > XLSX_MAX_UNPACKED_BYTES:
+            parsed.error(
+                Message(
+                    N_("The Excel workbook is too large unpacked: at most %(mb)s MB."),
+                    mb=XLSX_MAX_UNPACKED_BYTES // (1024 * 1024),
+                )
+            )
+            return
         workbook = load_workbook(io.BytesIO(data), read_only=True, data_only=True)
         sheet = workbook.worksheets[0]
-        for number, values in enumerate(sheet.iter_rows(values_only=True), start=1):
-            yield number, [clean_cell(cell_text(v)) for v in values]
-    except (zipfile.BadZipFile, KeyError, ValueError, OSError, IndexError) as exc:
+        # The sheet's own width (its dimension, or what openpyxl finds), within bounds.
+        columns = min(sheet.max_column or XLSX_MAX_COLUMNS, XLSX_MAX_COLUMNS)
+        rows = sheet.iter_rows(max_row=XLSX_MAX_ROWS, max_col=columns, values_only=True)
+        for number, values in enumerate(rows, start=1):
+            if values.count(None) < len(values):  # counted in C: a million empty rows
+                yield number, [clean_cell(cell_text(v)) for v in values]
+    # SyntaxError: lxml's and ElementTree's XML errors (a broken sheet) derive from it.
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError, IndexError, SyntaxError) as exc:
         parsed.error(
             Message(N_("The Excel workbook could not be read: %(reason)s."), reason=str(exc)[:200])
         )

@@ -5,6 +5,7 @@ import pickle
 import re
 import secrets
 import time
+import unicodedata
 from pathlib import Path
 
 from crm.members.importing.fields import CONTROL
@@ -16,7 +17,10 @@ UPLOAD_MAX_AGE = 24 * 3600
 def clean_filename(name: str | None) -> str:
     """The base name of an uploaded file, safe to show and to put in the audit log."""
     base = re.split(r"[\\/]", name or "")[-1]
-    base = CONTROL.sub("", base).strip()
+    base = CONTROL.sub("", base)
+    # Nor format characters: a right-to-left override shows "fil\u202etxt.exe" as
+    # "filexe.txt".
+    base = "".join(ch for ch in base if unicodedata.category(ch) != "Cf").strip()
     return base[:100] or "upload"
 
 
