@@ -62,6 +62,30 @@ def test_an_event_needs_a_title_and_a_whole_session(app, client, auth):
         assert db.session.scalar(db.select(db.func.count(Event.id))) == 0
 
 
+def test_an_edit_naming_one_session_in_two_rows_is_refused_and_changes_nothing(app, client, auth):
+    with app.app_context():
+        event = make_event(sessions=2, capacity=5)
+        db.session.commit()
+        event_id, (first, second) = event.id, [(s.uid, s.starts_at) for s in event.sessions]
+    auth.login("staff")
+    rows = {}
+    for i, day in enumerate(("2031-05-06", "2031-05-07")):
+        rows |= {
+            f"sessions-{i}-date": day,
+            f"sessions-{i}-start": "09:00",
+            f"sessions-{i}-end": "11:30",
+            f"sessions-{i}-uid": first[0],
+        }
+    response = client.post(f"/events/{event_id}/edit", data=_new_event_form(**rows))
+    assert response.status_code == 200
+    assert "En økt står to ganger. Last inn siden på nytt og prøv igjen." in response.get_data(
+        as_text=True
+    )
+    with app.app_context():
+        sessions = db.session.get(Event, event_id).sessions
+        assert [(s.uid, s.starts_at) for s in sessions] == [first, second]
+
+
 def test_duplicating_copies_sessions_with_new_calendar_uids_and_no_registrations(app, client, auth):
     with app.app_context():
         event = make_event(sessions=2, capacity=5)

@@ -209,6 +209,11 @@ class EventForm(Form):
             if ends <= starts:
                 raise ValidationError(_l("A session must end after it starts."))
             rows.append((row.uid.data or "", row.title.data or "", starts, ends))
+        # A row names its session by uid; two rows naming one (a form edited by hand, or
+        # a stale copy) would edit that session twice and drop the other row.
+        uids = [uid for uid, *_ in rows if uid]
+        if len(uids) != len(set(uids)):
+            raise ValidationError(_l("A session is listed twice. Reload the page and try again."))
         return rows
 
     def deadline(self, which: str) -> datetime | None:
