@@ -180,6 +180,32 @@ def test_registering_again_after_a_late_cancellation_without_fee_is_not_charged_
     assert as_person.invoice_id not in (None, first)
 
 
+def test_registering_again_onto_the_waitlist_after_a_late_cancellation_is_not_charged_twice(
+    app_ctx,
+):
+    # The whole price of the late-cancelled seat is still owed: the registration keeps
+    # that invoice while it waits, and the seat it gets later is that seat.
+    make_fee_settings()
+    event = _course(cancellation_deadline=utcnow() - timedelta(hours=1), cancellation_fee_ore=0)
+    event.capacity = 1
+    company = make_member("Glåmdal Sag AS")
+    kari = _register(event, "Kari", "kari@example.no", company)
+    first = kari.invoice_id
+    services.cancel(kari, by_staff=True)
+    db.session.commit()
+    ola = _register(event, "Ola", "ola@example.no", company)
+    again = _register(event, "Kari", "kari@example.no", company)
+    assert again.status == "waitlisted" and again.invoice_id == first
+    services.cancel(ola, by_staff=True)
+    db.session.commit()
+    assert again.status == "offered"
+    services.accept_offer(again)
+    db.session.commit()
+    assert again.status == "confirmed" and again.invoice_id == first
+    assert db.session.get(Invoice, first).credited_ore == 0
+    assert services.event_income(event)["count"] == 2  # Kari's and Ola's, once each
+
+
 def test_a_credited_invoice_counts_nothing_and_a_handed_over_seat_counts_once(app_ctx):
     make_fee_settings()
     company = make_member("Glåmdal Sag AS")

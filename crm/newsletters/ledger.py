@@ -251,7 +251,8 @@ def write_planned(newsletter_id: int, batches: int | None) -> int:
     once it could lock them; elsewhere the second waits for the first's write lock,
     then its INSERT adds nothing (ON CONFLICT DO NOTHING) and its conditional UPDATE
     changes nothing. A contact deleted since the audience was fixed is left out (the
-    batch's size says so).
+    batch's size says so), and so is one that has a row already: a merge gave it the
+    duplicate's (`services.merge_recipients`), which then stands for both.
     """
     B = NewsletterBatch
     chosen = (
@@ -307,7 +308,7 @@ def write_planned(newsletter_id: int, batches: int | None) -> int:
 def _write_planned_statement(dialect: str, default_basis: str):
     """The INSERT of a planned batch's ledger rows, built once per process (and basis)
     with the batch bound at execution: a fill job writes a batch at a time."""
-    B = NewsletterBatch
+    B, R = NewsletterBatch, NewsletterRecipient
     of_batch = B.id == bindparam("batch_id", type_=Integer())
     rows = _planned_rows().where(of_batch).subquery()
     contact = Contact.id == rows.c.contact_id
@@ -337,6 +338,13 @@ def _write_planned_statement(dialect: str, default_basis: str):
         # for this commit, then takes the row along, while edits of the contact and
         # other newsletters' writers go on.
         .join(Contact, contact)
+        # On PostgreSQL the plain INSERT would fail on such a row, and with it every
+        # try at writing the batch: the rest of the newsletter would never go out.
+        .where(
+            ~exists().where(
+                R.newsletter_id == rows.c.newsletter_id, R.contact_id == rows.c.contact_id
+            )
+        )
         .with_for_update(read=True, key_share=True, of=Contact)
     )
     return (
