@@ -297,7 +297,7 @@ def test_a_contact_given_a_duplicates_row_by_a_merge_before_its_own_is_written_g
     app, app_ctx, small_chunks, sendgrid
 ):
     """The duplicate's row (written) moves to the kept contact, whose own row is still
-    planned: that row is left out when its batch is written. On PostgreSQL the INSERT
+    planned: the merge takes that one out of the plan. On PostgreSQL the INSERT
     failed on the ledger's unique key, every time, and the rest never went out."""
     from crm.members.services import merge_contacts
 

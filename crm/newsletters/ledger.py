@@ -24,6 +24,7 @@ from sqlalchemy import (
     literal,
     literal_column,
     select,
+    text,
     true,
     update,
 )
@@ -251,8 +252,8 @@ def write_planned(newsletter_id: int, batches: int | None) -> int:
     once it could lock them; elsewhere the second waits for the first's write lock,
     then its INSERT adds nothing (ON CONFLICT DO NOTHING) and its conditional UPDATE
     changes nothing. A contact deleted since the audience was fixed is left out (the
-    batch's size says so), and so is one that has a row already: a merge gave it the
-    duplicate's (`services.merge_recipients`), which then stands for both.
+    batch's size says so). A contact given a row by a merge meanwhile was taken out of
+    the plan then (`drop_planned`).
     """
     B = NewsletterBatch
     chosen = (
@@ -304,11 +305,36 @@ def write_planned(newsletter_id: int, batches: int | None) -> int:
     return len(chosen)
 
 
+def drop_planned(contact_id: int, newsletter_ids: list[int]) -> None:
+    """Take a contact out of these newsletters' planned batches (their rows not written
+    yet): a merge gave them a row of their own there (`services.merge_recipients`),
+    which stands for them.
+
+    PostgreSQL only. Its writer's plain INSERT would fail on the second row, and with
+    it every try at writing that batch: the rest of the newsletter would never go out.
+    Elsewhere the writer's INSERT OR IGNORE leaves it out. Done here, once per merge,
+    rather than by a check of every row the writer inserts (1.2 ms more a batch).
+    """
+    if not newsletter_ids or not _postgresql():
+        return
+    db.session.execute(
+        text(
+            "UPDATE newsletter_batch SET size = size - 1, planned = ("
+            "  SELECT coalesce(json_agg(e.value), '[]'::json)"
+            "  FROM json_array_elements(planned) AS e WHERE (e.value ->> 0)::int <> :contact)"
+            " WHERE state = 'planned' AND newsletter_id = ANY(:newsletters)"
+            " AND EXISTS (SELECT FROM json_array_elements(planned) AS e"
+            "  WHERE (e.value ->> 0)::int = :contact)"
+        ),
+        {"contact": contact_id, "newsletters": list(newsletter_ids)},
+    )
+
+
 @functools.cache
 def _write_planned_statement(dialect: str, default_basis: str):
     """The INSERT of a planned batch's ledger rows, built once per process (and basis)
     with the batch bound at execution: a fill job writes a batch at a time."""
-    B, R = NewsletterBatch, NewsletterRecipient
+    B = NewsletterBatch
     of_batch = B.id == bindparam("batch_id", type_=Integer())
     rows = _planned_rows().where(of_batch).subquery()
     contact = Contact.id == rows.c.contact_id
@@ -338,13 +364,6 @@ def _write_planned_statement(dialect: str, default_basis: str):
         # for this commit, then takes the row along, while edits of the contact and
         # other newsletters' writers go on.
         .join(Contact, contact)
-        # On PostgreSQL the plain INSERT would fail on such a row, and with it every
-        # try at writing the batch: the rest of the newsletter would never go out.
-        .where(
-            ~exists().where(
-                R.newsletter_id == rows.c.newsletter_id, R.contact_id == rows.c.contact_id
-            )
-        )
         .with_for_update(read=True, key_share=True, of=Contact)
     )
     return (

@@ -458,12 +458,15 @@ def merge_recipients(target, other) -> None:
     """
     R, B = NewsletterRecipient, NewsletterBatch
     already = select(R.newsletter_id).where(R.contact_id == target.id)
-    db.session.execute(
+    moved = db.session.scalars(
         update(R)
         .where(R.contact_id == other.id, R.newsletter_id.not_in(already))
         .values(contact_id=target.id)
+        .returning(R.newsletter_id)
         .execution_options(synchronize_session=False)
-    )
+    ).all()
+    # Where the survivor's own row is still to be written, this one stands for them.
+    ledger.drop_planned(target.id, moved)
     under_way = B.in_flight_since.is_not(None) | B.ambiguous_since.is_not(None)
     rows = db.session.execute(
         select(R.id, R.newsletter_id, R.contact_id, R.state, under_way.label("under_way"))
