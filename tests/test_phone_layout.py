@@ -148,6 +148,30 @@ def test_the_menu_is_reachable_on_a_phone(app, browser, live_server, seeded, art
         context.close()
 
 
+@pytest.mark.parametrize("language", ["nb", "en"])
+def test_every_menu_link_is_in_sight_on_a_1280_px_screen(
+    app, browser, live_server, seeded, artifacts_dir, language
+):
+    """An admin's menu (eleven links, some 1,200 px in Norwegian) was cut off after
+    "Arrangementer" at 1280 px; the rest hid behind a strip scrolled sideways."""
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, locale="nb-NO")
+    page = context.new_page()
+    try:
+        login(page, live_server, seeded, PASSWORD)
+        page.goto(f"{live_server.url}/companies?lang={language}")
+        links = page.locator(".mainnav a")
+        assert links.count() >= 10  # an admin's
+        assert "Administrasjon" in page.locator(".mainnav").inner_text() or language == "en"
+        for i in range(links.count()):
+            box = links.nth(i).bounding_box()
+            assert links.nth(i).is_visible() and box["x"] >= 0 and box["x"] + box["width"] <= 1280
+        nav = page.locator(".mainnav").element_handle()
+        assert page.evaluate("(el) => el.scrollWidth <= el.clientWidth", nav)
+        page.screenshot(path=str(artifacts_dir / f"menu-1280-{language}.png"))
+    finally:
+        context.close()
+
+
 # The element that sticks out furthest, to say what to fix (its tag, classes and right edge).
 _WIDEST_ELEMENT = """(limit) => {
   let worst = null, right = limit;
