@@ -148,6 +148,104 @@ def test_the_menu_is_reachable_on_a_phone(app, browser, live_server, seeded, art
         context.close()
 
 
+def _sent_newsletter_with_figures(app) -> int:
+    """A newsletter whose recipients all count as sent: its statistics have table rows."""
+    from crm.newsletters.models import NewsletterRecipient
+    from tests.factories import start_newsletter
+
+    with app.test_request_context():
+        newsletter = make_newsletter("Nytt fra klyngen med tall per kommune")
+        start_newsletter(newsletter)
+        db.session.execute(
+            db.update(NewsletterRecipient)
+            .where(NewsletterRecipient.newsletter_id == newsletter.id)
+            .values(state="sent")
+        )
+        db.session.commit()
+        return newsletter.id
+
+
+def _course_with_most_sessions() -> int:
+    from crm.events.models import EventSession
+
+    return db.session.execute(
+        select(EventSession.event_id)
+        .group_by(EventSession.event_id)
+        .order_by(db.func.count().desc())
+        .limit(1)
+    ).scalar_one()
+
+
+# How many lines an element's own text takes (a one-word label broken inside the word
+# takes two or more).
+_TEXT_LINES = """(el) => {
+  const range = document.createRange();
+  range.selectNodeContents(el);
+  const tops = new Set([...range.getClientRects()].map(r => Math.round(r.top)));
+  return tops.size;
+}"""
+
+
+def test_figures_session_tabs_and_fee_tiers_scroll_in_their_own_box_on_a_phone(
+    app, browser, live_server, seeded, artifacts_dir
+):
+    newsletter_id = _sent_newsletter_with_figures(app)
+    with app.app_context():
+        course_id = _course_with_most_sessions()
+    pages = {
+        "statistics": f"/newsletters/{newsletter_id}/statistics",
+        "checkin": f"/events/{course_id}/checkin",
+        "fee-schedule-form": f"/fees/schedules/edit?year={utcnow().year}",
+    }
+    context = browser.new_context(viewport=PHONE, locale="nb-NO")
+    page = context.new_page()
+    try:
+        login(page, live_server, seeded, PASSWORD)
+        for name, url in pages.items():
+            assert page.goto(live_server.url + url).status == 200, url
+            page.screenshot(path=str(artifacts_dir / "phone" / f"wide-{name}.png"), full_page=True)
+            width = page.evaluate("document.documentElement.scrollWidth")
+            assert width <= PHONE["width"], f"{url}: {width}px"
+        # Every session of the course is reachable in the strip of tabs.
+        page.goto(live_server.url + pages["checkin"])
+        assert page.locator(".session-tabs a").count() >= 2
+        # Each fee tier's amount is readable, not cut to a few digits.
+        page.goto(live_server.url + pages["fee-schedule-form"])
+        amount = page.locator("input[name='tiers-0-amount']").element_handle()
+        assert page.evaluate("(el) => el.scrollWidth <= el.clientWidth", amount)
+    finally:
+        context.close()
+
+
+def test_labels_addresses_and_buttons_keep_their_words_whole_on_a_phone(
+    app, browser, live_server, seeded, artifacts_dir
+):
+    from crm.members.models import Company
+
+    with app.app_context():
+        company_id = db.session.scalar(select(db.func.min(Company.id)))
+    context = browser.new_context(viewport=PHONE, locale="nb-NO")
+    page = context.new_page()
+    try:
+        login(page, live_server, seeded, PASSWORD)
+        # The change history: "Organisasjonsnummer" on one line, not "Organisasjon/snummer".
+        page.goto(f"{live_server.url}/companies/{company_id}")
+        labels = page.locator("table.changes th")
+        assert labels.count() >= 5
+        for i in range(labels.count()):
+            label = labels.nth(i)
+            if " " not in label.inner_text().strip():
+                assert page.evaluate(_TEXT_LINES, label.element_handle()) == 1, label.inner_text()
+        page.screenshot(path=str(artifacts_dir / "phone" / "words-company-history.png"))
+        # The contact list's addresses wrap at most a few times, not a letter a line.
+        page.goto(f"{live_server.url}/contacts")
+        cell = page.locator("td.email-cell").first
+        assert cell.bounding_box()["width"] >= 150
+        page.screenshot(path=str(artifacts_dir / "phone" / "words-contact-list.png"))
+    finally:
+        context.close()
+
+
 @pytest.mark.parametrize("language", ["nb", "en"])
 def test_every_menu_link_is_in_sight_on_a_1280_px_screen(
     app, browser, live_server, seeded, artifacts_dir, language
