@@ -3,7 +3,10 @@ numbers and amounts written the Norwegian way (found in a review of every page).
 
 import re
 
+from crm.events.models import Registration
+from crm.extensions import db
 from tests.events_factories import make_event
+from tests.factories import make_company, make_invoiced_members
 
 
 def _text(response) -> str:
@@ -23,3 +26,63 @@ def test_an_event_is_an_arrangement_on_the_events_list_and_the_home_page(app, cl
     home = client.get("/home").get_data(as_text=True)
     assert "Styrketrening: automasjon" in home
     assert "Arrangement</span>" in home and "Hendelse" not in home
+
+
+def test_a_registrants_phone_number_is_grouped_on_the_event_page(app, client, auth):
+    with app.app_context():
+        event = make_event("Nettverksmøte HR")
+        db.session.add(
+            Registration(
+                event_id=event.id,
+                name="Kari Nordmann",
+                email="kari@example.no",
+                phone="+4791234567",
+            )
+        )
+        db.session.commit()
+        event_id = event.id
+    auth.login("staff")
+    page = _text(client.get(f"/events/{event_id}"))
+    assert "+47 91 23 45 67" in page and "+4791234567" not in page
+
+
+def test_invoices_show_the_organisation_number_in_groups_of_three(app, client, auth):
+    with app.test_request_context():
+        invoice = make_invoiced_members(1)[0]
+        orgnr, invoice_id = invoice.customer_orgnr, invoice.id
+    grouped = f"{orgnr[:3]} {orgnr[3:6]} {orgnr[6:]}"
+    auth.login("treasurer")
+    assert grouped in _text(client.get("/fees/invoices"))
+    assert grouped in _text(client.get(f"/fees/invoices/{invoice_id}"))
+
+
+def test_nothing_credited_or_refunded_is_no_negative_amount_in_the_accounting_summary(
+    app, client, auth
+):
+    with app.test_request_context():
+        make_invoiced_members(1)
+    auth.login("treasurer")
+    page = _text(client.get("/fees/accounting"))
+    assert "Kreditert kr 0,00" in page and "Tilbakebetalt kr 0,00" in page
+    assert "−kr 0,00" not in page
+
+
+def test_the_invoice_filter_checkbox_sits_beside_its_words(app, client, auth):
+    auth.login("treasurer")
+    page = client.get("/fees/invoices").get_data(as_text=True)
+    # The same markup as the company list's "Vis arkiverte": box and words on one line.
+    assert re.search(
+        r'<div class="filter-check">\s*<label class="check"><input type="checkbox" name="refund"',
+        page,
+    )
+
+
+def test_the_results_report_tables_look_like_every_other_table(app, client, auth):
+    with app.app_context():
+        make_company("Medlem AS", membership_status="member", member_since=None)
+    auth.login("staff")
+    page = client.get("/reports/").get_data(as_text=True)
+    if "<table" not in page:  # the index may lead to the current year's report
+        page = client.get("/reports/", follow_redirects=True).get_data(as_text=True)
+    tables = re.findall(r"<table class=\"([^\"]*)\"", page)
+    assert tables and all("data" in classes.split() for classes in tables), tables
