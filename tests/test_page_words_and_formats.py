@@ -6,7 +6,7 @@ import re
 from crm.events.models import Registration
 from crm.extensions import db
 from tests.events_factories import make_event
-from tests.factories import make_company, make_invoiced_members
+from tests.factories import make_company, make_fee_settings, make_invoiced_members
 
 
 def _text(response) -> str:
@@ -86,3 +86,23 @@ def test_the_results_report_tables_look_like_every_other_table(app, client, auth
         page = client.get("/reports/", follow_redirects=True).get_data(as_text=True)
     tables = re.findall(r"<table class=\"([^\"]*)\"", page)
     assert tables and all("data" in classes.split() for classes in tables), tables
+
+
+def test_the_history_tells_the_organisation_form_code_from_its_name(app, client, auth):
+    with app.app_context():
+        company = make_company("Kodeform AS", org_form_code="AS", org_form_name="Aksjeselskap")
+        company_id = company.id
+    auth.login("staff")
+    page = _text(client.get(f"/companies/{company_id}"))
+    assert "Organisasjonsformkode — → AS" in page
+    assert "Organisasjonsform — → Aksjeselskap" in page
+
+
+def test_the_fee_settings_history_names_the_joining_rule_in_words(app, client, auth):
+    with app.app_context():
+        make_fee_settings()
+    auth.login("treasurer")
+    page = client.get("/fees/settings").get_data(as_text=True)
+    # The stored code ("year") in the history, in the form's words.
+    assert "Kontingent for hele året" in page.split("Historikk", 1)[-1]
+    assert not re.search(r">\s*year\s*<", page)
