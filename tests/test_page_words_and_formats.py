@@ -106,3 +106,9 @@ def test_the_fee_settings_history_names_the_joining_rule_in_words(app, client, a
     # The stored code ("year") in the history, in the form's words.
     assert "Kontingent for hele året" in page.split("Historikk", 1)[-1]
     assert not re.search(r">\s*year\s*<", page)
+
+
+def test_the_event_form_calls_its_rows_what_its_heading_calls_them(app, client, auth):
+    auth.login("staff")
+    page = _text(client.get("/events/new"))
+    assert "Økter Én rad per økt." in page
