@@ -112,3 +112,26 @@ def test_the_event_form_calls_its_rows_what_its_heading_calls_them(app, client, 
     auth.login("staff")
     page = _text(client.get("/events/new"))
     assert "Økter Én rad per økt." in page
+
+
+def test_the_newsletter_archive_has_the_public_pages_header_in_both_languages(app, client, auth):
+    # It had the staff pages' dark bar (with the staff menu to anyone logged in), unlike
+    # the signup and event pages a reader comes from.
+    from crm.newsletters import services
+    from tests.factories import make_newsletter, make_subscriber
+
+    with app.app_context():
+        make_subscriber("kari@example.no")
+        newsletter = make_newsletter("Vårnytt fra klyngen", in_archive=True)
+        services.start_sending(newsletter)
+        db.session.commit()
+        newsletter_id = newsletter.id
+    auth.login("staff")
+    listing = client.get("/nyhetsbrev?lang=en").get_data(as_text=True)
+    assert '<header class="public-top' in listing and "mainnav" not in listing
+    assert "Newsletter archive" in listing
+    # English is kept from the list to the newsletter, and Norsk is one click away.
+    assert f'href="/nyhetsbrev/{newsletter_id}?lang=en"' in listing
+    detail = client.get(f"/nyhetsbrev/{newsletter_id}?lang=en").get_data(as_text=True)
+    assert '<header class="public-top' in detail and "mainnav" not in detail
+    assert f'href="/nyhetsbrev/{newsletter_id}?lang=nb">Norsk</a>' in detail
