@@ -44,6 +44,8 @@ def test_a_registrants_phone_number_is_grouped_on_the_event_page(app, client, au
     auth.login("staff")
     page = _text(client.get(f"/events/{event_id}"))
     assert "+47 91 23 45 67" in page and "+4791234567" not in page
+    # Staff cancel a registration with "Meld av" ("Avbryt" is a form's cancel button).
+    assert "Meld av" in page and "Avbryt" not in page
 
 
 def test_invoices_show_the_organisation_number_in_groups_of_three(app, client, auth):

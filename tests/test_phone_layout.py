@@ -292,3 +292,26 @@ _WIDEST_ELEMENT = """(limit) => {
   const name = worst.tagName.toLowerCase() + '.' + [...worst.classList].join('.');
   return name + ' right=' + Math.round(right);
 }"""
+
+
+def test_an_events_registrations_fit_their_column_at_1280_px(
+    app, browser, live_server, seeded, artifacts_dir
+):
+    """Each row's "Meld av" was scrolled out of sight: long addresses kept the table wider
+    than its column."""
+    with app.app_context():
+        course_id = _course_with_most_sessions()
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="nb-NO")
+    page = context.new_page()
+    try:
+        login(page, live_server, seeded, PASSWORD)
+        page.goto(f"{live_server.url}/events/{course_id}")
+        table = page.locator("table.registrations")
+        wrap = page.locator("table.registrations >> xpath=..").element_handle()
+        assert page.evaluate("(el) => el.scrollWidth <= el.clientWidth", wrap)
+        button = table.get_by_role("button", name="Meld av").first
+        box = button.bounding_box()
+        assert box["x"] + box["width"] <= wrap.bounding_box()["x"] + wrap.bounding_box()["width"]
+        page.screenshot(path=str(artifacts_dir / "event-registrations-1280.png"))
+    finally:
+        context.close()
