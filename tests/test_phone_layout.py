@@ -294,24 +294,29 @@ _WIDEST_ELEMENT = """(limit) => {
 }"""
 
 
-def test_an_events_registrations_fit_their_column_at_1280_px(
-    app, browser, live_server, seeded, artifacts_dir
+@pytest.mark.parametrize("language", ["nb", "en"])
+def test_tables_with_buttons_fit_their_column_at_1280_px(
+    app, browser, live_server, seeded, artifacts_dir, language
 ):
-    """Each row's "Meld av" was scrolled out of sight: long addresses kept the table wider
-    than its column."""
+    """An event's "Meld av" and a network member's "Fjern" were scrolled out of sight:
+    long addresses and a row of buttons kept the tables wider than their column."""
+    from crm.members.models import Network
+
     with app.app_context():
         course_id = _course_with_most_sessions()
+        network_id = db.session.scalar(select(db.func.min(Network.id)))
     context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="nb-NO")
     page = context.new_page()
     try:
         login(page, live_server, seeded, PASSWORD)
-        page.goto(f"{live_server.url}/events/{course_id}")
-        table = page.locator("table.registrations")
-        wrap = page.locator("table.registrations >> xpath=..").element_handle()
-        assert page.evaluate("(el) => el.scrollWidth <= el.clientWidth", wrap)
-        button = table.get_by_role("button", name="Meld av").first
-        box = button.bounding_box()
-        assert box["x"] + box["width"] <= wrap.bounding_box()["x"] + wrap.bounding_box()["width"]
-        page.screenshot(path=str(artifacts_dir / "event-registrations-1280.png"))
+        pages = {"event": f"/events/{course_id}", "network": f"/networks/{network_id}"}
+        for name, url in pages.items():
+            page.goto(f"{live_server.url}{url}?lang={language}")
+            wraps = page.locator(".table-wrap", has=page.locator("td button"))
+            assert wraps.count() >= 1, url
+            for i in range(wraps.count()):
+                wrap = wraps.nth(i).element_handle()
+                assert page.evaluate("(el) => el.scrollWidth <= el.clientWidth", wrap), url
+            page.screenshot(path=str(artifacts_dir / f"{name}-table-1280-{language}.png"))
     finally:
         context.close()
