@@ -299,20 +299,27 @@ def test_tables_with_buttons_fit_their_column_at_1280_px(
     app, browser, live_server, seeded, artifacts_dir, language
 ):
     """An event's "Meld av" and a network member's "Fjern" were scrolled out of sight:
-    long addresses and a row of buttons kept the tables wider than their column."""
+    long addresses and a row of buttons kept the tables wider than their column; so was
+    what a company paid, in the fee history beside its page."""
+    from crm.fees.models import Invoice
     from crm.members.models import Network
 
     with app.app_context():
         course_id = _course_with_most_sessions()
         network_id = db.session.scalar(select(db.func.min(Network.id)))
+        company_id = db.session.scalar(select(db.func.min(Invoice.company_id)))
     context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="nb-NO")
     page = context.new_page()
     try:
         login(page, live_server, seeded, PASSWORD)
-        pages = {"event": f"/events/{course_id}", "network": f"/networks/{network_id}"}
-        for name, url in pages.items():
+        pages = {
+            "event": (f"/events/{course_id}", ".table-wrap:has(td button)"),
+            "network": (f"/networks/{network_id}", ".table-wrap:has(td button)"),
+            "company-fees": (f"/companies/{company_id}", "#fees .table-wrap"),
+        }
+        for name, (url, tables) in pages.items():
             page.goto(f"{live_server.url}{url}?lang={language}")
-            wraps = page.locator(".table-wrap", has=page.locator("td button"))
+            wraps = page.locator(tables)
             assert wraps.count() >= 1, url
             for i in range(wraps.count()):
                 wrap = wraps.nth(i).element_handle()
