@@ -137,3 +137,18 @@ def test_the_newsletter_archive_has_the_public_pages_header_in_both_languages(ap
     detail = client.get(f"/nyhetsbrev/{newsletter_id}?lang=en").get_data(as_text=True)
     assert '<header class="public-top' in detail and "mainnav" not in detail
     assert f'href="/nyhetsbrev/{newsletter_id}?lang=nb">Norsk</a>' in detail
+
+
+def test_an_invitations_cant_come_page_has_the_event_pages_footer(app, client):
+    # It had the newsletter signup's footer ("Nyhetsbrevet fra industriklyngen · ingen
+    # sporing, ingen reklame") under an event invitation.
+    from crm.events.invitations import invitation_token
+    from tests.factories import make_contact
+
+    with app.test_request_context():
+        event = make_event("Nettverksmøte HR")
+        contact = make_contact("Kari", "Nordmann", email="kari@example.no")
+        url = f"/arrangementer/{event.id}/kan-ikke/{invitation_token(event.id, contact.id)}"
+    for page_url in (url, f"/arrangementer/{event.id}/kan-ikke/ugyldig"):
+        page = _text(client.get(page_url))
+        assert "Klyngens arrangementer" in page and "ingen sporing" not in page, page_url
