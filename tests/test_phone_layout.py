@@ -239,6 +239,13 @@ def test_labels_addresses_and_buttons_keep_their_words_whole_on_a_phone(
             label = labels.nth(i)
             if " " not in label.inner_text().strip():
                 assert page.evaluate(_TEXT_LINES, label.element_handle()) == 1, label.inner_text()
+        # Nor a value: "Aksjeselskap", not "Aksjeselska/p".
+        values = page.locator("table.changes td.new")
+        for i in range(values.count()):
+            value = values.nth(i)
+            text = value.inner_text().strip()
+            if text and " " not in text and len(text) <= 20:
+                assert page.evaluate(_TEXT_LINES, value.element_handle()) == 1, text
         page.screenshot(path=str(artifacts_dir / "phone" / "words-company-history.png"))
         # The contact list's addresses wrap at most a few times, not a letter a line.
         page.goto(f"{live_server.url}/contacts")
