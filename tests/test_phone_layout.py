@@ -334,3 +334,28 @@ def test_tables_with_buttons_fit_their_column_at_1280_px(
             page.screenshot(path=str(artifacts_dir / f"{name}-table-1280-{language}.png"))
     finally:
         context.close()
+
+
+def test_the_month_view_shows_each_events_start_time_whole_on_a_phone(
+    app, browser, live_server, seeded, artifacts_dir
+):
+    from crm.events.models import EventSession
+
+    with app.app_context():
+        first = db.session.scalar(select(db.func.min(EventSession.starts_at)))
+    context = browser.new_context(viewport=PHONE, locale="nb-NO")
+    page = context.new_page()
+    try:
+        login(page, live_server, seeded, PASSWORD)
+        page.goto(f"{live_server.url}/events/month?year={first.year}&month={first.month}")
+        events = page.locator("a.month-event")
+        assert events.count() >= 1
+        for i in range(events.count()):
+            time = events.nth(i).locator(".month-event-time").element_handle()
+            assert page.evaluate("(el) => el.getBoundingClientRect().width > 0", time)
+            link = events.nth(i).element_handle()
+            assert page.evaluate("(el) => el.scrollWidth <= el.clientWidth", link)
+            assert events.nth(i).get_attribute("href")
+        page.screenshot(path=str(artifacts_dir / "phone" / "month-view.png"))
+    finally:
+        context.close()
