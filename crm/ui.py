@@ -39,7 +39,7 @@ AUDIT_ACTORS = {
 FIELD_LABELS = {
     "name": _l("Name"),
     "orgnr": _l("Organisation number"),
-    "org_form_code": _l("Organisation form"),
+    "org_form_code": _l("Organisation form code"),
     "org_form_name": _l("Organisation form"),
     "nace_code": _l("Industry code"),
     "nace_text": _l("Industry"),

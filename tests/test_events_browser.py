@@ -181,7 +181,7 @@ def test_staff_check_in_participants_and_issue_certificates(
 
         # Cancelling Anne, who came and has her certificate: asked first, nothing changed.
         anne = page.locator("tr", has_text="Anne Berg")
-        anne.get_by_role("button", name="Avbryt").click()
+        anne.get_by_role("button", name="Meld av").click()
         page.wait_for_selector("text=Avmelde påmeldingen?")
         page.screenshot(path=str(artifacts_dir / "events-cancel-checked-in.png"), full_page=True)
         page.get_by_role("button", name="Avmeld og slett oppmøtet").click()

@@ -148,6 +148,138 @@ def test_the_menu_is_reachable_on_a_phone(app, browser, live_server, seeded, art
         context.close()
 
 
+def _sent_newsletter_with_figures(app) -> int:
+    """A newsletter whose recipients all count as sent: its statistics have table rows."""
+    from crm.newsletters.models import NewsletterRecipient
+    from tests.factories import start_newsletter
+
+    with app.test_request_context():
+        newsletter = make_newsletter("Nytt fra klyngen med tall per kommune")
+        start_newsletter(newsletter)
+        db.session.execute(
+            db.update(NewsletterRecipient)
+            .where(NewsletterRecipient.newsletter_id == newsletter.id)
+            .values(state="sent")
+        )
+        db.session.commit()
+        return newsletter.id
+
+
+def _course_with_most_sessions() -> int:
+    from crm.events.models import EventSession
+
+    return db.session.execute(
+        select(EventSession.event_id)
+        .group_by(EventSession.event_id)
+        .order_by(db.func.count().desc())
+        .limit(1)
+    ).scalar_one()
+
+
+# How many lines an element's own text takes (a one-word label broken inside the word
+# takes two or more).
+_TEXT_LINES = """(el) => {
+  const range = document.createRange();
+  range.selectNodeContents(el);
+  const tops = new Set([...range.getClientRects()].map(r => Math.round(r.top)));
+  return tops.size;
+}"""
+
+
+def test_figures_session_tabs_and_fee_tiers_scroll_in_their_own_box_on_a_phone(
+    app, browser, live_server, seeded, artifacts_dir
+):
+    newsletter_id = _sent_newsletter_with_figures(app)
+    with app.app_context():
+        course_id = _course_with_most_sessions()
+    pages = {
+        "statistics": f"/newsletters/{newsletter_id}/statistics",
+        "checkin": f"/events/{course_id}/checkin",
+        "fee-schedule-form": f"/fees/schedules/edit?year={utcnow().year}",
+    }
+    context = browser.new_context(viewport=PHONE, locale="nb-NO")
+    page = context.new_page()
+    try:
+        login(page, live_server, seeded, PASSWORD)
+        for name, url in pages.items():
+            assert page.goto(live_server.url + url).status == 200, url
+            page.screenshot(path=str(artifacts_dir / "phone" / f"wide-{name}.png"), full_page=True)
+            width = page.evaluate("document.documentElement.scrollWidth")
+            assert width <= PHONE["width"], f"{url}: {width}px"
+        # Every session of the course is reachable in the strip of tabs.
+        page.goto(live_server.url + pages["checkin"])
+        assert page.locator(".session-tabs a").count() >= 2
+        # Each fee tier's amount is readable ("25000,00"), not cut to a few digits.
+        page.goto(live_server.url + pages["fee-schedule-form"])
+        amounts = page.locator("input[name$='-amount']")
+        assert amounts.count() >= 2
+        for i in range(amounts.count()):
+            amount = amounts.nth(i).element_handle()
+            assert page.evaluate("(el) => el.scrollWidth <= el.clientWidth", amount), i
+    finally:
+        context.close()
+
+
+def test_labels_addresses_and_buttons_keep_their_words_whole_on_a_phone(
+    app, browser, live_server, seeded, artifacts_dir
+):
+    from crm.members.models import Company
+
+    with app.app_context():
+        company_id = db.session.scalar(select(db.func.min(Company.id)))
+    context = browser.new_context(viewport=PHONE, locale="nb-NO")
+    page = context.new_page()
+    try:
+        login(page, live_server, seeded, PASSWORD)
+        # The change history: "Organisasjonsnummer" on one line, not "Organisasjon/snummer".
+        page.goto(f"{live_server.url}/companies/{company_id}")
+        labels = page.locator("table.changes th")
+        assert labels.count() >= 5
+        for i in range(labels.count()):
+            label = labels.nth(i)
+            if " " not in label.inner_text().strip():
+                assert page.evaluate(_TEXT_LINES, label.element_handle()) == 1, label.inner_text()
+        # Nor a value: "Aksjeselskap", not "Aksjeselska/p".
+        values = page.locator("table.changes td.new")
+        for i in range(values.count()):
+            value = values.nth(i)
+            text = value.inner_text().strip()
+            if text and " " not in text and len(text) <= 20:
+                assert page.evaluate(_TEXT_LINES, value.element_handle()) == 1, text
+        page.screenshot(path=str(artifacts_dir / "phone" / "words-company-history.png"))
+        # The contact list's addresses wrap at most a few times, not a letter a line.
+        page.goto(f"{live_server.url}/contacts")
+        cell = page.locator("td.email-cell").first
+        assert cell.bounding_box()["width"] >= 150
+        page.screenshot(path=str(artifacts_dir / "phone" / "words-contact-list.png"))
+    finally:
+        context.close()
+
+
+@pytest.mark.parametrize("language", ["nb", "en"])
+def test_every_menu_link_is_in_sight_on_a_1280_px_screen(
+    app, browser, live_server, seeded, artifacts_dir, language
+):
+    """An admin's menu (eleven links, some 1,200 px in Norwegian) was cut off after
+    "Arrangementer" at 1280 px; the rest hid behind a strip scrolled sideways."""
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, locale="nb-NO")
+    page = context.new_page()
+    try:
+        login(page, live_server, seeded, PASSWORD)
+        page.goto(f"{live_server.url}/companies?lang={language}")
+        links = page.locator(".mainnav a")
+        assert links.count() >= 10  # an admin's
+        assert "Administrasjon" in page.locator(".mainnav").inner_text() or language == "en"
+        for i in range(links.count()):
+            box = links.nth(i).bounding_box()
+            assert links.nth(i).is_visible() and box["x"] >= 0 and box["x"] + box["width"] <= 1280
+        nav = page.locator(".mainnav").element_handle()
+        assert page.evaluate("(el) => el.scrollWidth <= el.clientWidth", nav)
+        page.screenshot(path=str(artifacts_dir / f"menu-1280-{language}.png"))
+    finally:
+        context.close()
+
+
 # The element that sticks out furthest, to say what to fix (its tag, classes and right edge).
 _WIDEST_ELEMENT = """(limit) => {
   let worst = null, right = limit;
@@ -167,3 +299,63 @@ _WIDEST_ELEMENT = """(limit) => {
   const name = worst.tagName.toLowerCase() + '.' + [...worst.classList].join('.');
   return name + ' right=' + Math.round(right);
 }"""
+
+
+@pytest.mark.parametrize("language", ["nb", "en"])
+def test_tables_with_buttons_fit_their_column_at_1280_px(
+    app, browser, live_server, seeded, artifacts_dir, language
+):
+    """An event's "Meld av" and a network member's "Fjern" were scrolled out of sight:
+    long addresses and a row of buttons kept the tables wider than their column; so was
+    what a company paid, in the fee history beside its page."""
+    from crm.fees.models import Invoice
+    from crm.members.models import Network
+
+    with app.app_context():
+        course_id = _course_with_most_sessions()
+        network_id = db.session.scalar(select(db.func.min(Network.id)))
+        company_id = db.session.scalar(select(db.func.min(Invoice.company_id)))
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="nb-NO")
+    page = context.new_page()
+    try:
+        login(page, live_server, seeded, PASSWORD)
+        pages = {
+            "event": (f"/events/{course_id}", ".table-wrap:has(td button)"),
+            "network": (f"/networks/{network_id}", ".table-wrap:has(td button)"),
+            "company-fees": (f"/companies/{company_id}", "#fees .table-wrap"),
+        }
+        for name, (url, tables) in pages.items():
+            page.goto(f"{live_server.url}{url}?lang={language}")
+            wraps = page.locator(tables)
+            assert wraps.count() >= 1, url
+            for i in range(wraps.count()):
+                wrap = wraps.nth(i).element_handle()
+                assert page.evaluate("(el) => el.scrollWidth <= el.clientWidth", wrap), url
+            page.screenshot(path=str(artifacts_dir / f"{name}-table-1280-{language}.png"))
+    finally:
+        context.close()
+
+
+def test_the_month_view_shows_each_events_start_time_whole_on_a_phone(
+    app, browser, live_server, seeded, artifacts_dir
+):
+    from crm.events.models import EventSession
+
+    with app.app_context():
+        first = db.session.scalar(select(db.func.min(EventSession.starts_at)))
+    context = browser.new_context(viewport=PHONE, locale="nb-NO")
+    page = context.new_page()
+    try:
+        login(page, live_server, seeded, PASSWORD)
+        page.goto(f"{live_server.url}/events/month?year={first.year}&month={first.month}")
+        events = page.locator("a.month-event")
+        assert events.count() >= 1
+        for i in range(events.count()):
+            time = events.nth(i).locator(".month-event-time").element_handle()
+            assert page.evaluate("(el) => el.getBoundingClientRect().width > 0", time)
+            link = events.nth(i).element_handle()
+            assert page.evaluate("(el) => el.scrollWidth <= el.clientWidth", link)
+            assert events.nth(i).get_attribute("href")
+        page.screenshot(path=str(artifacts_dir / "phone" / "month-view.png"))
+    finally:
+        context.close()

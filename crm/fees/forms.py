@@ -117,6 +117,14 @@ def _ledger_account(form, field):
     field.data = value
 
 
+# Also the words of the audit history (crm/fees/routes.py).
+PRO_RATA_CHOICES = [
+    SelectChoice("year", _l("The whole year's fee")),
+    SelectChoice("half_year", _l("Half the fee when joining from 1 July")),
+    SelectChoice("month", _l("By month, from the month of joining")),
+]
+
+
 class SettingsForm(Form):
     bank_account = StringField(_l("Bank account"), [DataRequired(), _valid_account])
     next_invoice_number = WholeNumberField(
@@ -134,13 +142,7 @@ class SettingsForm(Form):
     vat_registered = BooleanField(_l("Registered for VAT (Merverdiavgiftsregisteret)"))
     foretaksregisteret = BooleanField(_l("Registered in Foretaksregisteret (AS, ASA, branch)"))
     pro_rata = SelectField(
-        _l("Members joining during the year pay"),
-        choices=[
-            SelectChoice("year", _l("The whole year's fee")),
-            SelectChoice("half_year", _l("Half the fee when joining from 1 July")),
-            SelectChoice("month", _l("By month, from the month of joining")),
-        ],
-        default="year",
+        _l("Members joining during the year pay"), choices=PRO_RATA_CHOICES, default="year"
     )
     account_receivable = StringField(_l("Accounts receivable"), [DataRequired(), _ledger_account])
     account_bank = StringField(_l("Bank"), [DataRequired(), _ledger_account])

@@ -27,6 +27,7 @@ from crm.fees import charts, services
 from crm.fees.errors import FeeError, OcrFileError
 from crm.fees.forms import (
     ACCOUNT_FIELDS,
+    PRO_RATA_CHOICES,
     AccountingForm,
     ActionForm,
     AssignForm,
@@ -981,6 +982,7 @@ def init_app(app) -> None:
             ("invoice_delivery", "channel"): delivery_channel,
             ("unmatched_payment", "reason"): unmatched_reason,
             ("unmatched_payment", "state"): unmatched_state,
+            ("fee_settings", "pro_rata"): pro_rata_label,
         }
     )
     from flask_babel import lazy_gettext as _l
@@ -1047,6 +1049,11 @@ def unmatched_reason(reason: str) -> str:
 def unmatched_state(state: str) -> str:
     labels = {"open": _("Open"), "assigned": _("Booked"), "handled": _("Handled")}
     return labels.get(state, state)
+
+
+def pro_rata_label(value: str) -> str:
+    """A joining member's share of the fee in the settings form's words."""
+    return next((str(c.label) for c in PRO_RATA_CHOICES if c.value == value), value)
 
 
 def company_fee_history(company) -> list[Invoice]:
