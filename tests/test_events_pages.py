@@ -201,6 +201,12 @@ def test_demo_makes_a_small_free_seminar_and_a_paid_multi_session_course(app, ru
         assert seminar.is_free and seminar.capacity <= 20 and seminar.published
         assert not course.is_free and len(course.sessions) >= 2 and course.published
         assert "Styrketrening" in seminar.title and "LEAN" in course.title
+        # The course's seats are invoiced, as registering makes them (the event page's
+        # "Fakturert" said kr 0,00 for 16 seats), and some of them paid.
+        confirmed = [r for r in course.registrations if r.status == "confirmed"]
+        income = services.event_income(course)
+        assert confirmed and all(r.invoice_id for r in confirmed)
+        assert 0 < income["paid"] < income["invoiced"] and income["count"] == len(confirmed)
     assert all(row["published"] for row in listed)
 
 

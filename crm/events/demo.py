@@ -1,6 +1,7 @@
 """Demo events for `crm demo` (a members DEMO_HOOKS entry): a free Styrketrening seminar,
 a full paid LEAN course package of several sessions, and a network meeting, all
-upcoming and published, with registrations from the demo members' contacts."""
+upcoming and published, with registrations from the demo members' contacts; the
+course's seats are invoiced and most of them paid."""
 
 import random
 from datetime import date, datetime, time, timedelta
@@ -10,7 +11,7 @@ from sqlalchemy import select
 from crm.events.models import Event, EventSession, Registration
 from crm.extensions import db
 from crm.members.models import Network
-from crm.timeutil import OSLO, utcnow
+from crm.timeutil import OSLO, today_oslo, utcnow
 
 
 def _at(day: date, hour: int, minute: int = 0) -> datetime:
@@ -47,6 +48,23 @@ def _register(event: Event, contacts: list, statuses: list[str]) -> None:
         if waiting:
             position += 1
     event.next_waitlist_position = position
+
+
+def _invoice_course(course: Event, rng: random.Random) -> None:
+    """The paid course's seats invoiced as registering would (no email), most paid: its
+    page and the reports show what a course brings in. Needs the fee settings, which
+    the fees area's demo hook (run before this one) fills in."""
+    from crm.events import services
+    from crm.fees.services import register_payment
+
+    today = today_oslo()
+    for registration in db.session.scalars(
+        select(Registration).where(Registration.event_id == course.id).order_by(Registration.id)
+    ):
+        invoice = services.issue_invoice(registration)
+        if invoice is not None and rng.random() < 0.7:
+            paid_on = min(today, invoice.issue_date + timedelta(days=rng.randint(1, 10)))
+            register_payment(invoice, invoice.amount_ore, paid_on, note="Demo")
 
 
 def demo_events(rng: random.Random, companies, contacts, options: dict) -> str:
@@ -123,6 +141,7 @@ def demo_events(rng: random.Random, companies, contacts, options: dict) -> str:
     _register(course, people[12:31], ["confirmed"] * 16 + ["waitlisted"] * 3)
     _register(meeting, people[31:39], ["confirmed"] * 8)
     db.session.flush()
+    _invoice_course(course, rng)
     return (
         "Created 3 upcoming events: a free Styrketrening seminar (20 seats), "
         "a full LEAN course package (4 sessions, 16 seats, 3 waiting), a network meeting."

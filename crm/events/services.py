@@ -13,6 +13,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from flask import current_app
 from flask_babel import force_locale, ngettext
@@ -38,6 +39,9 @@ from crm.members.models import Company, Contact
 from crm.members.normalize import normalize_email, normalize_phone
 from crm.subscriptions.subscribers import header_safe, split_name
 from crm.subscriptions.tokens import TokenInvalid
+
+if TYPE_CHECKING:
+    from crm.fees.models import Invoice
 from crm.timeutil import utcnow
 
 
@@ -462,24 +466,19 @@ def _whole_price_still_owed(registration: Registration, company: Company | None)
     return invoice.company_id == buyer
 
 
-def invoice_registration(registration: Registration) -> None:
-    """Invoice a confirmed seat of a paid event, once: member companies at the member
-    price to the company, everyone else at the other price to the person; then email it.
-
-    When the fees area cannot issue it (settings incomplete, no invoice contact), the
-    seat stays confirmed without an invoice and the reason is logged: staff invoice it
-    later; a registration is never lost over billing.
-    """
+def issue_invoice(registration: Registration) -> "Invoice | None":
+    """`invoice_registration` without the email: the seat's invoice, or None (a free
+    seat, invoiced already, or the fees area could not issue it: logged)."""
     from crm.fees.errors import FeeError
-    from crm.fees.services import Customer, create_invoice, queue_invoice_email
+    from crm.fees.services import Customer, create_invoice
 
     event = registration.event
     if registration.invoice_id is not None or registration.status != "confirmed":
-        return
+        return None
     company = registration.company if is_member_company(registration.company) else None
     price = price_for(event, company)
     if price <= 0:
-        return
+        return None
     customer = company or Customer(name=registration.name, email=registration.email)
     savepoint = db.session.begin_nested()
     try:
@@ -496,6 +495,23 @@ def invoice_registration(registration: Registration) -> None:
     except FeeError as exc:
         savepoint.rollback()
         current_app.logger.warning("registration %s not invoiced: %s", registration.id, exc)
+        return None
+    return invoice
+
+
+def invoice_registration(registration: Registration) -> None:
+    """Invoice a confirmed seat of a paid event, once: member companies at the member
+    price to the company, everyone else at the other price to the person; then email it.
+
+    When the fees area cannot issue it (settings incomplete, no invoice contact), the
+    seat stays confirmed without an invoice and the reason is logged: staff invoice it
+    later; a registration is never lost over billing.
+    """
+    from crm.fees.errors import FeeError
+    from crm.fees.services import queue_invoice_email
+
+    invoice = issue_invoice(registration)
+    if invoice is None:
         return
     try:
         with db.session.begin_nested():
