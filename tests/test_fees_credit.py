@@ -292,17 +292,22 @@ def test_two_full_credit_notes_at_once_credit_the_invoice_once(app):
         assert db.session.scalar(select(func.count(CreditNote.id))) == 1
 
 
+def _sent_with_a_reminder_fee(app, invoice_id: int) -> date:
+    """The invoice sent, the reminder fee set: the day its first reminder is due."""
+    with app.app_context():
+        make_fee_settings(reminder_fee_ore=FEE)
+        invoice = db.session.get(Invoice, invoice_id)
+        invoice.sent_at = utcnow()
+        db.session.commit()
+        return invoice.due_date + timedelta(days=14)
+
+
 def test_a_reminder_sent_while_the_invoice_is_credited_in_full_is_refused(app):
     """A treasurer credits an overdue invoice in full while another sends its first
     reminder: the reminder waits for the credit note and is then refused, so no reminder
     fee (or email) lands on a credited invoice."""
     invoice_id, amount = _concurrent_invoice(app)
-    with app.app_context():
-        make_fee_settings(reminder_fee_ore=FEE)
-        invoice = db.session.get(Invoice, invoice_id)
-        invoice.sent_at = utcnow()
-        overdue = invoice.due_date + timedelta(days=14)
-        db.session.commit()
+    overdue = _sent_with_a_reminder_fee(app, invoice_id)
 
     def remind() -> None:
         send_reminder(db.session.get(Invoice, invoice_id), 1, overdue)
@@ -326,12 +331,7 @@ def test_an_invoice_credited_in_full_while_its_reminder_is_sent_cancels_the_fee(
     """The other order: the reminder goes first; the credit note waits for it and
     cancels its fee with the rest, so nothing is left owing."""
     invoice_id, amount = _concurrent_invoice(app)
-    with app.app_context():
-        make_fee_settings(reminder_fee_ore=FEE)
-        invoice = db.session.get(Invoice, invoice_id)
-        invoice.sent_at = utcnow()
-        overdue = invoice.due_date + timedelta(days=14)
-        db.session.commit()
+    overdue = _sent_with_a_reminder_fee(app, invoice_id)
 
     def remind(hold) -> None:
         send_reminder(db.session.get(Invoice, invoice_id), 1, overdue)

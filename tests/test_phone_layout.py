@@ -6,6 +6,7 @@ too. Wide tables scroll inside their own container; the page itself never scroll
 sideways. One screenshot per page goes to test-artifacts/phone/ for a person to look at.
 """
 
+import contextlib
 import re
 
 import pytest
@@ -23,6 +24,18 @@ pytestmark = pytest.mark.browser
 PHONE = {"width": 390, "height": 844}
 # Endpoints that are not pages (files, JSON, redirects) and need no measuring.
 NOT_PAGES = re.compile(r"(\.(pdf|csv|json|ics|xml|xlsx|eml|png|svg)$)|/(export|download)\b")
+
+
+@contextlib.contextmanager
+def staff_page(browser, live_server, seeded, viewport: dict, **options):
+    """A page of a fresh browser context in Norwegian, logged in as the seeded admin."""
+    context = browser.new_context(viewport=viewport, locale="nb-NO", **options)
+    try:
+        page = context.new_page()
+        login(page, live_server, seeded, PASSWORD)
+        yield page
+    finally:
+        context.close()
 
 
 def _table_for(argument: str):
@@ -96,11 +109,8 @@ def test_every_staff_page_fits_a_phone_without_sideways_scrolling(
 ):
     folder = artifacts_dir / "phone"
     folder.mkdir(exist_ok=True)
-    context = browser.new_context(viewport=PHONE, locale="nb-NO", device_scale_factor=1)
-    page = context.new_page()
-    page.set_default_timeout(20_000)
-    try:
-        login(page, live_server, seeded, PASSWORD)
+    with staff_page(browser, live_server, seeded, PHONE, device_scale_factor=1) as page:
+        page.set_default_timeout(20_000)
         urls = _staff_pages(app)
         assert len(urls) >= 25, urls
         too_wide, measured = [], 0
@@ -119,15 +129,10 @@ def test_every_staff_page_fits_a_phone_without_sideways_scrolling(
                 too_wide.append(f"{url}: {width}px ({widest})")
         assert measured >= 25
         assert not too_wide, "wider than a 390 px phone:\n" + "\n".join(too_wide)
-    finally:
-        context.close()
 
 
 def test_the_menu_is_reachable_on_a_phone(app, browser, live_server, seeded, artifacts_dir):
-    context = browser.new_context(viewport=PHONE, locale="nb-NO")
-    page = context.new_page()
-    try:
-        login(page, live_server, seeded, PASSWORD)
+    with staff_page(browser, live_server, seeded, PHONE) as page:
         page.goto(live_server.url + "/companies")
         links = page.locator(".mainnav a")
         assert links.count() >= 5
@@ -144,8 +149,6 @@ def test_the_menu_is_reachable_on_a_phone(app, browser, live_server, seeded, art
         page.wait_for_load_state()
         assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
         assert "no-js" not in (page.get_attribute("html", "class") or "")
-    finally:
-        context.close()
 
 
 def _sent_newsletter_with_figures(app) -> int:
@@ -197,10 +200,7 @@ def test_figures_session_tabs_and_fee_tiers_scroll_in_their_own_box_on_a_phone(
         "checkin": f"/events/{course_id}/checkin",
         "fee-schedule-form": f"/fees/schedules/edit?year={utcnow().year}",
     }
-    context = browser.new_context(viewport=PHONE, locale="nb-NO")
-    page = context.new_page()
-    try:
-        login(page, live_server, seeded, PASSWORD)
+    with staff_page(browser, live_server, seeded, PHONE) as page:
         for name, url in pages.items():
             assert page.goto(live_server.url + url).status == 200, url
             page.screenshot(path=str(artifacts_dir / "phone" / f"wide-{name}.png"), full_page=True)
@@ -216,8 +216,6 @@ def test_figures_session_tabs_and_fee_tiers_scroll_in_their_own_box_on_a_phone(
         for i in range(amounts.count()):
             amount = amounts.nth(i).element_handle()
             assert page.evaluate("(el) => el.scrollWidth <= el.clientWidth", amount), i
-    finally:
-        context.close()
 
 
 def test_labels_addresses_and_buttons_keep_their_words_whole_on_a_phone(
@@ -227,10 +225,7 @@ def test_labels_addresses_and_buttons_keep_their_words_whole_on_a_phone(
 
     with app.app_context():
         company_id = db.session.scalar(select(db.func.min(Company.id)))
-    context = browser.new_context(viewport=PHONE, locale="nb-NO")
-    page = context.new_page()
-    try:
-        login(page, live_server, seeded, PASSWORD)
+    with staff_page(browser, live_server, seeded, PHONE) as page:
         # The change history: "Organisasjonsnummer" on one line, not "Organisasjon/snummer".
         page.goto(f"{live_server.url}/companies/{company_id}")
         labels = page.locator("table.changes th")
@@ -252,8 +247,6 @@ def test_labels_addresses_and_buttons_keep_their_words_whole_on_a_phone(
         cell = page.locator("td.email-cell").first
         assert cell.bounding_box()["width"] >= 150
         page.screenshot(path=str(artifacts_dir / "phone" / "words-contact-list.png"))
-    finally:
-        context.close()
 
 
 @pytest.mark.parametrize("language", ["nb", "en"])
@@ -262,10 +255,7 @@ def test_every_menu_link_is_in_sight_on_a_1280_px_screen(
 ):
     """An admin's menu (eleven links, some 1,200 px in Norwegian) was cut off after
     "Arrangementer" at 1280 px; the rest hid behind a strip scrolled sideways."""
-    context = browser.new_context(viewport={"width": 1280, "height": 800}, locale="nb-NO")
-    page = context.new_page()
-    try:
-        login(page, live_server, seeded, PASSWORD)
+    with staff_page(browser, live_server, seeded, {"width": 1280, "height": 800}) as page:
         page.goto(f"{live_server.url}/companies?lang={language}")
         links = page.locator(".mainnav a")
         assert links.count() >= 10  # an admin's
@@ -276,8 +266,6 @@ def test_every_menu_link_is_in_sight_on_a_1280_px_screen(
         nav = page.locator(".mainnav").element_handle()
         assert page.evaluate("(el) => el.scrollWidth <= el.clientWidth", nav)
         page.screenshot(path=str(artifacts_dir / f"menu-1280-{language}.png"))
-    finally:
-        context.close()
 
 
 # The element that sticks out furthest, to say what to fix (its tag, classes and right edge).
@@ -315,10 +303,7 @@ def test_tables_with_buttons_fit_their_column_at_1280_px(
         course_id = _course_with_most_sessions()
         network_id = db.session.scalar(select(db.func.min(Network.id)))
         company_id = db.session.scalar(select(db.func.min(Invoice.company_id)))
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="nb-NO")
-    page = context.new_page()
-    try:
-        login(page, live_server, seeded, PASSWORD)
+    with staff_page(browser, live_server, seeded, {"width": 1280, "height": 900}) as page:
         pages = {
             "event": (f"/events/{course_id}", ".table-wrap:has(td button)"),
             "network": (f"/networks/{network_id}", ".table-wrap:has(td button)"),
@@ -332,8 +317,6 @@ def test_tables_with_buttons_fit_their_column_at_1280_px(
                 wrap = wraps.nth(i).element_handle()
                 assert page.evaluate("(el) => el.scrollWidth <= el.clientWidth", wrap), url
             page.screenshot(path=str(artifacts_dir / f"{name}-table-1280-{language}.png"))
-    finally:
-        context.close()
 
 
 def test_the_month_view_shows_each_events_start_time_whole_on_a_phone(
@@ -343,10 +326,7 @@ def test_the_month_view_shows_each_events_start_time_whole_on_a_phone(
 
     with app.app_context():
         first = db.session.scalar(select(db.func.min(EventSession.starts_at)))
-    context = browser.new_context(viewport=PHONE, locale="nb-NO")
-    page = context.new_page()
-    try:
-        login(page, live_server, seeded, PASSWORD)
+    with staff_page(browser, live_server, seeded, PHONE) as page:
         page.goto(f"{live_server.url}/events/month?year={first.year}&month={first.month}")
         events = page.locator("a.month-event")
         assert events.count() >= 1
@@ -357,5 +337,3 @@ def test_the_month_view_shows_each_events_start_time_whole_on_a_phone(
             assert page.evaluate("(el) => el.scrollWidth <= el.clientWidth", link)
             assert events.nth(i).get_attribute("href")
         page.screenshot(path=str(artifacts_dir / "phone" / "month-view.png"))
-    finally:
-        context.close()
