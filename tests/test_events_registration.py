@@ -1,5 +1,6 @@
 """Registering from the public event page: seats, waitlist, duplicates, deadlines, links."""
 
+import re
 from datetime import timedelta
 
 from crm.events import services
@@ -61,6 +62,10 @@ def test_past_capacity_people_join_the_waitlist_and_see_their_place(app, client)
     with app.app_context():
         statuses = [(r.status, r.waitlist_position) for r in _registrations(event_id)]
         assert statuses == [("confirmed", None), ("waitlisted", 1), ("waitlisted", 2)]
+        url = services.manage_url(_registrations(event_id)[2])
+    # Their own page says it once ("Venteliste – nummer 2 på ventelisten" repeated it).
+    own = client.get(url.removeprefix("http://127.0.0.1:5000")).get_data(as_text=True)
+    assert re.search(r"Venteliste\s*– nummer 2 i køen</dd>", own), own
 
 
 def test_a_company_seat_quota_sends_the_extra_colleague_to_the_waitlist(app, client):
