@@ -17,10 +17,10 @@ from tests.factories import build_ocr, make_fee_settings, make_member
 def _course(**fields):
     fields.setdefault("cancellation_deadline", utcnow() + timedelta(days=5))
     fields.setdefault("cancellation_fee_ore", 150_000)
+    fields.setdefault("capacity", 10)
     return make_event(
         "LEAN grunnkurs",
         sessions=3,
-        capacity=10,
         member_price_ore=690_000,
         price_ore=990_000,
         vat_percent=25,
@@ -158,17 +158,26 @@ def test_a_cancelled_seats_invoice_still_due_stays_in_the_event_income_after_reg
     }
 
 
+def _kari_cancelled_late_without_fee(**course) -> tuple:
+    """(event, company, invoice id): Kari of a member company registered for a course and
+    cancelled after its deadline; it has no cancellation fee, so nothing was credited."""
+    make_fee_settings()
+    event = _course(
+        cancellation_deadline=utcnow() - timedelta(hours=1), cancellation_fee_ore=0, **course
+    )
+    company = make_member("Glåmdal Sag AS")
+    kari = _register(event, "Kari", "kari@example.no", company)
+    invoice_id = kari.invoice_id
+    services.cancel(kari, by_staff=True)
+    db.session.commit()
+    return event, company, invoice_id
+
+
 def test_registering_again_after_a_late_cancellation_without_fee_is_not_charged_twice(app_ctx):
     # Cancelled after the deadline with no fee: nothing was credited, the whole price is
     # still owed for this event. Registering again takes that seat back: its invoice,
     # not a second one.
-    make_fee_settings()
-    event = _course(cancellation_deadline=utcnow() - timedelta(hours=1), cancellation_fee_ore=0)
-    company = make_member("Glåmdal Sag AS")
-    registration = _register(event, "Kari", "kari@example.no", company)
-    first = registration.invoice_id
-    services.cancel(registration, by_staff=True)
-    db.session.commit()
+    event, company, first = _kari_cancelled_late_without_fee()
     again = _register(event, "Kari", "kari@example.no", company)
     assert again.status == "confirmed" and again.invoice_id == first
     assert db.session.scalar(db.select(db.func.count(Invoice.id))) == 1
@@ -185,14 +194,7 @@ def test_registering_again_onto_the_waitlist_after_a_late_cancellation_is_not_ch
 ):
     # The whole price of the late-cancelled seat is still owed: the registration keeps
     # that invoice while it waits, and the seat it gets later is that seat.
-    make_fee_settings()
-    event = _course(cancellation_deadline=utcnow() - timedelta(hours=1), cancellation_fee_ore=0)
-    event.capacity = 1
-    company = make_member("Glåmdal Sag AS")
-    kari = _register(event, "Kari", "kari@example.no", company)
-    first = kari.invoice_id
-    services.cancel(kari, by_staff=True)
-    db.session.commit()
+    event, company, first = _kari_cancelled_late_without_fee(capacity=1)
     ola = _register(event, "Ola", "ola@example.no", company)
     again = _register(event, "Kari", "kari@example.no", company)
     assert again.status == "waitlisted" and again.invoice_id == first

@@ -267,6 +267,15 @@ def _credit_in_full(invoice_id: int, before_commit=lambda: None) -> None:
         db.session.commit()
 
 
+def _refused_after_a_full_credit_note(app, invoice_id: int, second) -> None:
+    """`second()` starts while a full credit note of the invoice is made, not yet
+    committed: it waits for the credit note and is then refused (FeeError)."""
+    raised = second_meets_first_uncommitted(
+        app, lambda hold: _credit_in_full(invoice_id, hold), second
+    )
+    assert [type(exc) for exc in raised] == [FeeError], raised
+
+
 def _concurrent_invoice(app) -> tuple[int, int]:
     """(id, amount) of an invoice, on PostgreSQL (concurrent writers; SQLite has one
     writer at a time)."""
@@ -283,10 +292,7 @@ def test_two_full_credit_notes_at_once_credit_the_invoice_once(app):
     """Two staff crediting one invoice in full at the same moment: the second waits for
     the first and then finds nothing left to credit."""
     invoice_id, amount = _concurrent_invoice(app)
-    raised = second_meets_first_uncommitted(
-        app, lambda hold: _credit_in_full(invoice_id, hold), lambda: _credit_in_full(invoice_id)
-    )
-    assert [type(exc) for exc in raised] == [FeeError], raised
+    _refused_after_a_full_credit_note(app, invoice_id, lambda: _credit_in_full(invoice_id))
     with app.app_context():
         assert db.session.get(Invoice, invoice_id).credited_ore == amount
         assert db.session.scalar(select(func.count(CreditNote.id))) == 1
@@ -313,10 +319,7 @@ def test_a_reminder_sent_while_the_invoice_is_credited_in_full_is_refused(app):
         send_reminder(db.session.get(Invoice, invoice_id), 1, overdue)
         db.session.commit()
 
-    raised = second_meets_first_uncommitted(
-        app, lambda hold: _credit_in_full(invoice_id, hold), remind
-    )
-    assert [type(exc) for exc in raised] == [FeeError], raised
+    _refused_after_a_full_credit_note(app, invoice_id, remind)
     with app.app_context():
         invoice = db.session.get(Invoice, invoice_id)
         assert db.session.scalar(select(func.count(Reminder.id))) == 0
@@ -362,10 +365,7 @@ def test_a_full_credit_note_and_a_write_off_at_once_cancel_no_more_than_the_invo
             register_payment(invoice, amount, date(2026, 3, 1), kind="write_off")
             db.session.commit()
 
-    raised = second_meets_first_uncommitted(
-        app, lambda hold: _credit_in_full(invoice_id, hold), write_off
-    )
-    assert [type(exc) for exc in raised] == [FeeError], raised
+    _refused_after_a_full_credit_note(app, invoice_id, write_off)
     with app.app_context():
         invoice = db.session.get(Invoice, invoice_id)
         assert (invoice.credited_ore, invoice.written_off_ore) == (amount, 0)

@@ -181,6 +181,8 @@ def _course_with_most_sessions() -> int:
 
 # How many lines an element's own text takes (a one-word label broken inside the word
 # takes two or more).
+# Whether an element shows all of its content (nothing scrolled or cut off sideways).
+_FITS = "(el) => el.scrollWidth <= el.clientWidth"
 _TEXT_LINES = """(el) => {
   const range = document.createRange();
   range.selectNodeContents(el);
@@ -215,7 +217,7 @@ def test_figures_session_tabs_and_fee_tiers_scroll_in_their_own_box_on_a_phone(
         assert amounts.count() >= 2
         for i in range(amounts.count()):
             amount = amounts.nth(i).element_handle()
-            assert page.evaluate("(el) => el.scrollWidth <= el.clientWidth", amount), i
+            assert page.evaluate(_FITS, amount), i
 
 
 def test_labels_addresses_and_buttons_keep_their_words_whole_on_a_phone(
@@ -264,7 +266,7 @@ def test_every_menu_link_is_in_sight_on_a_1280_px_screen(
             box = links.nth(i).bounding_box()
             assert links.nth(i).is_visible() and box["x"] >= 0 and box["x"] + box["width"] <= 1280
         nav = page.locator(".mainnav").element_handle()
-        assert page.evaluate("(el) => el.scrollWidth <= el.clientWidth", nav)
+        assert page.evaluate(_FITS, nav)
         page.screenshot(path=str(artifacts_dir / f"menu-1280-{language}.png"))
 
 
@@ -315,7 +317,7 @@ def test_tables_with_buttons_fit_their_column_at_1280_px(
             assert wraps.count() >= 1, url
             for i in range(wraps.count()):
                 wrap = wraps.nth(i).element_handle()
-                assert page.evaluate("(el) => el.scrollWidth <= el.clientWidth", wrap), url
+                assert page.evaluate(_FITS, wrap), url
             page.screenshot(path=str(artifacts_dir / f"{name}-table-1280-{language}.png"))
 
 
@@ -334,6 +336,6 @@ def test_the_month_view_shows_each_events_start_time_whole_on_a_phone(
             time = events.nth(i).locator(".month-event-time").element_handle()
             assert page.evaluate("(el) => el.getBoundingClientRect().width > 0", time)
             link = events.nth(i).element_handle()
-            assert page.evaluate("(el) => el.scrollWidth <= el.clientWidth", link)
+            assert page.evaluate(_FITS, link)
             assert events.nth(i).get_attribute("href")
         page.screenshot(path=str(artifacts_dir / "phone" / "month-view.png"))

@@ -6,25 +6,22 @@ calendar entry people already have is updated rather than duplicated; `SEQUENCE`
 as Europe/Oslo with the zone's VTIMEZONE.
 """
 
-import re
 from collections.abc import Iterable
 
 from flask import current_app
 
 from crm.events.models import Event, EventSession
+from crm.text import CONTROL
 from crm.timeutil import OSLO, utcnow
 
 UID_DOMAIN = "klynge-events"
 
 
-# RFC 5545 allows no control character in TEXT but the tab (icalendar escapes line
-# breaks, and passes the rest as they are: text pasted from Word brings U+000B, and one
-# such byte can make a calendar refuse the whole feed).
-_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-
-
 def _text(value: str) -> str:
-    return _CONTROL.sub(" ", value)
+    # RFC 5545 allows no control character in TEXT but the tab (icalendar escapes line
+    # breaks, and passes the rest as they are: text pasted from Word brings U+000B, and
+    # one such byte can make a calendar refuse the whole feed).
+    return CONTROL.sub(" ", value)
 
 
 def session_uid(session: EventSession) -> str:

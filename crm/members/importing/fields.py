@@ -11,7 +11,6 @@ from crm.numbers import is_digits
 from crm.timeutil import OSLO
 
 MAX_EMPLOYEES = 1_000_000
-CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 # NUL and lone surrogates: PostgreSQL refuses them in text, so a value holding one is an error.
 UNSTORABLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
 

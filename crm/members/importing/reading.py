@@ -2,9 +2,9 @@
 
 from crm.members.importing.brreg import read_json
 from crm.members.importing.csv_rows import csv_rows, read_company_rows, xlsx_rows
-from crm.members.importing.fields import CONTROL
 from crm.members.importing.messages import N_, Message
 from crm.members.importing.records import ParsedFile
+from crm.text import CONTROL
 
 # An XLSX workbook is a zip archive.
 XLSX_MAGIC = b"PK\x03\x04"

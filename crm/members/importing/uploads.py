@@ -8,7 +8,7 @@ import time
 import unicodedata
 from pathlib import Path
 
-from crm.members.importing.fields import CONTROL
+from crm.text import CONTROL
 
 UPLOAD_TOKEN = re.compile(r"[A-Za-z0-9_-]{43}")
 UPLOAD_MAX_AGE = 24 * 3600
